@@ -1,0 +1,23 @@
+//! Subcommands, one module each.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub(crate) mod style;
+
+/// Continuous TPM 2.0 remote attestation: the operator's tool.
+#[derive(Debug, Parser)]
+#[command(name = "vigil", version, about)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {}
+
+/// Runs a parsed command line, returning the process exit code.
+pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {}
+}

@@ -1,0 +1,1 @@
+//! The TCG PC Client (UEFI) event log: parsing, replay and measured-boot policies.

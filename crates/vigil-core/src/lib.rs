@@ -1,0 +1,25 @@
+//! # vigil-core
+//!
+//! The deterministic heart of Vigil: every parser and verifier for TPM 2.0 remote
+//! attestation evidence, with no network, database, clock, TPM or randomness of its own.
+//! Inputs go in, verdicts come out, so every verdict is reproducible in a test, fuzzable
+//! and benchmarkable. Services (`vigil-agent`, the registrar, the verifier) are thin
+//! shells that drive this crate.
+//!
+//! Modules follow the domain:
+//! - [`hash`]: hash algorithms and inline digests shared by all evidence types.
+//! - [`ima`]: the IMA measurement list (`ascii_runtime_measurements`): parsing,
+//!   template hashes, PCR 10 replay, incremental attestation, validation.
+//! - [`policy`]: policies that evidence is judged against (Keylime runtime policies).
+//! - [`tpm`]: TPM 2.0 structures and quotes.
+//! - [`eventlog`]: the TCG PC Client (UEFI) event log and measured boot.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod eventlog;
+pub mod hash;
+pub mod ima;
+pub mod policy;
+pub mod tpm;
+
+pub use hash::{Digest, HashAlg};

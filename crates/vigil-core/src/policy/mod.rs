@@ -1,0 +1,1 @@
+//! Policies evidence is judged against.

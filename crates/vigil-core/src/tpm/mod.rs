@@ -1,0 +1,1 @@
+//! TPM 2.0 structures, Keylime quote strings and quote verification.

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs what Vigil's build, tests and demo need on Debian, idempotently.
+# Safe to run repeatedly: it only calls apt-get when a package is missing.
+set -euo pipefail
+
+PACKAGES=(swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config python3 python3-venv python3-gpg)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    echo "setup: installing ${missing[*]}"
+    if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "setup: cargo not found; install Rust (https://rustup.rs) first" >&2
+    exit 1
+fi
