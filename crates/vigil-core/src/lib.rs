@@ -7,6 +7,7 @@
 //! shells that drive this crate.
 //!
 //! Modules follow the domain:
+//! - [`failure`]: Keylime-compatible failure events (event ids, context, recoverability).
 //! - [`hash`]: hash algorithms and inline digests shared by all evidence types.
 //! - [`ima`]: the IMA measurement list (`ascii_runtime_measurements`): parsing,
 //!   template hashes, PCR 10 replay, incremental attestation, validation.
@@ -17,6 +18,7 @@
 #![warn(missing_docs)]
 
 pub mod eventlog;
+pub mod failure;
 pub mod hash;
 pub mod ima;
 pub mod policy;

@@ -1,0 +1,152 @@
+//! Attestation failures in Keylime's model: a verdict is a list of events, each with a
+//! dotted event id (`ima.validation.ima-ng.not_in_allowlist`), a JSON context and a
+//! recoverable flag. Event ids are kept verbatim, misspellings included
+//! (`qoute_validation`), because operators and tools match on them.
+//!
+//! Severity labels and `severity_policy` are applied by the verifier, not here.
+
+use serde::Serialize;
+use serde_json::Value;
+
+/// The component an event id starts with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Component {
+    /// `qoute_validation` (Keylime's spelling, kept on purpose).
+    QuoteValidation,
+    /// `pcr_validation`.
+    PcrValidation,
+    /// `measured_boot`.
+    MeasuredBoot,
+    /// `ima`.
+    Ima,
+    /// `internal`.
+    Internal,
+    /// `tee_attestation`.
+    Tee,
+    /// `default`.
+    Default,
+}
+
+impl Component {
+    /// The event-id prefix, exactly as Keylime spells it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::QuoteValidation => "qoute_validation",
+            Self::PcrValidation => "pcr_validation",
+            Self::MeasuredBoot => "measured_boot",
+            Self::Ima => "ima",
+            Self::Internal => "internal",
+            Self::Tee => "tee_attestation",
+            Self::Default => "default",
+        }
+    }
+}
+
+/// One failure event.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Event {
+    /// `component[.sub_component…].event`, verbatim Keylime spelling.
+    pub event_id: String,
+    /// Structured context; a plain message is `{"message": "..."}` as in Keylime.
+    pub context: Value,
+    /// Whether attestation may continue after this event.
+    pub recoverable: bool,
+}
+
+impl Event {
+    /// Builds an event id from its parts: `component.sub1.sub2.event`.
+    pub fn new(
+        component: Component,
+        sub_components: &[&str],
+        event: &str,
+        context: Value,
+        recoverable: bool,
+    ) -> Self {
+        let mut event_id = String::from(component.as_str());
+        for part in sub_components.iter().chain(std::iter::once(&event)) {
+            event_id.push('.');
+            event_id.push_str(part);
+        }
+        Self {
+            event_id,
+            context,
+            recoverable,
+        }
+    }
+
+    /// A context that is only a message, in Keylime's `{"message": ...}` shape.
+    pub fn message(text: impl Into<String>) -> Value {
+        serde_json::json!({ "message": text.into() })
+    }
+}
+
+/// The failures of one attestation step; empty means it passed.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Failure {
+    events: Vec<Event>,
+}
+
+impl Failure {
+    /// No events: a pass.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records one event.
+    pub fn push(&mut self, event: Event) {
+        self.events.push(event);
+    }
+
+    /// Appends every event of `other`.
+    pub fn merge(&mut self, other: Self) {
+        self.events.extend(other.events);
+    }
+
+    /// The events, in the order they were found.
+    pub fn events(&self) -> &[Event] {
+        &self.events
+    }
+
+    /// True when nothing failed.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// True when any event is irrecoverable (Keylime then stops polling the node).
+    pub fn is_irrecoverable(&self) -> bool {
+        self.events.iter().any(|e| !e.recoverable)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_ids_are_dotted_and_verbatim() {
+        let e = Event::new(
+            Component::Ima,
+            &["validation", "ima-ng"],
+            "not_in_allowlist",
+            Event::message("File not found in allowlist: /x"),
+            true,
+        );
+        assert_eq!(e.event_id, "ima.validation.ima-ng.not_in_allowlist");
+        assert_eq!(e.context["message"], "File not found in allowlist: /x");
+        let q = Event::new(
+            Component::QuoteValidation,
+            &[],
+            "quote_validation",
+            Value::Null,
+            false,
+        );
+        assert_eq!(q.event_id, "qoute_validation.quote_validation");
+        let mut f = Failure::new();
+        assert!(f.is_empty());
+        f.push(e);
+        assert!(!f.is_irrecoverable());
+        f.push(q);
+        assert!(f.is_irrecoverable());
+        assert_eq!(f.events().len(), 2);
+    }
+}
