@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Runs every check and test Vigil has: formatting, lints, unit and integration tests,
-# the differential tests against Keylime 7.14.3, and a short run of each fuzz target.
-# Usage: scripts/test.sh            (everything)
-#        VIGIL_SKIP_KEYLIME=1 ...   (skip the Keylime differential suite)
-#        VIGIL_SKIP_FUZZ=1 ...      (skip the fuzz smoke runs)
+# Runs every check and test Vigil has: formatting, lints, unit and integration tests
+# (including the differential suite against Keylime 7.14.3), and a short run of each
+# fuzz target.
+#   VIGIL_SKIP_KEYLIME=1   skip installing Keylime (its differential tests then skip,
+#                          except under CI=true, where they fail instead)
+#   VIGIL_SKIP_FUZZ=1      skip the fuzz smoke runs
+#   VIGIL_FUZZ_SECONDS=N   seconds per fuzz target (default 5)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,5 +17,16 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+if [ "${VIGIL_SKIP_KEYLIME:-0}" != 1 ]; then
+    echo "== Keylime 7.14.3 reference peer"
+    # shellcheck disable=SC1090
+    . "$(bash scripts/keylime-reference.sh)"
+fi
+
 echo "== cargo test"
 cargo test --workspace --locked
+
+if [ "${VIGIL_SKIP_FUZZ:-0}" != 1 ]; then
+    echo "== fuzz smoke"
+    bash scripts/fuzz-smoke.sh "${VIGIL_FUZZ_SECONDS:-5}"
+fi
