@@ -1,5 +1,6 @@
 //! Hexadecimal decoding with the exact acceptance rules Keylime inherits from Python's
-//! `bytes.fromhex`.
+//! `bytes.fromhex`, plus Python's `repr()` of a byte string (Keylime puts it in the
+//! context of `ima.validation.ima_hash` events).
 //!
 //! `bytes.fromhex` accepts upper- and lowercase digits and skips runs of ASCII whitespace
 //! (space, `\t`, `\n`, `\v`, `\f`, `\r`) *between* byte pairs, never inside one. The
@@ -222,6 +223,39 @@ pub(crate) fn append_decoded(src: &str, plain: bool, out: &mut Vec<u8>) -> Resul
     walk_lenient(b, |v| out.push(v))
 }
 
+/// Python's `repr()` of a `bytes` value, e.g. `b'\x00ab\\'`, as Keylime writes byte
+/// strings into event contexts.
+pub(crate) fn py_bytes_repr(data: &[u8]) -> String {
+    use std::fmt::Write as _;
+    // Python picks double quotes only when the data holds a single quote and no double.
+    let quote = if data.contains(&b'\'') && !data.contains(&b'"') {
+        b'"'
+    } else {
+        b'\''
+    };
+    let mut s = String::with_capacity(data.len() + 3);
+    s.push('b');
+    s.push(quote as char);
+    for &c in data {
+        match c {
+            b'\\' => s.push_str("\\\\"),
+            b'\t' => s.push_str("\\t"),
+            b'\n' => s.push_str("\\n"),
+            b'\r' => s.push_str("\\r"),
+            c if c == quote => {
+                s.push('\\');
+                s.push(c as char);
+            }
+            0x20..=0x7e => s.push(c as char),
+            c => {
+                let _ = write!(s, "\\x{c:02x}");
+            }
+        }
+    }
+    s.push(quote as char);
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,5 +332,17 @@ mod tests {
         decode_plain(&src[..22], &mut out);
         assert_eq!(out.to_vec(), hex::decode(&src[..22]).unwrap());
         assert!(!is_plain_hex(b"abc"));
+    }
+
+    #[test]
+    fn repr_matches_python() {
+        // Expected strings are CPython's repr() of the same bytes.
+        assert_eq!(py_bytes_repr(b"it's"), "b\"it's\"");
+        assert_eq!(py_bytes_repr(b"a\"b'c"), "b'a\"b\\'c'");
+        assert_eq!(py_bytes_repr(b"\x7f\x80\\"), "b'\\x7f\\x80\\\\'");
+        assert_eq!(
+            py_bytes_repr(b"\x00\x08\t\n\x0b\x0c\r\x1f !~"),
+            "b'\\x00\\x08\\t\\n\\x0b\\x0c\\r\\x1f !~'"
+        );
     }
 }

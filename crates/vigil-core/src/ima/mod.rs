@@ -68,12 +68,23 @@
 //! Without a quoted PCR no quote-progress check is made (Keylime would compare a match
 //! line of -1).
 
+mod fasthash;
 mod hex;
 
 pub mod entry;
+pub mod reader;
+pub mod replay;
 pub mod template;
 
 pub use entry::{
     EntryError, Field, FileDigest, HexBytes, ImaEntry, LineError, Template, TemplateHash,
 };
 pub use hex::HexError;
+pub use reader::{process_reader, ImaLine, ImaLogReader, ReadError, DEFAULT_MAX_LINE};
+pub use replay::{
+    process_measurement_list, AcceptAll, BatchStart, EntryValidator, EntryVerdict, ImaAttestState,
+    ImaConfig, ImaCounts, ImaReplay, ImaVerdict, QuoteProgress, IMA_PCR,
+};
+
+#[cfg(test)]
+mod tests;
