@@ -276,6 +276,29 @@ mod tests {
     }
 
     #[test]
+    fn buffer_size_does_not_change_the_lines() {
+        // Whole input buffered at once vs. 3-byte reads that split every line.
+        let data = b"10 aa ima-ng sha1:00 /x\n\nbad \xc3(\n0123456789012345678901234\nlast ";
+        let run = |cap: usize| {
+            let mut r = ImaLogReader::new(std::io::BufReader::with_capacity(cap, &data[..]))
+                .with_max_line(20);
+            let mut out = Vec::new();
+            while let Some(l) = r.next_line() {
+                out.push(match l {
+                    Ok(l) => Ok((l.line_no, l.entry_no, l.text.to_owned())),
+                    Err(e) => Err((e.to_string(), r.raw_line().to_vec())),
+                });
+            }
+            out
+        };
+        let whole = run(1 << 16);
+        assert_eq!(whole.len(), 5);
+        assert_eq!(whole, run(3));
+        assert_eq!(whole[2].as_ref().unwrap_err().1, b"bad \xc3(");
+        assert_eq!(whole[3].as_ref().unwrap_err().1, b"01234567890123456789");
+    }
+
+    #[test]
     fn io_errors_stop_reading() {
         struct Failing;
         impl io::Read for Failing {
