@@ -14,7 +14,11 @@ fn main() -> ExitCode {
     match cmd::run(cli) {
         Ok(code) => code,
         Err(err) => {
-            let _ = anstream::eprintln!("{}error:{} {err:#}", cmd::style::ERROR.render(), cmd::style::ERROR.render_reset());
+            anstream::eprintln!(
+                "{}error:{} {err:#}",
+                cmd::style::ERROR.render(),
+                cmd::style::ERROR.render_reset()
+            );
             ExitCode::from(2)
         }
     }

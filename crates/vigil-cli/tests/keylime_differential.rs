@@ -42,14 +42,22 @@ fn ima_verdicts_match_keylime() {
             "VIGIL_KEYLIME_PYTHON is not set under CI: scripts/test.sh must install the \
              Keylime reference (scripts/keylime-reference.sh) before cargo test"
         );
-        eprintln!("skipped: run `. \"$(bash scripts/keylime-reference.sh)\"` to compare with Keylime");
+        eprintln!(
+            "skipped: run `. \"$(bash scripts/keylime-reference.sh)\"` to compare with Keylime"
+        );
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
     let root = repo_root();
     let gen = Command::new("python3")
         .arg(root.join("tests/keylime/gen_ima_cases.py"))
-        .args(["--seed", &SEED.to_string(), "--count", &CASES.to_string(), "--out"])
+        .args([
+            "--seed",
+            &SEED.to_string(),
+            "--count",
+            &CASES.to_string(),
+            "--out",
+        ])
         .arg(dir.path())
         .status()
         .expect("run gen_ima_cases.py");
@@ -69,7 +77,11 @@ fn ima_verdicts_match_keylime() {
     let mut mismatches = Vec::new();
     let mut failing_cases = 0;
     for (case, keylime) in cases.iter().zip(oracle) {
-        assert!(keylime["error"].is_null(), "Keylime raised on {case}: {}", keylime["error"]);
+        assert!(
+            keylime["error"].is_null(),
+            "Keylime raised on {case}: {}",
+            keylime["error"]
+        );
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_vigil"));
         cmd.args(["ima", "check", "--json", "--log"])
             .arg(case["log"].as_str().expect("log"))
@@ -100,7 +112,10 @@ fn ima_verdicts_match_keylime() {
         }
     }
     // The generator must exercise failures, or this test proves little.
-    assert!(failing_cases > CASES / 3, "only {failing_cases} cases failed in Keylime");
+    assert!(
+        failing_cases > CASES / 3,
+        "only {failing_cases} cases failed in Keylime"
+    );
     assert!(
         mismatches.is_empty(),
         "{} of {} cases differ from Keylime:\n{}",

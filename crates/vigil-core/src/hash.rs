@@ -269,7 +269,10 @@ impl Digest {
         let mut bytes = [0u8; MAX_DIGEST_LEN];
         hex::decode_to_slice(hex_str, &mut bytes[..n])
             .map_err(|_| DigestError::BadHex(truncate_for_error(hex_str)))?;
-        Ok(Self { len: n as u8, bytes })
+        Ok(Self {
+            len: n as u8,
+            bytes,
+        })
     }
 
     /// Parses hex and checks the length against `alg`.
@@ -403,8 +406,14 @@ mod tests {
 
     #[test]
     fn hex_errors_name_the_input() {
-        assert!(matches!(Digest::from_hex("zz"), Err(DigestError::BadHex(_))));
-        assert!(matches!(Digest::from_hex("abc"), Err(DigestError::BadHex(_))));
+        assert!(matches!(
+            Digest::from_hex("zz"),
+            Err(DigestError::BadHex(_))
+        ));
+        assert!(matches!(
+            Digest::from_hex("abc"),
+            Err(DigestError::BadHex(_))
+        ));
         assert!(matches!(
             Digest::from_hex(&"00".repeat(65)),
             Err(DigestError::TooLong(65))

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod ima;
 pub(crate) mod style;
 
 /// Continuous TPM 2.0 remote attestation: the operator's tool.
@@ -15,9 +16,15 @@ pub(crate) struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {}
+enum Command {
+    /// IMA measurement lists: check one against a runtime policy offline.
+    #[command(subcommand)]
+    Ima(ima::ImaCommand),
+}
 
 /// Runs a parsed command line, returning the process exit code.
 pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    match cli.command {}
+    match cli.command {
+        Command::Ima(cmd) => ima::run(cmd),
+    }
 }

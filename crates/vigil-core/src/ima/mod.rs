@@ -72,9 +72,12 @@ mod fasthash;
 mod hex;
 
 pub mod entry;
+pub mod keyring;
 pub mod reader;
 pub mod replay;
+pub mod signature;
 pub mod template;
+pub mod validate;
 
 pub use entry::{
     EntryError, Field, FileDigest, HexBytes, ImaEntry, LineError, Template, TemplateHash,

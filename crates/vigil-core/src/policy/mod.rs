@@ -1,1 +1,2 @@
 //! Policies evidence is judged against.
+pub mod runtime;

@@ -1,0 +1,1 @@
+//! Tests of IMA keyrings and signature verification.
