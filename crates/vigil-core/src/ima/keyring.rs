@@ -27,7 +27,7 @@ pub enum KeyError {
     #[error("unsupported key type {0}")]
     UnsupportedType(String),
     /// An EC key on a curve Vigil does not support.
-    #[error("unsupported elliptic curve {0} (P-256 and P-384 are supported)")]
+    #[error("unsupported elliptic curve {0} (P-256, P-384 and secp256k1 are supported)")]
     UnsupportedCurve(String),
     /// A malformed `verification-keys` keyring.
     #[error("invalid IMA keyring JSON: {0}")]
@@ -47,6 +47,7 @@ enum KeyKind {
     Rsa(rsa::RsaPublicKey),
     P256(p256::ecdsa::VerifyingKey),
     P384(p384::ecdsa::VerifyingKey),
+    Secp256k1(k256::ecdsa::VerifyingKey),
 }
 
 const OID_RSA: &str = "1.2.840.113549.1.1.1";
@@ -69,6 +70,8 @@ impl ImaPublicKey {
                     KeyKind::P256(k)
                 } else if let Ok(k) = p384::ecdsa::VerifyingKey::from_public_key_der(der) {
                     KeyKind::P384(k)
+                } else if let Ok(k) = k256::ecdsa::VerifyingKey::from_public_key_der(der) {
+                    KeyKind::Secp256k1(k)
                 } else {
                     let curve = spki
                         .algorithm
@@ -95,6 +98,7 @@ impl ImaPublicKey {
                 .unwrap_or_default(),
             KeyKind::P256(k) => k.to_encoded_point(false).as_bytes().to_vec(),
             KeyKind::P384(k) => k.to_encoded_point(false).as_bytes().to_vec(),
+            KeyKind::Secp256k1(k) => k.to_encoded_point(false).as_bytes().to_vec(),
         };
         let digest = HashAlg::Sha1.hash(&material);
         let b = digest.as_bytes();
@@ -119,33 +123,109 @@ impl ImaPublicKey {
                 .is_ok_and(|s| k.verify_prehash(file_digest, &s).is_ok()),
             KeyKind::P384(k) => p384::ecdsa::Signature::from_der(signature)
                 .is_ok_and(|s| k.verify_prehash(file_digest, &s).is_ok()),
+            // k256 refuses high-S signatures (a Bitcoin rule); OpenSSL, and so Keylime,
+            // accepts both forms, so normalise first.
+            KeyKind::Secp256k1(k) => k256::ecdsa::Signature::from_der(signature).is_ok_and(|s| {
+                let s = s.normalize_s().unwrap_or(s);
+                k.verify_prehash(file_digest, &s).is_ok()
+            }),
         }
     }
 }
 
 /// Finds a public key in bytes the way Keylime's `get_pubkey` does: a DER or PEM X.509
-/// certificate (with its SKI-derived key id), then a DER or PEM public key. `Ok(None)`
-/// means the bytes hold no key (a plain buffer); an error means they hold a key of an
-/// unusable type. Private keys, which Keylime would also accept, are not read.
+/// certificate (with its SKI-derived key id), a DER or PEM public key (SPKI, or PKCS#1
+/// for RSA), or the public half of a PEM private key (PKCS#8, SEC1 or PKCS#1).
+/// `Ok(None)` means the bytes hold no key (a plain buffer); an error means they hold a
+/// key of an unusable type.
 pub fn parse_ima_key(bytes: &[u8]) -> Result<Option<(ImaPublicKey, Option<u32>)>, KeyError> {
     if let Some(found) = from_certificate_der(bytes)? {
         return Ok(Some(found));
     }
-    let pem = std::str::from_utf8(bytes)
-        .ok()
-        .and_then(|t| der::pem::decode_vec(t.trim().as_bytes()).ok());
-    if let Some((label, der)) = &pem {
-        if *label == "CERTIFICATE" {
-            return from_certificate_der(der);
-        }
-    }
     if let Some(key) = ImaPublicKey::from_spki_der(bytes)? {
         return Ok(Some((key, None)));
     }
-    if let Some(("PUBLIC KEY", der)) = pem.as_ref().map(|(l, d)| (*l, d)) {
-        return Ok(ImaPublicKey::from_spki_der(der)?.map(|k| (k, None)));
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return Ok(None);
+    };
+    for (label, der) in pem_blocks(text) {
+        let spki = match label.as_str() {
+            "CERTIFICATE" => return from_certificate_der(&der),
+            "PUBLIC KEY" => Some(der),
+            "RSA PUBLIC KEY" => {
+                use rsa::pkcs1::DecodeRsaPublicKey;
+                rsa::RsaPublicKey::from_pkcs1_der(&der)
+                    .ok()
+                    .and_then(|k| spki_of(&k))
+            }
+            "RSA PRIVATE KEY" => {
+                use rsa::pkcs1::DecodeRsaPrivateKey;
+                rsa::RsaPrivateKey::from_pkcs1_der(&der)
+                    .ok()
+                    .and_then(|k| spki_of(&k.to_public_key()))
+            }
+            "EC PRIVATE KEY" => ec_private_spki(&der, false),
+            "PRIVATE KEY" => ec_private_spki(&der, true).or_else(|| {
+                use rsa::pkcs8::DecodePrivateKey;
+                rsa::RsaPrivateKey::from_pkcs8_der(&der)
+                    .ok()
+                    .and_then(|k| spki_of(&k.to_public_key()))
+            }),
+            _ => None,
+        };
+        if let Some(spki) = spki {
+            return Ok(ImaPublicKey::from_spki_der(&spki)?.map(|k| (k, None)));
+        }
     }
     Ok(None)
+}
+
+fn spki_of(key: &impl rsa::pkcs8::EncodePublicKey) -> Option<Vec<u8>> {
+    key.to_public_key_der().ok().map(|d| d.as_bytes().to_vec())
+}
+
+/// The SPKI of an EC private key's public half (SEC1 or PKCS#8 encoding).
+fn ec_private_spki(der: &[u8], pkcs8: bool) -> Option<Vec<u8>> {
+    macro_rules! curve {
+        ($c:ident) => {{
+            let secret = if pkcs8 {
+                use rsa::pkcs8::DecodePrivateKey;
+                $c::SecretKey::from_pkcs8_der(der).ok()
+            } else {
+                $c::SecretKey::from_sec1_der(der).ok()
+            };
+            if let Some(s) = secret {
+                return spki_of(&s.public_key());
+            }
+        }};
+    }
+    curve!(p256);
+    curve!(p384);
+    curve!(k256);
+    None
+}
+
+/// Every `-----BEGIN X-----` … `-----END X-----` block of a text, decoded.
+fn pem_blocks(text: &str) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("-----BEGIN ") {
+        let block = &rest[start..];
+        let Some(label_end) = block["-----BEGIN ".len()..].find("-----") else {
+            break;
+        };
+        let label = &block["-----BEGIN ".len().."-----BEGIN ".len() + label_end];
+        let end_marker = format!("-----END {label}-----");
+        let Some(end) = block.find(&end_marker) else {
+            break;
+        };
+        let pem = &block[..end + end_marker.len()];
+        if let Ok((_, der)) = der::pem::decode_vec(pem.as_bytes()) {
+            out.push((label.to_owned(), der));
+        }
+        rest = &block[end + end_marker.len()..];
+    }
+    out
 }
 
 fn from_certificate_der(der: &[u8]) -> Result<Option<(ImaPublicKey, Option<u32>)>, KeyError> {
@@ -329,6 +409,3 @@ impl ImaKeyrings {
         }
     }
 }
-
-#[cfg(test)]
-mod tests;

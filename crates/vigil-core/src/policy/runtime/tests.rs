@@ -1,1 +1,206 @@
-//! Tests of runtime policy parsing.
+//! Tests of runtime policy parsing, conversion and DSSE verification, on Keylime's own
+//! policy fixtures and on schema violations.
+
+use super::*;
+
+const DATA: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../../shared/testdata/keylime/test/data/"
+);
+
+fn read(name: &str) -> Vec<u8> {
+    std::fs::read(format!("{DATA}{name}")).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+fn minimal(patch: impl FnOnce(&mut Value)) -> Result<RuntimePolicy, PolicyError> {
+    let mut doc = RuntimePolicy::empty().to_json();
+    patch(&mut doc);
+    RuntimePolicy::from_json(&serde_json::to_vec(&doc).unwrap())
+}
+
+fn schema_path(err: PolicyError) -> String {
+    match err {
+        PolicyError::Schema { path, .. } => path,
+        other => panic!("expected a schema error, got {other}"),
+    }
+}
+
+#[test]
+fn keylime_generated_policies_load() {
+    for alg in ["sha1", "sha256", "sha384", "sha512", "sm3_256", "unknown"] {
+        let name = format!("create-runtime-policy/policy-{alg}");
+        let bytes = read(&name);
+        let p = RuntimePolicy::from_json(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(p.generator(), 3, "{name}");
+        assert_eq!(p.len(), 1, "{name}");
+        assert_eq!(p.checksum(), HashAlg::Sha256.hash(&bytes).to_hex());
+    }
+    let p = RuntimePolicy::from_json(&read("sign-runtime-policy/runtime-policy.json")).unwrap();
+    assert!(p.digests_for("/usr/sbin/foobar-sbin").is_some());
+    let e =
+        RuntimePolicy::from_json(&read("sign-runtime-policy/runtime-policy-empty.json")).unwrap();
+    assert!(e.is_empty());
+    assert!(
+        RuntimePolicy::from_json(&read("sign-runtime-policy/runtime-policy-bogus.json")).is_err()
+    );
+}
+
+#[test]
+fn prefixed_digests_and_envelopes_unwrap() {
+    // Keylime's DSSE fixture policy carries `sha256:` on boot_aggregate.
+    let plain = RuntimePolicy::from_json(&read("runtime-policy-test.json")).unwrap();
+    let ba = plain.digests_for("boot_aggregate").unwrap();
+    assert_eq!(
+        ba[0].to_hex(),
+        "4309217e9709def327c3409407f4d52907aeba46ef1b4f46529fd095f2ef9fb2"
+    );
+    let wrapped = RuntimePolicy::from_json(&read("runtime-policy-test-signed.json")).unwrap();
+    assert_eq!(wrapped.len(), plain.len());
+    assert_eq!(wrapped.to_json()["digests"], plain.to_json()["digests"]);
+}
+
+#[test]
+fn dsse_signatures_verify_with_the_key_only() {
+    let key = read("runtime-policy-pubkey.pub");
+    let p = verify_dsse(&read("runtime-policy-test-signed.json"), &key).unwrap();
+    assert!(p.digests_for("boot_aggregate").is_some());
+    assert!(matches!(
+        verify_dsse(&read("runtime-policy-test-signed-bad.json"), &key),
+        Err(PolicyError::Signature(DsseError::BadSignature))
+    ));
+    // A payload changed after signing.
+    let mut env: Value = serde_json::from_slice(&read("runtime-policy-test-signed.json")).unwrap();
+    let other = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        serde_json::to_vec(&RuntimePolicy::empty().to_json()).unwrap(),
+    );
+    env["payload"] = json!(other);
+    assert!(matches!(
+        verify_dsse(&serde_json::to_vec(&env).unwrap(), &key),
+        Err(PolicyError::Signature(DsseError::BadSignature))
+    ));
+    // An RSA key is not a DSSE policy key; garbage is not an envelope.
+    let rsa = std::fs::read(format!("{DATA}ima_keys/rsa2048pub.pem")).unwrap();
+    assert!(matches!(
+        verify_dsse(&read("runtime-policy-test-signed.json"), &rsa),
+        Err(PolicyError::Signature(DsseError::Key(_)))
+    ));
+    assert!(verify_dsse(b"{}", &key).is_err());
+}
+
+#[test]
+fn schema_violations_name_the_field() {
+    assert_eq!(
+        schema_path(minimal(|d| drop(d.as_object_mut().unwrap().remove("excludes"))).unwrap_err()),
+        "(document)"
+    );
+    let err = minimal(|d| d["digests"] = json!({"/bin/ls": ["XYZ"]})).unwrap_err();
+    assert!(err.to_string().contains("digests./bin/ls"), "{err}");
+    let err = minimal(|d| d["digests"] = json!({"/bin/ls": []})).unwrap_err();
+    assert!(err.to_string().contains("empty"), "{err}");
+    assert_eq!(
+        schema_path(minimal(|d| d["ima"]["dm_policy"] = json!({})).unwrap_err()),
+        "ima.dm_policy"
+    );
+    assert_eq!(
+        schema_path(minimal(|d| d["ima"]["log_hash_alg"] = json!("md5")).unwrap_err()),
+        "ima.log_hash_alg"
+    );
+    assert_eq!(
+        schema_path(minimal(|d| d["meta"]["generator"] = json!(4)).unwrap_err()),
+        "meta.generator"
+    );
+    assert_eq!(
+        schema_path(minimal(|d| d["release"] = json!("0")).unwrap_err()),
+        "release"
+    );
+    // Odd-length hex can never equal a digest.
+    assert!(minimal(|d| d["digests"] = json!({"/x": ["a".repeat(41)]})).is_err());
+    // Properties the schema does not know are allowed, as in Keylime.
+    assert!(minimal(|d| d["comment"] = json!("made by hand")).is_ok());
+    assert!(RuntimePolicy::from_json(b"[]").is_err());
+    assert!(RuntimePolicy::from_json(b"").is_err());
+}
+
+#[test]
+fn bad_excludes_fail_at_load() {
+    let err = minimal(|d| d["excludes"] = json!(["/ok", "(unclosed"])).unwrap_err();
+    assert!(
+        matches!(err, PolicyError::Exclude(ExcludeError { index: 1, .. })),
+        "{err}"
+    );
+}
+
+#[test]
+fn truncated_policies_never_panic() {
+    let bytes = read("sign-runtime-policy/runtime-policy.json");
+    for cut in 0..bytes.len() {
+        let _ = RuntimePolicy::from_json(&bytes[..cut]);
+    }
+    let env = read("runtime-policy-test-signed.json");
+    for cut in (0..env.len()).step_by(7) {
+        let _ = RuntimePolicy::from_json(&env[..cut]);
+    }
+}
+
+#[test]
+fn lookups_and_keyrings() {
+    let p = minimal(|d| {
+        d["digests"] = json!({"/usr/bin/ls": ["aa".repeat(32), "bb".repeat(20)]});
+        d["keyrings"] = json!({".ima": ["cc".repeat(32)]});
+        d["ima"]["ignored_keyrings"] = json!([".builtin_trusted_keys"]);
+        d["excludes"] = json!(["/tmp/"]);
+    })
+    .unwrap();
+    assert_eq!(p.digests_for("/usr/bin/ls").unwrap().len(), 2);
+    assert!(p.digests_for("/usr/bin/cat").is_none());
+    assert!(p.keyring_digests(".ima").is_some());
+    assert!(p.ignores_keyring(".builtin_trusted_keys"));
+    assert!(!p.ignores_keyring(".ima"));
+    assert!(p.is_excluded("/tmp/x"));
+    assert!(!p.is_excluded("/var/tmp/x"));
+    assert_eq!(p.log_hash_alg(), HashAlg::Sha1);
+    // Canonical JSON round-trips.
+    let again = RuntimePolicy::from_json(&serde_json::to_vec(&p.to_json()).unwrap()).unwrap();
+    assert_eq!(again.to_json(), p.to_json());
+}
+
+#[test]
+fn legacy_allowlists_convert() {
+    let short = String::from_utf8(read("ima-allowlist-short.txt")).unwrap();
+    let p = RuntimePolicy::from_legacy(Some(&short), None).unwrap();
+    assert_eq!(p.generator(), 3);
+    assert_eq!(
+        p.digests_for("boot_aggregate").unwrap()[0].to_hex(),
+        "4309217e9709def327c3409407f4d52907aeba46ef1b4f46529fd095f2ef9fb2"
+    );
+    for alg in ["sha1", "sha256", "sha384", "sha512", "sm3_256"] {
+        let text =
+            String::from_utf8(read(&format!("create-runtime-policy/allowlist-{alg}"))).unwrap();
+        let p = RuntimePolicy::from_legacy(Some(&text), None).unwrap();
+        assert!(p.digests_for("data").is_some(), "{alg}");
+    }
+    let p = RuntimePolicy::from_legacy(
+        Some("aa11aa11aa11aa11aa11aa11aa11aa11aa11aa11 %keyring:.ima\n"),
+        Some("# comment\n\n/tmp/.*\n  ^/var/log/  \n"),
+    )
+    .unwrap();
+    assert!(p.keyring_digests(".ima").is_some());
+    assert_eq!(p.excludes(), ["/tmp/.*", "^/var/log/"]);
+    let json_allowlist = r#"{"meta":{"version":2},"release":0,
+        "hashes":{"/bin/ls":["aa11aa11aa11aa11aa11aa11aa11aa11aa11aa11"]},
+        "ima":{"ignored_keyrings":["*"]}}"#;
+    let p = RuntimePolicy::from_legacy(Some(json_allowlist), None).unwrap();
+    assert!(p.digests_for("/bin/ls").is_some());
+    assert!(p.ignores_keyring("anything"));
+    // Bad lines name the line.
+    let err = RuntimePolicy::from_legacy(
+        Some("aa11aa11aa11aa11aa11aa11aa11aa11aa11aa11 /ok\nnot-a-line\n"),
+        None,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("line 2"), "{err}");
+    let err = RuntimePolicy::from_legacy(Some("zz /bad\n"), None).unwrap_err();
+    assert!(err.to_string().contains("digests./bad"), "{err}");
+    assert!(RuntimePolicy::from_legacy(Some(r#"{"digests":{}}"#), None).is_err());
+}

@@ -1,1 +1,0 @@
-//! Tests of IMA keyrings and signature verification.
