@@ -21,9 +21,12 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use vigil_core::hash::HashAlg;
+use vigil_core::ima::keyring::ImaKeyrings;
+use vigil_core::ima::validate::PolicyValidator;
 use vigil_core::ima::{
     process_measurement_list, process_reader, AcceptAll, ImaConfig, ImaEntry, ImaLogReader,
 };
+use vigil_core::policy::runtime::RuntimePolicy;
 
 const N: usize = 100_000;
 
@@ -167,7 +170,79 @@ fn bench(c: &mut Criterion) {
             black_box(v.map(|v| v.running_pcr).ok())
         })
     });
+    // The whole verifier check: parse, template-hash check, sha256 replay, quote match and
+    // the runtime policy (every path listed, 20 exclude regexes as keylime_ima_bench.py
+    // writes them), with the policy parsed once beforehand as the verifier shares it.
+    let policy = policy_for(&log.text, 20);
+    g.bench_function("check", |b| {
+        b.iter(|| {
+            let mut keyrings = ImaKeyrings::new();
+            let validator = PolicyValidator::new(&policy, &[], &mut keyrings);
+            let v =
+                process_measurement_list(cfg, None, black_box(&log.text), Some(log.pcr), validator);
+            assert!(v.is_ok());
+            black_box(v.running_pcr)
+        })
+    });
     g.finish();
+
+    // Loading a policy of N paths, which the verifier does once per policy (not per node
+    // or per round).
+    let mut g = c.benchmark_group("policy");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4))
+        .throughput(Throughput::Elements(N as u64));
+    let json = policy_json(&log.text, 20);
+    g.bench_function("load", |b| {
+        b.iter(|| black_box(RuntimePolicy::from_json(black_box(&json)).map(|p| p.len())))
+    });
+    g.bench_function("lookup_and_exclude", |b| {
+        let paths: Vec<&str> = log
+            .text
+            .lines()
+            .filter_map(|l| l.rsplit(' ').next())
+            .collect();
+        b.iter(|| {
+            let mut found = 0usize;
+            for p in &paths {
+                found += usize::from(!policy.is_excluded(p) && policy.digests_for(p).is_some());
+            }
+            black_box(found)
+        })
+    });
+    g.finish();
+}
+
+/// A v1 policy allowing every entry of `log`, with `excludes` non-matching regexes.
+fn policy_json(log: &str, excludes: usize) -> Vec<u8> {
+    let mut digests = serde_json::Map::new();
+    for line in log.lines() {
+        let mut fields = line.split(' ').skip(3);
+        let (Some(digest), Some(path)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        let hex = digest.split_once(':').map_or(digest, |(_, h)| h);
+        digests.insert(path.to_owned(), serde_json::json!([hex]));
+    }
+    let excludes: Vec<String> = (0..excludes)
+        .map(|k| format!("^/tmp/excluded{k}/"))
+        .collect();
+    serde_json::to_vec(&serde_json::json!({
+        "meta": {"version": 1, "generator": 3},
+        "release": 0,
+        "digests": digests,
+        "excludes": excludes,
+        "keyrings": {},
+        "ima": {"ignored_keyrings": [], "log_hash_alg": "sha1", "dm_policy": null},
+        "ima-buf": {},
+        "verification-keys": "",
+    }))
+    .expect("policy JSON")
+}
+
+fn policy_for(log: &str, excludes: usize) -> RuntimePolicy {
+    RuntimePolicy::from_json(&policy_json(log, excludes)).expect("bench policy")
 }
 
 criterion_group!(benches, bench);
