@@ -1,0 +1,275 @@
+//! `vigil ima check` end to end: exit codes, text and JSON output, incremental
+//! continuation, legacy allowlists and bad input, on the bundled demo node.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn example(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/ima")
+        .join(name)
+}
+
+fn quoted_pcr(log: &str) -> String {
+    let pcrs: Value =
+        serde_json::from_str(&std::fs::read_to_string(example("pcr10.json")).unwrap()).unwrap();
+    pcrs[log]["sha256"].as_str().unwrap().to_owned()
+}
+
+fn vigil(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(args)
+        .output()
+        .expect("run vigil")
+}
+
+fn json(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn healthy_node_is_trusted() {
+    let (log, policy) = (
+        example("ascii_runtime_measurements"),
+        example("runtime-policy.json"),
+    );
+    let pcr = quoted_pcr("ascii_runtime_measurements");
+    let out = vigil(&[
+        "ima",
+        "check",
+        "--log",
+        path(&log),
+        "--policy",
+        path(&policy),
+        "--pcr",
+        &pcr,
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let v = json(&out);
+    assert_eq!(v["trusted"], true);
+    assert_eq!(v["pcr_match"], 11);
+    assert_eq!(v["failures"], Value::Array(vec![]));
+    assert_eq!(v["counts"]["good"], 10);
+    assert_eq!(v["counts"]["excluded"], 1);
+    assert_eq!(v["running_pcr"], pcr.as_str());
+    assert_eq!(v["next_entry"], 11);
+
+    let text = vigil(&[
+        "ima",
+        "check",
+        "--log",
+        path(&log),
+        "--policy",
+        path(&policy),
+    ]);
+    assert_eq!(text.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&text.stdout).contains("TRUSTED"));
+}
+
+#[test]
+fn tampered_node_names_the_files() {
+    let (log, policy) = (
+        example("tampered_runtime_measurements"),
+        example("runtime-policy.json"),
+    );
+    let pcr = quoted_pcr("tampered_runtime_measurements");
+    let out = vigil(&[
+        "ima",
+        "check",
+        "--log",
+        path(&log),
+        "--policy",
+        path(&policy),
+        "--pcr",
+        &pcr,
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let v = json(&out);
+    let ids: Vec<&str> = v["failures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["event_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "ima.validation.ima-ng.runtime_policy_hash",
+            "ima.validation.ima-ng.not_in_allowlist"
+        ]
+    );
+    assert_eq!(
+        v["failures"][1]["context"]["message"],
+        "File not found in allowlist: /root/bad-script.sh"
+    );
+    // Keylime resets the incremental state after any failure.
+    assert_eq!(v["next_entry"], 0);
+
+    let text = vigil(&[
+        "ima",
+        "check",
+        "--log",
+        path(&log),
+        "--policy",
+        path(&policy),
+    ]);
+    let stdout = String::from_utf8_lossy(&text.stdout);
+    assert_eq!(text.status.code(), Some(1));
+    assert!(stdout.contains("line 7: /etc/ssh/sshd_config"), "{stdout}");
+    assert!(stdout.contains("/root/bad-script.sh"), "{stdout}");
+    assert!(stdout.contains("NOT TRUSTED (2 failures)"), "{stdout}");
+
+    // A quote that matches no prefix of the log.
+    let wrong = "ab".repeat(32);
+    let v = json(&vigil(&[
+        "ima",
+        "check",
+        "--log",
+        path(&log),
+        "--policy",
+        path(&policy),
+        "--pcr",
+        &wrong,
+        "--json",
+    ]));
+    assert_eq!(v["pcr_match"], Value::Null);
+    assert_eq!(
+        v["failures"].as_array().unwrap().last().unwrap()["event_id"],
+        "ima.pcr_mismatch"
+    );
+}
+
+#[test]
+fn incremental_continuation_matches_a_whole_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = example("runtime-policy.json");
+    let full = std::fs::read_to_string(example("ascii_runtime_measurements")).unwrap();
+    let lines: Vec<&str> = full.lines().collect();
+    // First poll: the node had 6 entries; the quote covered them all.
+    let first = dir.path().join("first");
+    std::fs::write(&first, lines[..6].join("\n") + "\n").unwrap();
+    let v1 = json(&vigil(&[
+        "ima",
+        "check",
+        "--log",
+        path(&first),
+        "--policy",
+        path(&policy),
+        "--json",
+    ]));
+    assert_eq!(v1["trusted"], true);
+    assert_eq!(v1["next_entry"], 6);
+    // Second poll: the whole log, starting from the saved state.
+    let pcr = quoted_pcr("ascii_runtime_measurements");
+    let v2 = json(&vigil(&[
+        "ima",
+        "check",
+        "--log",
+        path(&example("ascii_runtime_measurements")),
+        "--policy",
+        path(&policy),
+        "--pcr",
+        &pcr,
+        "--from-entry",
+        "6",
+        "--from-pcr",
+        v1["next_pcr"].as_str().unwrap(),
+        "--json",
+    ]));
+    assert_eq!(v2["trusted"], true, "{v2}");
+    assert_eq!(v2["pcr_match"], 5);
+    assert_eq!(v2["next_entry"], 11);
+    assert_eq!(v2["running_pcr"], pcr.as_str());
+    assert_eq!(v2["counts"]["entries"], 5);
+}
+
+#[test]
+fn legacy_allowlist_and_excludelist() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy: Value =
+        serde_json::from_str(&std::fs::read_to_string(example("runtime-policy.json")).unwrap())
+            .unwrap();
+    let mut allow = String::new();
+    for (p, ds) in policy["digests"].as_object().unwrap() {
+        allow.push_str(&format!("{}  {p}\n", ds[0].as_str().unwrap()));
+    }
+    let (a, e) = (dir.path().join("allow"), dir.path().join("exclude"));
+    std::fs::write(&a, allow).unwrap();
+    std::fs::write(&e, "# scratch space\n/tmp/.*\n").unwrap();
+    let out = vigil(&[
+        "ima",
+        "check",
+        "--log",
+        path(&example("ascii_runtime_measurements")),
+        "--allowlist",
+        path(&a),
+        "--excludelist",
+        path(&e),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn bad_input_exits_2_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = example("ascii_runtime_measurements");
+    let bad_policy = dir.path().join("policy.json");
+    std::fs::write(&bad_policy, r#"{"meta":{"version":1,"generator":3}}"#).unwrap();
+    for (args, needle) in [
+        (
+            vec!["--policy", path(&bad_policy)],
+            "invalid runtime policy",
+        ),
+        (vec!["--policy", "/nonexistent/policy.json"], "cannot read"),
+        (
+            vec![
+                "--policy",
+                path(&example("runtime-policy.json")),
+                "--pcr",
+                "zz",
+            ],
+            "invalid --pcr",
+        ),
+        (
+            vec![
+                "--policy",
+                path(&example("runtime-policy.json")),
+                "--pcr",
+                "abcd",
+            ],
+            "cannot infer the PCR bank",
+        ),
+        (
+            vec![
+                "--policy",
+                path(&example("runtime-policy.json")),
+                "--from-entry",
+                "99",
+                "--from-pcr",
+                &"00".repeat(32),
+            ],
+            "past the end",
+        ),
+    ] {
+        let mut all = vec!["ima", "check", "--log", path(&log)];
+        all.extend(args);
+        let out = vigil(&all);
+        assert_eq!(out.status.code(), Some(2), "{all:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(needle), "{all:?}: {stderr}");
+    }
+}
