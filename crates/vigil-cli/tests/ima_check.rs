@@ -240,7 +240,7 @@ fn bad_input_exits_2_with_a_reason() {
                 "--policy",
                 path(&example("runtime-policy.json")),
                 "--pcr",
-                "zz",
+                &"zz".repeat(32),
             ],
             "invalid --pcr",
         ),
