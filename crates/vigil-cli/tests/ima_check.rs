@@ -34,24 +34,26 @@ fn path(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-#[test]
-fn healthy_node_is_trusted() {
-    let (log, policy) = (
-        example("ascii_runtime_measurements"),
-        example("runtime-policy.json"),
-    );
-    let pcr = quoted_pcr("ascii_runtime_measurements");
-    let out = vigil(&[
+/// `vigil ima check --log <examples/ima/LOG> --policy <the demo policy> EXTRA...`
+fn check_example(log: &str, extra: &[&str]) -> Output {
+    let (log, policy) = (example(log), example("runtime-policy.json"));
+    let mut args = vec![
         "ima",
         "check",
         "--log",
         path(&log),
         "--policy",
         path(&policy),
-        "--pcr",
-        &pcr,
-        "--json",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    vigil(&args)
+}
+
+#[test]
+fn healthy_node_is_trusted() {
+    let log = "ascii_runtime_measurements";
+    let pcr = quoted_pcr(log);
+    let out = check_example(log, &["--pcr", &pcr, "--json"]);
     assert_eq!(out.status.code(), Some(0));
     let v = json(&out);
     assert_eq!(v["trusted"], true);
@@ -62,36 +64,16 @@ fn healthy_node_is_trusted() {
     assert_eq!(v["running_pcr"], pcr.as_str());
     assert_eq!(v["next_entry"], 11);
 
-    let text = vigil(&[
-        "ima",
-        "check",
-        "--log",
-        path(&log),
-        "--policy",
-        path(&policy),
-    ]);
+    let text = check_example(log, &[]);
     assert_eq!(text.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&text.stdout).contains("TRUSTED"));
 }
 
 #[test]
 fn tampered_node_names_the_files() {
-    let (log, policy) = (
-        example("tampered_runtime_measurements"),
-        example("runtime-policy.json"),
-    );
-    let pcr = quoted_pcr("tampered_runtime_measurements");
-    let out = vigil(&[
-        "ima",
-        "check",
-        "--log",
-        path(&log),
-        "--policy",
-        path(&policy),
-        "--pcr",
-        &pcr,
-        "--json",
-    ]);
+    let log = "tampered_runtime_measurements";
+    let pcr = quoted_pcr(log);
+    let out = check_example(log, &["--pcr", &pcr, "--json"]);
     assert_eq!(out.status.code(), Some(1));
     let v = json(&out);
     let ids: Vec<&str> = v["failures"]
@@ -114,14 +96,7 @@ fn tampered_node_names_the_files() {
     // Keylime resets the incremental state after any failure.
     assert_eq!(v["next_entry"], 0);
 
-    let text = vigil(&[
-        "ima",
-        "check",
-        "--log",
-        path(&log),
-        "--policy",
-        path(&policy),
-    ]);
+    let text = check_example(log, &[]);
     let stdout = String::from_utf8_lossy(&text.stdout);
     assert_eq!(text.status.code(), Some(1));
     assert!(stdout.contains("line 7: /etc/ssh/sshd_config"), "{stdout}");
@@ -130,17 +105,7 @@ fn tampered_node_names_the_files() {
 
     // A quote that matches no prefix of the log.
     let wrong = "ab".repeat(32);
-    let v = json(&vigil(&[
-        "ima",
-        "check",
-        "--log",
-        path(&log),
-        "--policy",
-        path(&policy),
-        "--pcr",
-        &wrong,
-        "--json",
-    ]));
+    let v = json(&check_example(log, &["--pcr", &wrong, "--json"]));
     assert_eq!(v["pcr_match"], Value::Null);
     assert_eq!(
         v["failures"].as_array().unwrap().last().unwrap()["event_id"],

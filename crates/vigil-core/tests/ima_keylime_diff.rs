@@ -1,6 +1,6 @@
 //! Differential test of the IMA replay against Keylime 7.14.3.
 //!
-//! The cases and Keylime's answers come from `scripts/keylime-diff/ima.py`, run with
+//! The cases and Keylime's answers come from `tests/keylime/ima_replay_cases.py`, run with
 //! the Keylime venv's Python (`VIGIL_KEYLIME_PYTHON`, set by sourcing the env file of
 //! `scripts/keylime-reference.sh`; scripts/test.sh does). `VIGIL_IMA_DIFF=FILE` reuses
 //! a file that script wrote instead (e.g. for other seeds). Without either the test is
@@ -53,7 +53,7 @@ fn keylime_answers() -> Option<Value> {
         let out = std::env::temp_dir().join(format!("vigil-ima-diff-{}.json", std::process::id()));
         let script = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../../scripts/keylime-diff/ima.py"
+            "/../../tests/keylime/ima_replay_cases.py"
         );
         // Without a verifier config Keylime's ignore_tomtou_errors falls back to true,
         // which `config()` mirrors; keep the reference install's config out of it.
@@ -62,8 +62,8 @@ fn keylime_answers() -> Option<Value> {
             .arg(&out)
             .env_remove("KEYLIME_VERIFIER_CONFIG")
             .status()
-            .expect("run scripts/keylime-diff/ima.py");
-        assert!(status.success(), "scripts/keylime-diff/ima.py failed");
+            .expect("run tests/keylime/ima_replay_cases.py");
+        assert!(status.success(), "tests/keylime/ima_replay_cases.py failed");
         let text = std::fs::read_to_string(&out).unwrap();
         let _ = std::fs::remove_file(&out);
         text

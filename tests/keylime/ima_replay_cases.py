@@ -12,7 +12,7 @@ and contexts, and the incremental state. Two kinds:
                 start entries, corrupted lines and bogus PCRs, state carried along.
 
 Usage (in a venv with keylime==7.14.3 and its runtime deps):
-  python scripts/keylime-diff/ima.py --seed 1 --out /tmp/ima-diff.json
+  python tests/keylime/ima_replay_cases.py --seed 1 --out /tmp/ima-diff.json
   VIGIL_IMA_DIFF=/tmp/ima-diff.json cargo test -p vigil-core --test ima_keylime_diff -- --ignored
 
 Keylime runs without a config file here, where ignore_tomtou_errors falls back to
