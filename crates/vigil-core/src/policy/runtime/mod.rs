@@ -72,9 +72,9 @@ pub struct RuntimePolicy {
     generator: u8,
     timestamp: Option<String>,
     release: u64,
-    digests: FastMap<Vec<Digest>>,
-    keyrings: FastMap<Vec<Digest>>,
-    ima_buf: FastMap<Vec<Digest>>,
+    digests: FastMap<Box<[Digest]>>,
+    keyrings: FastMap<Box<[Digest]>>,
+    ima_buf: FastMap<Box<[Digest]>>,
     excludes: Vec<String>,
     exclude: Option<ExcludeMatcher>,
     ignored_keyrings: Vec<String>,
@@ -143,17 +143,17 @@ impl RuntimePolicy {
     /// The digests allowed for a file path (or `boot_aggregate`), in the policy's order.
     #[inline]
     pub fn digests_for(&self, path: &str) -> Option<&[Digest]> {
-        self.digests.get(path).map(Vec::as_slice)
+        self.digests.get(path).map(AsRef::as_ref)
     }
 
     /// The digests allowed for keys measured into the keyring `name` (e.g. `.ima`).
     pub fn keyring_digests(&self, name: &str) -> Option<&[Digest]> {
-        self.keyrings.get(name).map(Vec::as_slice)
+        self.keyrings.get(name).map(AsRef::as_ref)
     }
 
     /// The digests allowed for the `ima-buf` buffer `name`.
     pub fn ima_buf_digests(&self, name: &str) -> Option<&[Digest]> {
-        self.ima_buf.get(name).map(Vec::as_slice)
+        self.ima_buf.get(name).map(AsRef::as_ref)
     }
 
     /// True when `path` matches the exclude list (Python `re.match` semantics).
@@ -207,7 +207,7 @@ impl RuntimePolicy {
     /// The policy as canonical v1 JSON, keys and lists sorted as `keylime-policy`
     /// writes them.
     pub fn to_json(&self) -> Value {
-        fn table(map: &FastMap<Vec<Digest>>) -> Value {
+        fn table(map: &FastMap<Box<[Digest]>>) -> Value {
             let mut names: Vec<&str> = map.keys().map(AsRef::as_ref).collect();
             names.sort_unstable();
             let mut out = Map::new();
@@ -320,7 +320,7 @@ impl<'de> Deserialize<'de> for Null {
 }
 
 /// `{"<name>": ["<hex>", ...], ...}` with non-empty lists of 40–128 hex digits.
-struct DigestTable(FastMap<Vec<Digest>>);
+struct DigestTable(FastMap<Box<[Digest]>>);
 
 impl<'de> Deserialize<'de> for DigestTable {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -337,7 +337,7 @@ impl<'de> Deserialize<'de> for DigestTable {
                 );
                 while let Some(name) = map.next_key::<String>()? {
                     let DigestList(list) = map.next_value()?;
-                    out.insert(name.into_boxed_str(), list);
+                    out.insert(name.into_boxed_str(), list.into_boxed_slice());
                 }
                 Ok(DigestTable(out))
             }
