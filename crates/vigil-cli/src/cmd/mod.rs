@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod eventlog;
 mod ima;
 pub(crate) mod style;
 
@@ -20,11 +21,15 @@ enum Command {
     /// IMA measurement lists: check one against a runtime policy offline.
     #[command(subcommand)]
     Ima(ima::ImaCommand),
+    /// UEFI event logs: replay one to per-bank PCR values.
+    #[command(subcommand)]
+    Eventlog(eventlog::EventlogCommand),
 }
 
 /// Runs a parsed command line, returning the process exit code.
 pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Ima(cmd) => ima::run(cmd),
+        Command::Eventlog(cmd) => eventlog::run(cmd),
     }
 }

@@ -1,5 +1,5 @@
-//! `vigil ima check` end to end: exit codes, text and JSON output, incremental
-//! continuation, legacy allowlists and bad input, on the bundled demo node.
+//! The `vigil` command end to end: `ima check` (exit codes, text and JSON output,
+//! incremental continuation, legacy allowlists, bad input) and `eventlog replay`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -237,4 +237,22 @@ fn bad_input_exits_2_with_a_reason() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(needle), "{all:?}: {stderr}");
     }
+}
+
+#[test]
+fn eventlog_replay_json_and_bad_logs() {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/testdata");
+    let log = data.join("keylime/test/data/create-mb-policy/binary_bios_measurements");
+    let out = vigil(&["eventlog", "replay", path(&log), "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let v = json(&out);
+    assert_eq!(
+        v["sha256"]["7"],
+        "741fd028c51b4d2fbdcc7f28014cc758d17ccc1fe2ea7ca17b0e8009480a557c"
+    );
+    assert!(v["sha1"]["14"].is_string());
+    let bogus = data.join("keylime/test/data/create-mb-policy/binary_bios_measurements-bogus");
+    let out = vigil(&["eventlog", "replay", path(&bogus)]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("malformed event log"));
 }
