@@ -1,1 +1,13 @@
 //! TPM 2.0 structures, Keylime quote strings and quote verification.
+//!
+//! Everything here is pure Rust over bytes (no TPM library): a strict big-endian
+//! [`codec`] for TPM structures, [`attest`] (`TPMS_ATTEST`), [`signature`]
+//! (`TPMT_SIGNATURE`), [`pcr_blob`] (the little-endian PCR dump tpm2-tools writes and
+//! Keylime sends) and [`quote`] (the `r<attest>:<sig>:<pcrs>` string and
+//! [`quote::QuoteVerifier`]).
+
+pub mod attest;
+pub mod codec;
+pub mod pcr_blob;
+pub mod quote;
+pub mod signature;

@@ -1,0 +1,297 @@
+//! Keylime's quote string and quote verification.
+//!
+//! A quote travels as `r<b64 TPMS_ATTEST>:<b64 TPMT_SIGNATURE>:<b64 PCR blob>`.
+//! [`QuoteVerifier::verify`] checks it as Keylime's verifier does (`checkquote`): the
+//! signature scheme fits the AK (RSASSA for RSA, ECDSA for EC; RSA-PSS only when
+//! explicitly allowed, as Keylime refuses it), the signature's hash is the expected one,
+//! the signature verifies over `H(TPMS_ATTEST)`, `extraData` is the nonce (as sent, or
+//! base64-decoded as in push mode), and `pcrDigest` is the hash of the PCR values.
+//!
+//! One check Keylime does not make: PCR values are only taken for the PCRs the *signed*
+//! `pcrSelect` covers. The blob's own selection must equal it, so a value the TPM did
+//! not sign can never be reported as quoted.
+
+use std::collections::BTreeMap;
+
+use base64::Engine;
+use ecdsa::signature::hazmat::PrehashVerifier;
+use rsa::pkcs8::DecodePublicKey;
+use rsa::traits::SignatureScheme;
+
+use super::attest::{Attest, ClockInfo};
+use super::codec::CodecError;
+use super::pcr_blob::PcrBlob;
+use super::signature::TpmSignature;
+use crate::failure::{Component, Event, Failure};
+use crate::hash::{Digest, HashAlg};
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// A quote string that is not `r<b64>:<b64>:<b64>`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed quote string: {0}")]
+pub struct QuoteStringError(pub String);
+
+/// The three parts of a Keylime quote, decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeylimeQuote {
+    /// `TPMS_ATTEST` bytes.
+    pub attest: Vec<u8>,
+    /// `TPMT_SIGNATURE` bytes.
+    pub signature: Vec<u8>,
+    /// The tpm2-tools PCR blob.
+    pub pcr_blob: Vec<u8>,
+}
+
+impl KeylimeQuote {
+    /// Parses `r<attest>:<signature>:<pcrs>` (standard base64).
+    pub fn parse(text: &str) -> Result<Self, QuoteStringError> {
+        let body = text
+            .trim()
+            .strip_prefix('r')
+            .ok_or_else(|| QuoteStringError("it must start with 'r'".into()))?;
+        let mut parts = body.split(':');
+        let mut next = |name: &str| -> Result<Vec<u8>, QuoteStringError> {
+            let part = parts
+                .next()
+                .ok_or_else(|| QuoteStringError(format!("the {name} part is missing")))?;
+            B64.decode(part)
+                .map_err(|e| QuoteStringError(format!("the {name} part is not base64: {e}")))
+        };
+        let quote = Self {
+            attest: next("attestation")?,
+            signature: next("signature")?,
+            pcr_blob: next("PCR")?,
+        };
+        if parts.next().is_some() {
+            return Err(QuoteStringError("more than three parts".into()));
+        }
+        Ok(quote)
+    }
+
+    /// The string form.
+    pub fn to_keylime_string(&self) -> String {
+        format!(
+            "r{}:{}:{}",
+            B64.encode(&self.attest),
+            B64.encode(&self.signature),
+            B64.encode(&self.pcr_blob)
+        )
+    }
+}
+
+/// An attestation key, parsed once.
+#[derive(Debug, Clone)]
+pub enum AkPublicKey {
+    /// RSA.
+    Rsa(rsa::RsaPublicKey),
+    /// ECC P-256.
+    P256(p256::ecdsa::VerifyingKey),
+    /// ECC P-384.
+    P384(p384::ecdsa::VerifyingKey),
+}
+
+impl AkPublicKey {
+    /// Reads a SubjectPublicKeyInfo, PEM or DER.
+    pub fn from_spki(bytes: &[u8]) -> Result<Self, CodecError> {
+        let der = match std::str::from_utf8(bytes) {
+            Ok(text) if text.contains("-----BEGIN") => der::pem::decode_vec(text.trim().as_bytes())
+                .map(|(_, d)| d)
+                .map_err(|e| invalid_key(format!("bad PEM: {e}")))?,
+            _ => bytes.to_vec(),
+        };
+        if let Ok(k) = rsa::RsaPublicKey::from_public_key_der(&der) {
+            return Ok(Self::Rsa(k));
+        }
+        if let Ok(k) = p256::ecdsa::VerifyingKey::from_public_key_der(&der) {
+            return Ok(Self::P256(k));
+        }
+        if let Ok(k) = p384::ecdsa::VerifyingKey::from_public_key_der(&der) {
+            return Ok(Self::P384(k));
+        }
+        Err(invalid_key(
+            "not an RSA, P-256 or P-384 SubjectPublicKeyInfo".into(),
+        ))
+    }
+}
+
+fn invalid_key(message: String) -> CodecError {
+    CodecError::Invalid {
+        structure: "AK public key",
+        message,
+    }
+}
+
+/// What a verified quote vouches for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedQuote {
+    /// The quoted bank.
+    pub bank: HashAlg,
+    /// The value of every PCR the signed selection covers in that bank.
+    pub pcrs: BTreeMap<u32, Digest>,
+    /// The TPM clock at quote time (for monotonicity checks by the caller).
+    pub clock_info: ClockInfo,
+    /// TPM firmware version.
+    pub firmware_version: u64,
+}
+
+/// Verifies quotes made by one AK.
+#[derive(Debug, Clone)]
+pub struct QuoteVerifier {
+    ak: AkPublicKey,
+    allow_rsapss: bool,
+}
+
+impl QuoteVerifier {
+    /// A verifier for quotes signed by `ak`, with Keylime's rules.
+    pub fn new(ak: AkPublicKey) -> Self {
+        Self {
+            ak,
+            allow_rsapss: false,
+        }
+    }
+
+    /// Also accepts RSA-PSS signatures (which Keylime refuses).
+    pub fn allow_rsapss(mut self, allow: bool) -> Self {
+        self.allow_rsapss = allow;
+        self
+    }
+
+    /// Verifies `quote` against the nonce the verifier sent and the expected bank.
+    /// Any problem is Keylime's irrecoverable `qoute_validation.quote_validation`.
+    pub fn verify(
+        &self,
+        quote: &KeylimeQuote,
+        nonce: &[u8],
+        bank: HashAlg,
+    ) -> Result<VerifiedQuote, Failure> {
+        self.check(quote, nonce, bank).map_err(|reason| {
+            let mut f = Failure::new();
+            f.push(Event::new(
+                Component::QuoteValidation,
+                &[],
+                "quote_validation",
+                Event::message(reason),
+                false,
+            ));
+            f
+        })
+    }
+
+    fn check(
+        &self,
+        quote: &KeylimeQuote,
+        nonce: &[u8],
+        bank: HashAlg,
+    ) -> Result<VerifiedQuote, String> {
+        let attest = Attest::parse(&quote.attest).map_err(|e| e.to_string())?;
+        let sig = TpmSignature::parse(&quote.signature).map_err(|e| e.to_string())?;
+        let blob = PcrBlob::parse(&quote.pcr_blob).map_err(|e| e.to_string())?;
+        if sig.hash() != bank {
+            return Err(format!(
+                "the quote is signed with {}, but {bank} was expected",
+                sig.hash()
+            ));
+        }
+        let digest = bank.hash(&quote.attest);
+        let ok = match (&self.ak, &sig) {
+            (AkPublicKey::Rsa(k), TpmSignature::RsaSsa { sig, .. }) => {
+                pkcs1v15(bank).verify(k, digest.as_bytes(), sig).is_ok()
+            }
+            (AkPublicKey::Rsa(k), TpmSignature::RsaPss { sig, .. }) if self.allow_rsapss => {
+                pss(bank).verify(k, digest.as_bytes(), sig).is_ok()
+            }
+            (AkPublicKey::P256(k), TpmSignature::Ecdsa { r, s, .. }) => ecdsa_sig!(p256, 32, r, s)
+                .is_some_and(|s| k.verify_prehash(digest.as_bytes(), &s).is_ok()),
+            (AkPublicKey::P384(k), TpmSignature::Ecdsa { r, s, .. }) => ecdsa_sig!(p384, 48, r, s)
+                .is_some_and(|s| k.verify_prehash(digest.as_bytes(), &s).is_ok()),
+            _ => return Err("the signature scheme does not fit the AK".into()),
+        };
+        if !ok {
+            return Err("the quote signature does not verify with the AK".into());
+        }
+        let nonce_ok = attest.extra_data == nonce
+            || std::str::from_utf8(nonce)
+                .ok()
+                .and_then(|n| B64.decode(n).ok())
+                .is_some_and(|d| d == attest.extra_data);
+        if !nonce_ok {
+            return Err("the quote's extraData is not the nonce".into());
+        }
+        // Only what the TPM signed: the blob must describe exactly the signed selection.
+        if blob.selection != attest.pcr_select {
+            return Err("the PCR values do not match the signed PCR selection".into());
+        }
+        let mut h = bank.hasher();
+        for v in &blob.values {
+            h.update(v);
+        }
+        if h.finalize().as_bytes() != attest.pcr_digest {
+            return Err("the PCR values do not hash to the signed pcrDigest".into());
+        }
+        let mut values = blob.values.iter();
+        let mut pcrs = BTreeMap::new();
+        for sel in &attest.pcr_select {
+            for &pcr in &sel.pcrs {
+                let v = values.next().ok_or("fewer PCR values than selected PCRs")?;
+                if sel.alg_id == bank.tpm_alg_id() {
+                    let d =
+                        Digest::from_hex_for(bank, &hex::encode(v)).map_err(|e| e.to_string())?;
+                    pcrs.insert(pcr, d);
+                }
+            }
+        }
+        if values.next().is_some() {
+            return Err("more PCR values than selected PCRs".into());
+        }
+        Ok(VerifiedQuote {
+            bank,
+            pcrs,
+            clock_info: attest.clock_info,
+            firmware_version: attest.firmware_version,
+        })
+    }
+}
+
+fn pkcs1v15(bank: HashAlg) -> rsa::Pkcs1v15Sign {
+    match bank {
+        HashAlg::Sha1 => rsa::Pkcs1v15Sign::new::<sha1::Sha1>(),
+        HashAlg::Sha384 => rsa::Pkcs1v15Sign::new::<sha2::Sha384>(),
+        HashAlg::Sha512 => rsa::Pkcs1v15Sign::new::<sha2::Sha512>(),
+        // SM3 has no PKCS#1 OID in the rsa crate; SHA-256 is the only other bank in use.
+        HashAlg::Sha256 | HashAlg::Sm3_256 => rsa::Pkcs1v15Sign::new::<sha2::Sha256>(),
+    }
+}
+
+fn pss(bank: HashAlg) -> rsa::Pss {
+    match bank {
+        HashAlg::Sha1 => rsa::Pss::new::<sha1::Sha1>(),
+        HashAlg::Sha384 => rsa::Pss::new::<sha2::Sha384>(),
+        HashAlg::Sha512 => rsa::Pss::new::<sha2::Sha512>(),
+        HashAlg::Sha256 | HashAlg::Sm3_256 => rsa::Pss::new::<sha2::Sha256>(),
+    }
+}
+
+/// Left-pads a TPM2B integer (which may carry leading zeros or be short) to `size`.
+fn scalar(v: &[u8], size: usize) -> Option<Vec<u8>> {
+    let v = &v[v.iter().take_while(|&&b| b == 0).count()..];
+    (v.len() <= size).then(|| [vec![0; size - v.len()], v.to_vec()].concat())
+}
+
+macro_rules! ecdsa_sig {
+    ($curve:ident, $size:expr, $r:expr, $s:expr) => {
+        scalar($r, $size).zip(scalar($s, $size)).and_then(|(r, s)| {
+            let r: [u8; $size] = r.try_into().ok()?;
+            let s: [u8; $size] = s.try_into().ok()?;
+            $curve::ecdsa::Signature::from_scalars(
+                $curve::FieldBytes::from(r),
+                $curve::FieldBytes::from(s),
+            )
+            .ok()
+        })
+    };
+}
+use ecdsa_sig;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,124 @@
+//! Quote verification on Keylime's verified vectors (`test-data/files/quote.out`,
+//! `quotesig.out`, `quotepcr.out`, `akpub.pem`, nonce `rand.out`) and mutations of them.
+
+use super::*;
+
+const FILES: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../../shared/testdata/keylime/test-data/files/"
+);
+
+fn file(name: &str) -> Vec<u8> {
+    std::fs::read(format!("{FILES}{name}")).unwrap()
+}
+
+fn vector() -> (KeylimeQuote, Vec<u8>, QuoteVerifier) {
+    let quote = KeylimeQuote {
+        attest: file("quote.out"),
+        signature: file("quotesig.out"),
+        pcr_blob: file("quotepcr.out"),
+    };
+    let ak = AkPublicKey::from_spki(&file("akpub.pem")).unwrap();
+    (quote, file("rand.out"), QuoteVerifier::new(ak))
+}
+
+fn event_id(f: &Failure) -> &str {
+    &f.events()[0].event_id
+}
+
+#[test]
+fn keylime_vector_verifies() {
+    let (quote, nonce, v) = vector();
+    let ok = v.verify(&quote, &nonce, HashAlg::Sha256).unwrap();
+    assert_eq!(ok.pcrs.keys().copied().collect::<Vec<_>>(), [15, 16, 22]);
+    assert!(ok.pcrs[&15].is_all_zero());
+    assert_eq!(
+        ok.pcrs[&16].to_hex(),
+        "9dbb22387e019c04da95477333546082ce313152c4a7f8a6e1d5f0c77f4fb6f0"
+    );
+    assert_eq!(ok.pcrs[&22], HashAlg::Sha256.ones());
+    assert_eq!(ok.clock_info.clock, 5994);
+    assert!(ok.clock_info.safe);
+    // The string form round-trips.
+    let text = quote.to_keylime_string();
+    assert_eq!(KeylimeQuote::parse(&text).unwrap(), quote);
+}
+
+#[test]
+fn every_tampering_is_quote_validation() {
+    let (quote, nonce, v) = vector();
+    // Wrong nonce, wrong bank.
+    let f = v
+        .verify(&quote, b"another nonce", HashAlg::Sha256)
+        .unwrap_err();
+    assert_eq!(event_id(&f), "qoute_validation.quote_validation");
+    assert!(f.is_irrecoverable());
+    assert!(v.verify(&quote, &nonce, HashAlg::Sha1).is_err());
+    // A flipped byte anywhere in the attestation or signature, or in a PCR value.
+    for part in 0..3 {
+        let len = [
+            quote.attest.len(),
+            quote.signature.len(),
+            quote.pcr_blob.len(),
+        ][part];
+        for i in (0..len).step_by(5) {
+            let mut q = quote.clone();
+            let bytes = match part {
+                0 => &mut q.attest,
+                1 => &mut q.signature,
+                _ => &mut q.pcr_blob,
+            };
+            bytes[i] ^= 0x01;
+            // Unused padding bytes of the blob may change without consequence; nothing
+            // else may.
+            if let Ok(ok) = v.verify(&q, &nonce, HashAlg::Sha256) {
+                assert_eq!(part, 2, "attest/signature byte {i} flipped yet verified");
+                assert_eq!(ok, v.verify(&quote, &nonce, HashAlg::Sha256).unwrap());
+            }
+        }
+    }
+    // Truncations never panic.
+    for cut in 0..quote.pcr_blob.len() {
+        let mut q = quote.clone();
+        q.pcr_blob.truncate(cut);
+        assert!(v.verify(&q, &nonce, HashAlg::Sha256).is_err());
+    }
+}
+
+#[test]
+fn unsigned_pcr_values_are_rejected() {
+    let (quote, nonce, v) = vector();
+    // Claim PCR 0 in the blob's selection (bit 0 of the first select byte): the TPM did
+    // not sign it, so the quote must be refused even if the digest were consistent.
+    let mut q = quote.clone();
+    q.pcr_blob[7] |= 0x01;
+    let f = v.verify(&q, &nonce, HashAlg::Sha256).unwrap_err();
+    assert!(f.events()[0].context["message"]
+        .as_str()
+        .unwrap()
+        .contains("signed PCR selection"));
+}
+
+#[test]
+fn quote_strings_are_checked() {
+    assert!(KeylimeQuote::parse("xAAAA:AAAA:AAAA").is_err());
+    assert!(KeylimeQuote::parse("rAAAA:AAAA").is_err());
+    assert!(KeylimeQuote::parse("r!!!:AAAA:AAAA").is_err());
+    assert!(KeylimeQuote::parse("rAAAA:AAAA:AAAA:AAAA").is_err());
+    // rust-keylime's test quote parses (SHA-1 bank, PCR 16, nonce "TEST").
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/testdata/rust-keylime/keylime/test-data/test-quote.txt"
+    ))
+    .unwrap();
+    let q = KeylimeQuote::parse(&text).unwrap();
+    let attest = Attest::parse(&q.attest).unwrap();
+    assert_eq!(attest.extra_data, b"TEST");
+    assert_eq!(attest.selection(HashAlg::Sha1).unwrap().pcrs, [16]);
+    assert_eq!(
+        TpmSignature::parse(&q.signature).unwrap().hash(),
+        HashAlg::Sha1
+    );
+    let blob = PcrBlob::parse(&q.pcr_blob).unwrap();
+    assert_eq!(blob.values.len(), 1);
+}

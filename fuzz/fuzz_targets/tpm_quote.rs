@@ -1,0 +1,16 @@
+//! TPM structures and Keylime quote strings: TPMS_ATTEST, TPMT_SIGNATURE, the PCR blob.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+use vigil_core::tpm::attest::Attest;
+use vigil_core::tpm::pcr_blob::PcrBlob;
+use vigil_core::tpm::quote::KeylimeQuote;
+use vigil_core::tpm::signature::TpmSignature;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = Attest::parse(data);
+    let _ = TpmSignature::parse(data);
+    let _ = PcrBlob::parse(data);
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = KeylimeQuote::parse(text);
+    }
+});
