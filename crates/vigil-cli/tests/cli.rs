@@ -256,3 +256,66 @@ fn eventlog_replay_json_and_bad_logs() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("malformed event log"));
 }
+
+#[test]
+fn quote_check_keylime_vector() {
+    let files = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/testdata/keylime/test-data/files");
+    let f = |n: &str| files.join(n);
+    let (attest, sig, pcrs, ak, nonce) = (
+        f("quote.out"),
+        f("quotesig.out"),
+        f("quotepcr.out"),
+        f("akpub.pem"),
+        f("rand.out"),
+    );
+    let args = |nonce_file: &Path| {
+        vec![
+            "quote".to_owned(),
+            "check".into(),
+            "--attest".into(),
+            path(&attest).into(),
+            "--sig".into(),
+            path(&sig).into(),
+            "--pcrs".into(),
+            path(&pcrs).into(),
+            "--ak".into(),
+            path(&ak).into(),
+            "--nonce-file".into(),
+            path(nonce_file).into(),
+            "--json".into(),
+        ]
+    };
+    let run = |a: Vec<String>| vigil(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let out = run(args(&nonce));
+    assert_eq!(out.status.code(), Some(0));
+    let v = json(&out);
+    assert_eq!(v["valid"], true);
+    assert_eq!(
+        v["pcrs"]["16"],
+        "9dbb22387e019c04da95477333546082ce313152c4a7f8a6e1d5f0c77f4fb6f0"
+    );
+    assert_eq!(v["clock_info"]["clock"], 5994);
+    // The wrong nonce: invalid, exit 1, Keylime's event id.
+    let dir = tempfile::tempdir().unwrap();
+    let other = dir.path().join("nonce");
+    std::fs::write(&other, b"not the nonce").unwrap();
+    let out = run(args(&other));
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        json(&out)["failures"][0]["event_id"],
+        "qoute_validation.quote_validation"
+    );
+    // A malformed quote string is bad input.
+    let out = vigil(&[
+        "quote",
+        "check",
+        "--quote",
+        "xyz",
+        "--ak",
+        path(&ak),
+        "--nonce",
+        "n",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod eventlog;
 mod ima;
+mod quote;
 pub(crate) mod style;
 
 /// Continuous TPM 2.0 remote attestation: the operator's tool.
@@ -24,6 +25,9 @@ enum Command {
     /// UEFI event logs: replay one to per-bank PCR values.
     #[command(subcommand)]
     Eventlog(eventlog::EventlogCommand),
+    /// TPM quotes: verify one offline with an attestation key.
+    #[command(subcommand)]
+    Quote(quote::QuoteCommand),
 }
 
 /// Runs a parsed command line, returning the process exit code.
@@ -31,5 +35,6 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Ima(cmd) => ima::run(cmd),
         Command::Eventlog(cmd) => eventlog::run(cmd),
+        Command::Quote(cmd) => quote::run(cmd),
     }
 }
