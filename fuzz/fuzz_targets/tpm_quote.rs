@@ -1,4 +1,5 @@
-//! TPM structures and Keylime quote strings: TPMS_ATTEST, TPMT_SIGNATURE, the PCR blob.
+//! TPM structures and Keylime quote strings: TPMS_ATTEST, TPMT_SIGNATURE, the PCR blob,
+//! TPM2B_PUBLIC.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use vigil_core::tpm::attest::Attest;
@@ -10,6 +11,10 @@ fuzz_target!(|data: &[u8]| {
     let _ = Attest::parse(data);
     let _ = TpmSignature::parse(data);
     let _ = PcrBlob::parse(data);
+    if let Ok(public) = vigil_core::tpm::public::TpmPublic::parse_tpm2b(data) {
+        let _ = public.name();
+        let _ = public.to_spki_der();
+    }
     if let Ok(text) = std::str::from_utf8(data) {
         let _ = KeylimeQuote::parse(text);
     }

@@ -296,6 +296,11 @@ fn quote_check_keylime_vector() {
         "9dbb22387e019c04da95477333546082ce313152c4a7f8a6e1d5f0c77f4fb6f0"
     );
     assert_eq!(v["clock_info"]["clock"], 5994);
+    // The same AK as a TPM2B_PUBLIC (tpm2-tools' ak.pub).
+    let mut tpm2b = args(&nonce);
+    let at = tpm2b.iter().position(|a| a == "--ak").unwrap() + 1;
+    tpm2b[at] = path(&f("ak.pub")).into();
+    assert_eq!(run(tpm2b).status.code(), Some(0));
     // The wrong nonce: invalid, exit 1, Keylime's event id.
     let dir = tempfile::tempdir().unwrap();
     let other = dir.path().join("nonce");

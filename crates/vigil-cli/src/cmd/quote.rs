@@ -37,7 +37,7 @@ pub(crate) struct CheckArgs {
     /// tpm2-tools' PCR file (`tpm2_quote -o`).
     #[arg(long, value_name = "FILE")]
     pcrs: Option<PathBuf>,
-    /// The attestation key's public key (PEM or DER SubjectPublicKeyInfo).
+    /// The attestation key: PEM or DER SubjectPublicKeyInfo, or a TPM2B_PUBLIC file.
     #[arg(long, value_name = "FILE")]
     ak: PathBuf,
     /// The nonce the quote was requested with, as text.
@@ -77,7 +77,7 @@ fn check(args: &CheckArgs) -> Result<ExitCode> {
         },
         _ => bail!("give --quote, or --attest with --sig and --pcrs"),
     };
-    let ak = AkPublicKey::from_spki(&read(&args.ak)?)
+    let ak = AkPublicKey::from_spki_or_tpm2b(&read(&args.ak)?)
         .with_context(|| format!("invalid AK {}", args.ak.display()))?;
     let nonce = match (&args.nonce, &args.nonce_file) {
         (Some(n), _) => n.as_bytes().to_vec(),

@@ -9,5 +9,6 @@
 pub mod attest;
 pub mod codec;
 pub mod pcr_blob;
+pub mod public;
 pub mod quote;
 pub mod signature;

@@ -115,6 +115,17 @@ impl AkPublicKey {
     }
 }
 
+impl AkPublicKey {
+    /// Reads an AK given either as a SubjectPublicKeyInfo (PEM or DER) or as the
+    /// `TPM2B_PUBLIC` the TPM and tpm2-tools produce.
+    pub fn from_spki_or_tpm2b(bytes: &[u8]) -> Result<Self, CodecError> {
+        Self::from_spki(bytes).or_else(|spki_err| {
+            let public = super::public::TpmPublic::parse_tpm2b(bytes).map_err(|_| spki_err)?;
+            Self::from_spki(&public.to_spki_der()?)
+        })
+    }
+}
+
 fn invalid_key(message: String) -> CodecError {
     CodecError::Invalid {
         structure: "AK public key",
