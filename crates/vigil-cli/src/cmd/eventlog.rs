@@ -50,9 +50,7 @@ fn replay(args: &ReplayArgs) -> Result<ExitCode> {
                 .collect();
             out.insert(alg.name().to_owned(), Value::Object(pcrs));
         }
-        let mut stdout = std::io::stdout().lock();
-        serde_json::to_writer(&mut stdout, &out)?;
-        writeln!(stdout)?;
+        super::print_json(&out)?;
     } else {
         let mut out = anstream::stdout().lock();
         let (em, r) = (EM.render(), EM.render_reset());

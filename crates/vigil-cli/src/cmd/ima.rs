@@ -234,9 +234,7 @@ fn print_json(
         "next_entry": next_entry,
         "next_pcr": next_pcr,
     });
-    let mut stdout = std::io::stdout().lock();
-    serde_json::to_writer(&mut stdout, &out)?;
-    writeln!(stdout)?;
+    super::print_json(&out)?;
     Ok(())
 }
 

@@ -30,6 +30,15 @@ enum Command {
     Quote(quote::QuoteCommand),
 }
 
+/// Prints one JSON value on its own line: the `--json` output of every subcommand.
+pub(crate) fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    serde_json::to_writer(&mut stdout, value)?;
+    writeln!(stdout)?;
+    Ok(())
+}
+
 /// Runs a parsed command line, returning the process exit code.
 pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {

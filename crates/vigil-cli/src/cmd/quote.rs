@@ -98,9 +98,7 @@ fn check(args: &CheckArgs) -> Result<ExitCode> {
             }),
             Err(f) => json!({"valid": false, "failures": f.events()}),
         };
-        let mut stdout = std::io::stdout().lock();
-        serde_json::to_writer(&mut stdout, &out)?;
-        writeln!(stdout)?;
+        super::print_json(&out)?;
     } else {
         let mut out = anstream::stdout().lock();
         let (em, r) = (EM.render(), EM.render_reset());
