@@ -2,13 +2,14 @@
 //! TPM2B_PUBLIC.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use vigil_core::tpm::attest::Attest;
+use vigil_core::tpm::attest::{CertifyAttest, QuoteAttest};
 use vigil_core::tpm::pcr_blob::PcrBlob;
 use vigil_core::tpm::quote::KeylimeQuote;
 use vigil_core::tpm::signature::TpmSignature;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = Attest::parse(data);
+    let _ = QuoteAttest::parse(data);
+    let _ = CertifyAttest::parse(data);
     let _ = TpmSignature::parse(data);
     let _ = PcrBlob::parse(data);
     if let Ok(public) = vigil_core::tpm::public::TpmPublic::parse_tpm2b(data) {

@@ -118,7 +118,12 @@ fn check(args: &CheckArgs) -> Result<ExitCode> {
             }
             Err(f) => {
                 for e in f.events() {
-                    let msg = e.context["message"].as_str().unwrap_or_default();
+                    // Keylime puts the reason under "error" (signature, nonce, digest) or
+                    // "data" (clock), with a generic "message" beside it.
+                    let msg = ["error", "data", "message"]
+                        .iter()
+                        .find_map(|k| e.context[k].as_str())
+                        .unwrap_or_default();
                     writeln!(
                         out,
                         "  {}FAIL{} {em}{}{r}  {msg}",

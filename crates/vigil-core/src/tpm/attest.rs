@@ -1,4 +1,5 @@
-//! `TPMS_ATTEST`: what the TPM signs in a quote.
+//! `TPMS_ATTEST`: what the TPM signs in a quote (`TPM2_Quote`) or a certification
+//! (`TPM2_Certify`).
 
 use super::codec::{CodecError, Reader};
 use crate::hash::HashAlg;
@@ -7,9 +8,11 @@ use crate::hash::HashAlg;
 pub const TPM_GENERATED: u32 = 0xFF54_4347;
 /// `TPM_ST_ATTEST_QUOTE`.
 pub const ST_ATTEST_QUOTE: u16 = 0x8018;
+/// `TPM_ST_ATTEST_CERTIFY`.
+pub const ST_ATTEST_CERTIFY: u16 = 0x8017;
 
 /// `TPMS_CLOCK_INFO`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ClockInfo {
     /// Milliseconds the TPM has been powered.
     pub clock: u64,
@@ -30,21 +33,117 @@ pub struct PcrSelection {
     pub pcrs: Vec<u32>,
 }
 
-/// A parsed `TPMS_ATTEST` of type quote.
+impl ClockInfo {
+    /// Keylime's clock check of a new quote against the clock of the node's last
+    /// accepted quote (`previous`; all zero with `safe` set before the first one):
+    /// neither counter may decrease, `safe` must be set, and unless both counters
+    /// increased the clock must have advanced.
+    ///
+    /// The caller stores this clock for the next check whenever it passes. (Keylime
+    /// keeps the old one when both counters increased, so after such a reboot it
+    /// compares every later quote with a stale clock; Vigil starts from the new epoch.)
+    pub fn check_after(&self, previous: &Self) -> Result<(), String> {
+        if self.reset_count < previous.reset_count {
+            return Err("resetCount value decreased on TPM between two consecutive quotes".into());
+        }
+        if self.restart_count < previous.restart_count {
+            return Err(
+                "restartCount value decreased on TPM between two consecutive quotes".into(),
+            );
+        }
+        if !self.safe {
+            return Err("clock safe flag is disabled".into());
+        }
+        let both_increased =
+            self.reset_count > previous.reset_count && self.restart_count > previous.restart_count;
+        if !both_increased && self.clock <= previous.clock {
+            return Err(
+                "clock timestamp did issued by TPM did not increase between two consecutive quotes"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The fields every `TPMS_ATTEST` starts with.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Attest<'a> {
+pub struct AttestHeader<'a> {
     /// The signing key's qualified name.
     pub qualified_signer: &'a [u8],
-    /// The nonce (`qualifyingData`) the quote was made with.
+    /// The caller's nonce (`qualifyingData`) the attestation was made with.
     pub extra_data: &'a [u8],
     /// The TPM's clock.
     pub clock_info: ClockInfo,
     /// TPM firmware version.
     pub firmware_version: u64,
+}
+
+impl<'a> AttestHeader<'a> {
+    /// Reads the header of an attestation that must be of type `kind`.
+    fn read(r: &mut Reader<'a>, kind: u16, kind_name: &str) -> Result<Self, CodecError> {
+        let magic = r.u32("magic")?;
+        if magic != TPM_GENERATED {
+            return Err(r.invalid(format!("magic 0x{magic:08x} is not TPM_GENERATED_VALUE")));
+        }
+        let found = r.u16("type")?;
+        if found != kind {
+            return Err(r.invalid(format!(
+                "type 0x{found:04x} is not {kind_name} (0x{kind:04x})"
+            )));
+        }
+        Ok(Self {
+            qualified_signer: r.tpm2b("qualifiedSigner")?,
+            extra_data: r.tpm2b("extraData")?,
+            clock_info: ClockInfo {
+                clock: r.u64("clockInfo.clock")?,
+                reset_count: r.u32("clockInfo.resetCount")?,
+                restart_count: r.u32("clockInfo.restartCount")?,
+                safe: r.u8("clockInfo.safe")? == 1,
+            },
+            firmware_version: r.u64("firmwareVersion")?,
+        })
+    }
+}
+
+/// A parsed `TPMS_ATTEST` of type quote (`TPM2_Quote`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuoteAttest<'a> {
+    /// Signer, nonce, clock and firmware.
+    pub header: AttestHeader<'a>,
     /// The PCRs quoted, per bank.
     pub pcr_select: Vec<PcrSelection>,
     /// Digest of the selected PCR values, in the quote's hash algorithm.
     pub pcr_digest: &'a [u8],
+}
+
+/// A parsed `TPMS_ATTEST` of type certify (`TPM2_Certify`): the TPM vouches that the
+/// object named `name` is loaded in it. Used to bind an AK to an IAK.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertifyAttest<'a> {
+    /// Signer, nonce, clock and firmware.
+    pub header: AttestHeader<'a>,
+    /// The certified object's name (`nameAlg || H(TPMT_PUBLIC)`).
+    pub name: &'a [u8],
+    /// The certified object's qualified name.
+    pub qualified_name: &'a [u8],
+}
+
+impl<'a> CertifyAttest<'a> {
+    /// Parses a certify attestation; any other type, a wrong magic or trailing bytes
+    /// are errors.
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, CodecError> {
+        let mut r = Reader::new(bytes, "TPMS_ATTEST");
+        let header = AttestHeader::read(&mut r, ST_ATTEST_CERTIFY, "a certification")?;
+        let name = r.tpm2b("attested.name")?;
+        let qualified_name = r.tpm2b("attested.qualifiedName")?;
+        r.finish()?;
+        Ok(Self {
+            header,
+            name,
+            qualified_name,
+        })
+    }
 }
 
 /// Parses a `TPML_PCR_SELECTION` (big-endian, as in TPM structures).
@@ -79,36 +178,17 @@ pub(crate) fn bits(bitmap: &[u8]) -> Vec<u32> {
     out
 }
 
-impl<'a> Attest<'a> {
+impl<'a> QuoteAttest<'a> {
     /// Parses a quote attestation; any other type, a wrong magic or trailing bytes are
     /// errors.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, CodecError> {
         let mut r = Reader::new(bytes, "TPMS_ATTEST");
-        let magic = r.u32("magic")?;
-        if magic != TPM_GENERATED {
-            return Err(r.invalid(format!("magic 0x{magic:08x} is not TPM_GENERATED_VALUE")));
-        }
-        let kind = r.u16("type")?;
-        if kind != ST_ATTEST_QUOTE {
-            return Err(r.invalid(format!("type 0x{kind:04x} is not a quote (0x8018)")));
-        }
-        let qualified_signer = r.tpm2b("qualifiedSigner")?;
-        let extra_data = r.tpm2b("extraData")?;
-        let clock_info = ClockInfo {
-            clock: r.u64("clockInfo.clock")?,
-            reset_count: r.u32("clockInfo.resetCount")?,
-            restart_count: r.u32("clockInfo.restartCount")?,
-            safe: r.u8("clockInfo.safe")? == 1,
-        };
-        let firmware_version = r.u64("firmwareVersion")?;
+        let header = AttestHeader::read(&mut r, ST_ATTEST_QUOTE, "a quote")?;
         let pcr_select = read_pcr_selection(&mut r)?;
         let pcr_digest = r.tpm2b("pcrDigest")?;
         r.finish()?;
         Ok(Self {
-            qualified_signer,
-            extra_data,
-            clock_info,
-            firmware_version,
+            header,
             pcr_select,
             pcr_digest,
         })

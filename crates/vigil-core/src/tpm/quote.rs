@@ -18,7 +18,7 @@ use ecdsa::signature::hazmat::PrehashVerifier;
 use rsa::pkcs8::DecodePublicKey;
 use rsa::traits::SignatureScheme;
 
-use super::attest::{Attest, ClockInfo};
+use super::attest::{ClockInfo, QuoteAttest};
 use super::codec::CodecError;
 use super::pcr_blob::PcrBlob;
 use super::signature::TpmSignature;
@@ -177,16 +177,35 @@ impl QuoteVerifier {
         bank: HashAlg,
     ) -> Result<VerifiedQuote, Failure> {
         self.check(quote, nonce, bank).map_err(|reason| {
-            let mut f = Failure::new();
-            f.push(Event::new(
-                Component::QuoteValidation,
-                &[],
-                "quote_validation",
-                Event::message(reason),
-                false,
-            ));
-            f
+            quote_failure(serde_json::json!({
+                "message": "Quote data validation",
+                "error": reason,
+            }))
         })
+    }
+
+    /// [`verify`](Self::verify), then Keylime's clock check
+    /// ([`ClockInfo::check_after`]) against the clock of the node's last accepted
+    /// quote. On success the caller stores the quote's `clock_info` for the next round.
+    pub fn verify_with_clock(
+        &self,
+        quote: &KeylimeQuote,
+        nonce: &[u8],
+        bank: HashAlg,
+        previous: &ClockInfo,
+    ) -> Result<VerifiedQuote, Failure> {
+        let verified = self.verify(quote, nonce, bank)?;
+        // The message texts are Keylime's, typo included, for tools that match on them.
+        verified
+            .clock_info
+            .check_after(previous)
+            .map_err(|reason| {
+                quote_failure(serde_json::json!({
+                    "message": "Validation of clockinfo from quote using tpm2-tools",
+                    "data": reason,
+                }))
+            })?;
+        Ok(verified)
     }
 
     fn check(
@@ -195,7 +214,7 @@ impl QuoteVerifier {
         nonce: &[u8],
         bank: HashAlg,
     ) -> Result<VerifiedQuote, String> {
-        let attest = Attest::parse(&quote.attest).map_err(|e| e.to_string())?;
+        let attest = QuoteAttest::parse(&quote.attest).map_err(|e| e.to_string())?;
         let sig = TpmSignature::parse(&quote.signature).map_err(|e| e.to_string())?;
         let blob = PcrBlob::parse(&quote.pcr_blob).map_err(|e| e.to_string())?;
         if sig.hash() != bank {
@@ -204,28 +223,14 @@ impl QuoteVerifier {
                 sig.hash()
             ));
         }
-        let digest = bank.hash(&quote.attest);
-        let ok = match (&self.ak, &sig) {
-            (AkPublicKey::Rsa(k), TpmSignature::RsaSsa { sig, .. }) => {
-                pkcs1v15(bank).verify(k, digest.as_bytes(), sig).is_ok()
-            }
-            (AkPublicKey::Rsa(k), TpmSignature::RsaPss { sig, .. }) if self.allow_rsapss => {
-                pss(bank).verify(k, digest.as_bytes(), sig).is_ok()
-            }
-            (AkPublicKey::P256(k), TpmSignature::Ecdsa { r, s, .. }) => ecdsa_sig!(p256, 32, r, s)
-                .is_some_and(|s| k.verify_prehash(digest.as_bytes(), &s).is_ok()),
-            (AkPublicKey::P384(k), TpmSignature::Ecdsa { r, s, .. }) => ecdsa_sig!(p384, 48, r, s)
-                .is_some_and(|s| k.verify_prehash(digest.as_bytes(), &s).is_ok()),
-            _ => return Err("the signature scheme does not fit the AK".into()),
-        };
-        if !ok {
-            return Err("the quote signature does not verify with the AK".into());
-        }
-        let nonce_ok = attest.extra_data == nonce
+        self.ak
+            .verify(&sig, &quote.attest, self.allow_rsapss)
+            .map_err(|e| format!("the quote {e}"))?;
+        let nonce_ok = attest.header.extra_data == nonce
             || std::str::from_utf8(nonce)
                 .ok()
                 .and_then(|n| B64.decode(n).ok())
-                .is_some_and(|d| d == attest.extra_data);
+                .is_some_and(|d| d == attest.header.extra_data);
         if !nonce_ok {
             return Err("the quote's extraData is not the nonce".into());
         }
@@ -258,10 +263,66 @@ impl QuoteVerifier {
         Ok(VerifiedQuote {
             bank,
             pcrs,
-            clock_info: attest.clock_info,
-            firmware_version: attest.firmware_version,
+            clock_info: attest.header.clock_info,
+            firmware_version: attest.header.firmware_version,
         })
     }
+}
+
+fn quote_failure(context: serde_json::Value) -> Failure {
+    let mut f = Failure::new();
+    f.push(Event::new(
+        Component::QuoteValidation,
+        &[],
+        "quote_validation",
+        context,
+        false,
+    ));
+    f
+}
+
+impl AkPublicKey {
+    /// Verifies a `TPMT_SIGNATURE` over `message` (the TPM signs `H(message)` with the
+    /// signature's hash). The scheme must fit the key: RSASSA (or RSA-PSS with the salt
+    /// as long as the digest, when `allow_rsapss`) for RSA, ECDSA for EC keys.
+    pub fn verify(
+        &self,
+        sig: &TpmSignature,
+        message: &[u8],
+        allow_rsapss: bool,
+    ) -> Result<(), SignatureMismatch> {
+        let hash = sig.hash();
+        let digest = hash.hash(message);
+        let ok = match (self, sig) {
+            (Self::Rsa(k), TpmSignature::RsaSsa { sig, .. }) => {
+                pkcs1v15(hash).verify(k, digest.as_bytes(), sig).is_ok()
+            }
+            (Self::Rsa(k), TpmSignature::RsaPss { sig, .. }) if allow_rsapss => {
+                pss(hash).verify(k, digest.as_bytes(), sig).is_ok()
+            }
+            (Self::P256(k), TpmSignature::Ecdsa { r, s, .. }) => ecdsa_sig!(p256, 32, r, s)
+                .is_some_and(|s| k.verify_prehash(digest.as_bytes(), &s).is_ok()),
+            (Self::P384(k), TpmSignature::Ecdsa { r, s, .. }) => ecdsa_sig!(p384, 48, r, s)
+                .is_some_and(|s| k.verify_prehash(digest.as_bytes(), &s).is_ok()),
+            _ => return Err(SignatureMismatch::Scheme),
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(SignatureMismatch::Invalid)
+        }
+    }
+}
+
+/// Why a TPM signature was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureMismatch {
+    /// RSASSA/RSA-PSS on an EC key, ECDSA on an RSA key, or RSA-PSS when not allowed.
+    #[error("signature scheme does not fit the key")]
+    Scheme,
+    /// The signature does not verify.
+    #[error("signature does not verify with the key")]
+    Invalid,
 }
 
 fn pkcs1v15(bank: HashAlg) -> rsa::Pkcs1v15Sign {

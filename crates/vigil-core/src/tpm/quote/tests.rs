@@ -93,7 +93,7 @@ fn unsigned_pcr_values_are_rejected() {
     let mut q = quote.clone();
     q.pcr_blob[7] |= 0x01;
     let f = v.verify(&q, &nonce, HashAlg::Sha256).unwrap_err();
-    assert!(f.events()[0].context["message"]
+    assert!(f.events()[0].context["error"]
         .as_str()
         .unwrap()
         .contains("signed PCR selection"));
@@ -112,8 +112,8 @@ fn quote_strings_are_checked() {
     ))
     .unwrap();
     let q = KeylimeQuote::parse(&text).unwrap();
-    let attest = Attest::parse(&q.attest).unwrap();
-    assert_eq!(attest.extra_data, b"TEST");
+    let attest = QuoteAttest::parse(&q.attest).unwrap();
+    assert_eq!(attest.header.extra_data, b"TEST");
     assert_eq!(attest.selection(HashAlg::Sha1).unwrap().pcrs, [16]);
     assert_eq!(
         TpmSignature::parse(&q.signature).unwrap().hash(),
@@ -121,4 +121,57 @@ fn quote_strings_are_checked() {
     );
     let blob = PcrBlob::parse(&q.pcr_blob).unwrap();
     assert_eq!(blob.values.len(), 1);
+}
+
+fn clock(clock: u64, reset_count: u32, restart_count: u32, safe: bool) -> ClockInfo {
+    ClockInfo {
+        clock,
+        reset_count,
+        restart_count,
+        safe,
+    }
+}
+
+#[test]
+fn clock_rules_are_keylimes() {
+    let prev = clock(1000, 2, 3, true);
+    // Normal progress is stored.
+    let now = clock(2000, 2, 3, true);
+    assert_eq!(now.check_after(&prev), Ok(()));
+    // A restart alone still needs the clock to advance (Keylime checks the clock
+    // unless *both* counters increased).
+    assert!(clock(500, 2, 4, true).check_after(&prev).is_err());
+    assert!(clock(1500, 2, 4, true).check_after(&prev).is_ok());
+    // Both counters increased: a new epoch, the clock may start over.
+    assert!(clock(10, 3, 4, true).check_after(&prev).is_ok());
+    // Decreasing counters, an unsafe clock, a stalled clock.
+    for (bad, why) in [
+        (clock(2000, 1, 3, true), "resetCount"),
+        (clock(2000, 2, 2, true), "restartCount"),
+        (clock(2000, 2, 3, false), "safe"),
+        (clock(1000, 2, 3, true), "did not increase"),
+    ] {
+        assert!(bad.check_after(&prev).unwrap_err().contains(why), "{why}");
+    }
+    // Before the first quote the previous clock is all zero.
+    assert!(now.check_after(&ClockInfo::default()).is_ok());
+}
+
+#[test]
+fn verify_with_clock_reports_keylimes_event() {
+    let (quote, nonce, v) = vector();
+    // Keylime's vector has clock 5994 and safe = 1.
+    let ok = v
+        .verify_with_clock(&quote, &nonce, HashAlg::Sha256, &ClockInfo::default())
+        .unwrap();
+    // The same quote again (a replay) is refused: the clock did not advance.
+    let f = v
+        .verify_with_clock(&quote, &nonce, HashAlg::Sha256, &ok.clock_info)
+        .unwrap_err();
+    assert_eq!(event_id(&f), "qoute_validation.quote_validation");
+    assert!(f.is_irrecoverable());
+    assert!(f.events()[0].context["data"]
+        .as_str()
+        .unwrap()
+        .contains("did not increase"));
 }
