@@ -4,9 +4,10 @@
 //! [`codec`] for TPM structures, [`attest`] (`TPMS_ATTEST`), [`signature`]
 //! (`TPMT_SIGNATURE`), [`pcr_blob`] (the little-endian PCR dump tpm2-tools writes and
 //! Keylime sends) and [`quote`] (the `r<attest>:<sig>:<pcrs>` string and
-//! [`quote::QuoteVerifier`]).
+//! [`quote::QuoteVerifier`]), and [`certify`] (AK ↔ IAK binding by `TPM2_Certify`).
 
 pub mod attest;
+pub mod certify;
 pub mod codec;
 pub mod pcr_blob;
 pub mod public;
