@@ -16,7 +16,6 @@ use std::collections::BTreeMap;
 use base64::Engine;
 use ecdsa::signature::hazmat::PrehashVerifier;
 use rsa::pkcs8::DecodePublicKey;
-use rsa::traits::SignatureScheme;
 
 use super::attest::{ClockInfo, QuoteAttest};
 use super::codec::CodecError;
@@ -84,7 +83,7 @@ impl KeylimeQuote {
 #[derive(Debug, Clone)]
 pub enum AkPublicKey {
     /// RSA.
-    Rsa(rsa::RsaPublicKey),
+    Rsa(RsaAk),
     /// ECC P-256.
     P256(p256::ecdsa::VerifyingKey),
     /// ECC P-384.
@@ -101,7 +100,7 @@ impl AkPublicKey {
             _ => bytes.to_vec(),
         };
         if let Ok(k) = rsa::RsaPublicKey::from_public_key_der(&der) {
-            return Ok(Self::Rsa(k));
+            return Ok(Self::Rsa(RsaAk::new(&k)?));
         }
         if let Ok(k) = p256::ecdsa::VerifyingKey::from_public_key_der(&der) {
             return Ok(Self::P256(k));
@@ -123,6 +122,66 @@ impl AkPublicKey {
             let public = super::public::TpmPublic::parse_tpm2b(bytes).map_err(|_| spki_err)?;
             Self::from_spki(&public.to_spki_der()?)
         })
+    }
+}
+
+/// An RSA key in the form aws-lc verifies with: RSA verification is most of the cost
+/// of checking a quote, and aws-lc's is several times faster than the pure-Rust one.
+#[derive(Clone)]
+pub struct RsaAk {
+    /// PKCS#1 `RSAPublicKey` DER.
+    pkcs1: Box<[u8]>,
+    /// Pre-parsed for the common case (RSASSA with SHA-256), so a quote verification
+    /// does not decode the key again.
+    pkcs1_sha256: aws_lc_rs::signature::ParsedPublicKey,
+}
+
+impl RsaAk {
+    fn new(key: &rsa::RsaPublicKey) -> Result<Self, CodecError> {
+        use rsa::pkcs1::EncodeRsaPublicKey;
+        let pkcs1: Box<[u8]> = key
+            .to_pkcs1_der()
+            .map_err(|e| invalid_key(format!("RSA key: {e}")))?
+            .as_bytes()
+            .into();
+        let pkcs1_sha256 = aws_lc_rs::signature::ParsedPublicKey::new(
+            &aws_lc_rs::signature::RSA_PKCS1_1024_8192_SHA256_FOR_LEGACY_USE_ONLY,
+            &pkcs1,
+        )
+        .map_err(|e| invalid_key(format!("RSA key: {e}")))?;
+        Ok(Self {
+            pkcs1,
+            pkcs1_sha256,
+        })
+    }
+
+    /// Verifies an RSASSA (or RSA-PSS) signature over `message` hashed with `hash`.
+    fn verify(&self, hash: HashAlg, pss: bool, message: &[u8], sig: &[u8]) -> bool {
+        use aws_lc_rs::signature as s;
+        if !pss && hash == HashAlg::Sha256 {
+            return self.pkcs1_sha256.verify_sig(message, sig).is_ok();
+        }
+        let params: &'static s::RsaParameters = match (pss, hash) {
+            (false, HashAlg::Sha1) => &s::RSA_PKCS1_1024_8192_SHA1_FOR_LEGACY_USE_ONLY,
+            (false, HashAlg::Sha384) => &s::RSA_PKCS1_2048_8192_SHA384,
+            (false, HashAlg::Sha512) => &s::RSA_PKCS1_1024_8192_SHA512_FOR_LEGACY_USE_ONLY,
+            (true, HashAlg::Sha256) => &s::RSA_PSS_2048_8192_SHA256,
+            (true, HashAlg::Sha384) => &s::RSA_PSS_2048_8192_SHA384,
+            (true, HashAlg::Sha512) => &s::RSA_PSS_2048_8192_SHA512,
+            // No RSA-PSS with SHA-1, and no RSA scheme with SM3, in aws-lc.
+            _ => return false,
+        };
+        s::UnparsedPublicKey::new(params, &self.pkcs1)
+            .verify(message, sig)
+            .is_ok()
+    }
+}
+
+impl std::fmt::Debug for RsaAk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RsaAk")
+            .field("pkcs1", &hex::encode(&self.pkcs1))
+            .finish()
     }
 }
 
@@ -292,18 +351,15 @@ impl AkPublicKey {
         allow_rsapss: bool,
     ) -> Result<(), SignatureMismatch> {
         let hash = sig.hash();
-        let digest = hash.hash(message);
         let ok = match (self, sig) {
-            (Self::Rsa(k), TpmSignature::RsaSsa { sig, .. }) => {
-                pkcs1v15(hash).verify(k, digest.as_bytes(), sig).is_ok()
-            }
+            (Self::Rsa(k), TpmSignature::RsaSsa { sig, .. }) => k.verify(hash, false, message, sig),
             (Self::Rsa(k), TpmSignature::RsaPss { sig, .. }) if allow_rsapss => {
-                pss(hash).verify(k, digest.as_bytes(), sig).is_ok()
+                k.verify(hash, true, message, sig)
             }
             (Self::P256(k), TpmSignature::Ecdsa { r, s, .. }) => ecdsa_sig!(p256, 32, r, s)
-                .is_some_and(|s| k.verify_prehash(digest.as_bytes(), &s).is_ok()),
+                .is_some_and(|s| k.verify_prehash(hash.hash(message).as_bytes(), &s).is_ok()),
             (Self::P384(k), TpmSignature::Ecdsa { r, s, .. }) => ecdsa_sig!(p384, 48, r, s)
-                .is_some_and(|s| k.verify_prehash(digest.as_bytes(), &s).is_ok()),
+                .is_some_and(|s| k.verify_prehash(hash.hash(message).as_bytes(), &s).is_ok()),
             _ => return Err(SignatureMismatch::Scheme),
         };
         if ok {
@@ -323,25 +379,6 @@ pub enum SignatureMismatch {
     /// The signature does not verify.
     #[error("signature does not verify with the key")]
     Invalid,
-}
-
-fn pkcs1v15(bank: HashAlg) -> rsa::Pkcs1v15Sign {
-    match bank {
-        HashAlg::Sha1 => rsa::Pkcs1v15Sign::new::<sha1::Sha1>(),
-        HashAlg::Sha384 => rsa::Pkcs1v15Sign::new::<sha2::Sha384>(),
-        HashAlg::Sha512 => rsa::Pkcs1v15Sign::new::<sha2::Sha512>(),
-        // SM3 has no PKCS#1 OID in the rsa crate; SHA-256 is the only other bank in use.
-        HashAlg::Sha256 | HashAlg::Sm3_256 => rsa::Pkcs1v15Sign::new::<sha2::Sha256>(),
-    }
-}
-
-fn pss(bank: HashAlg) -> rsa::Pss {
-    match bank {
-        HashAlg::Sha1 => rsa::Pss::new::<sha1::Sha1>(),
-        HashAlg::Sha384 => rsa::Pss::new::<sha2::Sha384>(),
-        HashAlg::Sha512 => rsa::Pss::new::<sha2::Sha512>(),
-        HashAlg::Sha256 | HashAlg::Sm3_256 => rsa::Pss::new::<sha2::Sha256>(),
-    }
 }
 
 /// Left-pads a TPM2B integer (which may carry leading zeros or be short) to `size`.
