@@ -60,3 +60,40 @@ pub(crate) async fn migrator(embedded: Embedded) -> Result<Migrator, StoreError>
         .await
         .map_err(|e| StoreError::Migrate(Box::new(e)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Spells a PostgreSQL migration the SQLite way and drops comments, so the two
+    /// directories can be compared: they must differ only in type spelling.
+    fn normalise(sql: &str, from_postgres: bool) -> String {
+        let sql = if from_postgres {
+            sql.replace("BYTEA", "BLOB").replace(
+                "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+                "INTEGER PRIMARY KEY AUTOINCREMENT",
+            )
+        } else {
+            sql.to_owned()
+        };
+        sql.lines()
+            .map(|l| l.split("--").next().unwrap_or("").trim_end())
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn both_backends_have_the_same_logical_schema() {
+        assert_eq!(SQLITE.len(), POSTGRES.len());
+        for (s, p) in SQLITE.iter().zip(POSTGRES) {
+            assert_eq!((s.0, s.1), (p.0, p.1), "same versions and descriptions");
+            assert_eq!(
+                normalise(s.2, false),
+                normalise(p.2, true),
+                "migration {}",
+                s.0
+            );
+        }
+    }
+}
