@@ -664,6 +664,20 @@ impl VerifierAgents for PgStore {
             .transpose()?;
         let mut tx = self.begin(OP).await?;
         if let Some(f) = fence {
+            // Lock order is agent row, then lease row — the order `acquire` takes them
+            // in — so a stale holder's round and a takeover cannot deadlock.
+            let agent: Option<i32> =
+                sqlx::query_scalar("SELECT 1 FROM verifier_agents WHERE agent_id = $1 FOR UPDATE")
+                    .bind(agent_id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(StoreError::db(OP))?;
+            if agent.is_none() {
+                return Err(StoreError::NotFound {
+                    entity: Entity::VerifierAgent,
+                    id: agent_id.to_owned(),
+                });
+            }
             // Locking the lease row holds off a takeover until this round is written.
             let current: Option<(String, i64)> = sqlx::query_as(
                 "SELECT holder, epoch FROM agent_leases WHERE agent_id = $1 FOR UPDATE",

@@ -675,6 +675,19 @@ impl VerifierAgents for SqliteStore {
             .transpose()?;
         let mut tx = self.begin(OP).await?;
         if let Some(f) = fence {
+            // A missing agent is NotFound, not a lost lease, as on PostgreSQL.
+            let agent: Option<i32> =
+                sqlx::query_scalar("SELECT 1 FROM verifier_agents WHERE agent_id = $1")
+                    .bind(agent_id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(StoreError::db(OP))?;
+            if agent.is_none() {
+                return Err(StoreError::NotFound {
+                    entity: Entity::VerifierAgent,
+                    id: agent_id.to_owned(),
+                });
+            }
             // The write lock holds off a takeover until this round is written.
             let current: Option<(String, i64)> =
                 sqlx::query_as("SELECT holder, epoch FROM agent_leases WHERE agent_id = $1")

@@ -821,6 +821,13 @@ async fn leases_acquire_renew_release_and_fence(db: TestDb) {
         Err(StoreError::LeaseLost { .. })
     ));
 
+    // A fenced write to an agent that is gone is NotFound on both backends.
+    assert!(matches!(
+        va.record_round("ghost", RoundUpdate::state_only(3), Some(&stale))
+            .await,
+        Err(StoreError::NotFound { .. })
+    ));
+
     // Release: only by the holder; the agent is free at once, and the epoch goes on.
     assert!(!leases.release("r3", "a0").await.unwrap());
     assert!(leases.release("r1", "a0").await.unwrap());
