@@ -944,3 +944,29 @@ async fn unsupported_url_is_refused_without_echoing_it() {
     assert!(matches!(err, StoreError::UnsupportedUrl { ref scheme } if scheme == "mysql"));
     assert!(!err.to_string().contains("secret"));
 }
+
+#[tokio::test]
+async fn sqlite_in_memory_keeps_data_across_calls() {
+    let store = Store::open("sqlite::memory:").await.unwrap();
+    store
+        .registrar_agents()
+        .register(registration("m", b"aik"))
+        .await
+        .unwrap();
+    store
+        .verifier_agents()
+        .enrol(enrolment("m", "v"))
+        .await
+        .unwrap();
+    // Several calls in flight at once share the one connection.
+    let gets: Vec<_> = (0..4)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.registrar_agents().get("m").await.unwrap() })
+        })
+        .collect();
+    for g in gets {
+        assert_eq!(g.await.unwrap().unwrap().regcount, 1);
+    }
+    assert_eq!(store.verifier_agents().list(None).await.unwrap(), ["m"]);
+}
