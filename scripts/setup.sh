@@ -20,3 +20,11 @@ if ! command -v cargo >/dev/null 2>&1; then
     echo "setup: cargo not found; install Rust (https://rustup.rs) first" >&2
     exit 1
 fi
+
+# vigil-store's tests also run on PostgreSQL; under CI=true a missing server fails them.
+if command -v pg_isready >/dev/null 2>&1 && pg_isready -q -h 127.0.0.1 -p 5432; then
+    :
+elif [ -z "${VIGIL_TEST_DATABASE_URL:-}" ]; then
+    echo "setup: note: no PostgreSQL on 127.0.0.1:5432 (trust auth, database test);" \
+        "the store's PostgreSQL tests will skip (fail under CI) unless VIGIL_TEST_DATABASE_URL is set" >&2
+fi

@@ -1,0 +1,972 @@
+//! The store's conformance suite: every test body is written once against `Store` and
+//! runs on both backends — SQLite in a temporary directory and PostgreSQL in a schema
+//! of its own (created and dropped per test, so parallel runs never collide).
+//!
+//! PostgreSQL: `VIGIL_TEST_DATABASE_URL`, else postgres://postgres@127.0.0.1:5432/test,
+//! else the same as user root. When none answers the PostgreSQL half is skipped with a
+//! note — except under `CI`, where that is a failure.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use sha2::Digest;
+use sqlx::Connection;
+use vigil_store::{
+    checksum, Backend, Enrolment, Entity, FailureRecord, IdentityField, ImaProgress, NewMbPolicy,
+    NewRuntimePolicy, PolicyRef, QuoteAlgs, RegisterOutcome, Registration, RoundOutcome,
+    RoundUpdate, Store, StoreError,
+};
+
+/// What a test body gets: an open store and the URL that opens the same database.
+struct TestDb {
+    store: Store,
+    url: String,
+}
+
+async fn run_sqlite<F, Fut>(body: F)
+where
+    F: FnOnce(TestDb) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("vigil.db").display()
+    );
+    let store = Store::open(&url).await.expect("open SQLite store");
+    assert_eq!(store.backend(), Backend::Sqlite);
+    body(TestDb { store, url }).await;
+}
+
+fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+/// An admin connection to the test PostgreSQL and the URL it used, or `None` (after
+/// printing why) when there is none outside CI.
+async fn postgres_admin() -> Option<(sqlx::PgConnection, String)> {
+    let candidates = match std::env::var("VIGIL_TEST_DATABASE_URL") {
+        Ok(url) => vec![url],
+        Err(_) => vec![
+            "postgres://postgres@127.0.0.1:5432/test".to_owned(),
+            "postgres://root@127.0.0.1:5432/test".to_owned(),
+        ],
+    };
+    let mut errors = Vec::new();
+    for url in candidates {
+        match sqlx::PgConnection::connect(&url).await {
+            Ok(conn) => return Some((conn, url)),
+            Err(e) => errors.push(format!("{url}: {e}")),
+        }
+    }
+    let why = errors.join("; ");
+    assert!(!under_ci(), "PostgreSQL is required under CI: {why}");
+    eprintln!("note: PostgreSQL test skipped, no server: {why}");
+    None
+}
+
+async fn run_postgres<F, Fut>(body: F)
+where
+    F: FnOnce(TestDb) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    static SEQ: AtomicU32 = AtomicU32::new(0);
+    let Some((mut admin, base)) = postgres_admin().await else {
+        return;
+    };
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let schema = format!(
+        "vigil_test_{}_{}_{nanos}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    );
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&mut admin)
+        .await
+        .expect("create test schema");
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let url = format!("{base}{sep}options[search_path]={schema}");
+    // The body runs as its own task so a failed assertion still reaches the cleanup.
+    let result = tokio::spawn(async move {
+        let store = Store::open(&url).await.expect("open PostgreSQL store");
+        assert_eq!(store.backend(), Backend::Postgres);
+        body(TestDb {
+            store: store.clone(),
+            url,
+        })
+        .await;
+        store.close().await;
+    })
+    .await;
+    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+        .execute(&mut admin)
+        .await
+        .expect("drop test schema");
+    if let Err(e) = result {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+/// Declares each test body once and runs it on both backends (`<name>::sqlite`,
+/// `<name>::postgres`).
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                crate::run_sqlite(super::$name).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                crate::run_postgres(super::$name).await;
+            }
+        }
+    )*};
+}
+
+on_both_backends!(
+    registrar_lifecycle,
+    registrar_concurrent_first_registration,
+    policies_crud_and_in_use,
+    enrol_and_read_back,
+    enrol_error_leaves_nothing,
+    record_round_results,
+    record_round_error_midway_writes_nothing,
+    leases_acquire_renew_release_and_fence,
+    leases_concurrent_acquirers_split_agents,
+    reopen_keeps_everything,
+);
+
+// ---------------------------------------------------------------------------------
+// Fixtures
+
+fn registration(id: &str, aik: &[u8]) -> Registration {
+    Registration {
+        agent_id: id.to_owned(),
+        aik_tpm: aik.to_vec(),
+        ekcert: Some(b"ek cert der".to_vec()),
+        key: Some("Y2hhbGxlbmdl".to_owned()),
+        ip: Some("127.0.0.1".to_owned()),
+        port: Some(9002),
+        mtls_cert: Some("-----BEGIN CERTIFICATE-----".to_owned()),
+        ..Registration::default()
+    }
+}
+
+fn enrolment(id: &str, verifier: &str) -> Enrolment {
+    Enrolment {
+        agent_id: id.to_owned(),
+        v: Some("dmtleQ==".to_owned()),
+        ip: Some("10.0.0.7".to_owned()),
+        port: Some(9002),
+        verifier_id: verifier.to_owned(),
+        verifier_ip: "127.0.0.1".to_owned(),
+        verifier_port: 8881,
+        operational_state: 1,
+        public_key: None,
+        tpm_policy: r#"{"mask": "0x400"}"#.to_owned(),
+        meta_data: "{}".to_owned(),
+        runtime_policy: None,
+        mb_policy: None,
+        ima_sign_verification_keys: "[]".to_owned(),
+        revocation_key: None,
+        accept_tpm_hash_algs: vec!["sha256".to_owned(), "sha1".to_owned()],
+        accept_tpm_encryption_algs: vec!["rsa".to_owned(), "ecc".to_owned()],
+        accept_tpm_signing_algs: vec!["rsassa".to_owned()],
+        supported_version: "2.3".to_owned(),
+        ak_tpm: vec![0, 1, 2, 3],
+        mtls_cert: Some("-----BEGIN CERTIFICATE-----".to_owned()),
+        accept_attestations: true,
+    }
+}
+
+fn runtime_policy(name: &str, body: &str) -> NewRuntimePolicy {
+    NewRuntimePolicy {
+        name: name.to_owned(),
+        generator: Some(3),
+        tpm_policy: None,
+        ima_policy: Some(body.to_owned()),
+    }
+}
+
+fn failure(event_id: &str) -> FailureRecord {
+    FailureRecord {
+        event_id: event_id.to_owned(),
+        severity_label: Some("emergency".to_owned()),
+        recoverable: false,
+        context: r#"{"message": "File not found in allowlist: /root/bad-script.sh"}"#.to_owned(),
+    }
+}
+
+fn pcrs(banks: &[(&str, u8)]) -> BTreeMap<String, Vec<u8>> {
+    banks
+        .iter()
+        .map(|&(b, v)| (b.to_owned(), vec![v; 32]))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------
+// Registrar
+
+async fn registrar_lifecycle(db: TestDb) {
+    let reg = db.store.registrar_agents();
+    let created = match reg.register(registration("a1", b"aik")).await.unwrap() {
+        RegisterOutcome::Created(r) => r,
+        other => panic!("expected Created, got {other:?}"),
+    };
+    assert_eq!((created.regcount, created.active), (1, false));
+    assert_eq!(reg.get("a1").await.unwrap().as_ref(), Some(&created));
+    assert_eq!(reg.get("nobody").await.unwrap(), None);
+
+    // The same registration again: updated, nothing counted.
+    let again = reg.register(registration("a1", b"aik")).await.unwrap();
+    assert_eq!(again, RegisterOutcome::Updated(created.clone()));
+
+    reg.activate("a1").await.unwrap();
+    assert!(reg.get("a1").await.unwrap().unwrap().active);
+
+    // An IAK change counts and keeps the agent active.
+    let iak = Registration {
+        iak_tpm: Some(b"iak".to_vec()),
+        ..registration("a1", b"aik")
+    };
+    let RegisterOutcome::Updated(r) = reg.register(iak.clone()).await.unwrap() else {
+        panic!("expected Updated");
+    };
+    assert_eq!((r.regcount, r.active), (2, true));
+
+    // A different AK is refused and changes nothing.
+    let before = reg.get("a1").await.unwrap().unwrap();
+    assert_eq!(
+        reg.register(registration("a1", b"other aik"))
+            .await
+            .unwrap(),
+        RegisterOutcome::IdentityChanged {
+            field: IdentityField::AikTpm
+        }
+    );
+    let cert = Registration {
+        ekcert: Some(b"another cert".to_vec()),
+        ..iak.clone()
+    };
+    assert_eq!(
+        reg.register(cert).await.unwrap(),
+        RegisterOutcome::IdentityChanged {
+            field: IdentityField::EkCert
+        }
+    );
+    assert_eq!(reg.get("a1").await.unwrap().unwrap(), before);
+
+    // Setting the EK that was unset is allowed, counts, and requires re-activation.
+    let ek = Registration {
+        ek_tpm: Some(b"ek".to_vec()),
+        ..iak
+    };
+    let RegisterOutcome::Updated(r) = reg.register(ek).await.unwrap() else {
+        panic!("expected Updated");
+    };
+    assert_eq!((r.regcount, r.active), (3, false));
+    assert_eq!(reg.get("a1").await.unwrap().unwrap(), r);
+
+    reg.register(registration("a0", b"aik0")).await.unwrap();
+    assert_eq!(reg.list().await.unwrap(), ["a0", "a1"]);
+    reg.delete("a1").await.unwrap();
+    assert_eq!(reg.get("a1").await.unwrap(), None);
+    assert!(matches!(
+        reg.delete("a1").await,
+        Err(StoreError::NotFound {
+            entity: Entity::RegistrarAgent,
+            ..
+        })
+    ));
+    assert!(matches!(
+        reg.activate("a1").await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert_eq!(reg.list().await.unwrap(), ["a0"]);
+}
+
+async fn registrar_concurrent_first_registration(db: TestDb) {
+    // Eight agents race to register one id, each with its own AK: exactly one wins,
+    // the others see an identity change (Keylime answers them 403).
+    let tasks: Vec<_> = (0..8u8)
+        .map(|i| {
+            let store = db.store.clone();
+            tokio::spawn(async move {
+                let out = store
+                    .registrar_agents()
+                    .register(registration("race", &[i]))
+                    .await
+                    .unwrap();
+                (i, out)
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for t in tasks {
+        match t.await.unwrap() {
+            (i, RegisterOutcome::Created(_)) => winners.push(i),
+            (_, RegisterOutcome::IdentityChanged { field }) => {
+                assert_eq!(field, IdentityField::AikTpm)
+            }
+            (_, other) => panic!("unexpected outcome {other:?}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "one registration creates the record");
+    let stored = db
+        .store
+        .registrar_agents()
+        .get("race")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((stored.aik_tpm, stored.regcount), (vec![winners[0]], 1));
+}
+
+// ---------------------------------------------------------------------------------
+// Policies
+
+async fn policies_crud_and_in_use(db: TestDb) {
+    let pol = db.store.policies();
+    let body = r#"{"meta": {"version": 1}, "digests": {}}"#;
+    let p = pol
+        .create_runtime(runtime_policy("base", body))
+        .await
+        .unwrap();
+    assert_eq!(p.checksum, hex::encode(sha2::Sha256::digest(body)));
+    assert_eq!(p.checksum, checksum(Some(body)));
+    // SHA-256 of the empty string when there is no document.
+    let empty = pol
+        .create_runtime(NewRuntimePolicy {
+            name: "empty".to_owned(),
+            ..NewRuntimePolicy::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        empty.checksum,
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    );
+    pol.delete_runtime("empty").await.unwrap();
+    assert!(matches!(
+        pol.create_runtime(runtime_policy("base", "{}")).await,
+        Err(StoreError::AlreadyExists {
+            entity: Entity::RuntimePolicy,
+            ..
+        })
+    ));
+    assert_eq!(pol.get_runtime("base").await.unwrap(), Some(p));
+    pol.create_runtime(runtime_policy("alpha", "{}"))
+        .await
+        .unwrap();
+    assert_eq!(pol.list_runtime().await.unwrap(), ["alpha", "base"]);
+
+    let updated = pol
+        .update_runtime(runtime_policy("base", "{ }"))
+        .await
+        .unwrap();
+    assert_eq!(updated.checksum, checksum(Some("{ }")));
+    assert_eq!(pol.get_runtime("base").await.unwrap(), Some(updated));
+    assert!(matches!(
+        pol.update_runtime(runtime_policy("missing", "{}")).await,
+        Err(StoreError::NotFound { .. })
+    ));
+
+    let mb = pol
+        .create_mb(NewMbPolicy {
+            name: "boot".to_owned(),
+            mb_policy: Some("{\"scrtm\": 1}".to_owned()),
+        })
+        .await
+        .unwrap();
+    assert_eq!(mb.checksum, checksum(Some("{\"scrtm\": 1}")));
+    assert_eq!(pol.list_mb().await.unwrap(), ["boot"]);
+
+    // In use: refused with the count, and still there.
+    let mut e = enrolment("user", "v1");
+    e.runtime_policy = Some(PolicyRef::Named("base".to_owned()));
+    e.mb_policy = Some(PolicyRef::Named("boot".to_owned()));
+    db.store.verifier_agents().enrol(e).await.unwrap();
+    match pol.delete_runtime("base").await {
+        Err(StoreError::PolicyInUse {
+            entity: Entity::RuntimePolicy,
+            name,
+            agents: 1,
+        }) => assert_eq!(name, "base"),
+        other => panic!("expected PolicyInUse, got {other:?}"),
+    }
+    assert!(matches!(
+        pol.delete_mb("boot").await,
+        Err(StoreError::PolicyInUse {
+            entity: Entity::MeasuredBootPolicy,
+            agents: 1,
+            ..
+        })
+    ));
+    assert!(pol.get_runtime("base").await.unwrap().is_some());
+
+    // Unused once the agent is gone.
+    db.store.verifier_agents().delete("user").await.unwrap();
+    pol.delete_runtime("base").await.unwrap();
+    pol.delete_mb("boot").await.unwrap();
+    assert_eq!(pol.get_runtime("base").await.unwrap(), None);
+    assert_eq!(pol.get_mb("boot").await.unwrap(), None);
+    assert!(matches!(
+        pol.delete_runtime("base").await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert_eq!(pol.list_runtime().await.unwrap(), ["alpha"]);
+}
+
+// ---------------------------------------------------------------------------------
+// Verifier agents
+
+async fn enrol_and_read_back(db: TestDb) {
+    let va = db.store.verifier_agents();
+    db.store
+        .policies()
+        .create_mb(NewMbPolicy {
+            name: "boot".to_owned(),
+            mb_policy: None,
+        })
+        .await
+        .unwrap();
+    let mut e = enrolment("n1", "v1");
+    e.runtime_policy = Some(PolicyRef::Inline(runtime_policy("n1-policy", "{}")));
+    e.mb_policy = Some(PolicyRef::Named("boot".to_owned()));
+    va.enrol(e.clone()).await.unwrap();
+    va.enrol(enrolment("n2", "v2")).await.unwrap();
+    va.enrol(enrolment("n0", "v1")).await.unwrap();
+
+    let got = va.get("n1").await.unwrap().unwrap();
+    let en = &got.enrolment;
+    assert_eq!(en.agent_id, "n1");
+    assert_eq!(
+        (en.v.as_deref(), en.port, en.verifier_port),
+        (Some("dmtleQ=="), Some(9002), 8881)
+    );
+    assert_eq!(en.runtime_policy.as_deref(), Some("n1-policy"));
+    assert_eq!(en.mb_policy.as_deref(), Some("boot"));
+    assert_eq!(en.accept_tpm_hash_algs, e.accept_tpm_hash_algs);
+    assert_eq!(en.accept_tpm_encryption_algs, e.accept_tpm_encryption_algs);
+    assert_eq!(en.accept_tpm_signing_algs, e.accept_tpm_signing_algs);
+    assert_eq!((&en.tpm_policy, &en.ak_tpm), (&e.tpm_policy, &e.ak_tpm));
+    // The inline policy exists on its own now.
+    assert!(db
+        .store
+        .policies()
+        .get_runtime("n1-policy")
+        .await
+        .unwrap()
+        .is_some());
+
+    // A fresh agent: state from the enrolment, every counter at its "never" value.
+    let s = &got.state;
+    assert_eq!(s.operational_state, 1);
+    assert_eq!(s.algs, QuoteAlgs::default());
+    assert_eq!(s.ima, ImaProgress::default());
+    assert_eq!(
+        (
+            s.attestation_count,
+            s.last_received_quote,
+            s.last_successful_attestation
+        ),
+        (0, 0, 0)
+    );
+    assert_eq!((s.severity_level, s.last_event_id.as_deref()), (None, None));
+    assert!(s.accept_attestations && s.last_failures.is_empty());
+
+    assert_eq!(va.list(None).await.unwrap(), ["n0", "n1", "n2"]);
+    assert_eq!(va.list(Some("v1")).await.unwrap(), ["n0", "n1"]);
+    assert_eq!(va.list(Some("v9")).await.unwrap(), Vec::<String>::new());
+    assert_eq!(va.get("zz").await.unwrap(), None);
+
+    assert!(matches!(
+        va.enrol(enrolment("n1", "v1")).await,
+        Err(StoreError::AlreadyExists {
+            entity: Entity::VerifierAgent,
+            ..
+        })
+    ));
+    let mut missing = enrolment("n3", "v1");
+    missing.runtime_policy = Some(PolicyRef::Named("nope".to_owned()));
+    assert!(matches!(
+        va.enrol(missing).await,
+        Err(StoreError::NotFound {
+            entity: Entity::RuntimePolicy,
+            ..
+        })
+    ));
+    assert_eq!(va.get("n3").await.unwrap(), None);
+
+    va.delete("n1").await.unwrap();
+    assert!(matches!(
+        va.delete("n1").await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert_eq!(va.list(None).await.unwrap(), ["n0", "n2"]);
+}
+
+async fn enrol_error_leaves_nothing(db: TestDb) {
+    // The inline policy is inserted first, then the agent insert fails (duplicate id):
+    // the policy must not survive the failed enrolment.
+    let va = db.store.verifier_agents();
+    va.enrol(enrolment("dup", "v1")).await.unwrap();
+    let mut again = enrolment("dup", "v1");
+    again.runtime_policy = Some(PolicyRef::Inline(runtime_policy("orphan", "{}")));
+    again.mb_policy = Some(PolicyRef::Inline(NewMbPolicy {
+        name: "orphan-mb".to_owned(),
+        mb_policy: None,
+    }));
+    assert!(matches!(
+        va.enrol(again).await,
+        Err(StoreError::AlreadyExists {
+            entity: Entity::VerifierAgent,
+            ..
+        })
+    ));
+    assert_eq!(
+        db.store.policies().get_runtime("orphan").await.unwrap(),
+        None
+    );
+    assert_eq!(db.store.policies().get_mb("orphan-mb").await.unwrap(), None);
+
+    // An inline policy whose name is taken fails the enrolment, and no agent appears.
+    let mut clash = enrolment("fresh", "v1");
+    db.store
+        .policies()
+        .create_runtime(runtime_policy("taken", "{}"))
+        .await
+        .unwrap();
+    clash.runtime_policy = Some(PolicyRef::Inline(runtime_policy("taken", "[]")));
+    assert!(matches!(
+        va.enrol(clash).await,
+        Err(StoreError::AlreadyExists {
+            entity: Entity::RuntimePolicy,
+            ..
+        })
+    ));
+    assert_eq!(va.get("fresh").await.unwrap(), None);
+    assert_eq!(
+        db.store
+            .policies()
+            .get_runtime("taken")
+            .await
+            .unwrap()
+            .unwrap()
+            .ima_policy
+            .as_deref(),
+        Some("{}")
+    );
+}
+
+async fn record_round_results(db: TestDb) {
+    let va = db.store.verifier_agents();
+    va.enrol(enrolment("n", "v1")).await.unwrap();
+
+    let algs = QuoteAlgs {
+        hash_alg: "sha256".to_owned(),
+        enc_alg: "rsa".to_owned(),
+        sign_alg: "rsassa".to_owned(),
+    };
+    let passed = RoundUpdate {
+        operational_state: 3,
+        outcome: RoundOutcome::Passed { at: 1_000 },
+        received_quote_at: Some(999),
+        algs: Some(algs.clone()),
+        ima: Some(ImaProgress {
+            next_entry: 812,
+            running_pcrs: pcrs(&[("sha1", 1), ("sha256", 2)]),
+        }),
+        boottime: Some(500),
+        tpm_clockinfo: Some(r#"{"clock": 42}"#.to_owned()),
+        learned_ima_keyrings: Some("{}".to_owned()),
+        severity: None,
+    };
+    va.record_round("n", passed, None).await.unwrap();
+    let s = va.get("n").await.unwrap().unwrap().state;
+    assert_eq!(s.operational_state, 3);
+    assert_eq!(s.algs, algs);
+    assert_eq!(s.ima.next_entry, 812);
+    assert_eq!(s.ima.running_pcrs, pcrs(&[("sha1", 1), ("sha256", 2)]));
+    assert_eq!(
+        (s.boottime, s.tpm_clockinfo.as_deref()),
+        (500, Some(r#"{"clock": 42}"#))
+    );
+    assert_eq!(
+        (
+            s.attestation_count,
+            s.last_received_quote,
+            s.last_successful_attestation
+        ),
+        (1, 999, 1_000)
+    );
+
+    // A failed round: failures stored in order, severity set, success counters kept.
+    let failed = RoundUpdate {
+        outcome: RoundOutcome::Failed {
+            failures: vec![
+                failure("ima.validation.ima-ng.not_in_allowlist"),
+                failure("pcr_validation.invalid_pcr_0"),
+            ],
+        },
+        received_quote_at: Some(1_010),
+        severity: Some((6, "ima.validation.ima-ng.not_in_allowlist".to_owned())),
+        ..RoundUpdate::state_only(9)
+    };
+    va.record_round("n", failed, None).await.unwrap();
+    let s = va.get("n").await.unwrap().unwrap().state;
+    assert_eq!(s.operational_state, 9);
+    assert_eq!(s.severity_level, Some(6));
+    assert_eq!(
+        s.last_event_id.as_deref(),
+        Some("ima.validation.ima-ng.not_in_allowlist")
+    );
+    assert_eq!(
+        (s.attestation_count, s.consecutive_attestation_failures),
+        (1, 1)
+    );
+    assert_eq!(
+        (s.last_received_quote, s.last_successful_attestation),
+        (1_010, 1_000)
+    );
+    let ids: Vec<_> = s
+        .last_failures
+        .iter()
+        .map(|f| f.event_id.as_str())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "ima.validation.ima-ng.not_in_allowlist",
+            "pcr_validation.invalid_pcr_0"
+        ]
+    );
+    assert_eq!(
+        s.last_failures[0],
+        failure("ima.validation.ima-ng.not_in_allowlist")
+    );
+    // Untouched by a round that did not carry them.
+    assert_eq!(
+        (s.algs, s.ima.next_entry, s.boottime),
+        (algs.clone(), 812, 500)
+    );
+
+    // After a reboot the verifier restarts IMA from entry 0 with one bank only: the
+    // stored banks are replaced, not merged.
+    let rebooted = RoundUpdate {
+        outcome: RoundOutcome::Passed { at: 1_100 },
+        ima: Some(ImaProgress {
+            next_entry: 3,
+            running_pcrs: pcrs(&[("sha256", 7)]),
+        }),
+        boottime: Some(1_050),
+        ..RoundUpdate::state_only(3)
+    };
+    va.record_round("n", rebooted, None).await.unwrap();
+    let s = va.get("n").await.unwrap().unwrap().state;
+    assert_eq!(s.ima.running_pcrs, pcrs(&[("sha256", 7)]));
+    assert_eq!((s.ima.next_entry, s.boottime), (3, 1_050));
+    assert_eq!(
+        (s.attestation_count, s.consecutive_attestation_failures),
+        (2, 0)
+    );
+    // The last failed round's failures and the severity stay for operators.
+    assert_eq!((s.last_failures.len(), s.severity_level), (2, Some(6)));
+
+    // State-only update (stop: Tenant Quote Failed).
+    va.record_round("n", RoundUpdate::state_only(10), None)
+        .await
+        .unwrap();
+    let s2 = va.get("n").await.unwrap().unwrap().state;
+    assert_eq!(s2.operational_state, 10);
+    assert_eq!(
+        AgentStateWithoutOp::from(&s2),
+        AgentStateWithoutOp::from(&s)
+    );
+
+    assert!(matches!(
+        va.record_round("ghost", RoundUpdate::state_only(3), None)
+            .await,
+        Err(StoreError::NotFound {
+            entity: Entity::VerifierAgent,
+            ..
+        })
+    ));
+}
+
+/// An agent state with the operational state blanked, to compare the rest.
+#[derive(Debug, PartialEq)]
+struct AgentStateWithoutOp(vigil_store::AgentState);
+
+impl From<&vigil_store::AgentState> for AgentStateWithoutOp {
+    fn from(s: &vigil_store::AgentState) -> Self {
+        let mut s = s.clone();
+        s.operational_state = 0;
+        Self(s)
+    }
+}
+
+async fn record_round_error_midway_writes_nothing(db: TestDb) {
+    let va = db.store.verifier_agents();
+    va.enrol(enrolment("n", "v1")).await.unwrap();
+    let good = RoundUpdate {
+        outcome: RoundOutcome::Passed { at: 10 },
+        ima: Some(ImaProgress {
+            next_entry: 5,
+            running_pcrs: pcrs(&[("sha256", 1)]),
+        }),
+        ..RoundUpdate::state_only(3)
+    };
+    va.record_round("n", good, None).await.unwrap();
+    let before = va.get("n").await.unwrap().unwrap();
+
+    // The agent row is updated and the old PCRs deleted before the bad bank's insert
+    // fails (a bank name may not be empty): all of it must roll back.
+    let bad_bank = RoundUpdate {
+        outcome: RoundOutcome::Passed { at: 20 },
+        ima: Some(ImaProgress {
+            next_entry: 9,
+            running_pcrs: pcrs(&[("sha1", 2), ("", 3)]),
+        }),
+        ..RoundUpdate::state_only(4)
+    };
+    let err = va.record_round("n", bad_bank, None).await.unwrap_err();
+    assert!(matches!(err, StoreError::Database { .. }), "{err:?}");
+    assert_eq!(va.get("n").await.unwrap().unwrap(), before);
+
+    // Same with the failure list: the second failure is invalid (empty event id).
+    let bad_failure = RoundUpdate {
+        outcome: RoundOutcome::Failed {
+            failures: vec![
+                failure("ima.validation.ima-ng.not_in_allowlist"),
+                failure(""),
+            ],
+        },
+        severity: Some((6, "x".to_owned())),
+        ima: Some(ImaProgress::default()),
+        ..RoundUpdate::state_only(9)
+    };
+    assert!(va.record_round("n", bad_failure, None).await.is_err());
+    assert_eq!(va.get("n").await.unwrap().unwrap(), before);
+
+    // An operational state outside Keylime's 0–10 is refused by the schema.
+    assert!(va
+        .record_round("n", RoundUpdate::state_only(11), None)
+        .await
+        .is_err());
+    assert_eq!(va.get("n").await.unwrap().unwrap(), before);
+}
+
+// ---------------------------------------------------------------------------------
+// Leases
+
+async fn leases_acquire_renew_release_and_fence(db: TestDb) {
+    let va = db.store.verifier_agents();
+    let leases = db.store.leases();
+    for i in 0..5 {
+        va.enrol(enrolment(&format!("a{i}"), "v")).await.unwrap();
+    }
+    let r1 = leases.acquire("r1", 100, 30, 3).await.unwrap();
+    let ids: Vec<_> = r1.iter().map(|l| l.agent_id.as_str()).collect();
+    assert_eq!(ids, ["a0", "a1", "a2"]);
+    assert!(r1
+        .iter()
+        .all(|l| l.holder == "r1" && l.expires_at == 130 && l.epoch == 1));
+    let r2 = leases.acquire("r2", 100, 30, 10).await.unwrap();
+    let ids: Vec<_> = r2.iter().map(|l| l.agent_id.as_str()).collect();
+    assert_eq!(ids, ["a3", "a4"]);
+    assert!(leases.acquire("r2", 129, 30, 10).await.unwrap().is_empty());
+
+    // r1 renews in time; r2 does not.
+    let renewed = leases.renew("r1", 120, 30).await.unwrap();
+    assert_eq!(renewed.len(), 3);
+    assert!(renewed.iter().all(|l| l.expires_at == 150 && l.epoch == 1));
+
+    // At 130 r2's leases expired: a third replica takes them over with a new epoch.
+    let r3 = leases.acquire("r3", 130, 30, 10).await.unwrap();
+    let ids: Vec<_> = r3.iter().map(|l| (l.agent_id.as_str(), l.epoch)).collect();
+    assert_eq!(ids, [("a3", 2), ("a4", 2)]);
+    assert!(
+        leases.renew("r2", 131, 30).await.unwrap().is_empty(),
+        "r2 lost them"
+    );
+
+    // The stale holder's fence no longer writes; the new holder's does.
+    let stale = r2[0].fence();
+    let err = va
+        .record_round("a3", RoundUpdate::state_only(3), Some(&stale))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::LeaseLost { ref holder, epoch: 1, .. } if holder == "r2"));
+    assert_eq!(
+        va.get("a3").await.unwrap().unwrap().state.operational_state,
+        1
+    );
+    va.record_round("a3", RoundUpdate::state_only(3), Some(&r3[0].fence()))
+        .await
+        .unwrap();
+    assert_eq!(
+        va.get("a3").await.unwrap().unwrap().state.operational_state,
+        3
+    );
+    // No lease at all is also a lost lease.
+    va.enrol(enrolment("unleased", "v")).await.unwrap();
+    assert!(matches!(
+        va.record_round("unleased", RoundUpdate::state_only(3), Some(&stale))
+            .await,
+        Err(StoreError::LeaseLost { .. })
+    ));
+
+    // A fenced write to an agent that is gone is NotFound on both backends.
+    assert!(matches!(
+        va.record_round("ghost", RoundUpdate::state_only(3), Some(&stale))
+            .await,
+        Err(StoreError::NotFound { .. })
+    ));
+
+    // Release: only by the holder; the agent is free at once, and the epoch goes on.
+    assert!(!leases.release("r3", "a0").await.unwrap());
+    assert!(leases.release("r1", "a0").await.unwrap());
+    assert!(
+        !leases.release("r1", "a0").await.unwrap(),
+        "already released"
+    );
+    let again = leases.acquire("r3", 140, 30, 1).await.unwrap();
+    assert_eq!(
+        again
+            .iter()
+            .map(|l| (l.agent_id.as_str(), l.epoch))
+            .collect::<Vec<_>>(),
+        [("a0", 2)]
+    );
+    assert_eq!(leases.get("a0").await.unwrap().unwrap().holder, "r3");
+    assert_eq!(leases.release_all("r3").await.unwrap(), 3);
+    assert_eq!(leases.release_all("r3").await.unwrap(), 0);
+    assert_eq!(
+        leases.renew("r1", 141, 30).await.unwrap().len(),
+        2,
+        "a1, a2"
+    );
+
+    // Deleting the agent deletes its lease.
+    va.delete("a1").await.unwrap();
+    assert_eq!(leases.get("a1").await.unwrap(), None);
+    assert_eq!(leases.renew("r1", 142, 30).await.unwrap().len(), 1);
+}
+
+async fn leases_concurrent_acquirers_split_agents(db: TestDb) {
+    const AGENTS: usize = 40;
+    for i in 0..AGENTS {
+        db.store
+            .verifier_agents()
+            .enrol(enrolment(&format!("n{i:02}"), "v"))
+            .await
+            .unwrap();
+    }
+    // Four replicas grab in small batches at the same time until nothing is left.
+    let tasks: Vec<_> = (0..4)
+        .map(|r| {
+            let store = db.store.clone();
+            tokio::spawn(async move {
+                let holder = format!("replica-{r}");
+                let mut mine = Vec::new();
+                loop {
+                    let got = store.leases().acquire(&holder, 1_000, 60, 3).await.unwrap();
+                    if got.is_empty() {
+                        break mine;
+                    }
+                    assert!(got.iter().all(|l| l.holder == holder));
+                    mine.extend(got.into_iter().map(|l| l.agent_id));
+                }
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let distinct: BTreeSet<_> = all.iter().cloned().collect();
+    assert_eq!(all.len(), AGENTS, "no agent leased twice");
+    assert_eq!(distinct.len(), AGENTS, "every agent leased");
+}
+
+// ---------------------------------------------------------------------------------
+// Restart
+
+async fn reopen_keeps_everything(db: TestDb) {
+    db.store
+        .registrar_agents()
+        .register(registration("r", b"aik"))
+        .await
+        .unwrap();
+    db.store
+        .verifier_agents()
+        .enrol(enrolment("n", "v"))
+        .await
+        .unwrap();
+    let update = RoundUpdate {
+        outcome: RoundOutcome::Passed { at: 7 },
+        ima: Some(ImaProgress {
+            next_entry: 42,
+            running_pcrs: pcrs(&[("sha256", 9)]),
+        }),
+        ..RoundUpdate::state_only(3)
+    };
+    db.store
+        .verifier_agents()
+        .record_round("n", update, None)
+        .await
+        .unwrap();
+    let lease = db.store.leases().acquire("r1", 0, 60, 10).await.unwrap();
+    let before = db.store.verifier_agents().get("n").await.unwrap();
+    db.store.close().await;
+
+    // Opening again re-runs the (already applied) migrations and finds everything.
+    let again = Store::open(&db.url).await.unwrap();
+    assert!(again.registrar_agents().get("r").await.unwrap().is_some());
+    assert_eq!(again.verifier_agents().get("n").await.unwrap(), before);
+    assert_eq!(
+        again.leases().get("n").await.unwrap().as_ref(),
+        lease.first()
+    );
+    again.close().await;
+}
+
+#[tokio::test]
+async fn unsupported_url_is_refused_without_echoing_it() {
+    let err = Store::open("mysql://user:secret@host/db")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::UnsupportedUrl { ref scheme } if scheme == "mysql"));
+    assert!(!err.to_string().contains("secret"));
+}
+
+#[tokio::test]
+async fn sqlite_in_memory_keeps_data_across_calls() {
+    let store = Store::open("sqlite::memory:").await.unwrap();
+    store
+        .registrar_agents()
+        .register(registration("m", b"aik"))
+        .await
+        .unwrap();
+    store
+        .verifier_agents()
+        .enrol(enrolment("m", "v"))
+        .await
+        .unwrap();
+    // Several calls in flight at once share the one connection.
+    let gets: Vec<_> = (0..4)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.registrar_agents().get("m").await.unwrap() })
+        })
+        .collect();
+    for g in gets {
+        assert_eq!(g.await.unwrap().unwrap().regcount, 1);
+    }
+    assert_eq!(store.verifier_agents().list(None).await.unwrap(), ["m"]);
+}
