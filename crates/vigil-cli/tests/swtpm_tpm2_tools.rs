@@ -197,23 +197,38 @@ fn credential_ecc_p256_ek() {
     );
 }
 
-/// `vigil quote check` on tpm2-tools' files: (exit code, JSON).
-fn vigil_check(tpm: &Swtpm, sig: &str, nonce_file: &Path) -> (Option<i32>, Value) {
-    let out = vigil(&[
+/// `vigil quote check` on tpm2-tools' files `<stem>.msg`, `<sig>`, `<stem>.pcrs`:
+/// (exit code, JSON).
+fn vigil_check(
+    tpm: &Swtpm,
+    stem: &str,
+    sig: &str,
+    nonce_file: &Path,
+    extra: &[&str],
+) -> (Option<i32>, Value) {
+    let (msg, sig, pcrs, ak) = (
+        tpm.path(&format!("{stem}.msg")),
+        tpm.path(sig),
+        tpm.path(&format!("{stem}.pcrs")),
+        tpm.path("ak.pub"),
+    );
+    let mut args = vec![
         "quote",
         "check",
         "--attest",
-        p(&tpm.path("quote.msg")),
+        p(&msg),
         "--sig",
-        p(&tpm.path(sig)),
+        p(&sig),
         "--pcrs",
-        p(&tpm.path("quote.pcrs")),
+        p(&pcrs),
         "--ak",
-        p(&tpm.path("ak.pub")),
+        p(&ak),
         "--nonce-file",
         p(nonce_file),
         "--json",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let out = vigil(&args);
     let json = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
             "vigil printed no JSON ({e}): {}",
@@ -282,7 +297,7 @@ fn quote_differential(test: &str, ak_alg: &str, ak_scheme: &str) {
     );
 
     // Both accept the genuine quote, and agree on PCR 16.
-    let (code, json) = vigil_check(&tpm, "quote.sig", &nonce_file);
+    let (code, json) = vigil_check(&tpm, "quote", "quote.sig", &nonce_file, &[]);
     assert_eq!(code, Some(0), "{test}: {json}");
     assert_eq!(json["valid"], true);
     let pcr16 = HashAlg::Sha256.extend(&HashAlg::Sha256.zero(), &measurement);
@@ -301,7 +316,7 @@ fn quote_differential(test: &str, ak_alg: &str, ak_scheme: &str) {
     // Both reject another nonce.
     let other = tpm.path("other-nonce.bin");
     std::fs::write(&other, b"another-nonce").unwrap();
-    let (code, json) = vigil_check(&tpm, "quote.sig", &other);
+    let (code, json) = vigil_check(&tpm, "quote", "quote.sig", &other, &[]);
     assert_eq!(code, Some(1), "{test}: {json}");
     assert_eq!(json["valid"], false);
     assert!(!tpm2_checkquote(
@@ -315,9 +330,43 @@ fn quote_differential(test: &str, ak_alg: &str, ak_scheme: &str) {
     let mut sig = std::fs::read(tpm.path("quote.sig")).unwrap();
     *sig.last_mut().unwrap() ^= 0x01;
     std::fs::write(tpm.path("flipped.sig"), &sig).unwrap();
-    let (code, json) = vigil_check(&tpm, "flipped.sig", &nonce_file);
+    let (code, json) = vigil_check(&tpm, "quote", "flipped.sig", &nonce_file, &[]);
     assert_eq!(code, Some(1), "{test}: {json}");
     assert!(!tpm2_checkquote(&tpm, "flipped.sig", &nonce_hex));
+
+    // `tpm2_quote -f plain` (bare RSA signature / DER ECDSA) with `--sig-format plain`.
+    tpm.tool(
+        "tpm2_quote",
+        &[
+            "-c",
+            "ak.ctx",
+            "-l",
+            "sha256:0,16",
+            "-q",
+            &nonce_hex,
+            "-m",
+            "plain.msg",
+            "-s",
+            "plain.sig",
+            "-o",
+            "plain.pcrs",
+            "-g",
+            "sha256",
+            "-f",
+            "plain",
+        ],
+    );
+    let plain = ["--sig-format", "plain"];
+    let (code, json) = vigil_check(&tpm, "plain", "plain.sig", &nonce_file, &plain);
+    assert_eq!(code, Some(0), "{test}: {json}");
+    assert_eq!(json["pcrs"]["16"], pcr16.to_hex());
+    let (code, _) = vigil_check(&tpm, "plain", "plain.sig", &other, &plain);
+    assert_eq!(code, Some(1));
+    // Read as a TPMT_SIGNATURE it does not parse: an invalid quote, as Keylime judges a
+    // malformed signature.
+    let (code, json) = vigil_check(&tpm, "plain", "plain.sig", &nonce_file, &[]);
+    assert_eq!(code, Some(1), "{test}: {json}");
+    assert_eq!(json["valid"], false);
 }
 
 #[test]
