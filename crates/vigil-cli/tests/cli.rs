@@ -324,3 +324,125 @@ fn quote_check_keylime_vector() {
     ]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn credential_make_and_parse() {
+    let files = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/testdata/keylime/test-data/files");
+    let f = |n: &str| files.join(n);
+    // tpm2-tools' own file parses, and Keylime's `blob` is its base64.
+    let out = vigil(&["credential", "parse", path(&f("mkcred.out")), "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let v = json(&out);
+    assert_eq!(v["enc_identity"].as_str().unwrap().len(), 2 * 11);
+    assert_eq!(v["encrypted_secret"].as_str().unwrap().len(), 2 * 256);
+    assert!(v["keylime_blob"]
+        .as_str()
+        .unwrap()
+        .starts_with("utzA3gAAAAE"));
+
+    // The same EK as TPM2B_PUBLIC or PEM, the AK as a name file, hex or TPM2B_PUBLIC:
+    // every combination makes a file of tpm2_makecredential's shape.
+    let dir = tempfile::tempdir().unwrap();
+    let hex_name = hex::encode(std::fs::read(f("ak.name")).unwrap());
+    let (ek, ek_pem, ak_name, ak, secret) = (
+        f("ek.pub"),
+        f("ekpub.pem"),
+        f("ak.name"),
+        f("ak.pub"),
+        f("secret.data"),
+    );
+    let cases: [&[&str]; 3] = [
+        &["--ek", path(&ek), "--ak-name", path(&ak_name)],
+        &[
+            "--ek",
+            path(&ek_pem),
+            "--ek-format",
+            "pem",
+            "--ak-name",
+            &hex_name,
+        ],
+        &["--ek", path(&ek), "--ak", path(&ak)],
+    ];
+    for (i, case) in cases.into_iter().enumerate() {
+        let blob = dir.path().join(format!("blob{i}"));
+        let mut args = vec![
+            "credential",
+            "make",
+            "--secret",
+            path(&secret),
+            "-o",
+            path(&blob),
+        ];
+        args.extend_from_slice(case);
+        let out = vigil(&args);
+        assert_eq!(out.status.code(), Some(0), "{case:?}: {out:?}");
+        let bytes = std::fs::read(&blob).unwrap();
+        assert_eq!(
+            bytes.len(),
+            std::fs::metadata(f("mkcred.out")).unwrap().len() as usize
+        );
+        assert_eq!(&bytes[..10], &std::fs::read(f("mkcred.out")).unwrap()[..10]);
+    }
+
+    // Bad input exits 2 and says why.
+    let blob = dir.path().join("x");
+    let too_long = dir.path().join("long");
+    std::fs::write(&too_long, [b'a'; 33]).unwrap();
+    for (args, why) in [
+        (
+            vec![
+                "--ek",
+                path(&ak),
+                "--ak-name",
+                path(&ak_name),
+                "--secret",
+                path(&secret),
+            ],
+            "unsupported EK",
+        ),
+        (
+            vec![
+                "--ek",
+                path(&ek),
+                "--ak-name",
+                "zz",
+                "--secret",
+                path(&secret),
+            ],
+            "neither a file nor hexadecimal",
+        ),
+        (
+            vec![
+                "--ek",
+                path(&ek),
+                "--ak-name",
+                "000b00",
+                "--secret",
+                path(&secret),
+            ],
+            "invalid AK name",
+        ),
+        (
+            vec![
+                "--ek",
+                path(&ek),
+                "--ak-name",
+                path(&ak_name),
+                "--secret",
+                path(&too_long),
+            ],
+            "secret must be 1 to 32 bytes",
+        ),
+    ] {
+        let mut full = vec!["credential", "make", "-o", path(&blob)];
+        full.extend(args);
+        let out = vigil(&full);
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(why), "{err}");
+    }
+    let out = vigil(&["credential", "parse", path(&f("ak.pub"))]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("magic"));
+}

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, Subcommand};
+use clap::{Args, Subcommand, ValueEnum};
 use serde_json::json;
 use vigil_core::tpm::quote::{AkPublicKey, KeylimeQuote, QuoteVerifier};
 use vigil_core::HashAlg;
@@ -31,9 +31,13 @@ pub(crate) struct CheckArgs {
     /// tpm2-tools' TPMS_ATTEST file (`tpm2_quote -m`).
     #[arg(long, value_name = "FILE", requires_all = ["sig", "pcrs"])]
     attest: Option<PathBuf>,
-    /// tpm2-tools' TPMT_SIGNATURE file (`tpm2_quote -s`).
+    /// tpm2-tools' signature file (`tpm2_quote -s`).
     #[arg(long, value_name = "FILE")]
     sig: Option<PathBuf>,
+    /// The format of `--sig`, as `tpm2_quote -f` wrote it: `tss` (a TPMT_SIGNATURE, the
+    /// default) or `plain` (bare RSASSA signature or DER ECDSA; scheme from the AK).
+    #[arg(long, value_enum, default_value = "tss", requires = "sig")]
+    sig_format: SigFormat,
     /// tpm2-tools' PCR file (`tpm2_quote -o`).
     #[arg(long, value_name = "FILE")]
     pcrs: Option<PathBuf>,
@@ -57,6 +61,14 @@ pub(crate) struct CheckArgs {
     json: bool,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum SigFormat {
+    /// TPMT_SIGNATURE.
+    Tss,
+    /// The bare signature.
+    Plain,
+}
+
 pub(crate) fn run(cmd: QuoteCommand) -> Result<ExitCode> {
     match cmd {
         QuoteCommand::Check(args) => check(&args),
@@ -68,17 +80,22 @@ fn read(path: &Path) -> Result<Vec<u8>> {
 }
 
 fn check(args: &CheckArgs) -> Result<ExitCode> {
+    let ak = AkPublicKey::from_spki_or_tpm2b(&read(&args.ak)?)
+        .with_context(|| format!("invalid AK {}", args.ak.display()))?;
     let quote = match (&args.quote, &args.attest, &args.sig, &args.pcrs) {
         (Some(text), ..) => KeylimeQuote::parse(text)?,
         (None, Some(a), Some(s), Some(p)) => KeylimeQuote {
             attest: read(a)?,
-            signature: read(s)?,
+            signature: match args.sig_format {
+                SigFormat::Tss => read(s)?,
+                SigFormat::Plain => ak
+                    .signature_from_plain(&read(s)?, args.hash_alg)
+                    .with_context(|| format!("invalid signature {}", s.display()))?,
+            },
             pcr_blob: read(p)?,
         },
         _ => bail!("give --quote, or --attest with --sig and --pcrs"),
     };
-    let ak = AkPublicKey::from_spki_or_tpm2b(&read(&args.ak)?)
-        .with_context(|| format!("invalid AK {}", args.ak.display()))?;
     let nonce = match (&args.nonce, &args.nonce_file) {
         (Some(n), _) => n.as_bytes().to_vec(),
         (None, Some(f)) => read(f)?,

@@ -185,6 +185,46 @@ impl std::fmt::Debug for RsaAk {
     }
 }
 
+impl AkPublicKey {
+    /// The `TPMT_SIGNATURE` for a signature tpm2-tools wrote in its `plain` format
+    /// (`tpm2_quote -f plain`): the bare RSA signature, or a DER `ECDSA-Sig-Value`.
+    ///
+    /// A plain signature records neither its scheme nor its hash, so they are taken from
+    /// this key (RSASSA for RSA, ECDSA for EC) and `hash`; an RSA-PSS signature read this
+    /// way fails verification rather than being misread.
+    pub fn signature_from_plain(&self, plain: &[u8], hash: HashAlg) -> Result<Vec<u8>, CodecError> {
+        let bad = |message: String| CodecError::Invalid {
+            structure: "plain signature",
+            message,
+        };
+        let (alg, parts): (u16, Vec<Vec<u8>>) = match self {
+            Self::Rsa(_) => (super::signature::ALG_RSASSA, vec![plain.to_vec()]),
+            Self::P256(_) => {
+                let sig = p256::ecdsa::Signature::from_der(plain)
+                    .map_err(|e| bad(format!("not a DER ECDSA P-256 signature: {e}")))?;
+                let (r, s) = sig.split_bytes();
+                (super::signature::ALG_ECDSA, vec![r.to_vec(), s.to_vec()])
+            }
+            Self::P384(_) => {
+                let sig = p384::ecdsa::Signature::from_der(plain)
+                    .map_err(|e| bad(format!("not a DER ECDSA P-384 signature: {e}")))?;
+                let (r, s) = sig.split_bytes();
+                (super::signature::ALG_ECDSA, vec![r.to_vec(), s.to_vec()])
+            }
+        };
+        let mut out = Vec::with_capacity(8 + plain.len());
+        out.extend_from_slice(&alg.to_be_bytes());
+        out.extend_from_slice(&hash.tpm_alg_id().to_be_bytes());
+        for part in parts {
+            let len = u16::try_from(part.len())
+                .map_err(|_| bad(format!("{} bytes is too long", part.len())))?;
+            out.extend_from_slice(&len.to_be_bytes());
+            out.extend_from_slice(&part);
+        }
+        Ok(out)
+    }
+}
+
 fn invalid_key(message: String) -> CodecError {
     CodecError::Invalid {
         structure: "AK public key",

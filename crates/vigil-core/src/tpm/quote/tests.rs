@@ -175,3 +175,19 @@ fn verify_with_clock_reports_keylimes_event() {
         .unwrap()
         .contains("did not increase"));
 }
+
+#[test]
+fn plain_rsa_signature_becomes_the_tpmt_signature() {
+    let tpmt = file("quotesig.out");
+    // TPMT_SIGNATURE: sigAlg, hash, size, then the bare signature tpm2-tools' `plain` has.
+    let plain = &tpmt[6..];
+    let ak = AkPublicKey::from_spki(&file("akpub.pem")).unwrap();
+    assert_eq!(
+        ak.signature_from_plain(plain, HashAlg::Sha256).unwrap(),
+        tpmt
+    );
+    use rsa::pkcs8::EncodePublicKey;
+    let key = p256::SecretKey::from_slice(&[7; 32]).unwrap().public_key();
+    let p256 = AkPublicKey::from_spki(key.to_public_key_der().unwrap().as_bytes()).unwrap();
+    assert!(p256.signature_from_plain(plain, HashAlg::Sha256).is_err());
+}
