@@ -264,7 +264,7 @@ impl QuoteVerifier {
     }
 }
 
-fn pkcs1v15(bank: HashAlg) -> rsa::Pkcs1v15Sign {
+pub(crate) fn pkcs1v15(bank: HashAlg) -> rsa::Pkcs1v15Sign {
     match bank {
         HashAlg::Sha1 => rsa::Pkcs1v15Sign::new::<sha1::Sha1>(),
         HashAlg::Sha384 => rsa::Pkcs1v15Sign::new::<sha2::Sha384>(),
@@ -284,7 +284,7 @@ fn pss(bank: HashAlg) -> rsa::Pss {
 }
 
 /// Left-pads a TPM2B integer (which may carry leading zeros or be short) to `size`.
-fn scalar(v: &[u8], size: usize) -> Option<Vec<u8>> {
+pub(crate) fn scalar(v: &[u8], size: usize) -> Option<Vec<u8>> {
     let v = &v[v.iter().take_while(|&&b| b == 0).count()..];
     (v.len() <= size).then(|| [vec![0; size - v.len()], v.to_vec()].concat())
 }
@@ -302,7 +302,7 @@ macro_rules! ecdsa_sig {
         })
     };
 }
-use ecdsa_sig;
+pub(crate) use ecdsa_sig;
 
 #[cfg(test)]
 mod tests;
