@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod ekcert;
 mod eventlog;
 mod ima;
 mod quote;
@@ -28,6 +29,9 @@ enum Command {
     /// TPM quotes: verify one offline with an attestation key.
     #[command(subcommand)]
     Quote(quote::QuoteCommand),
+    /// EK certificates: verify one against a store of TPM vendor CAs.
+    #[command(subcommand)]
+    Ekcert(ekcert::EkcertCommand),
 }
 
 /// Prints one JSON value on its own line: the `--json` output of every subcommand.
@@ -45,5 +49,6 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ima(cmd) => ima::run(cmd),
         Command::Eventlog(cmd) => eventlog::run(cmd),
         Command::Quote(cmd) => quote::run(cmd),
+        Command::Ekcert(cmd) => ekcert::run(cmd),
     }
 }

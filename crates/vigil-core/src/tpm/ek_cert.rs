@@ -774,6 +774,23 @@ impl EkCert {
         self.check_spki(&spki)
     }
 
+    /// Checks the EK given as bytes in any form operators have: a `TPM2B_PUBLIC`
+    /// (`tpm2_createek -u`, Keylime's `ek_tpm`), or a SubjectPublicKeyInfo in PEM or DER.
+    pub fn check_ek_public(&self, bytes: &[u8]) -> Result<(), KeyMatchError> {
+        let text = std::str::from_utf8(bytes).ok();
+        if let Some(text) = text.filter(|t| t.contains("-----BEGIN")) {
+            let (_, der) = der::pem::decode_vec(text.trim().as_bytes())
+                .map_err(|e| KeyMatchError::BadEk(format!("bad PEM: {e}")))?;
+            return self.check_spki(&der);
+        }
+        // A TPM2B_PUBLIC starts with its size, never 0x30xx (over 12 KiB).
+        if bytes.first() == Some(&tag::SEQUENCE) {
+            return self.check_spki(bytes);
+        }
+        let ek = TpmPublic::parse_tpm2b(bytes).map_err(|e| KeyMatchError::BadEk(e.to_string()))?;
+        self.check_tpm_public(&ek)
+    }
+
     /// Checks that this certificate holds the key of a DER SubjectPublicKeyInfo.
     pub fn check_spki(&self, spki_der: &[u8]) -> Result<(), KeyMatchError> {
         let mut notes = Notes::default();

@@ -611,6 +611,19 @@ fn chain_through_nv_intermediates_and_ek_key_match() {
     let ek_pub = TpmPublic::parse_tpm2b(&testdata("keylime/test-data/files/ek.pub")).unwrap();
     ek.check_tpm_public(&ek_pub).unwrap();
     ek.check_spki(&keylime_ek_spki()).unwrap();
+    for file in ["ek.pub", "ekpub.pem"] {
+        ek.check_ek_public(&testdata(&format!("keylime/test-data/files/{file}")))
+            .unwrap();
+    }
+    ek.check_ek_public(&keylime_ek_spki()).unwrap();
+    assert!(matches!(
+        ek.check_ek_public(&testdata("keylime/test-data/files/akpub.pem")),
+        Err(KeyMatchError::Mismatch { .. })
+    ));
+    assert!(matches!(
+        ek.check_ek_public(b"\x00\x01junk"),
+        Err(KeyMatchError::BadEk(_))
+    ));
     let ak_pub = TpmPublic::parse_tpm2b(&testdata("keylime/test-data/files/ak.pub")).unwrap();
     assert_eq!(
         ek.check_tpm_public(&ak_pub).unwrap_err(),
