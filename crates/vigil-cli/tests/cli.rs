@@ -446,3 +446,150 @@ fn credential_make_and_parse() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("magic"));
 }
+
+fn keylime_cert_store() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/testdata/keylime/tpm_cert_store")
+}
+
+#[test]
+fn ekcert_verify_against_keylime_store() {
+    let store = keylime_cert_store();
+    let cert = store.join("STM_ECC_01I.pem");
+    let out = vigil(&[
+        "ekcert",
+        "verify",
+        "--cert",
+        path(&cert),
+        "--store",
+        path(&store),
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let v = json(&out);
+    assert_eq!(v["trusted"], true);
+    assert_eq!(v["store_certificates"], 51);
+    assert_eq!(v["chain"][1]["source"]["entry"], "STM_ECC_01RT.pem");
+    assert_eq!(v["checked_at"], Value::Null);
+
+    // Expired in 2025: fine for Keylime, not when a time is given.
+    let cert = store.join("IFX1.pem");
+    let at = ["--at", "2026-06-01T00:00:00Z"];
+    let mut args = vec![
+        "ekcert",
+        "verify",
+        "--cert",
+        path(&cert),
+        "--store",
+        path(&store),
+    ];
+    assert_eq!(vigil(&args).status.code(), Some(0));
+    args.extend(at);
+    let out = vigil(&args);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("CN=IFX TPM EK Intermediate CA 01': expired at 2025-10-20T13:47:43Z"),
+        "{text}"
+    );
+}
+
+/// A vendor-style non-DER encoding outside the signed part (a padded outer length):
+/// trusted with a warning by default, refused with `--reject-malformed`.
+#[test]
+fn ekcert_malformed_certificate_policy() {
+    use vigil_core::tpm::ek_cert::EkCert;
+    let store = keylime_cert_store();
+    let der = EkCert::parse(&std::fs::read(store.join("INTEL_I.pem")).unwrap())
+        .unwrap()
+        .as_bytes()
+        .to_vec();
+    // 30 82 LL LL -> 30 83 00 LL LL, plus NV padding.
+    assert_eq!(der[1], 0x82);
+    let mut ber = vec![0x30, 0x83, 0x00];
+    ber.extend_from_slice(&der[2..]);
+    ber.extend([0xff; 32]);
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("ek.der");
+    std::fs::write(&cert, &ber).unwrap();
+
+    let out = vigil(&[
+        "ekcert",
+        "verify",
+        "--cert",
+        path(&cert),
+        "--store",
+        path(&store),
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("is not DER: length with leading zero bytes at byte 0"),
+        "{stderr}"
+    );
+
+    let out = vigil(&[
+        "ekcert",
+        "verify",
+        "--cert",
+        path(&cert),
+        "--store",
+        path(&store),
+        "--reject-malformed",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let v = json(&out);
+    assert_eq!(v["ek_cert"]["der"], false);
+    assert_eq!(v["ek_cert"]["padding"], 32);
+    assert!(v["failures"][0]
+        .as_str()
+        .unwrap()
+        .contains("malformed certificates are rejected"));
+    // The chain itself still verifies: the signed bytes are untouched.
+    assert_eq!(v["chain"][1]["source"]["entry"], "INTEL_RT.pem");
+}
+
+#[test]
+fn ekcert_bad_input_exits_2() {
+    let store = keylime_cert_store();
+    let cert = store.join("IFX1.pem");
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.der");
+    std::fs::write(&junk, b"\x30\x03\x02\x01").unwrap();
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let (c, s) = (path(&cert), path(&store));
+    for (args, needle) in [
+        (
+            vec!["--cert", "/nonexistent.der", "--store", s],
+            "cannot read",
+        ),
+        (
+            vec!["--cert", path(&junk), "--store", s],
+            "invalid EK certificate",
+        ),
+        (
+            vec!["--cert", c, "--store", path(&empty)],
+            "holds no certificate",
+        ),
+        (
+            vec!["--cert", c, "--store", s, "--at", "yesterday"],
+            "not an RFC 3339 time",
+        ),
+        (
+            vec!["--cert", c, "--store", s, "--ek", path(&junk)],
+            "invalid EK public key",
+        ),
+        (
+            vec!["--cert", c, "--store", s, "--intermediate", path(&junk)],
+            "invalid intermediate",
+        ),
+    ] {
+        let mut all = vec!["ekcert", "verify"];
+        all.extend(args);
+        let out = vigil(&all);
+        assert_eq!(out.status.code(), Some(2), "{all:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(needle), "{all:?}: {stderr}");
+    }
+}

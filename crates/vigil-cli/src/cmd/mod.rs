@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod credential;
+mod ekcert;
 mod eventlog;
 mod ima;
 mod quote;
@@ -32,6 +33,9 @@ enum Command {
     /// Credential activation: make (and inspect) a TPM2_MakeCredential blob for an EK and AK.
     #[command(subcommand)]
     Credential(credential::CredentialCommand),
+    /// EK certificates: verify one against a store of TPM vendor CAs.
+    #[command(subcommand)]
+    Ekcert(ekcert::EkcertCommand),
 }
 
 /// Prints one JSON value on its own line: the `--json` output of every subcommand.
@@ -50,5 +54,6 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Eventlog(cmd) => eventlog::run(cmd),
         Command::Quote(cmd) => quote::run(cmd),
         Command::Credential(cmd) => credential::run(cmd),
+        Command::Ekcert(cmd) => ekcert::run(cmd),
     }
 }

@@ -410,6 +410,17 @@ impl AkPublicKey {
     }
 }
 
+/// RSASSA with `bank`'s digest, for verifying certificates with the rsa crate.
+pub(crate) fn pkcs1v15(bank: HashAlg) -> rsa::Pkcs1v15Sign {
+    match bank {
+        HashAlg::Sha1 => rsa::Pkcs1v15Sign::new::<sha1::Sha1>(),
+        HashAlg::Sha384 => rsa::Pkcs1v15Sign::new::<sha2::Sha384>(),
+        HashAlg::Sha512 => rsa::Pkcs1v15Sign::new::<sha2::Sha512>(),
+        // SM3 has no PKCS#1 OID in the rsa crate; SHA-256 is the only other bank in use.
+        HashAlg::Sha256 | HashAlg::Sm3_256 => rsa::Pkcs1v15Sign::new::<sha2::Sha256>(),
+    }
+}
+
 /// Why a TPM signature was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SignatureMismatch {
@@ -422,7 +433,7 @@ pub enum SignatureMismatch {
 }
 
 /// Left-pads a TPM2B integer (which may carry leading zeros or be short) to `size`.
-fn scalar(v: &[u8], size: usize) -> Option<Vec<u8>> {
+pub(crate) fn scalar(v: &[u8], size: usize) -> Option<Vec<u8>> {
     let v = &v[v.iter().take_while(|&&b| b == 0).count()..];
     (v.len() <= size).then(|| [vec![0; size - v.len()], v.to_vec()].concat())
 }
@@ -440,7 +451,7 @@ macro_rules! ecdsa_sig {
         })
     };
 }
-use ecdsa_sig;
+pub(crate) use ecdsa_sig;
 
 #[cfg(test)]
 mod tests;
