@@ -321,3 +321,26 @@ fn boot_aggregates_follow_keylime() {
         "a487eef424f06c172cb00898af18c7f76f924cb8"
     );
 }
+
+#[test]
+fn damaged_logs_render_without_panics() {
+    // Truncations and byte flips of a log rich in decoded events (variables, signature
+    // lists, load options, device paths, GPT): decoding and printing never panic.
+    let bytes = std::fs::read(format!("{TESTDATA}/tpm2-tools/event-arch-linux.bin")).unwrap();
+    let opts = RenderOptions::default();
+    let render = |b: &[u8]| {
+        if let Ok(log) = eventlog::parse(b) {
+            let _ = eventlog::to_yaml(&log, opts);
+            let _ = eventlog::to_json(&log, opts);
+        }
+    };
+    for cut in (0..bytes.len()).step_by(61) {
+        render(&bytes[..cut]);
+    }
+    let mut flipped = bytes.clone();
+    for i in (0..bytes.len()).step_by(53) {
+        flipped[i] ^= 0xff;
+        render(&flipped);
+        flipped[i] ^= 0xff;
+    }
+}

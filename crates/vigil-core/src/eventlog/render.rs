@@ -80,9 +80,12 @@ fn map(entries: Vec<(&str, Node)>) -> Node {
 }
 
 fn hex(bytes: &[u8]) -> String {
+    // Certificates make up most of a log's output: avoid the formatting machinery.
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
+    for &b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0xf)]));
     }
     s
 }
@@ -439,8 +442,14 @@ fn pcrs_as_printed(log: &EventLog<'_>) -> PcrBanks {
     banks
 }
 
+/// Indentation without an allocation per line (tpm2-tools nests at most a few levels).
+fn spaces(n: usize) -> &'static str {
+    const SPACES: &str = "                                ";
+    &SPACES[..n.min(SPACES.len())]
+}
+
 fn write_node(out: &mut String, key: &str, node: &Node, indent: usize) {
-    let pad = " ".repeat(indent);
+    let pad = spaces(indent);
     match node {
         Node::Map(entries) => {
             let _ = writeln!(out, "{key}:");
@@ -490,10 +499,10 @@ fn write_entries(out: &mut String, entries: &[(String, Node)], indent: usize, fi
     for (i, (key, node)) in entries.iter().enumerate() {
         match (i, first) {
             (0, Some(prefix)) => {
-                out.push_str(&" ".repeat(indent - 2));
+                out.push_str(spaces(indent - 2));
                 out.push_str(prefix);
             }
-            _ => out.push_str(&" ".repeat(indent)),
+            _ => out.push_str(spaces(indent)),
         }
         write_node(out, key, node, indent);
     }
@@ -504,7 +513,7 @@ fn write_seq(out: &mut String, items: &[Node], indent: usize) {
         match item {
             Node::Map(entries) => write_entries(out, entries, indent + 2, Some("- ")),
             Node::Plain(s) => {
-                let _ = writeln!(out, "{}- {s}", " ".repeat(indent));
+                let _ = writeln!(out, "{}- {s}", spaces(indent));
             }
             _ => {}
         }
