@@ -1,5 +1,6 @@
 //! The `vigil` command end to end: `ima check` (exit codes, text and JSON output,
-//! incremental continuation, legacy allowlists, bad input) and `eventlog replay`.
+//! incremental continuation, legacy allowlists, bad input), `eventlog replay` and
+//! `eventlog dump`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -255,6 +256,32 @@ fn eventlog_replay_json_and_bad_logs() {
     let out = vigil(&["eventlog", "replay", path(&bogus)]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("malformed event log"));
+}
+
+#[test]
+fn eventlog_dump_yaml_and_json() {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/testdata/tpm2-tools");
+    // tpm2-tools' expected output for its uefiservices log (libefivar < 39 device paths).
+    let log = data.join("event-uefiservices.bin");
+    let out = vigil(&["eventlog", "dump", path(&log), "--eventlog-version", "1"]);
+    assert_eq!(out.status.code(), Some(0));
+    let expected =
+        std::fs::read_to_string(data.join("event-pretty/event-uefiservices.bin.yaml")).unwrap();
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), expected);
+    let out = vigil(&["eventlog", "dump", path(&log), "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let v = json(&out);
+    let event = &v["events"][1];
+    assert_eq!(event["EventType"], "EV_EFI_BOOT_SERVICES_DRIVER");
+    assert_eq!(
+        event["Event"]["DevicePath"],
+        "PciRoot(0x0)/Pci(0x2,0x0)/Pci(0x0,0x0)/Offset(0x12600,0x3c3ff)"
+    );
+    assert!(v["pcrs"]["sha256"]["2"].as_str().unwrap().starts_with("0x"));
+    // The YAML Vigil prints loads as YAML.
+    let out = vigil(&["eventlog", "dump", path(&data.join("event-arch-linux.bin"))]);
+    let doc: serde_yaml::Value = serde_yaml::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["events"][3]["Event"]["VariableData"]["Enabled"], "No");
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! `../shared/testdata`, Vigil must replay the same final PCR values in every bank, and
 //! must refuse the logs `tpm2_eventlog` refuses.
 //!
-//! One known difference: Debian 12's tpm2-tools 5.5 extends `EV_NO_ACTION` events and
+//! One known difference: Debian 12's tpm2-tools 5.4 extends `EV_NO_ACTION` events and
 //! ignores the StartupLocality event (tpm2-tools issues #3224 and #3242, fixed in 5.6).
 //! The TPM does neither, and Vigil follows the TPM, so PCRs that such events touch are
 //! checked against the TCG rule instead (see `known_final_pcrs`).
@@ -97,7 +97,7 @@ fn replay_matches_tpm2_eventlog_on_every_real_log() {
                 )
             })
             .collect();
-        // PCRs with a no-action event after the header: tpm2-tools 5.5 replays them wrongly.
+        // PCRs with a no-action event after the header: tpm2-tools 5.4 replays them wrongly.
         let skip: Vec<u32> = parsed.events[1..]
             .iter()
             .filter(|e| e.event_type == eventlog::EV_NO_ACTION)
@@ -137,7 +137,7 @@ fn known_final_pcrs() {
     .unwrap();
     let log = eventlog::parse(&bytes).unwrap();
     let banks = log.replay();
-    // keylime-compat.md §5.6 (and tpm2-tools 5.5) agree on PCR 7.
+    // keylime-compat.md §5.6 (and tpm2-tools 5.4) agree on PCR 7.
     assert_eq!(
         banks[&HashAlg::Sha256][&7].to_hex(),
         "741fd028c51b4d2fbdcc7f28014cc758d17ccc1fe2ea7ca17b0e8009480a557c"
@@ -158,7 +158,7 @@ fn known_final_pcrs() {
         pcr0 = HashAlg::Sha256.extend(&pcr0, &vigil_core::Digest::from_slice(d).unwrap());
     }
     assert_eq!(banks[&HashAlg::Sha256][&0], pcr0);
-    // What tpm2-tools 5.5 prints instead (it extends the locality event, from zero).
+    // What tpm2-tools 5.4 prints instead (it extends the locality event, from zero).
     assert_ne!(
         banks[&HashAlg::Sha256][&0].to_hex(),
         "1877eacbf0290c67521de489ae1ca5d04de12150e522f472f3fb3daeb35e8e43"

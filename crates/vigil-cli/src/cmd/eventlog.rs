@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use clap::{Args, Subcommand};
+use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Map, Value};
 use vigil_core::eventlog;
 
@@ -18,6 +18,41 @@ pub(crate) enum EventlogCommand {
     ///
     /// Exit status: 0 on success, 2 on a malformed log.
     Replay(ReplayArgs),
+    /// Print every event, decoded, as `tpm2_eventlog` prints it (YAML), or as JSON.
+    ///
+    /// The YAML has tpm2_eventlog's field names and layout, which Keylime's
+    /// measured-boot policies match on. Exit status: 0 on success, 2 on a malformed log.
+    Dump(DumpArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DumpArgs {
+    /// The binary event log.
+    file: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Yaml)]
+    format: Format,
+    /// tpm2_eventlog's `--eventlog-version`: 1 prints variable data as hex, 2 decodes
+    /// it (what Keylime uses).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=2))]
+    eventlog_version: u32,
+    /// Device paths as libefivar text (`efivar`, before efivar 39; `efivar39`) or hex
+    /// (tpm2-tools built without libefivar, as Debian's is).
+    #[arg(long, value_enum, default_value_t = DevicePaths::Efivar)]
+    device_paths: DevicePaths,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Format {
+    Yaml,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum DevicePaths {
+    Hex,
+    Efivar,
+    Efivar39,
 }
 
 #[derive(Debug, Args)]
@@ -32,7 +67,32 @@ pub(crate) struct ReplayArgs {
 pub(crate) fn run(cmd: EventlogCommand) -> Result<ExitCode> {
     match cmd {
         EventlogCommand::Replay(args) => replay(&args),
+        EventlogCommand::Dump(args) => dump(&args),
     }
+}
+
+fn dump(args: &DumpArgs) -> Result<ExitCode> {
+    let bytes = std::fs::read(&args.file)
+        .with_context(|| format!("cannot read {}", args.file.display()))?;
+    let log = eventlog::parse(&bytes)
+        .with_context(|| format!("malformed event log {}", args.file.display()))?;
+    let opts = eventlog::RenderOptions {
+        version: args.eventlog_version,
+        device_paths: match args.device_paths {
+            DevicePaths::Hex => eventlog::DevicePathStyle::Hex,
+            DevicePaths::Efivar => eventlog::DevicePathStyle::Efivar,
+            DevicePaths::Efivar39 => eventlog::DevicePathStyle::Efivar39,
+        },
+    };
+    match args.format {
+        Format::Yaml => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(eventlog::to_yaml(&log, opts).as_bytes())?;
+            out.flush()?;
+        }
+        Format::Json => super::print_json(&eventlog::to_json(&log, opts))?,
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn replay(args: &ReplayArgs) -> Result<ExitCode> {
@@ -64,6 +124,13 @@ fn replay(args: &ReplayArgs) -> Result<ExitCode> {
             writeln!(out, "{em}{alg}{r}")?;
             for (i, d) in pcrs {
                 writeln!(out, "  {i:>2}: {d}")?;
+            }
+        }
+        let aggregates = eventlog::boot_aggregates(&banks);
+        for (alg, forms) in aggregates.iter().filter(|(_, f)| !f.is_empty()) {
+            writeln!(out, "{em}boot_aggregate {alg}{r} (PCRs 0-7, then 0-9)")?;
+            for d in forms {
+                writeln!(out, "  {d}")?;
             }
         }
     }

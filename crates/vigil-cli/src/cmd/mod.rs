@@ -24,7 +24,7 @@ enum Command {
     /// IMA measurement lists: check one against a runtime policy offline.
     #[command(subcommand)]
     Ima(ima::ImaCommand),
-    /// UEFI event logs: replay one to per-bank PCR values.
+    /// UEFI event logs: replay one to per-bank PCR values, or print it decoded.
     #[command(subcommand)]
     Eventlog(eventlog::EventlogCommand),
     /// TPM quotes: verify one offline with an attestation key.
