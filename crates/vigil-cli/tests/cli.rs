@@ -338,6 +338,62 @@ fn quote_check_keylime_vector() {
         json(&out)["failures"][0]["event_id"],
         "qoute_validation.quote_validation"
     );
+    // PCR checks on the verified quote (PCRs 15 = 0…0, 16, 22 = f…f): a tpm_policy
+    // that allows PCR 15 passes; one that wants another value or an unquoted PCR fails
+    // with Keylime's events; a golden set names the class and the expected value.
+    let with = |extra: &[&str]| {
+        let mut a = args(&nonce);
+        a.extend(extra.iter().map(|s| s.to_string()));
+        run(a)
+    };
+    let zeros = "00".repeat(32);
+    let ok = format!(r#"{{"15": "{zeros}", "22": ["{}"]}}"#, "ff".repeat(32));
+    assert_eq!(with(&["--tpm-policy", &ok]).status.code(), Some(0));
+    let bad = format!(r#"{{"15": "{}", "7": "{zeros}"}}"#, "11".repeat(32));
+    let out = with(&["--tpm-policy", &bad]);
+    assert_eq!(out.status.code(), Some(1));
+    let ids: Vec<_> = json(&out)["failures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "pcr_validation.invalid_pcr_15",
+            "pcr_validation.missing_pcrs"
+        ]
+    );
+    let golden = dir.path().join("golden.json");
+    std::fs::write(
+        &golden,
+        format!(r#"{{"name": "lab", "bank": "sha256", "pcrs": {{"22": ["{zeros}"]}}}}"#),
+    )
+    .unwrap();
+    let out = with(&["--golden", path(&golden)]);
+    assert_eq!(out.status.code(), Some(1));
+    let failure = &json(&out)["failures"][0];
+    assert_eq!(failure["event_id"], "pcr_validation.invalid_pcr_22");
+    assert_eq!(failure["context"]["class"], "lab");
+    assert_eq!(failure["context"]["expected"][0], zeros.as_str());
+    // PCR 16 must be the extend of the node key; Keylime's key is not given, so any
+    // other key fails the binding.
+    let key = dir.path().join("nk.pem");
+    std::fs::write(
+        &key,
+        "-----BEGIN PUBLIC KEY-----\nx\n-----END PUBLIC KEY-----\n",
+    )
+    .unwrap();
+    let out = with(&["--data-key", path(&key)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        json(&out)["failures"][0]["event_id"],
+        "pcr_validation.invalid_pcr_16"
+    );
+    // A policy naming PCR 10 or 16 is bad input.
+    let out = with(&["--tpm-policy", r#"{"16": "00"}"#]);
+    assert_eq!(out.status.code(), Some(2));
     // A malformed quote string is bad input.
     let out = vigil(&[
         "quote",

@@ -8,7 +8,10 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::json;
-use vigil_core::tpm::quote::{AkPublicKey, KeylimeQuote, QuoteVerifier};
+use vigil_core::failure::Failure;
+use vigil_core::policy::golden::GoldenPcrs;
+use vigil_core::policy::tpm::{check_pcrs, ImaPcr, PcrCheck, TpmPolicy};
+use vigil_core::tpm::quote::{AkPublicKey, KeylimeQuote, QuoteVerifier, VerifiedQuote};
 use vigil_core::HashAlg;
 
 use super::style::{EM, ERROR, OK};
@@ -56,6 +59,15 @@ pub(crate) struct CheckArgs {
     /// Also accept RSA-PSS signatures (Keylime refuses them).
     #[arg(long)]
     allow_rsapss: bool,
+    /// Check the quoted PCRs against Keylime's `tpm_policy` (JSON text, or `@FILE`).
+    #[arg(long, value_name = "JSON|@FILE")]
+    tpm_policy: Option<String>,
+    /// The node's public key (PEM) bound into PCR 16: PCR 16 must be its extend.
+    #[arg(long, value_name = "FILE")]
+    data_key: Option<PathBuf>,
+    /// Check the quoted PCRs against a golden PCR set for the node's hardware class.
+    #[arg(long, value_name = "FILE")]
+    golden: Option<PathBuf>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -101,9 +113,11 @@ fn check(args: &CheckArgs) -> Result<ExitCode> {
         (None, Some(f)) => read(f)?,
         (None, None) => bail!("give --nonce or --nonce-file"),
     };
+    let checks = PcrChecks::load(args)?;
     let verdict = QuoteVerifier::new(ak)
         .allow_rsapss(args.allow_rsapss)
-        .verify(&quote, &nonce, args.hash_alg);
+        .verify(&quote, &nonce, args.hash_alg)
+        .and_then(|v| checks.run(&v).map(|()| v));
     if args.json {
         let out = match &verdict {
             Ok(v) => json!({
@@ -135,12 +149,20 @@ fn check(args: &CheckArgs) -> Result<ExitCode> {
             }
             Err(f) => {
                 for e in f.events() {
-                    // Keylime puts the reason under "error" (signature, nonce, digest) or
-                    // "data" (clock), with a generic "message" beside it.
-                    let msg = ["error", "data", "message"]
+                    // Keylime puts the reason under "error" (signature, nonce, digest),
+                    // "data" (clock) or "context" (PCRs), with "message" beside it.
+                    let mut msg = ["error", "data", "context", "message"]
                         .iter()
                         .find_map(|k| e.context[k].as_str())
-                        .unwrap_or_default();
+                        .unwrap_or_default()
+                        .to_owned();
+                    if let (Some(got), Some(expected)) =
+                        (e.context.get("got"), e.context.get("expected"))
+                    {
+                        msg.push_str(&format!(" (got {got}, expected {expected})"));
+                    } else if let Some(data) = e.context.get("data").filter(|d| d.is_array()) {
+                        msg.push_str(&format!(" {data}"));
+                    }
                     writeln!(
                         out,
                         "  {}FAIL{} {em}{}{r}  {msg}",
@@ -158,4 +180,74 @@ fn check(args: &CheckArgs) -> Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// The PCR checks asked for besides the quote itself.
+struct PcrChecks {
+    tpm_policy: Option<TpmPolicy>,
+    data_key: Option<String>,
+    golden: Option<GoldenPcrs>,
+}
+
+impl PcrChecks {
+    fn load(args: &CheckArgs) -> Result<Self> {
+        let tpm_policy = match &args.tpm_policy {
+            None => None,
+            Some(text) => {
+                let json = match text.strip_prefix('@') {
+                    Some(file) => String::from_utf8(read(Path::new(file))?)
+                        .with_context(|| format!("{file} is not UTF-8"))?,
+                    None => text.clone(),
+                };
+                Some(TpmPolicy::from_json(&json).context("invalid --tpm-policy")?)
+            }
+        };
+        let data_key = match &args.data_key {
+            None => None,
+            Some(f) => Some(
+                String::from_utf8(read(f)?)
+                    .with_context(|| format!("{} is not a PEM text", f.display()))?,
+            ),
+        };
+        let golden = match &args.golden {
+            None => None,
+            Some(f) => Some(
+                GoldenPcrs::from_json(&String::from_utf8_lossy(&read(f)?))
+                    .with_context(|| format!("invalid golden PCR set {}", f.display()))?,
+            ),
+        };
+        Ok(Self {
+            tpm_policy,
+            data_key,
+            golden,
+        })
+    }
+
+    /// Keylime's PCR checks (PCR 16 binding, `tpm_policy`) and the golden set, on a
+    /// verified quote. PCR 10 is IMA's and is judged by `vigil ima check`, not here.
+    fn run(&self, quote: &VerifiedQuote) -> Result<(), Failure> {
+        let mut failure = Failure::new();
+        if self.tpm_policy.is_some() || self.data_key.is_some() {
+            let empty = TpmPolicy::empty();
+            let verdict = check_pcrs(
+                quote.bank,
+                &quote.pcrs,
+                &PcrCheck {
+                    tpm_policy: self.tpm_policy.as_ref().unwrap_or(&empty),
+                    data: self.data_key.as_deref(),
+                    ima: &ImaPcr::Checked(Failure::new()),
+                    measured_boot: None,
+                },
+            );
+            failure.merge(verdict.failure);
+        }
+        if let Some(golden) = &self.golden {
+            failure.merge(golden.check(quote.bank, &quote.pcrs));
+        }
+        if failure.is_empty() {
+            Ok(())
+        } else {
+            Err(failure)
+        }
+    }
 }

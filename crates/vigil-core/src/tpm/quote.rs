@@ -68,6 +68,33 @@ impl KeylimeQuote {
         Ok(quote)
     }
 
+    /// The push-mode form: the three parts arrive base64-encoded as the evidence's
+    /// `message` (TPMS_ATTEST), `signature` and `subject_data` (PCR blob).
+    pub fn from_push_parts(
+        message: &str,
+        signature: &str,
+        subject_data: &str,
+    ) -> Result<Self, QuoteStringError> {
+        let decode = |name: &str, part: &str| {
+            B64.decode(part.trim())
+                .map_err(|e| QuoteStringError(format!("the {name} is not base64: {e}")))
+        };
+        Ok(Self {
+            attest: decode("message", message)?,
+            signature: decode("signature", signature)?,
+            pcr_blob: decode("subject_data", subject_data)?,
+        })
+    }
+
+    /// The push-mode parts (`message`, `signature`, `subject_data`), base64.
+    pub fn to_push_parts(&self) -> [String; 3] {
+        [
+            B64.encode(&self.attest),
+            B64.encode(&self.signature),
+            B64.encode(&self.pcr_blob),
+        ]
+    }
+
     /// The string form.
     pub fn to_keylime_string(&self) -> String {
         format!(

@@ -39,9 +39,13 @@ fn keylime_vector_verifies() {
     assert_eq!(ok.pcrs[&22], HashAlg::Sha256.ones());
     assert_eq!(ok.clock_info.clock, 5994);
     assert!(ok.clock_info.safe);
-    // The string form round-trips.
+    // The string form round-trips, and so does the push-mode split form.
     let text = quote.to_keylime_string();
     assert_eq!(KeylimeQuote::parse(&text).unwrap(), quote);
+    let [m, s, p] = quote.to_push_parts();
+    assert_eq!(text, format!("r{m}:{s}:{p}"));
+    assert_eq!(KeylimeQuote::from_push_parts(&m, &s, &p).unwrap(), quote);
+    assert!(KeylimeQuote::from_push_parts(&m, "!", &p).is_err());
 }
 
 #[test]
