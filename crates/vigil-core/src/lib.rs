@@ -14,6 +14,8 @@
 //! - [`policy`]: policies that evidence is judged against (Keylime runtime policies).
 //! - [`tpm`]: TPM 2.0 structures and quotes.
 //! - [`eventlog`]: the TCG PC Client (UEFI) event log and measured boot.
+//! - [`payload`]: Keylime's U/V bootstrap key and encrypted payloads.
+//! - [`revocation`]: signed revocation notices.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -21,7 +23,9 @@ pub mod eventlog;
 pub mod failure;
 pub mod hash;
 pub mod ima;
+pub mod payload;
 pub mod policy;
+pub mod revocation;
 pub mod tpm;
 
 pub use hash::{Digest, HashAlg};

@@ -1,0 +1,254 @@
+//! Keylime's signed revocation notices.
+//!
+//! When a node fails attestation the verifier tells other parties (nodes, webhooks) in a
+//! notice: a JSON object serialised to the string `msg`, and `signature` = base64
+//! RSA-PSS (MGF1-SHA-256, maximum salt length) over SHA-256 of the `msg` bytes, made with
+//! the `RevocationNotifier` key from the tenant's certificate package. A receiver acts
+//! only on a notice whose signature verifies with the `RevocationNotifier` certificate.
+
+use base64::Engine;
+use rand_core::CryptoRngCore;
+use rsa::pkcs8::DecodePublicKey;
+use rsa::traits::PublicKeyParts;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+const B64: base64::engine::general_purpose::GeneralPurpose =
+    base64::engine::general_purpose::STANDARD;
+
+/// Why a notice was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RevocationError {
+    /// The notice carries no signature (Keylime sends `""` when it has no key).
+    #[error("the revocation notice is not signed")]
+    Unsigned,
+    /// The signature is not base64 or does not verify.
+    #[error("invalid revocation notice signature")]
+    BadSignature,
+    /// `msg` is not a JSON object.
+    #[error("the revocation notice's msg is not a JSON object: {0}")]
+    Message(String),
+    /// The certificate or key cannot be used.
+    #[error("revocation certificate: {0}")]
+    Key(String),
+}
+
+/// The notice as it travels: `{"msg": "<JSON text>", "signature": "<base64>"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevocationNotice {
+    /// The message, a JSON object serialised to text (signed as these exact bytes).
+    pub msg: String,
+    /// Base64 RSA-PSS signature of `msg`, or empty.
+    #[serde(default)]
+    pub signature: String,
+}
+
+/// The content of a notice, as Keylime's verifier writes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RevocationMessage {
+    /// `revocation` (attestation failed) or `comm_error` (the node stopped answering).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The failing node's address.
+    pub ip: Value,
+    /// The failing node.
+    pub agent_id: String,
+    /// The failing node's port.
+    pub port: Value,
+    /// Its `tpm_policy` (JSON text).
+    pub tpm_policy: Value,
+    /// Its tenant-supplied metadata (JSON text).
+    pub meta_data: Value,
+    /// When, in `time.asctime()` form (`Mon Aug  3 08:08:39 2026`).
+    pub event_time: String,
+    /// The highest-severity failure event, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<String>,
+    /// Its severity label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity_label: Option<String>,
+    /// Its context, as JSON text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
+}
+
+impl RevocationNotice {
+    /// Serialises `message` and signs it with `key` (no key: an unsigned notice, as
+    /// Keylime sends when the node has no certificate package).
+    pub fn sign(
+        message: &RevocationMessage,
+        key: Option<&rsa::RsaPrivateKey>,
+        rng: &mut impl CryptoRngCore,
+    ) -> Result<Self, RevocationError> {
+        let msg =
+            serde_json::to_string(message).map_err(|e| RevocationError::Message(e.to_string()))?;
+        let signature = match key {
+            None => String::new(),
+            Some(key) => {
+                let digest = crate::HashAlg::Sha256.hash(msg.as_bytes());
+                let sig = key
+                    .sign_with_rng(rng, pss_max_salt(key), digest.as_bytes())
+                    .map_err(|e| RevocationError::Key(e.to_string()))?;
+                B64.encode(sig)
+            }
+        };
+        Ok(Self { msg, signature })
+    }
+
+    /// Verifies the signature with the `RevocationNotifier` public key and returns the
+    /// message object (what revocation actions receive).
+    pub fn verify(&self, key: &rsa::RsaPublicKey) -> Result<Value, RevocationError> {
+        let sig = self.signature.trim();
+        if sig.is_empty() || sig == "none" {
+            return Err(RevocationError::Unsigned);
+        }
+        let sig = B64.decode(sig).map_err(|_| RevocationError::BadSignature)?;
+        let digest = crate::HashAlg::Sha256.hash(self.msg.as_bytes());
+        key.verify(pss_max_salt(key), digest.as_bytes(), &sig)
+            .map_err(|_| RevocationError::BadSignature)?;
+        match serde_json::from_str::<Value>(&self.msg) {
+            Ok(v @ Value::Object(_)) => Ok(v),
+            Ok(other) => Err(RevocationError::Message(format!("found {other}"))),
+            Err(e) => Err(RevocationError::Message(e.to_string())),
+        }
+    }
+}
+
+/// RSA-PSS with SHA-256 and the longest salt the key allows (`PSS.MAX_LENGTH`):
+/// `emLen - hLen - 2` with `emLen = ⌈(modBits - 1) / 8⌉`.
+fn pss_max_salt(key: &impl PublicKeyParts) -> rsa::Pss {
+    let em_len = (key.n().bits() + 6) / 8;
+    rsa::Pss::new_with_salt::<sha2::Sha256>(em_len.saturating_sub(32 + 2))
+}
+
+/// The RSA public key of a PEM or DER certificate (the `RevocationNotifier`
+/// certificate), or of a PEM/DER SubjectPublicKeyInfo.
+pub fn public_key(cert_or_key: &[u8]) -> Result<rsa::RsaPublicKey, RevocationError> {
+    use der::{Decode, DecodePem, Encode};
+    let bad = |e: String| RevocationError::Key(e);
+    let spki_der = if let Ok(cert) = x509_cert::Certificate::from_pem(cert_or_key)
+        .or_else(|_| x509_cert::Certificate::from_der(cert_or_key))
+    {
+        cert.tbs_certificate
+            .subject_public_key_info
+            .to_der()
+            .map_err(|e| bad(e.to_string()))?
+    } else {
+        match std::str::from_utf8(cert_or_key) {
+            Ok(text) if text.contains("-----BEGIN") => der::pem::decode_vec(text.trim().as_bytes())
+                .map(|(_, d)| d)
+                .map_err(|e| bad(e.to_string()))?,
+            _ => cert_or_key.to_vec(),
+        }
+    };
+    rsa::RsaPublicKey::from_public_key_der(&spki_der)
+        .map_err(|e| bad(format!("not an RSA certificate or public key: {e}")))
+}
+
+/// `time.asctime()` of a Unix time, in UTC: `Mon Aug  3 08:08:39 2026`.
+pub fn asctime(unix_seconds: i64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let days = unix_seconds.div_euclid(86_400);
+    let secs = unix_seconds.rem_euclid(86_400);
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{} {} {:>2} {:02}:{:02}:{:02} {}",
+        DAYS[days.rem_euclid(7) as usize],
+        MONTHS[(month - 1) as usize],
+        day,
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60,
+        year
+    )
+}
+
+/// (year, month 1–12, day 1–31) of a day count since 1970-01-01 (Howard Hinnant's
+/// algorithm for the proleptic Gregorian calendar).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use rand_core::SeedableRng;
+
+    use super::*;
+
+    const RK: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/testdata/rust-keylime/keylime-agent/test-data/"
+    );
+
+    #[test]
+    fn rust_keylimes_signed_message_verifies() {
+        // rust-keylime's fixture: revocation.sig is the notice signature of test_ok.json
+        // under test-cert.pem.
+        let key = public_key(&std::fs::read(format!("{RK}test-cert.pem")).unwrap()).unwrap();
+        let notice = RevocationNotice {
+            msg: std::fs::read_to_string(format!("{RK}test_ok.json")).unwrap(),
+            signature: std::fs::read_to_string(format!("{RK}revocation.sig")).unwrap(),
+        };
+        assert_eq!(notice.verify(&key).unwrap()["hello"], "there");
+        let mut altered = notice.clone();
+        altered.msg = altered.msg.replace("there", "where");
+        assert_eq!(altered.verify(&key), Err(RevocationError::BadSignature));
+        let unsigned = RevocationNotice {
+            signature: String::new(),
+            ..notice
+        };
+        assert_eq!(unsigned.verify(&key), Err(RevocationError::Unsigned));
+    }
+
+    #[test]
+    fn signed_notices_round_trip_and_bind_every_byte() {
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(3);
+        let key = rsa::RsaPrivateKey::new(&mut rng, 1024).unwrap();
+        let message = RevocationMessage {
+            kind: "revocation".into(),
+            ip: "127.0.0.1".into(),
+            agent_id: "d432fbb3".into(),
+            port: 9002.into(),
+            tpm_policy: "{}".into(),
+            meta_data: "{}".into(),
+            event_time: asctime(1_785_744_519),
+            event_id: Some("ima.validation.ima-ng.not_in_allowlist".into()),
+            severity_label: Some("emergency".into()),
+            context: Some(r#"{"message": "File not found in allowlist: /bin/x"}"#.into()),
+        };
+        let notice = RevocationNotice::sign(&message, Some(&key), &mut rng).unwrap();
+        let got = notice.verify(&key.to_public_key()).unwrap();
+        assert_eq!(
+            serde_json::from_value::<RevocationMessage>(got).unwrap(),
+            message
+        );
+        let stranger = rsa::RsaPrivateKey::new(&mut rng, 1024).unwrap();
+        assert!(notice.verify(&stranger.to_public_key()).is_err());
+        let unsigned = RevocationNotice::sign(&message, None, &mut rng).unwrap();
+        assert_eq!(unsigned.signature, "");
+        // Not JSON inside a valid signature is still refused.
+        let mut odd = RevocationNotice::sign(&message, Some(&key), &mut rng).unwrap();
+        odd.msg = "[1]".into();
+        assert!(odd.verify(&key.to_public_key()).is_err());
+    }
+
+    #[test]
+    fn asctime_matches_python() {
+        // time.asctime(time.gmtime(t)) in Python.
+        assert_eq!(asctime(0), "Thu Jan  1 00:00:00 1970");
+        assert_eq!(asctime(1_785_744_519), "Mon Aug  3 08:08:39 2026");
+        assert_eq!(asctime(951_782_400), "Tue Feb 29 00:00:00 2000");
+    }
+}
