@@ -27,8 +27,9 @@ use vigil_core::tpm::quote::KeylimeQuote;
 use vigil_core::{Digest, HashAlg};
 use worker::Worker;
 
-/// NV indices the EK CA chain is read from (TCG EK credential profile; Keylime sends
-/// their contents concatenated as `ek_ca_chain`... when present).
+/// NV indices the EK CA chain is read from (TCG EK credential profile). rust-keylime
+/// appends these certificates to the `ekcert` PEM bundle it registers; Keylime's
+/// registrar keeps only the first certificate.
 pub const EK_CA_CHAIN_NV: RangeInclusive<u32> = 0x01c0_0100..=0x01c0_01ff;
 
 /// The PCR Keylime binds the agent's node key (NK) to.
@@ -74,8 +75,8 @@ pub enum EkSource {
 /// The EK now loaded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EkInfo {
-    /// `TPM2B_PUBLIC` bytes (what Keylime registers as `ekpub`… after conversion, and what
-    /// `vigil_core::tpm::credential::make_credential` takes).
+    /// `TPM2B_PUBLIC` bytes: what the agent registers as `ek_tpm` (base64), and what
+    /// `vigil_core::tpm::public::TpmPublic::parse_tpm2b` reads for MakeCredential.
     pub public: Vec<u8>,
     /// The TPM's name of the EK (`nameAlg || H(TPMT_PUBLIC)`).
     pub name: Vec<u8>,
@@ -130,7 +131,8 @@ impl Default for AkAlg {
 /// encrypted by the TPM under the EK and useless elsewhere.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AkBlob {
-    /// `TPM2B_PUBLIC` (size-prefixed, as `tpm2_createak -u` writes it).
+    /// `TPM2B_PUBLIC` (size-prefixed, as `tpm2_createak -u` writes it): registered as
+    /// `aik_tpm` (base64).
     pub public: Vec<u8>,
     /// `TPM2B_PRIVATE` (size-prefixed, as `tpm2_createak -r` writes it).
     pub private: Vec<u8>,
