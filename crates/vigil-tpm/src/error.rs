@@ -30,9 +30,6 @@ pub enum TpmError {
     /// connection yet.
     #[error("no {0} loaded: set it up first")]
     NotLoaded(&'static str),
-    /// The NV index holds no data (e.g. a TPM without an EK certificate).
-    #[error("NV index 0x{0:08x} is not defined")]
-    NvIndexMissing(u32),
     /// A persisted AK does not belong to this EK or has other algorithms.
     #[error("the persisted AK cannot be reused: {0}")]
     AkMismatch(String),

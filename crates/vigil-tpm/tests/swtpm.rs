@@ -79,6 +79,54 @@ fn ecc_ek_certificate_chains_to_the_local_ca() {
 }
 
 #[test]
+fn ek_ca_chain_is_read_from_nv() {
+    let tools = ["tpm2_nvdefine", "tpm2_nvwrite", "tpm2_flushcontext"];
+    let Some(tpm) = Swtpm::manufactured("ek_ca_chain_is_read_from_nv", &tools) else {
+        return;
+    };
+    let ca = tpm.ca_dir().unwrap();
+    let der = |name: &str| {
+        let pem = std::fs::read(ca.join(name)).unwrap();
+        EkCert::parse(&pem).unwrap().as_bytes().to_vec()
+    };
+    let (issuer, root) = (der("issuercert.pem"), der("swtpm-localca-rootca-cert.pem"));
+    // A platform would provision these; here tpm2-tools does, before the agent connects
+    // (swtpm serves one client at a time).
+    for (index, cert) in [("0x01c00100", &issuer), ("0x01c00101", &root)] {
+        let file = tpm.path(&format!("{index}.der"));
+        std::fs::write(&file, cert).unwrap();
+        let size = cert.len().to_string();
+        tpm.tool(
+            "tpm2_nvdefine",
+            &[
+                index,
+                "-C",
+                "o",
+                "-s",
+                &size,
+                "-a",
+                "ownerread|ownerwrite|authread|authwrite|no_da",
+            ],
+        );
+        tpm.tool(
+            "tpm2_nvwrite",
+            &[index, "-C", "o", "-i", file.to_str().unwrap()],
+        );
+    }
+    let t = Tpm::connect(&tpm.tcti()).unwrap();
+    t.setup_ek(EkSource::Template(EkAlg::Rsa2048)).unwrap();
+    let chain = t.ek_ca_chain().unwrap();
+    assert_eq!(chain, vec![issuer.clone(), root.clone()]);
+    // The chain from NV completes the path from the EK certificate to a root-only store.
+    let intermediates: Vec<EkCert> = chain.iter().map(|c| EkCert::parse(c).unwrap()).collect();
+    let store = EkCertStore::from_entries([("root.der", &root)]).unwrap();
+    let cert = EkCert::parse(&t.ek_certificate().unwrap().unwrap()).unwrap();
+    assert!(ek_cert::verify(&cert, &[], &store, None).is_err());
+    let verified = ek_cert::verify(&cert, &intermediates, &store, None).unwrap();
+    assert_eq!(verified.links.len(), 3, "{verified:?}");
+}
+
+#[test]
 fn missing_ek_certificate_and_bad_handles() {
     let Some(tpm) = manufactured("missing_ek_certificate_and_bad_handles") else {
         return;
