@@ -5,18 +5,32 @@
 //! - quotes `tpm2_quote` makes (RSA AK with RSASSA, ECC AK with ECDSA) are valid for
 //!   `vigil quote check` exactly when `tpm2_checkquote` says so.
 //!
-//! Each test runs its own swtpm (tests/support/swtpm.rs). Without swtpm and tpm2-tools
+//! Each test runs its own swtpm (the `vigil-testkit` harness). Without swtpm and tpm2-tools
 //! the tests skip with a note, except under `CI`, where they fail.
-
-mod support;
 
 use std::path::Path;
 use std::process::{Command, Output};
 
 use serde_json::Value;
-use support::swtpm::Swtpm;
 use vigil_core::tpm::credential::{random_challenge, CredentialBlob};
 use vigil_core::HashAlg;
+use vigil_testkit::Swtpm;
+
+/// The tools these differentials run.
+const TOOLS: &[&str] = &[
+    "tpm2_createek",
+    "tpm2_createak",
+    "tpm2_readpublic",
+    "tpm2_makecredential",
+    "tpm2_activatecredential",
+    "tpm2_startauthsession",
+    "tpm2_policysecret",
+    "tpm2_flushcontext",
+    "tpm2_pcrextend",
+    "tpm2_pcrread",
+    "tpm2_quote",
+    "tpm2_checkquote",
+];
 
 fn vigil(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_vigil"))
@@ -58,7 +72,7 @@ fn credential_differential(
     ak_scheme: &str,
     seed_len: usize,
 ) {
-    let Some(tpm) = Swtpm::start(test) else {
+    let Some(tpm) = Swtpm::start(test, TOOLS) else {
         return;
     };
     keys(&tpm, ek_alg, ak_alg, ak_scheme);
@@ -262,7 +276,7 @@ fn tpm2_checkquote(tpm: &Swtpm, sig: &str, nonce_hex: &str) -> bool {
 }
 
 fn quote_differential(test: &str, ak_alg: &str, ak_scheme: &str) {
-    let Some(tpm) = Swtpm::start(test) else {
+    let Some(tpm) = Swtpm::start(test, TOOLS) else {
         return;
     };
     keys(&tpm, "rsa", ak_alg, ak_scheme);
