@@ -26,13 +26,16 @@
 //! - [`severity`]: labels, `severity_policy`, rating a round's failure.
 //! - [`node`]: [`NodeAttestation`], its inputs, actions and [`NodeSnapshot`].
 //! - [`status`]: the `GET /agents/{id}` status object.
+//! - [`evaluate`]: [`evaluate_round`], one answer checked into a [`RoundOutcome`].
 
+pub mod evaluate;
 pub mod node;
 pub mod severity;
 pub mod state;
 pub mod status;
 mod time;
 
+pub use evaluate::{evaluate_round, QuoteAnswer, RoundPolicy};
 pub use node::{
     Action, AttestationConfig, CommFailure, Deletion, Ignored, NodeAttestation, NodeSnapshot,
     Notification, NotificationKind, QuoteAlgs, Reachability, RequestId, RoundOutcome,

@@ -1261,3 +1261,262 @@ fn random_input_sequences_keep_the_invariants() {
     );
     assert!(notices > 0);
 }
+
+// ---- evaluate_round on Keylime's verified quote vector ----
+
+mod evaluate {
+    use super::*;
+    use crate::ima::keyring::ImaKeyrings;
+    use crate::policy::tpm::TpmPolicy;
+    use crate::tpm::quote::{AkPublicKey, KeylimeQuote, QuoteVerifier};
+
+    const FILES: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/testdata/keylime/test-data/files/"
+    );
+
+    fn file(name: &str) -> Vec<u8> {
+        std::fs::read(format!("{FILES}{name}")).unwrap()
+    }
+
+    struct Fixture {
+        quote: String,
+        nonce: Vec<u8>,
+        verifier: QuoteVerifier,
+        tpm_policy: TpmPolicy,
+        accept: Vec<String>,
+        enc: Vec<String>,
+        sign: Vec<String>,
+    }
+
+    /// PCRs 15 (zeros), 16 and 22 (ones), SHA-256, clock 5994.
+    fn fixture() -> Fixture {
+        let quote = KeylimeQuote {
+            attest: file("quote.out"),
+            signature: file("quotesig.out"),
+            pcr_blob: file("quotepcr.out"),
+        }
+        .to_keylime_string();
+        let ak = AkPublicKey::from_spki(&file("akpub.pem")).unwrap();
+        let ones = "f".repeat(64);
+        Fixture {
+            quote,
+            nonce: file("rand.out"),
+            verifier: QuoteVerifier::new(ak),
+            tpm_policy: TpmPolicy::from_json(&format!(
+                r#"{{"22": ["{ones}"], "mask": "0x408000"}}"#
+            ))
+            .unwrap(),
+            accept: vec!["sha256".into()],
+            enc: vec!["ecc256".into(), "rsa".into()],
+            sign: vec!["rsassa".into()],
+        }
+    }
+
+    fn policy(f: &Fixture) -> RoundPolicy<'_> {
+        RoundPolicy {
+            verifier: &f.verifier,
+            nonce: &f.nonce,
+            accept_hash_algs: &f.accept,
+            accept_enc_algs: &f.enc,
+            accept_sign_algs: &f.sign,
+            tpm_policy: &f.tpm_policy,
+            runtime_policy: None,
+            boot_aggregates: &[],
+            measured_boot: None,
+            ignore_tomtou_errors: false,
+        }
+    }
+
+    fn answer(f: &Fixture) -> QuoteAnswer<'_> {
+        QuoteAnswer {
+            quote: &f.quote,
+            public_key: Some("node key"),
+            hash_alg: "sha256",
+            enc_alg: "rsa",
+            sign_alg: "rsassa",
+            ..QuoteAnswer::default()
+        }
+    }
+
+    fn ids(o: &RoundOutcome) -> Vec<&str> {
+        o.failure
+            .events()
+            .iter()
+            .map(|e| e.event_id.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn a_verified_quote_reaches_the_pcr_checks() {
+        let f = fixture();
+        let node = NodeAttestation::new(cfg(), false);
+        let o = evaluate_round(&node, &answer(&f), &policy(&f), &mut ImaKeyrings::new());
+        // PCR 16 binds a key this test does not have; 22 matches the policy.
+        assert_eq!(ids(&o), ["pcr_validation.invalid_pcr_16"]);
+        assert_eq!(o.clock_info.unwrap().clock, 5994);
+        assert_eq!(o.algs.as_ref().unwrap().hash_alg, "sha256");
+        assert_eq!(o.public_key.as_deref(), Some("node key"));
+        assert!(!o.rebooted);
+    }
+
+    #[test]
+    fn checks_run_in_keylime_order() {
+        let f = fixture();
+        let node = NodeAttestation::new(cfg(), false);
+        let p = policy(&f);
+        let mut k = ImaKeyrings::new();
+        let partial = QuoteAnswer {
+            public_key: None,
+            ..answer(&f)
+        };
+        assert_eq!(
+            ids(&evaluate_round(&node, &partial, &p, &mut k)),
+            ["qoute_validation.no_pubkey"]
+        );
+        for (a, id) in [
+            (
+                QuoteAnswer {
+                    hash_alg: "sha1",
+                    ..answer(&f)
+                },
+                "qoute_validation.invalid_hash_alg",
+            ),
+            (
+                QuoteAnswer {
+                    hash_alg: "md5",
+                    ..answer(&f)
+                },
+                "qoute_validation.invalid_hash_alg",
+            ),
+            (
+                QuoteAnswer {
+                    enc_alg: "ecc384",
+                    ..answer(&f)
+                },
+                "qoute_validation.invalid_enc_alg",
+            ),
+            (
+                QuoteAnswer {
+                    sign_alg: "ecschnorr",
+                    ..answer(&f)
+                },
+                "qoute_validation.invalid_sign_alg",
+            ),
+            (
+                QuoteAnswer {
+                    quote: "not a quote",
+                    ..answer(&f)
+                },
+                "qoute_validation.quote_validation",
+            ),
+        ] {
+            let o = evaluate_round(&node, &a, &p, &mut k);
+            assert_eq!(ids(&o), [id]);
+            assert!(o.failure.is_irrecoverable());
+        }
+        // "ecc" is accepted by "ecc256" (Keylime's alias).
+        let ecc = QuoteAnswer {
+            enc_alg: "ecc",
+            ..answer(&f)
+        };
+        assert_eq!(
+            ids(&evaluate_round(&node, &ecc, &p, &mut k)),
+            ["pcr_validation.invalid_pcr_16"]
+        );
+        let wrong_nonce = RoundPolicy {
+            nonce: b"other",
+            ..p
+        };
+        assert_eq!(
+            ids(&evaluate_round(&node, &answer(&f), &wrong_nonce, &mut k)),
+            ["qoute_validation.quote_validation"]
+        );
+    }
+
+    /// A node whose engine state came from rounds: clock, IMA offset and boot time.
+    fn node_with(clock: u64, next_entry: u64, boottime: u64) -> NodeAttestation {
+        let mut n = NodeAttestation::new(cfg(), false);
+        n.start(t(0)).unwrap();
+        let (id, _, _) = quote(&mut n, t(0));
+        let mut ima = ImaAttestState::new();
+        ima.next_entry = next_entry;
+        ima.boottime = boottime;
+        ima.running_pcr = Some(HashAlg::Sha256.zero());
+        n.quote_received(
+            t(1),
+            id,
+            good()
+                .with_clock(ClockInfo {
+                    clock,
+                    reset_count: 0,
+                    restart_count: 0,
+                    safe: true,
+                })
+                .with_ima(ima, Some(HashAlg::Sha256)),
+        )
+        .unwrap();
+        n
+    }
+
+    #[test]
+    fn the_clock_is_checked_against_the_last_accepted_quote() {
+        let f = fixture();
+        let mut k = ImaKeyrings::new();
+        let older = node_with(1000, 0, 0);
+        assert_eq!(
+            ids(&evaluate_round(&older, &answer(&f), &policy(&f), &mut k)),
+            ["pcr_validation.invalid_pcr_16"]
+        );
+        let newer = node_with(10_000, 0, 0);
+        let o = evaluate_round(&newer, &answer(&f), &policy(&f), &mut k);
+        assert_eq!(ids(&o), ["qoute_validation.quote_validation"]);
+        assert!(o.failure.events()[0].context["data"]
+            .as_str()
+            .unwrap()
+            .contains("clock"));
+    }
+
+    #[test]
+    fn ima_offset_rules() {
+        let f = fixture();
+        let mut k = ImaKeyrings::new();
+        let node = node_with(0, 5, 77);
+        // Another entry than requested: irrecoverable, and the other checks still run.
+        let o = evaluate_round(
+            &node,
+            &QuoteAnswer {
+                ima_measurement_list_entry: 3,
+                boottime: 77,
+                ..answer(&f)
+            },
+            &policy(&f),
+            &mut k,
+        );
+        assert_eq!(
+            ids(&o),
+            [
+                "qoute_validation.invalid_ima_entry_nb",
+                "pcr_validation.invalid_pcr_16"
+            ]
+        );
+        assert_eq!(o.ima.as_ref().unwrap().0.next_entry, 5);
+        // The requested entry with another boot time: rebooted, no verdict.
+        let o = evaluate_round(
+            &node,
+            &QuoteAnswer {
+                ima_measurement_list_entry: 5,
+                boottime: 78,
+                ..answer(&f)
+            },
+            &policy(&f),
+            &mut k,
+        );
+        assert!(o.rebooted);
+        assert!(o.failure.is_empty());
+        // Entry 0 restarts the IMA state.
+        let o = evaluate_round(&node, &answer(&f), &policy(&f), &mut k);
+        let (ima, _) = o.ima.unwrap();
+        assert_eq!((ima.next_entry, ima.running_pcr), (0, None));
+    }
+}
