@@ -7,6 +7,8 @@
 //! shells that drive this crate.
 //!
 //! Modules follow the domain:
+//! - [`attestation`]: the verifier's per-node attestation engine (states, retries,
+//!   severity, revocation triggers), a state machine with time passed in.
 //! - [`failure`]: Keylime-compatible failure events (event ids, context, recoverability).
 //! - [`hash`]: hash algorithms and inline digests shared by all evidence types.
 //! - [`ima`]: the IMA measurement list (`ascii_runtime_measurements`): parsing,
@@ -19,6 +21,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod attestation;
 pub mod eventlog;
 pub mod failure;
 pub mod hash;
