@@ -13,7 +13,7 @@ Input (a file argument, or stdin): a JSON list of cases
   {"op": "create", "log": PATH, "without_secureboot": BOOL}
   {"op": "evaluate", "log": PATH, "refstate": JSON TEXT, "policy": NAME, "pcrs": [N, ...]}
 Output (stdout): a JSON list with one result per case
-  create:   {"refstate": {...} or null, "error": null or TEXT}
+  create:   {"refstate": {...} or null, "log_parsed": BOOL, "error": null or TEXT}
   evaluate: {"failures": [{"event_id": ..., "context": ..., "recoverable": ...}],
              "parse_failures": [EVENT_ID, ...], "error": null or TEXT}
 """
@@ -43,6 +43,10 @@ def parsed_log(path):
 
 
 def create(case):
+    try:
+        parsed = parsed_log(case["log"])[1] is not None
+    except Exception:  # tpm2_eventlog output that is not YAML
+        parsed = False
     fd, out = tempfile.mkstemp(suffix=".json")
     os.close(fd)
     try:
@@ -50,15 +54,18 @@ def create(case):
             eventlog_file=case["log"], without_secureboot=case["without_secureboot"], output=out
         )
         refstate = create_mb_policy.create_mb_refstate(args)
-        return {"refstate": refstate, "error": None}
+        return {"refstate": refstate, "log_parsed": parsed, "error": None}
     except Exception as exc:  # Keylime lets some malformed logs raise
-        return {"refstate": None, "error": repr(exc)}
+        return {"refstate": None, "log_parsed": parsed, "error": repr(exc)}
     finally:
         os.unlink(out)
 
 
 def evaluate(case):
-    parse_failures, data = parsed_log(case["log"])
+    try:
+        parse_failures, data = parsed_log(case["log"])
+    except Exception as exc:
+        return {"failures": [], "parse_failures": [], "error": repr(exc)}
     if data is None:
         return {"failures": [], "parse_failures": parse_failures, "error": "log did not parse"}
     # bootlog_evaluate reads the policy name from the verifier configuration.
