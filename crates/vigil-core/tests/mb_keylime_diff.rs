@@ -329,7 +329,9 @@ fn matches_keylime() {
     eprintln!(
         "{same} evaluations agree ({failing} failing), {skipped} logs Keylime could not parse"
     );
-    eprintln!("{example_passes} logs pass the example policy against their own reference state in both");
+    eprintln!(
+        "{example_passes} logs pass the example policy against their own reference state in both"
+    );
     assert!(
         same > 100 && failing > 50 && same - failing > 20,
         "{same} {failing}"
