@@ -3,7 +3,7 @@
 # Safe to run repeatedly: it only calls apt-get when a package is missing.
 set -euo pipefail
 
-PACKAGES=(swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config python3 python3-venv python3-gpg)
+PACKAGES=(swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config python3 python3-venv python3-gpg libefivar1)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

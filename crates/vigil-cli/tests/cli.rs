@@ -676,3 +676,106 @@ fn ekcert_bad_input_exits_2() {
         assert!(stderr.contains(needle), "{all:?}: {stderr}");
     }
 }
+
+fn mb_log(suffix: &str) -> String {
+    format!(
+        "{}/../../../shared/testdata/keylime/test/data/create-mb-policy/binary_bios_measurements{suffix}",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+#[test]
+fn policy_create_and_check_measured_boot() {
+    let dir = tempfile::tempdir().unwrap();
+    let rs = dir.path().join("refstate.json");
+    let log = mb_log("");
+    // Secure Boot is off in this log: refused unless asked for.
+    let out = vigil(&["policy", "create", "measured-boot", "-e", &log]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Secure Boot disabled"));
+    let out = vigil(&[
+        "policy",
+        "create",
+        "measured-boot",
+        "-e",
+        &log,
+        "-i",
+        "-o",
+        path(&rs),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let created: Value = serde_json::from_str(&std::fs::read_to_string(&rs).unwrap()).unwrap();
+    assert_eq!(created["has_secureboot"], false);
+    assert!(created["kernels"][0]["vmlinuz_plain_sha256"].is_string());
+
+    // Keylime's example policy refuses this log's StartupLocality event, as Keylime does.
+    let out = vigil(&[
+        "policy",
+        "check",
+        "measured-boot",
+        "-e",
+        &log,
+        "-r",
+        path(&rs),
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let v = json(&out);
+    assert_eq!(v["valid"], false);
+    assert_eq!(v["failures"][0]["event_id"], "measured_boot.policy_example");
+    assert!(v["failures"][0]["context"]["reason"]
+        .as_str()
+        .unwrap()
+        .ends_with("'Event': {'StartupLocality': 3}} test was already run once"));
+    let out = vigil(&[
+        "policy",
+        "check",
+        "measured-boot",
+        "-e",
+        &log,
+        "-r",
+        path(&rs),
+        "--policy",
+        "accept-all",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+
+    // Bad input: a malformed refstate, an unknown policy, the bogus and empty logs.
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, r#"{"kernels": [], "scrtm_and_bios": [], "pk": []}"#).unwrap();
+    let out = vigil(&[
+        "policy",
+        "check",
+        "measured-boot",
+        "-e",
+        &log,
+        "-r",
+        path(&bad),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("field kek"));
+    let out = vigil(&[
+        "policy",
+        "check",
+        "measured-boot",
+        "-e",
+        &log,
+        "-r",
+        path(&rs),
+        "--policy",
+        "x",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    for suffix in ["-bogus", "-empty"] {
+        let out = vigil(&[
+            "policy",
+            "create",
+            "measured-boot",
+            "-e",
+            &mb_log(suffix),
+            "-i",
+        ]);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("malformed event log"));
+    }
+}

@@ -36,7 +36,7 @@ pub use decode::{
 };
 pub use devpath::{device_path_text, DevicePathStyle};
 pub use parse::{parse, Event, EventLog, EventLogError, SpecId};
-pub use render::{to_json, to_yaml, RenderOptions};
+pub use render::{to_json, to_yaml, to_yaml_values, RenderOptions};
 pub use replay::{boot_aggregates, BootAggregates, PcrBanks};
 
 /// `EV_POST_CODE`: a firmware blob or a POST string.

@@ -584,3 +584,25 @@ pub fn to_json(log: &EventLog<'_>, opts: RenderOptions) -> Json {
     doc.insert("pcrs".to_owned(), Json::Object(pcrs));
     Json::Object(doc)
 }
+
+fn typed_json(node: &Node) -> Json {
+    match node {
+        Node::Map(entries) => Json::Object(
+            entries
+                .iter()
+                .map(|(k, v)| (k.clone(), typed_json(v)))
+                .collect::<Map<String, Json>>(),
+        ),
+        Node::Seq(items) => Json::Array(items.iter().map(typed_json).collect()),
+        Node::Hex(n) => Json::from(*n),
+        other => json(other),
+    }
+}
+
+/// The events as a YAML loader reads [`to_yaml`]'s output: like [`to_json`], except that
+/// hexadecimal integers (`BlobBase: 0x…`) are numbers. This is the shape Keylime's
+/// measured-boot code works on (before its own string post-processing).
+pub fn to_yaml_values(log: &EventLog<'_>, opts: RenderOptions) -> Vec<Json> {
+    let (events, _) = tree(log, opts);
+    events.iter().map(typed_json).collect()
+}
