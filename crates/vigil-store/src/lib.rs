@@ -26,6 +26,7 @@ mod migrations;
 mod policies;
 mod postgres;
 mod registrar;
+mod sql;
 mod sqlite;
 mod verifier;
 
@@ -60,8 +61,8 @@ pub struct Store {
 
 #[derive(Clone)]
 enum Inner {
-    Sqlite(Arc<sqlite::SqliteStore>),
-    Postgres(Arc<postgres::PgStore>),
+    Sqlite(Arc<sql::SqlStore<sqlx::Sqlite>>),
+    Postgres(Arc<sql::SqlStore<sqlx::Postgres>>),
 }
 
 impl std::fmt::Debug for Store {
@@ -83,10 +84,8 @@ impl Store {
     pub async fn open(url: &str) -> Result<Self, StoreError> {
         let scheme = url.split_once(':').map_or(url, |(s, _)| s);
         let inner = match scheme {
-            "sqlite" => Inner::Sqlite(Arc::new(sqlite::SqliteStore::open(url).await?)),
-            "postgres" | "postgresql" => {
-                Inner::Postgres(Arc::new(postgres::PgStore::open(url).await?))
-            }
+            "sqlite" => Inner::Sqlite(Arc::new(sqlite::open(url).await?)),
+            "postgres" | "postgresql" => Inner::Postgres(Arc::new(postgres::open(url).await?)),
             other => {
                 return Err(StoreError::UnsupportedUrl {
                     scheme: other.to_owned(),
