@@ -23,6 +23,9 @@ impl Dialect for Postgres {
     const FOR_SHARE: &'static str = " FOR SHARE";
     const SKIP_LOCKED: &'static str = " FOR UPDATE OF a SKIP LOCKED";
 
+    const BYTES: &'static str = "BYTEA";
+    const ID_PRIMARY_KEY: &'static str = "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY";
+
     fn rows_affected(result: &PgQueryResult) -> u64 {
         result.rows_affected()
     }
@@ -35,10 +38,6 @@ pub(crate) async fn open(url: &str) -> Result<SqlStore<Postgres>, StoreError> {
         .connect(url)
         .await
         .map_err(StoreError::db("connect to PostgreSQL"))?;
-    migrations::migrator(migrations::POSTGRES)
-        .await?
-        .run(&pool)
-        .await
-        .map_err(|e| StoreError::Migrate(Box::new(e)))?;
+    migrations::run(&pool).await?;
     Ok(SqlStore { pool })
 }

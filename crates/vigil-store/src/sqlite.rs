@@ -35,6 +35,10 @@ impl Dialect for Sqlite {
     const FOR_SHARE: &'static str = "";
     const SKIP_LOCKED: &'static str = "";
 
+    const BYTES: &'static str = "BLOB";
+    // AUTOINCREMENT: an id is never reused, even after the highest row is deleted.
+    const ID_PRIMARY_KEY: &'static str = "INTEGER PRIMARY KEY AUTOINCREMENT";
+
     fn rows_affected(result: &SqliteQueryResult) -> u64 {
         result.rows_affected()
     }
@@ -66,10 +70,6 @@ pub(crate) async fn open(url: &str) -> Result<SqlStore<Sqlite>, StoreError> {
         .connect_with(options)
         .await
         .map_err(StoreError::db("open the SQLite database"))?;
-    migrations::migrator(migrations::SQLITE)
-        .await?
-        .run(&pool)
-        .await
-        .map_err(|e| StoreError::Migrate(Box::new(e)))?;
+    migrations::run(&pool).await?;
     Ok(SqlStore { pool })
 }

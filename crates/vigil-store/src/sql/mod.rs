@@ -4,8 +4,9 @@
 //! sqlx database `D` that is a [`Dialect`]. The SQL is the same on SQLite and
 //! PostgreSQL (numbered `$n` placeholders, `RETURNING`, `ON CONFLICT … DO UPDATE`,
 //! `CAST`); the few things that differ are the dialect's constants: how a write
-//! transaction begins, how a read-only snapshot begins, and the row-lock clauses
-//! PostgreSQL needs and SQLite (one writer at a time) has none of.
+//! transaction begins, how a read-only snapshot begins, the row-lock clauses
+//! PostgreSQL needs and SQLite (one writer at a time) has none of, and the spelling of
+//! two column types in the migrations.
 //!
 //! The code is generic rather than written for sqlx's `Any` driver: `Any` rejects
 //! SQLite's `BOOLEAN` columns and cannot carry SQLite's connection options (WAL, busy
@@ -43,6 +44,12 @@ pub(crate) trait Dialect: Database {
     /// Appended to the candidate query of a lease acquisition (over `verifier_agents a`):
     /// lock the candidates and skip those a concurrent acquirer is claiming.
     const SKIP_LOCKED: &'static str;
+    /// The column type of byte strings (TPM structures, DER), `{bytes}` in the
+    /// migrations.
+    const BYTES: &'static str;
+    /// The column definition of an auto-numbered `BIGINT` primary key, `{id}` in the
+    /// migrations.
+    const ID_PRIMARY_KEY: &'static str;
 
     /// How many rows a statement changed (sqlx has no trait method for it).
     fn rows_affected(result: &Self::QueryResult) -> u64;
