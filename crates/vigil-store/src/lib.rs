@@ -9,9 +9,11 @@
 //! - [`Policies`]: named runtime and measured-boot policies.
 //! - [`Leases`]: which verifier replica attests which agent.
 //!
-//! Two backends implement all four, one file each: SQLite (the embedded default: one
-//! file, WAL, foreign keys on) and PostgreSQL (shared by registrar and verifier
-//! replicas). [`Store::open`] picks one from the URL and applies the schema migrations.
+//! The SQL behind all four is written once (`sql/`), generic over a small `Dialect`
+//! trait; each backend file holds only its connection setup and dialect constants:
+//! SQLite (the embedded default: one file, WAL, foreign keys on) and PostgreSQL (shared
+//! by registrar and verifier replicas). [`Store::open`] picks one from the URL and
+//! applies the schema migrations.
 //! Queries are plain runtime SQL (no compile-time checking), so building needs no
 //! database. See `docs/store.md` for the schema and the lease model.
 //!
