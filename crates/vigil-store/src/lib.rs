@@ -9,9 +9,11 @@
 //! - [`Policies`]: named runtime and measured-boot policies.
 //! - [`Leases`]: which verifier replica attests which agent.
 //!
-//! Two backends implement all four, one file each: SQLite (the embedded default: one
-//! file, WAL, foreign keys on) and PostgreSQL (shared by registrar and verifier
-//! replicas). [`Store::open`] picks one from the URL and applies the schema migrations.
+//! The SQL behind all four is written once (`sql/`), generic over a small `Dialect`
+//! trait; each backend file holds only its connection setup and dialect constants:
+//! SQLite (the embedded default: one file, WAL, foreign keys on) and PostgreSQL (shared
+//! by registrar and verifier replicas). [`Store::open`] picks one from the URL and
+//! applies the schema migrations.
 //! Queries are plain runtime SQL (no compile-time checking), so building needs no
 //! database. See `docs/store.md` for the schema and the lease model.
 //!
@@ -26,6 +28,7 @@ mod migrations;
 mod policies;
 mod postgres;
 mod registrar;
+mod sql;
 mod sqlite;
 mod verifier;
 
@@ -60,8 +63,8 @@ pub struct Store {
 
 #[derive(Clone)]
 enum Inner {
-    Sqlite(Arc<sqlite::SqliteStore>),
-    Postgres(Arc<postgres::PgStore>),
+    Sqlite(Arc<sql::SqlStore<sqlx::Sqlite>>),
+    Postgres(Arc<sql::SqlStore<sqlx::Postgres>>),
 }
 
 impl std::fmt::Debug for Store {
@@ -83,10 +86,8 @@ impl Store {
     pub async fn open(url: &str) -> Result<Self, StoreError> {
         let scheme = url.split_once(':').map_or(url, |(s, _)| s);
         let inner = match scheme {
-            "sqlite" => Inner::Sqlite(Arc::new(sqlite::SqliteStore::open(url).await?)),
-            "postgres" | "postgresql" => {
-                Inner::Postgres(Arc::new(postgres::PgStore::open(url).await?))
-            }
+            "sqlite" => Inner::Sqlite(Arc::new(sqlite::open(url).await?)),
+            "postgres" | "postgresql" => Inner::Postgres(Arc::new(postgres::open(url).await?)),
             other => {
                 return Err(StoreError::UnsupportedUrl {
                     scheme: other.to_owned(),

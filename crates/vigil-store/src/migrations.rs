@@ -1,98 +1,125 @@
 //! The schema migrations, embedded in the binary so a deployment carries no SQL files.
 //!
-//! One directory per backend (`migrations/sqlite`, `migrations/postgres`) with the same
-//! versions and the same logical schema; only the column types are spelt per dialect.
-//! sqlx records applied versions and checksums in `_sqlx_migrations` and takes a lock
-//! while migrating, so replicas starting together migrate once.
+//! Each migration is written once, in `migrations/NNNN_name.sql`, for every backend.
+//! The backends share every table, column, key and constraint and differ only in how
+//! two column types are spelt, so the files name those types by placeholder (`{bytes}`,
+//! `{id}`) and [`run`] fills in the dialect's spelling ([`Dialect::BYTES`],
+//! [`Dialect::ID_PRIMARY_KEY`]) before handing the SQL to sqlx's migrator.
+//!
+//! sqlx records applied versions and a checksum of each migration's SQL (as rendered)
+//! in `_sqlx_migrations`, and refuses to open a database whose applied migration has
+//! changed since; it also takes a lock while migrating, so replicas starting together
+//! migrate once. An applied migration must therefore never be edited: a schema change
+//! is a new file.
 
 use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
 
 use sqlx::error::BoxDynError;
-use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
+use sqlx::migrate::{Migrate, Migration, MigrationSource, MigrationType, Migrator};
+use sqlx::Pool;
 
+use crate::sql::Dialect;
 use crate::StoreError;
 
-/// (version, description, SQL) of every migration, oldest first.
-type Embedded = &'static [(i64, &'static str, &'static str)];
+/// (version, description, SQL with placeholders) of every migration, oldest first.
+const MIGRATIONS: &[(i64, &str, &str)] =
+    &[(1, "initial", include_str!("../migrations/0001_initial.sql"))];
 
-pub(crate) const SQLITE: Embedded = &[(
-    1,
-    "initial",
-    include_str!("../migrations/sqlite/0001_initial.sql"),
-)];
+/// A migration's SQL as dialect `D` spells it.
+fn render<D: Dialect>(sql: &str) -> String {
+    sql.replace("{bytes}", D::BYTES)
+        .replace("{id}", D::ID_PRIMARY_KEY)
+}
 
-pub(crate) const POSTGRES: Embedded = &[(
-    1,
-    "initial",
-    include_str!("../migrations/postgres/0001_initial.sql"),
-)];
-
+/// The migrations rendered for one dialect.
 #[derive(Debug)]
-struct Source(Embedded);
+struct Rendered(Vec<Migration>);
 
-impl<'s> MigrationSource<'s> for Source {
-    fn resolve(
-        self,
-    ) -> Pin<Box<dyn Future<Output = Result<Vec<Migration>, BoxDynError>> + Send + 's>> {
-        Box::pin(async move {
-            Ok(self
-                .0
+impl Rendered {
+    fn new<D: Dialect>() -> Self {
+        Self(
+            MIGRATIONS
                 .iter()
                 .map(|&(version, description, sql)| {
                     Migration::new(
                         version,
                         Cow::Borrowed(description),
                         MigrationType::Simple,
-                        Cow::Borrowed(sql),
+                        Cow::Owned(render::<D>(sql)),
                         false,
                     )
                 })
-                .collect())
-        })
+                .collect(),
+        )
     }
 }
 
-/// The migrator for one backend's embedded migrations.
-pub(crate) async fn migrator(embedded: Embedded) -> Result<Migrator, StoreError> {
-    Migrator::new(Source(embedded))
+impl<'s> MigrationSource<'s> for Rendered {
+    fn resolve(
+        self,
+    ) -> Pin<Box<dyn Future<Output = Result<Vec<Migration>, BoxDynError>> + Send + 's>> {
+        Box::pin(async move { Ok(self.0) })
+    }
+}
+
+/// Brings the schema of the database behind `pool` up to date.
+pub(crate) async fn run<D: Dialect>(pool: &Pool<D>) -> Result<(), StoreError>
+where
+    D::Connection: Migrate,
+{
+    let migrate = |e| StoreError::Migrate(Box::new(e));
+    Migrator::new(Rendered::new::<D>())
         .await
-        .map_err(|e| StoreError::Migrate(Box::new(e)))
+        .map_err(migrate)?
+        .run(pool)
+        .await
+        .map_err(migrate)
 }
 
 #[cfg(test)]
 mod tests {
+    use sha2::{Digest, Sha256};
+    use sqlx::{Postgres, Sqlite};
+
     use super::*;
 
-    /// Spells a PostgreSQL migration the SQLite way and drops comments, so the two
-    /// directories can be compared: they must differ only in type spelling.
-    fn normalise(sql: &str, from_postgres: bool) -> String {
-        let sql = if from_postgres {
-            sql.replace("BYTEA", "BLOB").replace(
-                "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
-                "INTEGER PRIMARY KEY AUTOINCREMENT",
-            )
-        } else {
-            sql.to_owned()
-        };
-        sql.lines()
-            .map(|l| l.split("--").next().unwrap_or("").trim_end())
-            .filter(|l| !l.is_empty())
-            .collect::<Vec<_>>()
-            .join("\n")
+    #[test]
+    fn every_placeholder_is_spelt_on_every_backend() {
+        for (_, _, sql) in MIGRATIONS {
+            for rendered in [render::<Sqlite>(sql), render::<Postgres>(sql)] {
+                assert!(!rendered.contains(['{', '}']), "{rendered}");
+            }
+            assert!(render::<Sqlite>(sql).contains("BLOB"));
+            assert!(render::<Postgres>(sql).contains("BYTEA"));
+        }
     }
 
+    /// Databases record each applied migration's checksum and refuse to open once it
+    /// changes, so editing a released migration (or a dialect's spelling of it) must
+    /// fail here first. A new migration adds its line.
     #[test]
-    fn both_backends_have_the_same_logical_schema() {
-        assert_eq!(SQLITE.len(), POSTGRES.len());
-        for (s, p) in SQLITE.iter().zip(POSTGRES) {
-            assert_eq!((s.0, s.1), (p.0, p.1), "same versions and descriptions");
+    fn applied_migrations_never_change() {
+        // (version, SHA-256 of the SQLite rendering, of the PostgreSQL rendering)
+        const PINNED: &[(i64, &str, &str)] = &[(
+            1,
+            "b30273df191c7f61fa1bcd2393919f6f8c5bba88db912bfb82e185c582244f2d",
+            "52965620942f85b48caf70278cc24cc615aaef5c7acd0fbd5dff206e2340c6b7",
+        )];
+        let sha256 = |sql: String| hex::encode(Sha256::digest(sql));
+        assert_eq!(PINNED.len(), MIGRATIONS.len(), "one line per migration");
+        for (&(version, _, sql), &(pinned, sqlite, postgres)) in MIGRATIONS.iter().zip(PINNED) {
+            assert_eq!(version, pinned);
             assert_eq!(
-                normalise(s.2, false),
-                normalise(p.2, true),
-                "migration {}",
-                s.0
+                sha256(render::<Sqlite>(sql)),
+                sqlite,
+                "migration {version}, SQLite"
+            );
+            assert_eq!(
+                sha256(render::<Postgres>(sql)),
+                postgres,
+                "migration {version}, PostgreSQL"
             );
         }
     }

@@ -1,16 +1,16 @@
--- Vigil store, initial schema (SQLite). Keep in step with migrations/postgres:
--- the same tables, columns, keys and constraints; only the types are spelt per dialect.
+-- Vigil store, initial schema, one source for every backend: the types of byte columns
+-- and surrogate ids are placeholders in braces, spelt per dialect by src/migrations.rs.
 
 -- Registrar (Keylime's `registrarmain`).
 CREATE TABLE registrar_agents (
     agent_id    TEXT PRIMARY KEY,
-    ek_tpm      BLOB,
-    ekcert      BLOB,
-    aik_tpm     BLOB NOT NULL,
-    iak_tpm     BLOB,
-    iak_cert    BLOB,
-    idevid_tpm  BLOB,
-    idevid_cert BLOB,
+    ek_tpm      {bytes},
+    ekcert      {bytes},
+    aik_tpm     {bytes} NOT NULL,
+    iak_tpm     {bytes},
+    iak_cert    {bytes},
+    idevid_tpm  {bytes},
+    idevid_cert {bytes},
     key         TEXT,
     active      BOOLEAN NOT NULL DEFAULT FALSE,
     ip          TEXT,
@@ -21,7 +21,7 @@ CREATE TABLE registrar_agents (
 
 -- Named runtime policies (Keylime's `allowlists`).
 CREATE TABLE runtime_policies (
-    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    id         {id},
     name       TEXT NOT NULL UNIQUE,
     checksum   TEXT NOT NULL,
     generator  BIGINT,
@@ -31,7 +31,7 @@ CREATE TABLE runtime_policies (
 
 -- Named measured-boot policies (Keylime's `mbpolicies`).
 CREATE TABLE mb_policies (
-    id        INTEGER PRIMARY KEY AUTOINCREMENT,
+    id        {id},
     name      TEXT NOT NULL UNIQUE,
     checksum  TEXT NOT NULL,
     mb_policy TEXT
@@ -59,7 +59,7 @@ CREATE TABLE verifier_agents (
     accept_tpm_encryption_algs       TEXT NOT NULL,
     accept_tpm_signing_algs          TEXT NOT NULL,
     supported_version                TEXT NOT NULL,
-    ak_tpm                           BLOB NOT NULL,
+    ak_tpm                           {bytes} NOT NULL,
     mtls_cert                        TEXT,
     hash_alg                         TEXT NOT NULL DEFAULT '',
     enc_alg                          TEXT NOT NULL DEFAULT '',
@@ -84,7 +84,7 @@ CREATE INDEX verifier_agents_mb_policy ON verifier_agents (mb_policy_id);
 CREATE TABLE ima_running_pcrs (
     agent_id TEXT NOT NULL REFERENCES verifier_agents (agent_id) ON DELETE CASCADE,
     bank     TEXT NOT NULL CHECK (bank <> ''),
-    value    BLOB NOT NULL,
+    value    {bytes} NOT NULL,
     PRIMARY KEY (agent_id, bank)
 );
 
