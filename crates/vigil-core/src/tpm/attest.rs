@@ -1,7 +1,7 @@
 //! `TPMS_ATTEST`: what the TPM signs in a quote (`TPM2_Quote`) or a certification
 //! (`TPM2_Certify`).
 
-use super::codec::{CodecError, Reader};
+use super::codec::{CodecError, Reader, Writer};
 use crate::hash::HashAlg;
 
 /// `TPM_GENERATED_VALUE`: every TPM-made attestation starts with it.
@@ -80,6 +80,20 @@ pub struct AttestHeader<'a> {
 }
 
 impl<'a> AttestHeader<'a> {
+    /// Writes the header of an attestation of type `kind`.
+    fn write(&self, w: &mut Writer, kind: u16) -> Result<(), CodecError> {
+        w.u32(TPM_GENERATED).u16(kind);
+        w.tpm2b(self.qualified_signer, "qualifiedSigner")?;
+        w.tpm2b(self.extra_data, "extraData")?;
+        let c = self.clock_info;
+        w.u64(c.clock)
+            .u32(c.reset_count)
+            .u32(c.restart_count)
+            .u8(u8::from(c.safe))
+            .u64(self.firmware_version);
+        Ok(())
+    }
+
     /// Reads the header of an attestation that must be of type `kind`.
     fn read(r: &mut Reader<'a>, kind: u16, kind_name: &str) -> Result<Self, CodecError> {
         let magic = r.u32("magic")?;
@@ -144,6 +158,15 @@ impl<'a> CertifyAttest<'a> {
             qualified_name,
         })
     }
+
+    /// The TPM's encoding (what it signs).
+    pub fn to_bytes(&self) -> Result<Vec<u8>, CodecError> {
+        let mut w = Writer::new("TPMS_ATTEST");
+        self.header.write(&mut w, ST_ATTEST_CERTIFY)?;
+        w.tpm2b(self.name, "attested.name")?;
+        w.tpm2b(self.qualified_name, "attested.qualifiedName")?;
+        Ok(w.finish())
+    }
 }
 
 /// Parses a `TPML_PCR_SELECTION` (big-endian, as in TPM structures).
@@ -192,6 +215,34 @@ impl<'a> QuoteAttest<'a> {
             pcr_select,
             pcr_digest,
         })
+    }
+
+    /// The TPM's encoding (what it signs). Selections are written with the shortest
+    /// bitmap that holds their PCRs, at least 3 bytes (PCRs 0–23) as TPMs do.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, CodecError> {
+        let mut w = Writer::new("TPMS_ATTEST");
+        self.header.write(&mut w, ST_ATTEST_QUOTE)?;
+        w.u32(self.pcr_select.len() as u32);
+        for sel in &self.pcr_select {
+            let size = sel
+                .pcrs
+                .iter()
+                .map(|&p| p as usize / 8 + 1)
+                .max()
+                .unwrap_or(0)
+                .max(3);
+            let mut bitmap = vec![0u8; size];
+            for &pcr in &sel.pcrs {
+                bitmap[pcr as usize / 8] |= 1 << (pcr % 8);
+            }
+            let size = u8::try_from(size).map_err(|_| CodecError::Invalid {
+                structure: "TPMS_ATTEST",
+                message: "PCR index too large for a selection".into(),
+            })?;
+            w.u16(sel.alg_id).u8(size).bytes(&bitmap);
+        }
+        w.tpm2b(self.pcr_digest, "pcrDigest")?;
+        Ok(w.finish())
     }
 
     /// The selection of one bank.

@@ -122,3 +122,59 @@ impl<'a> Reader<'a> {
         }
     }
 }
+
+/// Writes one big-endian TPM structure: the inverse of [`Reader`].
+pub struct Writer {
+    out: Vec<u8>,
+    structure: &'static str,
+}
+
+impl Writer {
+    /// Starts writing `structure` (its name goes into errors).
+    pub fn new(structure: &'static str) -> Self {
+        Self {
+            out: Vec::new(),
+            structure,
+        }
+    }
+
+    /// Appends raw bytes.
+    pub fn bytes(&mut self, data: &[u8]) -> &mut Self {
+        self.out.extend_from_slice(data);
+        self
+    }
+
+    /// Appends a byte.
+    pub fn u8(&mut self, v: u8) -> &mut Self {
+        self.bytes(&[v])
+    }
+
+    /// Appends a big-endian `u16`.
+    pub fn u16(&mut self, v: u16) -> &mut Self {
+        self.bytes(&v.to_be_bytes())
+    }
+
+    /// Appends a big-endian `u32`.
+    pub fn u32(&mut self, v: u32) -> &mut Self {
+        self.bytes(&v.to_be_bytes())
+    }
+
+    /// Appends a big-endian `u64`.
+    pub fn u64(&mut self, v: u64) -> &mut Self {
+        self.bytes(&v.to_be_bytes())
+    }
+
+    /// Appends a sized buffer (`TPM2B_*`): a `u16` length, then the bytes.
+    pub fn tpm2b(&mut self, data: &[u8], field: &'static str) -> Result<&mut Self, CodecError> {
+        let len = u16::try_from(data.len()).map_err(|_| CodecError::Invalid {
+            structure: self.structure,
+            message: format!("{field} is {} bytes, more than a TPM2B holds", data.len()),
+        })?;
+        Ok(self.u16(len).bytes(data))
+    }
+
+    /// The bytes written.
+    pub fn finish(self) -> Vec<u8> {
+        self.out
+    }
+}

@@ -1,6 +1,6 @@
 //! `TPMT_SIGNATURE`: the TPM's signature over an attestation.
 
-use super::codec::{CodecError, Reader};
+use super::codec::{CodecError, Reader, Writer};
 use crate::hash::HashAlg;
 
 /// `TPM_ALG_RSASSA`.
@@ -66,6 +66,28 @@ impl<'a> TpmSignature<'a> {
         };
         r.finish()?;
         Ok(out)
+    }
+
+    /// The TPM's encoding.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, CodecError> {
+        let mut w = Writer::new("TPMT_SIGNATURE");
+        match self {
+            Self::RsaSsa { hash, sig } | Self::RsaPss { hash, sig } => {
+                let alg = if matches!(self, Self::RsaSsa { .. }) {
+                    ALG_RSASSA
+                } else {
+                    ALG_RSAPSS
+                };
+                w.u16(alg).u16(hash.tpm_alg_id());
+                w.tpm2b(sig, "signature")?;
+            }
+            Self::Ecdsa { hash, r, s } => {
+                w.u16(ALG_ECDSA).u16(hash.tpm_alg_id());
+                w.tpm2b(r, "signatureR")?;
+                w.tpm2b(s, "signatureS")?;
+            }
+        }
+        Ok(w.finish())
     }
 
     /// The digest algorithm signed with.

@@ -195,3 +195,40 @@ fn plain_rsa_signature_becomes_the_tpmt_signature() {
     let p256 = AkPublicKey::from_spki(key.to_public_key_der().unwrap().as_bytes()).unwrap();
     assert!(p256.signature_from_plain(plain, HashAlg::Sha256).is_err());
 }
+
+#[test]
+fn attestations_and_signatures_marshal_back_to_the_tpms_bytes() {
+    let (quote, ..) = vector();
+    let attest = QuoteAttest::parse(&quote.attest).unwrap();
+    assert_eq!(attest.to_bytes().unwrap(), quote.attest);
+    let sig = TpmSignature::parse(&quote.signature).unwrap();
+    assert_eq!(sig.to_bytes().unwrap(), quote.signature);
+    // rust-keylime's SHA-1 quote too.
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/testdata/rust-keylime/keylime/test-data/test-quote.txt"
+    ))
+    .unwrap();
+    let q = KeylimeQuote::parse(&text).unwrap();
+    assert_eq!(
+        QuoteAttest::parse(&q.attest).unwrap().to_bytes().unwrap(),
+        q.attest
+    );
+    assert_eq!(
+        TpmSignature::parse(&q.signature)
+            .unwrap()
+            .to_bytes()
+            .unwrap(),
+        q.signature
+    );
+    // A certification round-trips as well.
+    let mut cert = attest.header.clone();
+    cert.extra_data = b"nonce";
+    let c = crate::tpm::attest::CertifyAttest {
+        header: cert,
+        name: b"\x00\x0bname",
+        qualified_name: b"\x00\x0bqname",
+    };
+    let bytes = c.to_bytes().unwrap();
+    assert_eq!(crate::tpm::attest::CertifyAttest::parse(&bytes).unwrap(), c);
+}
