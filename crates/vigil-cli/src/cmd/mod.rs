@@ -8,6 +8,7 @@ mod credential;
 mod ekcert;
 mod eventlog;
 mod ima;
+mod policy;
 mod quote;
 pub(crate) mod style;
 
@@ -36,6 +37,9 @@ enum Command {
     /// EK certificates: verify one against a store of TPM vendor CAs.
     #[command(subcommand)]
     Ekcert(ekcert::EkcertCommand),
+    /// Policies: create a runtime policy from a root filesystem, initrds or an IMA log.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
 }
 
 /// Prints one JSON value on its own line: the `--json` output of every subcommand.
@@ -55,5 +59,6 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Quote(cmd) => quote::run(cmd),
         Command::Credential(cmd) => credential::run(cmd),
         Command::Ekcert(cmd) => ekcert::run(cmd),
+        Command::Policy(cmd) => policy::run(cmd),
     }
 }
