@@ -3,7 +3,11 @@
 # Safe to run repeatedly: it only calls apt-get when a package is missing.
 set -euo pipefail
 
-PACKAGES=(swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config python3 python3-venv python3-gpg libefivar1)
+# libefivar1: Keylime's event-log parser (measured-boot differential tests). cpio and the
+# compressors: the initrds of the policy-creation differential tests (Keylime unpacks them
+# with these tools).
+PACKAGES=(swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config python3 python3-venv python3-gpg
+    libefivar1 cpio gzip xz-utils zstd lz4 bzip2)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

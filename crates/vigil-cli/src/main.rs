@@ -4,6 +4,7 @@
 //! or usage errors.
 
 mod cmd;
+mod policy_create;
 
 use std::process::ExitCode;
 

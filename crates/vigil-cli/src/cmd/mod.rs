@@ -37,8 +37,8 @@ enum Command {
     /// EK certificates: verify one against a store of TPM vendor CAs.
     #[command(subcommand)]
     Ekcert(ekcert::EkcertCommand),
-    /// Policies: create a measured-boot reference state from an event log, or check a
-    /// log against one.
+    /// Policies: create a runtime policy (from a root filesystem, initrds or an IMA log)
+    /// or a measured-boot reference state (from an event log), or check a log against one.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
 }

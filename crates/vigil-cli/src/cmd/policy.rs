@@ -1,6 +1,7 @@
-//! `vigil policy`: policies nodes are judged against. Today: measured-boot reference
-//! states (make one from a known-good event log, check a log against one). The
-//! tenant-side `policy push|list|...` will live here too.
+//! `vigil policy`: policies nodes are judged against, made and checked before they are
+//! enrolled: runtime (IMA) policies from a reference machine's files, initrds or IMA
+//! log, and measured-boot reference states (make one from a known-good event log, check
+//! a log against one). The tenant-side `policy push|list|...` will live here too.
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -14,6 +15,7 @@ use vigil_core::eventlog;
 use vigil_core::policy::measured_boot::{self, LogView, MbPolicy};
 
 use super::style::{ERROR, OK, WARN};
+use crate::policy_create;
 
 /// Policies: create and check them offline.
 #[derive(Debug, Subcommand)]
@@ -29,6 +31,9 @@ pub(crate) enum PolicyCommand {
 /// What to create.
 #[derive(Debug, Subcommand)]
 pub(crate) enum CreateCommand {
+    /// A runtime (IMA) policy, Keylime format v1, as `keylime-policy create runtime`
+    /// makes, from a root filesystem, initrds, an IMA log, allowlists or a base policy.
+    Runtime(policy_create::RuntimeArgs),
     /// A measured-boot reference state for Keylime's `example` policy, from a UEFI event
     /// log (like `keylime-policy create measured-boot`).
     ///
@@ -78,6 +83,7 @@ pub(crate) struct CheckMbArgs {
 
 pub(crate) fn run(cmd: PolicyCommand) -> Result<ExitCode> {
     match cmd {
+        PolicyCommand::Create(CreateCommand::Runtime(args)) => policy_create::run(&args),
         PolicyCommand::Create(CreateCommand::MeasuredBoot(args)) => create_mb(&args),
         PolicyCommand::Check(CheckCommand::MeasuredBoot(args)) => check_mb(&args),
     }

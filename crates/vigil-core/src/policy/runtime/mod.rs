@@ -20,6 +20,7 @@ use serde_json::{json, Map, Value};
 
 use crate::hash::{Digest, HashAlg};
 
+pub mod create;
 mod dsse;
 mod exclude;
 mod legacy;
