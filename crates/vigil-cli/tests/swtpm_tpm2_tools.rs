@@ -5,18 +5,16 @@
 //! - quotes `tpm2_quote` makes (RSA AK with RSASSA, ECC AK with ECDSA) are valid for
 //!   `vigil quote check` exactly when `tpm2_checkquote` says so.
 //!
-//! Each test runs its own swtpm (tests/support/swtpm.rs). Without swtpm and tpm2-tools
+//! Each test runs its own swtpm (`vigil_test::swtpm`). Without swtpm and tpm2-tools
 //! the tests skip with a note, except under `CI`, where they fail.
-
-mod support;
 
 use std::path::Path;
 use std::process::{Command, Output};
 
 use serde_json::Value;
-use support::swtpm::Swtpm;
 use vigil_core::tpm::credential::{random_challenge, CredentialBlob};
 use vigil_core::HashAlg;
+use vigil_test::swtpm::Swtpm;
 
 fn vigil(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_vigil"))

@@ -34,7 +34,7 @@ fn on_path(tool: &str) -> bool {
 }
 
 /// A running swtpm and a scratch directory for the files tpm2-tools reads and writes.
-pub(crate) struct Swtpm {
+pub struct Swtpm {
     child: Child,
     port: u16,
     dir: tempfile::TempDir,
@@ -55,14 +55,14 @@ fn free_port_pair() -> Option<u16> {
 impl Swtpm {
     /// Starts a fresh TPM (manufactured, started up, empty state), or `None` when the
     /// tools are missing outside CI.
-    pub(crate) fn start(test: &str) -> Option<Self> {
+    pub fn start(test: &str) -> Option<Self> {
         let missing: Vec<&str> = TOOLS.iter().copied().filter(|t| !on_path(t)).collect();
         if !missing.is_empty() {
             let msg = format!(
                 "{test}: swtpm/tpm2-tools missing ({}); install them with scripts/setup.sh",
                 missing.join(", ")
             );
-            assert!(std::env::var_os("CI").is_none(), "{msg}");
+            assert!(!crate::under_ci(), "{msg}");
             eprintln!("SKIPPED {msg}");
             return None;
         }
@@ -114,14 +114,14 @@ impl Swtpm {
     }
 
     /// A path in the scratch directory.
-    pub(crate) fn path(&self, name: &str) -> PathBuf {
+    pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
     /// Runs a tpm2-tools command against this TPM in the scratch directory, then flushes
     /// transient objects (each tool leaves its keys loaded, and the TPM has only a few
     /// slots).
-    pub(crate) fn try_tool(&self, tool: &str, args: &[&str]) -> Output {
+    pub fn try_tool(&self, tool: &str, args: &[&str]) -> Output {
         let out = self
             .command(tool)
             .args(args)
@@ -139,7 +139,7 @@ impl Swtpm {
     }
 
     /// [`Self::try_tool`] that must succeed.
-    pub(crate) fn tool(&self, tool: &str, args: &[&str]) -> Output {
+    pub fn tool(&self, tool: &str, args: &[&str]) -> Output {
         let out = self.try_tool(tool, args);
         assert!(
             out.status.success(),
@@ -163,7 +163,7 @@ impl Swtpm {
     /// `TPM2_ActivateCredential` with the EK's policy session (PolicySecret on the
     /// endorsement hierarchy, as the EK template requires); the recovered secret, or
     /// the failed command's output.
-    pub(crate) fn activate(
+    pub fn activate(
         &self,
         ak_ctx: &str,
         ek_ctx: &str,
