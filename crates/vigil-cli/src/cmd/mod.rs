@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod ca;
 mod credential;
 mod ekcert;
 mod eventlog;
@@ -36,6 +37,9 @@ enum Command {
     /// EK certificates: verify one against a store of TPM vendor CAs.
     #[command(subcommand)]
     Ekcert(ekcert::EkcertCommand),
+    /// TLS certificate authority: create one (Keylime's cv_ca layout) or issue certificates.
+    #[command(subcommand)]
+    Ca(ca::CaCommand),
 }
 
 /// Prints one JSON value on its own line: the `--json` output of every subcommand.
@@ -55,5 +59,6 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Quote(cmd) => quote::run(cmd),
         Command::Credential(cmd) => credential::run(cmd),
         Command::Ekcert(cmd) => ekcert::run(cmd),
+        Command::Ca(cmd) => ca::run(cmd),
     }
 }
