@@ -779,3 +779,47 @@ fn policy_create_and_check_measured_boot() {
         assert!(String::from_utf8_lossy(&out.stderr).contains("malformed event log"));
     }
 }
+
+#[test]
+fn ca_init_and_issue_make_a_keylime_style_cv_ca() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cv_ca");
+    let out = vigil(&["ca", "init", "--dir", path(&dir), "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    let v = json(&out);
+    assert_eq!(v["ca_cert"], path(&dir.join("cacert.crt")));
+    for f in [
+        "cacert.crt",
+        "server-cert.crt",
+        "server-private.pem",
+        "client-cert.crt",
+        "client-private.pem",
+    ] {
+        assert!(dir.join(f).is_file(), "{f}");
+    }
+    // A second init would orphan every issued certificate: refused without --force.
+    let again = vigil(&["ca", "init", "--dir", path(&dir)]);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+    let out = vigil(&["ca", "issue", "--name", "tenant", "--dir", path(&dir)]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(dir.join("tenant-private.pem").is_file());
+    let bad = vigil(&["ca", "issue", "--name", "../x", "--dir", path(&dir)]);
+    assert_eq!(bad.status.code(), Some(2));
+    // An independent opinion: openssl accepts the chain and the purposes.
+    if Path::new("/usr/bin/openssl").exists() {
+        for (cert, purpose) in [
+            ("server-cert.crt", "sslserver"),
+            ("client-cert.crt", "sslclient"),
+            ("tenant-cert.crt", "sslclient"),
+        ] {
+            let out = Command::new("openssl")
+                .args(["verify", "-purpose", purpose, "-CAfile"])
+                .arg(dir.join("cacert.crt"))
+                .arg(dir.join(cert))
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{cert}: {out:?}");
+        }
+    }
+}

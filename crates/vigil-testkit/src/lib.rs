@@ -10,11 +10,23 @@
 //! testing silently. `scripts/setup.sh` installs swtpm, swtpm-tools and tpm2-tools.
 //!
 //! Dev-only (`publish = false`): it panics on any harness failure, as tests want.
+//!
+//! With the `db` feature, [`db`] gives each test its own SQLite file or PostgreSQL
+//! schema.
+
+#[cfg(feature = "db")]
+pub mod db;
 
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+/// Whether this is a CI run (`CI` set to anything but empty, `0` or `false`), where a
+/// missing tool or database fails the test instead of skipping it.
+pub fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
 
 /// What [`Swtpm::manufactured`] needs besides the tools the test itself names.
 pub const MANUFACTURE_TOOLS: &[&str] = &["swtpm", "swtpm_setup", "swtpm_localca"];
@@ -35,7 +47,7 @@ pub fn require(test: &str, tools: &[&str]) -> bool {
         "{test}: swtpm/tpm2-tools missing ({}); install them with scripts/setup.sh",
         missing.join(", ")
     );
-    assert!(std::env::var_os("CI").is_none(), "{msg}");
+    assert!(!under_ci(), "{msg}");
     eprintln!("SKIPPED {msg}");
     false
 }

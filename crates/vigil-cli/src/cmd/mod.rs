@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod ca;
 mod credential;
 mod ekcert;
 mod eventlog;
@@ -41,6 +42,9 @@ enum Command {
     /// or a measured-boot reference state (from an event log), or check a log against one.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// TLS certificate authority: create one (Keylime's cv_ca layout) or issue certificates.
+    #[command(subcommand)]
+    Ca(ca::CaCommand),
 }
 
 /// Prints one JSON value on its own line: the `--json` output of every subcommand.
@@ -61,5 +65,6 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Credential(cmd) => credential::run(cmd),
         Command::Ekcert(cmd) => ekcert::run(cmd),
         Command::Policy(cmd) => policy::run(cmd),
+        Command::Ca(cmd) => ca::run(cmd),
     }
 }

@@ -245,6 +245,17 @@ impl TpmPublic {
         name
     }
 
+    /// The `TPM2B_PUBLIC` form (2-byte size, then the `TPMT_PUBLIC` bytes as parsed),
+    /// what tpm2-tools writes and Keylime's agents send base64-encoded.
+    pub fn to_tpm2b(&self) -> Vec<u8> {
+        // `raw` came from a TPM2B or was built under its u16 size limit.
+        let len = u16::try_from(self.raw.len()).unwrap_or(u16::MAX);
+        let mut out = Vec::with_capacity(self.raw.len() + 2);
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(&self.raw);
+        out
+    }
+
     /// The digest part of the name.
     pub fn name_digest(&self) -> Digest {
         self.name_alg.hash(&self.raw)
@@ -332,6 +343,7 @@ mod tests {
     #[test]
     fn keylime_ek_spki() {
         let ek = TpmPublic::parse_tpm2b(&file("ek.pub")).unwrap();
+        assert_eq!(ek.to_tpm2b(), file("ek.pub"));
         assert_eq!(ek.to_spki_der().unwrap(), pem_der("ekpub.pem"));
         assert!(ek.has_attributes(attributes::RESTRICTED | attributes::DECRYPT));
         assert_eq!(ek.auth_policy.len(), 32);

@@ -1,0 +1,320 @@
+//! # vigil-registrar
+//!
+//! Vigil's registrar: who is this TPM. A thin async service (axum on tokio, rustls)
+//! around `vigil-core` (TPM2B_PUBLIC, MakeCredential, EK certificates) and
+//! `vigil-store` (the records), speaking Keylime's registrar REST API:
+//!
+//! - a plain-HTTP port (8890) for `GET /version`, registration and activation;
+//! - an HTTPS port (8891) that serves the same routes plus the admin routes (list,
+//!   show, delete), which need a client certificate chaining to `trusted_client_ca`.
+//!
+//! [`Registrar::start`] binds both ports and serves until [`Registrar::shutdown`];
+//! tests start it in-process on port 0. See `docs/registrar.md`.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod api;
+pub mod config;
+mod register;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
+use tracing::{debug, info, warn};
+use vigil_core::tpm::ek_cert::EkCertStore;
+use vigil_store::Store;
+
+pub use api::{CURRENT_VERSION, IDENTITY_CHANGED, INVALID_DATA, SUPPORTED_VERSIONS};
+pub use config::{Config, ConfigError, MalformedCertAction};
+
+use api::{AppState, Transport};
+use register::Checks;
+
+/// How long a TLS handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client may take to send its request headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long shutdown waits for requests in flight.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the registrar cannot start. Each variant names the file, address or URL part.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The state directory cannot be created.
+    #[error("cannot create state directory {path}: {source}")]
+    StateDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The database cannot be opened or migrated.
+    #[error("database: {0}")]
+    Store(#[from] vigil_store::StoreError),
+    /// The TLS material cannot be loaded.
+    #[error("TLS (tls_dir {tls_dir}): {source}")]
+    Tls {
+        /// The TLS directory in use.
+        tls_dir: PathBuf,
+        /// Why.
+        #[source]
+        source: vigil_tls::TlsError,
+    },
+    /// The EK vendor CA directory cannot be read (`require_ek_cert`).
+    #[error("tpm_cert_store {path}: {message}")]
+    EkStore {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// A port cannot be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A running registrar.
+pub struct Registrar {
+    http_addr: SocketAddr,
+    https_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    store: Store,
+}
+
+impl std::fmt::Debug for Registrar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registrar")
+            .field("http_addr", &self.http_addr)
+            .field("https_addr", &self.https_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Reads a vendor CA directory as Keylime does: its `*.pem` files, in name order.
+fn load_ek_store(path: &Path) -> Result<EkCertStore, StartError> {
+    let fail = |message: String| StartError::EkStore {
+        path: path.to_owned(),
+        message,
+    };
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(path).map_err(|e| fail(e.to_string()))? {
+        let entry = entry.map_err(|e| fail(e.to_string()))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".pem") && entry.path().is_file() {
+            names.push(name);
+        }
+    }
+    names.sort();
+    let mut entries = Vec::new();
+    for name in names {
+        let bytes = std::fs::read(path.join(&name)).map_err(|e| fail(format!("{name}: {e}")))?;
+        entries.push((name, bytes));
+    }
+    let store = EkCertStore::from_entries(entries).map_err(|e| fail(e.to_string()))?;
+    if store.is_empty() {
+        return Err(fail("holds no certificate (require_ek_cert is on)".into()));
+    }
+    Ok(store)
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })
+}
+
+impl Registrar {
+    /// Opens the database (migrating it), loads the TLS material and the EK trust
+    /// store, binds both ports and starts serving.
+    pub async fn start(config: &Config) -> Result<Self, StartError> {
+        if config.database_url.is_empty() {
+            std::fs::create_dir_all(&config.state_dir).map_err(|source| StartError::StateDir {
+                path: config.state_dir.clone(),
+                source,
+            })?;
+        }
+        let tls_dir = config.tls_dir();
+        let cas: Vec<PathBuf> = config
+            .trusted_client_ca
+            .iter()
+            .map(|p| config.tls_file(p))
+            .collect();
+        let cas: Vec<&Path> = cas.iter().map(PathBuf::as_path).collect();
+        // Client certificates are optional at the handshake (Keylime's CERT_OPTIONAL):
+        // /version and registration work over HTTPS without one; admin routes refuse
+        // requests without a verified one. An invalid certificate fails the handshake.
+        let tls = vigil_tls::server_config(
+            &config.tls_file(&config.server_cert),
+            &config.tls_file(&config.server_key),
+            &cas,
+            vigil_tls::ClientAuth::Optional,
+        )
+        .map_err(|source| StartError::Tls {
+            tls_dir: tls_dir.clone(),
+            source,
+        })?;
+        let ek_store = if config.require_ek_cert {
+            Some(Arc::new(load_ek_store(&config.tpm_cert_store())?))
+        } else {
+            None
+        };
+        let store = Store::open(&config.database_url()).await?;
+        let state = Arc::new(AppState {
+            store: store.clone(),
+            checks: Checks {
+                malformed_cert_action: config.malformed_cert_action,
+                ek_store,
+                check_ak_attributes: config.check_ak_attributes,
+            },
+            max_upload_size: config.max_upload_size,
+        });
+        let app = axum::Router::new()
+            .fallback(api::dispatch)
+            .with_state(state);
+
+        let http = bind(SocketAddr::new(config.ip, config.port)).await?;
+        let https = bind(SocketAddr::new(config.ip, config.tls_port)).await?;
+        let local = |l: &TcpListener, addr| {
+            l.local_addr()
+                .map_err(|source| StartError::Bind { addr, source })
+        };
+        let http_addr = local(&http, SocketAddr::new(config.ip, config.port))?;
+        let https_addr = local(&https, SocketAddr::new(config.ip, config.tls_port))?;
+        let (stop, stopped) = watch::channel(false);
+        let acceptor = TlsAcceptor::from(Arc::new(tls));
+        let tasks = vec![
+            tokio::spawn(serve(http, None, app.clone(), stopped.clone())),
+            tokio::spawn(serve(https, Some(acceptor), app, stopped)),
+        ];
+        info!(%http_addr, %https_addr, backend = ?store.backend(), "registrar listening");
+        Ok(Self {
+            http_addr,
+            https_addr,
+            stop,
+            tasks,
+            store,
+        })
+    }
+
+    /// The plain-HTTP address (registration, activation, version).
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// The HTTPS address (everything; admin routes with a client certificate).
+    pub fn https_addr(&self) -> SocketAddr {
+        self.https_addr
+    }
+
+    /// Stops accepting connections, lets requests in flight finish (up to 10 s) and
+    /// closes the database.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        self.store.close().await;
+        info!("registrar stopped");
+    }
+}
+
+/// Accepts connections on `listener` until `stop` changes, then drains.
+async fn serve(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    app: axum::Router,
+    mut stop: watch::Receiver<bool>,
+) {
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => break,
+        };
+        let app = app.clone();
+        let tls = tls.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT);
+            let service = |transport: Transport| {
+                hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(transport.clone());
+                    app.clone().oneshot(req.map(axum::body::Body::new))
+                })
+            };
+            let result = match tls {
+                None => {
+                    let conn =
+                        http.serve_connection(TokioIo::new(tcp), service(Transport::default()));
+                    watcher.watch(conn).await
+                }
+                Some(acceptor) => {
+                    let stream =
+                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                debug!(%peer, "TLS handshake failed: {e}");
+                                return;
+                            }
+                            Err(_) => {
+                                debug!(%peer, "TLS handshake timed out");
+                                return;
+                            }
+                        };
+                    let client = stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .map(|c| {
+                            vigil_tls::peer_subject(c)
+                                .unwrap_or_else(|| "(unreadable subject)".into())
+                        });
+                    let transport = Transport {
+                        https: true,
+                        client,
+                    };
+                    let conn = http.serve_connection(TokioIo::new(stream), service(transport));
+                    watcher.watch(conn).await
+                }
+            };
+            if let Err(e) = result {
+                debug!(%peer, "connection ended: {e}");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        warn!("requests still in flight after {DRAIN_TIMEOUT:?}; closing anyway");
+    }
+}

@@ -1,0 +1,385 @@
+//! What a registration request must satisfy before anything is stored (compat §2.3),
+//! as pure functions of the request body and the configuration: decoding, the EK
+//! certificate ↔ `ek_tpm` match, the malformed-certificate policy, and, beyond
+//! Keylime, EK certificate trust (`require_ek_cert`) and the AK's attributes.
+//!
+//! Every refusal is a [`FieldError`] naming the request field, which the service
+//! turns into a 400.
+
+use base64::Engine;
+use serde_json::{Map, Value};
+use vigil_core::tpm::ek_cert::{self, EkCert, EkCertStore};
+use vigil_core::tpm::public::{attributes, TpmPublic};
+use vigil_store::Registration;
+
+use crate::config::MalformedCertAction;
+
+/// Longest agent id (Keylime's `registrarmain.agent_id` is `String(80)`).
+pub(crate) const MAX_AGENT_ID: usize = 80;
+/// Longest `ip` value kept (a host name at most).
+const MAX_IP: usize = 255;
+
+/// A request field that is missing or wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field} {message}")]
+pub(crate) struct FieldError {
+    /// The JSON field.
+    pub(crate) field: &'static str,
+    /// What is wrong, phrased to follow the field name.
+    pub(crate) message: String,
+}
+
+fn err(field: &'static str, message: impl Into<String>) -> FieldError {
+    FieldError {
+        field,
+        message: message.into(),
+    }
+}
+
+/// The registration checks the configuration turns on.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Checks {
+    pub(crate) malformed_cert_action: MalformedCertAction,
+    /// `Some` when `require_ek_cert` is on: the vendor CAs.
+    pub(crate) ek_store: Option<std::sync::Arc<EkCertStore>>,
+    pub(crate) check_ak_attributes: bool,
+}
+
+/// A request that passed every check: the record to store (without the challenge
+/// key), the parsed keys for MakeCredential, and warnings to log.
+#[derive(Debug)]
+pub(crate) struct Validated {
+    pub(crate) registration: Registration,
+    pub(crate) ek: TpmPublic,
+    pub(crate) ak: TpmPublic,
+    pub(crate) warnings: Vec<String>,
+}
+
+/// Agent ids are what Keylime's agents accept (`[\w.-]+`, ASCII here), at most
+/// [`MAX_AGENT_ID`] characters.
+pub(crate) fn check_agent_id(id: &str) -> Result<(), FieldError> {
+    if id.is_empty() || id.len() > MAX_AGENT_ID {
+        return Err(err(
+            "agent_id",
+            format!("must be 1 to {MAX_AGENT_ID} characters"),
+        ));
+    }
+    if !id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+    {
+        return Err(err(
+            "agent_id",
+            "may contain only letters, digits, '_', '.' and '-'",
+        ));
+    }
+    Ok(())
+}
+
+/// A string field: `None` when absent or null.
+pub(crate) fn opt_str<'a>(
+    body: &'a Map<String, Value>,
+    field: &'static str,
+) -> Result<Option<&'a str>, FieldError> {
+    match body.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(err(field, "must be a string")),
+    }
+}
+
+fn opt_b64(body: &Map<String, Value>, field: &'static str) -> Result<Option<Vec<u8>>, FieldError> {
+    opt_str(body, field)?
+        .map(|s| {
+            base64::engine::general_purpose::STANDARD
+                .decode(s.trim())
+                .map_err(|e| err(field, format!("is not valid base64: {e}")))
+        })
+        .transpose()
+}
+
+fn tpm_public(field: &'static str, bytes: &[u8]) -> Result<TpmPublic, FieldError> {
+    TpmPublic::parse_tpm2b(bytes).map_err(|e| {
+        err(
+            field,
+            format!("must be a valid TPM2B_PUBLIC structure: {e}"),
+        )
+    })
+}
+
+/// Applies `malformed_cert_action` to a parsed certificate.
+fn encoding(
+    field: &'static str,
+    cert: &EkCert,
+    action: MalformedCertAction,
+    warnings: &mut Vec<String>,
+) -> Result<(), FieldError> {
+    if cert.is_der() {
+        return Ok(());
+    }
+    let issues = cert.der_issues().join("; ");
+    match action {
+        MalformedCertAction::Reject => Err(err(
+            field,
+            format!("is not strictly DER-encoded and malformed_cert_action is 'reject': {issues}"),
+        )),
+        MalformedCertAction::Warn => {
+            warnings.push(format!(
+                "{field} is not strictly DER-encoded, accepted as given (malformed_cert_action = warn): {issues}"
+            ));
+            Ok(())
+        }
+        MalformedCertAction::Ignore => Ok(()),
+    }
+}
+
+/// A certificate field: PEM (first certificate of a bundle) or base64 DER. Returns
+/// the first certificate and any further ones (an EK CA chain, as rk sends it).
+fn cert_field(
+    body: &Map<String, Value>,
+    field: &'static str,
+    action: MalformedCertAction,
+    warnings: &mut Vec<String>,
+) -> Result<Option<(EkCert, Vec<EkCert>)>, FieldError> {
+    let Some(text) = opt_str(body, field)? else {
+        return Ok(None);
+    };
+    let mut certs = EkCert::parse_all(text.as_bytes()).map_err(|e| {
+        err(
+            field,
+            format!("must be a PEM or base64 DER certificate: {e}"),
+        )
+    })?;
+    let first = certs.remove(0);
+    encoding(field, &first, action, warnings)?;
+    Ok(Some((first, certs)))
+}
+
+fn pem(der: &[u8]) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        // base64 output is ASCII.
+        out.push_str(std::str::from_utf8(line).unwrap_or_default());
+        out.push('\n');
+    }
+    out.push_str("-----END CERTIFICATE-----\n");
+    out
+}
+
+fn port(body: &Map<String, Value>) -> Result<Option<u16>, FieldError> {
+    let bad = || err("port", "must be a port number (0-65535)");
+    match body.get("port") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .and_then(|n| u16::try_from(n).ok())
+            .map(Some)
+            .ok_or_else(bad),
+        // Keylime's Integer field also takes the number as a string.
+        Some(Value::String(s)) => s.trim().parse::<u16>().map(Some).map_err(|_| bad()),
+        Some(_) => Err(bad()),
+    }
+}
+
+/// The AK attributes required when `check_ak_attributes` is on.
+const AK_ATTRIBUTES: [(u32, &str); 3] = [
+    (attributes::RESTRICTED, "restricted"),
+    (attributes::FIXED_TPM, "fixedTPM"),
+    (attributes::SIGN_ENCRYPT, "sign"),
+];
+
+/// Fields for identities Vigil's registrar does not verify yet: refused rather than
+/// stored unchecked.
+const UNSUPPORTED: [&str; 6] = [
+    "iak_tpm",
+    "iak_cert",
+    "iak_attest",
+    "iak_sign",
+    "idevid_tpm",
+    "idevid_cert",
+];
+
+/// Checks a registration body for `agent_id`.
+pub(crate) fn validate(
+    agent_id: &str,
+    body: &Map<String, Value>,
+    checks: &Checks,
+) -> Result<Validated, FieldError> {
+    check_agent_id(agent_id)?;
+    let mut warnings = Vec::new();
+    for field in UNSUPPORTED {
+        if !matches!(body.get(field), None | Some(Value::Null)) {
+            return Err(err(
+                field,
+                "is not supported: this registrar accepts EK-based registrations only (IAK/IDevID identities are not implemented)",
+            ));
+        }
+    }
+
+    let aik_bytes = opt_b64(body, "aik_tpm")?.ok_or_else(|| err("aik_tpm", "is required"))?;
+    let ak = tpm_public("aik_tpm", &aik_bytes)?;
+    if checks.check_ak_attributes {
+        let missing: Vec<&str> = AK_ATTRIBUTES
+            .iter()
+            .filter(|(bit, _)| !ak.has_attributes(*bit))
+            .map(|(_, name)| *name)
+            .collect();
+        if !missing.is_empty() || ak.has_attributes(attributes::DECRYPT) {
+            let mut why = String::new();
+            if !missing.is_empty() {
+                why = format!("missing {}", missing.join(", "));
+            }
+            if ak.has_attributes(attributes::DECRYPT) {
+                if !why.is_empty() {
+                    why.push_str("; ");
+                }
+                why.push_str("has decrypt set");
+            }
+            return Err(err(
+                "aik_tpm",
+                format!("must be a restricted signing key fixed to its TPM ({why})"),
+            ));
+        }
+    }
+
+    let ek_bytes = opt_b64(body, "ek_tpm")?
+        .ok_or_else(|| err("ek_tpm", "is required (this registrar needs an EK)"))?;
+    let ek = tpm_public("ek_tpm", &ek_bytes)?;
+
+    let ekcert = cert_field(body, "ekcert", checks.malformed_cert_action, &mut warnings)?;
+    if let Some((cert, _)) = &ekcert {
+        cert.check_tpm_public(&ek).map_err(|e| {
+            err(
+                "ek_tpm",
+                format!("must contain the same public key found in ekcert ({e})"),
+            )
+        })?;
+    }
+    if let Some(store) = &checks.ek_store {
+        let (cert, chain) = ekcert
+            .as_ref()
+            .ok_or_else(|| err("ekcert", "is required by configuration (require_ek_cert)"))?;
+        ek_cert::verify(cert, chain, store, None)
+            .map_err(|e| err("ekcert", format!("is not trusted: {e}")))?;
+    }
+
+    let mtls_cert = match opt_str(body, "mtls_cert")? {
+        Some("disabled") => Some("disabled".to_owned()),
+        Some(_) => cert_field(
+            body,
+            "mtls_cert",
+            checks.malformed_cert_action,
+            &mut warnings,
+        )?
+        .map(|(c, _)| pem(c.as_bytes())),
+        None => None,
+    };
+    let ip = opt_str(body, "ip")?.map(str::to_owned);
+    if ip.as_ref().is_some_and(|ip| ip.len() > MAX_IP) {
+        return Err(err("ip", format!("must be at most {MAX_IP} characters")));
+    }
+
+    Ok(Validated {
+        registration: Registration {
+            agent_id: agent_id.to_owned(),
+            ek_tpm: Some(ek_bytes),
+            ekcert: ekcert.map(|(c, _)| c.as_bytes().to_vec()),
+            aik_tpm: aik_bytes,
+            ip,
+            port: port(body)?,
+            mtls_cert,
+            ..Registration::default()
+        },
+        ek,
+        ak,
+        warnings,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const FILES: &str = "../../../shared/testdata/keylime/test-data/files";
+
+    fn b64_file(name: &str) -> String {
+        let bytes = std::fs::read(format!("{FILES}/{name}")).unwrap();
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    }
+
+    fn body(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    fn good() -> Map<String, Value> {
+        body(
+            json!({"ek_tpm": b64_file("ek.pub"), "aik_tpm": b64_file("ak.pub"),
+                    "ip": "127.0.0.1", "port": 9002}),
+        )
+    }
+
+    fn checks() -> Checks {
+        Checks {
+            check_ak_attributes: true,
+            ..Checks::default()
+        }
+    }
+
+    #[test]
+    fn keylime_test_keys_pass() {
+        let v = validate("agent-1", &good(), &checks()).unwrap();
+        assert_eq!(v.registration.port, Some(9002));
+        assert_eq!(v.ak.name().len(), 34);
+        assert!(v.warnings.is_empty());
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        let cases: Vec<(&str, Value, &str)> = vec![
+            ("aik_tpm", Value::Null, "is required"),
+            ("aik_tpm", json!("%%%"), "base64"),
+            ("aik_tpm", json!("AAAA"), "TPM2B_PUBLIC"),
+            ("aik_tpm", json!(5), "must be a string"),
+            ("ek_tpm", json!("!"), "base64"),
+            ("ek_tpm", json!("AAECAwQFBgcICQ=="), "TPM2B_PUBLIC"),
+            ("ekcert", json!("not a cert"), "certificate"),
+            ("port", json!(70000), "port number"),
+            ("port", json!("x"), "port number"),
+            ("mtls_cert", json!("garbage"), "certificate"),
+            ("iak_tpm", json!("AAAA"), "not supported"),
+        ];
+        for (field, value, expect) in cases {
+            let mut b = good();
+            b.insert(field.to_owned(), value.clone());
+            let e = validate("a", &b, &checks()).unwrap_err();
+            assert_eq!(e.field, field, "{field}={value}: {e}");
+            assert!(e.message.contains(expect), "{field}={value}: {e}");
+        }
+        for id in ["", "a/b", "ä", &"x".repeat(81)] {
+            assert_eq!(
+                validate(id, &good(), &checks()).unwrap_err().field,
+                "agent_id"
+            );
+        }
+    }
+
+    #[test]
+    fn ak_attributes_are_checked_unless_disabled() {
+        // The EK is a restricted decryption key: not an AK.
+        let mut b = good();
+        b.insert("aik_tpm".into(), json!(b64_file("ek.pub")));
+        let e = validate("a", &b, &checks()).unwrap_err();
+        assert_eq!(e.field, "aik_tpm");
+        assert!(
+            e.message.contains("missing sign") && e.message.contains("decrypt"),
+            "{e}"
+        );
+        let lax = Checks {
+            check_ak_attributes: false,
+            ..Checks::default()
+        };
+        validate("a", &b, &lax).unwrap();
+    }
+}

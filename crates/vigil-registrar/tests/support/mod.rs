@@ -1,0 +1,205 @@
+//! A registrar in-process on ephemeral ports, with a fresh CA from `vigil-tls`, and a
+//! minimal HTTP/1.1 client (plain, TLS, or mTLS) to drive it over real sockets.
+
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use base64::Engine;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use tokio::net::TcpStream;
+use vigil_registrar::{Config, Registrar};
+use vigil_tls::ca::CaDir;
+
+/// Keylime's test EK and AK (tpm2-tools TPM2B_PUBLIC files).
+pub(crate) const KEYLIME_FILES: &str = "../../../shared/testdata/keylime/test-data/files";
+
+pub(crate) fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+pub(crate) fn keylime_file(name: &str) -> Vec<u8> {
+    std::fs::read(format!("{KEYLIME_FILES}/{name}")).expect("Keylime test file")
+}
+
+/// A running registrar and its CA.
+pub(crate) struct Env {
+    pub(crate) registrar: Option<Registrar>,
+    pub(crate) ca: CaDir,
+    pub(crate) config: Config,
+    pub(crate) dir: tempfile::TempDir,
+}
+
+impl Env {
+    /// Starts a registrar on `db` with a new CA; `tweak` adjusts the configuration.
+    pub(crate) async fn start(db: &str, tweak: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = vigil_tls::ca::init(
+            &dir.path().join("cv_ca"),
+            &["localhost".into(), "127.0.0.1".into()],
+            false,
+        )
+        .expect("CA");
+        let mut config = Config {
+            port: 0,
+            tls_port: 0,
+            state_dir: dir.path().to_owned(),
+            database_url: db.to_owned(),
+            ..Config::default()
+        };
+        tweak(&mut config);
+        let registrar = Registrar::start(&config).await.expect("start registrar");
+        Self {
+            registrar: Some(registrar),
+            ca,
+            config,
+            dir,
+        }
+    }
+
+    fn reg(&self) -> &Registrar {
+        self.registrar.as_ref().expect("running")
+    }
+
+    /// Stops and starts again on the same database and TLS material (new ports).
+    pub(crate) async fn restart(&mut self) {
+        self.registrar.take().expect("running").shutdown().await;
+        self.registrar = Some(Registrar::start(&self.config).await.expect("restart"));
+    }
+
+    pub(crate) async fn stop(mut self) {
+        if let Some(r) = self.registrar.take() {
+            r.shutdown().await;
+        }
+    }
+
+    /// A request on the plain-HTTP port.
+    pub(crate) async fn http(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> (u16, Value) {
+        request(self.reg().http_addr(), None, method, path, body)
+            .await
+            .expect("HTTP request")
+    }
+
+    /// A request on the HTTPS port with the CA's `client` certificate.
+    pub(crate) async fn admin(&self, method: &str, path: &str) -> (u16, Value) {
+        let tls = self.client_tls(Some("client"));
+        request(self.reg().https_addr(), Some(tls), method, path, None)
+            .await
+            .expect("mTLS request")
+    }
+
+    /// A request on the HTTPS port as `identity` (a certificate name in the CA
+    /// directory) or without a client certificate.
+    pub(crate) async fn https(
+        &self,
+        identity: Option<&str>,
+        method: &str,
+        path: &str,
+    ) -> Result<(u16, Value), String> {
+        let tls = self.client_tls(identity);
+        request(self.reg().https_addr(), Some(tls), method, path, None).await
+    }
+
+    pub(crate) fn client_tls(&self, identity: Option<&str>) -> Arc<rustls::ClientConfig> {
+        let cert = identity.map(|n| (self.ca.cert(n), self.ca.key(n)));
+        Arc::new(
+            vigil_tls::client_config(
+                &self.ca.ca_cert(),
+                cert.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
+            )
+            .expect("client TLS config"),
+        )
+    }
+
+    pub(crate) fn https_addr(&self) -> SocketAddr {
+        self.reg().https_addr()
+    }
+}
+
+/// One HTTP/1.1 request; the status and the JSON body (`Null` when not JSON).
+pub(crate) async fn request(
+    addr: SocketAddr,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    method: &str,
+    path: &str,
+    body: Option<Vec<u8>>,
+) -> Result<(u16, Value), String> {
+    let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let req = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "localhost")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.unwrap_or_default())))
+        .map_err(|e| e.to_string())?;
+    let resp = match tls {
+        None => send(TokioIo::new(tcp), req).await?,
+        Some(config) => {
+            let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+            let stream = tokio_rustls::TlsConnector::from(config)
+                .connect(name, tcp)
+                .await
+                .map_err(|e| format!("TLS: {e}"))?;
+            send(TokioIo::new(stream), req).await?
+        }
+    };
+    Ok(resp)
+}
+
+async fn send<IO>(io: IO, req: hyper::Request<Full<Bytes>>) -> Result<(u16, Value), String>
+where
+    IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    tokio::spawn(conn);
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| format!("request: {e}"))?;
+    let status = resp.status().as_u16();
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("body: {e}"))?
+        .to_bytes();
+    Ok((
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    ))
+}
+
+/// The `status` text of an envelope, checking the envelope's shape on the way.
+pub(crate) fn status_text(code: u16, v: &Value) -> String {
+    assert_eq!(v["code"], code, "envelope code: {v}");
+    assert!(v["results"].is_object(), "envelope results: {v}");
+    v["status"].as_str().expect("status text").to_owned()
+}
+
+/// Declares each test body once and runs it on SQLite and PostgreSQL.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                vigil_testkit::db::with_sqlite(|url| super::$name(url)).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                vigil_testkit::db::with_postgres(|url| super::$name(url)).await;
+            }
+        }
+    )*};
+}

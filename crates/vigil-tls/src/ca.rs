@@ -1,0 +1,304 @@
+//! A small certificate authority in Keylime's `cv_ca` layout.
+//!
+//! | file | what |
+//! |---|---|
+//! | `cacert.crt` | the CA certificate (what `trusted_client_ca` / `trusted_server_ca` name) |
+//! | `ca-private.pem`, `ca-public.pem` | the CA key (mode 0600) and its public half |
+//! | `NAME-cert.crt` | a certificate issued to NAME (`server`, `client`, …) |
+//! | `NAME-private.pem`, `NAME-public.pem` | its key (mode 0600) and public half |
+//!
+//! Keylime keeps the CA key and serial counter in an encrypted `private.yml`
+//! instead of `ca-private.pem`; everything a service or client reads (`cacert.crt`
+//! and the `NAME-*` files) is named and encoded as Keylime's `ca_util` writes it, so a
+//! Vigil CA directory works where a Keylime `cv_ca` is expected and the other way
+//! round. Keys are ECDSA P-256; serials are 16 random bytes.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use rand_core::{OsRng, RngCore};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose, SanType, SerialNumber,
+};
+use time::{Duration, OffsetDateTime};
+
+use crate::TlsError;
+
+/// How long certificates are valid (Keylime's `cert_expiration` default, 10 years).
+const VALIDITY_DAYS: i64 = 3650;
+
+/// What a certificate is for: its extended key usage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// TLS server (serverAuth), with subject alternative names.
+    Server,
+    /// TLS client (clientAuth): an admin / tenant identity.
+    Client,
+}
+
+/// The files of a CA directory.
+#[derive(Debug, Clone)]
+pub struct CaDir {
+    dir: PathBuf,
+}
+
+impl CaDir {
+    /// The CA directory at `dir` (nothing is read).
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// `cacert.crt`.
+    pub fn ca_cert(&self) -> PathBuf {
+        self.dir.join("cacert.crt")
+    }
+
+    /// `ca-private.pem`.
+    pub fn ca_key(&self) -> PathBuf {
+        self.dir.join("ca-private.pem")
+    }
+
+    /// `NAME-cert.crt`.
+    pub fn cert(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}-cert.crt"))
+    }
+
+    /// `NAME-private.pem`.
+    pub fn key(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}-private.pem"))
+    }
+
+    /// `NAME-public.pem`.
+    pub fn public_key(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}-public.pem"))
+    }
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TlsError + '_ {
+    move |source| TlsError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn gen_err(name: &str) -> impl FnOnce(rcgen::Error) -> TlsError + '_ {
+    move |e| TlsError::Generate {
+        name: name.to_owned(),
+        message: e.to_string(),
+    }
+}
+
+/// Writes `contents` to `path`, replacing it; private files get mode 0600 from the
+/// start (never briefly world-readable).
+fn write(path: &Path, contents: &str, private: bool) -> Result<(), TlsError> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(if private { 0o600 } else { 0o644 });
+    }
+    let mut f = opts.open(path).map_err(io(path))?;
+    f.write_all(contents.as_bytes()).map_err(io(path))
+}
+
+fn read(path: &Path) -> Result<String, TlsError> {
+    std::fs::read_to_string(path).map_err(io(path))
+}
+
+fn params(name: &str, sans: &[String]) -> Result<CertificateParams, TlsError> {
+    let mut p = CertificateParams::new(Vec::<String>::new()).map_err(gen_err(name))?;
+    for san in sans {
+        // An address is an IP SAN, anything else a DNS name.
+        let entry = match san.parse::<std::net::IpAddr>() {
+            Ok(ip) => SanType::IpAddress(ip),
+            Err(_) => SanType::DnsName(san.clone().try_into().map_err(gen_err(name))?),
+        };
+        p.subject_alt_names.push(entry);
+    }
+    p.distinguished_name.push(DnType::CommonName, name);
+    p.distinguished_name.push(DnType::OrganizationName, "Vigil");
+    let now = OffsetDateTime::now_utc();
+    // An hour of slack for clocks that are slightly behind.
+    p.not_before = now - Duration::hours(1);
+    p.not_after = now + Duration::days(VALIDITY_DAYS);
+    let mut serial = [0u8; 16];
+    OsRng.fill_bytes(&mut serial);
+    serial[0] &= 0x7f; // positive
+    p.serial_number = Some(SerialNumber::from_slice(&serial));
+    Ok(p)
+}
+
+/// A valid certificate name: it becomes part of file names.
+fn check_name(name: &str) -> Result<(), TlsError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name != "ca"
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(TlsError::Generate {
+            name: name.to_owned(),
+            message:
+                "a name is 1-64 characters of [A-Za-z0-9._-], not starting with '.', and not 'ca'"
+                    .into(),
+        })
+    }
+}
+
+/// Creates the CA in `dir` (made with mode 0700 if missing) plus a `server`
+/// certificate for `server_sans` and a `client` certificate — what Keylime's
+/// `tls_dir = generate` makes. Refuses to replace an existing `cacert.crt` unless
+/// `force`.
+pub fn init(dir: &Path, server_sans: &[String], force: bool) -> Result<CaDir, TlsError> {
+    let ca = CaDir::new(dir);
+    if ca.ca_cert().exists() && !force {
+        return Err(TlsError::Exists { path: ca.ca_cert() });
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir).map_err(io(dir))?;
+
+    let key = KeyPair::generate().map_err(gen_err("ca"))?;
+    let mut p = params("Vigil CA", &[])?;
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let cert = p.self_signed(&key).map_err(gen_err("ca"))?;
+    write(&ca.ca_key(), &key.serialize_pem(), true)?;
+    write(&dir.join("ca-public.pem"), &key.public_key_pem(), false)?;
+    write(&ca.ca_cert(), &cert.pem(), false)?;
+
+    issue(&ca, "server", Kind::Server, server_sans, true)?;
+    issue(&ca, "client", Kind::Client, &[], true)?;
+    Ok(ca)
+}
+
+/// Issues a certificate named `name` (its subject CN) from the CA in `ca`, writing
+/// `NAME-cert.crt`, `NAME-private.pem` and `NAME-public.pem`. Refuses to replace an
+/// existing certificate of that name unless `force`.
+pub fn issue(
+    ca: &CaDir,
+    name: &str,
+    kind: Kind,
+    sans: &[String],
+    force: bool,
+) -> Result<PathBuf, TlsError> {
+    check_name(name)?;
+    let out = ca.cert(name);
+    if out.exists() && !force {
+        return Err(TlsError::Exists { path: out });
+    }
+    let ca_key_path = ca.ca_key();
+    let ca_key = KeyPair::from_pem(&read(&ca_key_path)?).map_err(|e| TlsError::Pem {
+        path: ca_key_path.clone(),
+        message: e.to_string(),
+    })?;
+    let ca_cert_path = ca.ca_cert();
+    // rcgen signs with an issuer certificate object: rebuild it from the CA's own
+    // subject and key (the issued certificate carries the same issuer name and
+    // authority key id as the original CA certificate).
+    let ca_params =
+        CertificateParams::from_ca_cert_pem(&read(&ca_cert_path)?).map_err(|e| TlsError::Pem {
+            path: ca_cert_path.clone(),
+            message: e.to_string(),
+        })?;
+    let issuer = ca_params.self_signed(&ca_key).map_err(gen_err("ca"))?;
+
+    let key = KeyPair::generate().map_err(gen_err(name))?;
+    let mut p = params(name, sans)?;
+    p.is_ca = IsCa::ExplicitNoCa;
+    p.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    p.extended_key_usages = vec![match kind {
+        Kind::Server => ExtendedKeyUsagePurpose::ServerAuth,
+        Kind::Client => ExtendedKeyUsagePurpose::ClientAuth,
+    }];
+    p.use_authority_key_identifier_extension = true;
+    let cert = p.signed_by(&key, &issuer, &ca_key).map_err(gen_err(name))?;
+    write(&ca.key(name), &key.serialize_pem(), true)?;
+    write(&ca.public_key(name), &key.public_key_pem(), false)?;
+    write(&out, &cert.pem(), false)?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_makes_the_keylime_layout_and_refuses_to_overwrite() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("cv_ca");
+        let ca = init(&dir, &["localhost".into(), "127.0.0.1".into()], false).unwrap();
+        for f in [
+            "cacert.crt",
+            "ca-private.pem",
+            "server-cert.crt",
+            "server-private.pem",
+            "client-cert.crt",
+            "client-private.pem",
+        ] {
+            assert!(dir.join(f).is_file(), "{f} missing");
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(ca.key("client"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        assert!(matches!(
+            init(&dir, &[], false),
+            Err(TlsError::Exists { .. })
+        ));
+        assert!(matches!(
+            issue(&ca, "client", Kind::Client, &[], false),
+            Err(TlsError::Exists { .. })
+        ));
+        assert!(issue(&ca, "../x", Kind::Client, &[], false).is_err());
+        // The material loads into rustls both ways round.
+        crate::server_config(
+            &ca.cert("server"),
+            &ca.key("server"),
+            &[&ca.ca_cert()],
+            crate::ClientAuth::Optional,
+        )
+        .unwrap();
+        issue(&ca, "tenant-2", Kind::Client, &[], false).unwrap();
+        crate::client_config(
+            &ca.ca_cert(),
+            Some((&ca.cert("tenant-2"), &ca.key("tenant-2"))),
+        )
+        .unwrap();
+        use rustls_pki_types::pem::PemObject;
+        let der = rustls_pki_types::CertificateDer::pem_file_iter(ca.cert("tenant-2"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap();
+        assert!(crate::peer_subject(&der).unwrap().contains("CN=tenant-2"));
+    }
+}

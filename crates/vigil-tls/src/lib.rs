@@ -1,0 +1,64 @@
+//! # vigil-tls
+//!
+//! TLS material for Vigil's services and clients:
+//!
+//! - [`ca`]: a certificate authority laid out like Keylime's `tls_dir = generate`
+//!   directory (`cv_ca`): `cacert.crt`, `server-cert.crt` / `server-private.pem`,
+//!   `client-cert.crt` / `client-private.pem`, made with rcgen, so a fresh install
+//!   has working mTLS without openssl;
+//! - [`server_config`] and [`client_config`]: rustls configurations from PEM files —
+//!   Vigil's own or an existing Keylime `cv_ca`.
+//!
+//! Everything uses rustls' aws-lc-rs provider, the crypto library the core already
+//! links.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod ca;
+mod config;
+
+pub use config::{client_config, peer_subject, server_config, ClientAuth};
+
+use std::path::PathBuf;
+
+/// Why TLS material cannot be made or loaded. Every variant names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A file cannot be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A PEM file holds no usable certificate or key.
+    #[error("{path}: {message}")]
+    Pem {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The CA directory already holds a CA (`ca init` without `force`).
+    #[error("{path} already exists (use --force to replace the CA)")]
+    Exists {
+        /// The existing CA certificate.
+        path: PathBuf,
+    },
+    /// Certificate generation failed.
+    #[error("cannot generate certificate {name}: {message}")]
+    Generate {
+        /// The certificate being made (`ca`, `server`, a client name).
+        name: String,
+        /// rcgen's error.
+        message: String,
+    },
+    /// rustls refused the configuration (e.g. the key does not match the certificate).
+    #[error("invalid TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+    /// The client CA list is unusable.
+    #[error("invalid client CA: {0}")]
+    ClientVerifier(String),
+}
