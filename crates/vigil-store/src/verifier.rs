@@ -193,6 +193,9 @@ pub struct AgentState {
     pub consecutive_attestation_failures: u64,
     /// The failures of the last failed round, in order.
     pub last_failures: Vec<FailureRecord>,
+    /// The verifier engine's full per-node snapshot (JSON text), if a round was
+    /// recorded with one: restored as is after a restart.
+    pub engine_state: Option<String>,
 }
 
 /// How a round ended.
@@ -234,6 +237,10 @@ pub struct RoundUpdate {
     /// A new `(severity_level, last_event_id)`, if the core's severity gating says to
     /// store one (Keylime writes it only when severity rises).
     pub severity: Option<(u8, String)>,
+    /// The node's payload public key (PEM), if the round received a new one.
+    pub public_key: Option<String>,
+    /// The engine's snapshot (JSON text) after the round, if the caller keeps one.
+    pub engine_state: Option<String>,
 }
 
 impl RoundUpdate {
@@ -249,6 +256,8 @@ impl RoundUpdate {
             tpm_clockinfo: None,
             learned_ima_keyrings: None,
             severity: None,
+            public_key: None,
+            engine_state: None,
         }
     }
 }

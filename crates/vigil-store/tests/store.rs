@@ -585,9 +585,17 @@ async fn record_round_results(db: TestDb) {
         tpm_clockinfo: Some(r#"{"clock": 42}"#.to_owned()),
         learned_ima_keyrings: Some("{}".to_owned()),
         severity: None,
+        public_key: Some("PEM".to_owned()),
+        engine_state: Some(r#"{"operational_state":3}"#.to_owned()),
     };
     va.record_round("n", passed, None).await.unwrap();
-    let s = va.get("n").await.unwrap().unwrap().state;
+    let got = va.get("n").await.unwrap().unwrap();
+    assert_eq!(got.enrolment.public_key.as_deref(), Some("PEM"));
+    let s = got.state;
+    assert_eq!(
+        s.engine_state.as_deref(),
+        Some(r#"{"operational_state":3}"#)
+    );
     assert_eq!(s.operational_state, 3);
     assert_eq!(s.algs, algs);
     assert_eq!(s.ima.next_entry, 812);

@@ -93,6 +93,7 @@ for_every_dialect! {
                     get(row, "consecutive_attestation_failures")?,
                 )?,
                 last_failures,
+                engine_state: get(row, "engine_state")?,
             };
             Ok(VerifierAgent { enrolment, state })
         }
@@ -251,7 +252,9 @@ for_every_dialect! {
                  last_successful_attestation = COALESCE($13, last_successful_attestation), \
                  consecutive_attestation_failures = CASE WHEN $14 THEN 0 \
                      ELSE consecutive_attestation_failures + $15 END, \
-                 ima_next_entry = COALESCE($16, ima_next_entry) \
+                 ima_next_entry = COALESCE($16, ima_next_entry), \
+                 public_key = COALESCE($17, public_key), \
+                 engine_state = COALESCE($18, engine_state) \
                  WHERE agent_id = $1",
             )
             .bind(agent_id)
@@ -270,6 +273,8 @@ for_every_dialect! {
             .bind(counts.reset_failures)
             .bind(counts.failed)
             .bind(next_entry)
+            .bind(u.public_key.as_deref())
+            .bind(u.engine_state.as_deref())
             .execute(&mut *tx)
             .await
             .map_err(StoreError::db(OP))?;
