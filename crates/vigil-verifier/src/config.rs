@@ -1,0 +1,410 @@
+//! Configuration: a TOML file, then `VIGIL_VERIFIER_<KEY>` environment overrides, then
+//! defaults. Key names follow Keylime's `verifier.conf` where Keylime has the option
+//! (compat §1.9). `docs/verifier.md` lists every key with its default.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use vigil_core::attestation::{AttestationConfig, SeverityConfig, SeverityRule};
+
+/// The environment prefix of overrides: `VIGIL_VERIFIER_PORT=9000`.
+pub const ENV_PREFIX: &str = "VIGIL_VERIFIER_";
+
+/// Why the configuration is unusable. Each variant names the file, variable or key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not TOML, or a key is unknown or has the wrong type.
+    #[error("{origin}: {message}")]
+    Invalid {
+        /// The file, or "environment".
+        origin: String,
+        /// What is wrong (names the key).
+        message: String,
+    },
+}
+
+/// When the measured-boot policy is evaluated (Keylime's `measured_boot_evaluate`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MbEvaluate {
+    /// Only until the first successful attestation (Keylime's default).
+    #[default]
+    Once,
+    /// Every round.
+    Always,
+}
+
+/// The verifier's configuration, as written in the file (paths not yet resolved).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// This verifier's id (Keylime's `uuid`): enrolments record it, and the agent
+    /// revocation channel notifies the nodes sharing it.
+    pub uuid: String,
+    /// Address the HTTPS port binds to.
+    pub ip: IpAddr,
+    /// HTTPS port (0 = any free port).
+    pub port: u16,
+    /// Directory for the default database and TLS material.
+    pub state_dir: PathBuf,
+    /// `sqlite://…` or `postgres://…`; empty = `sqlite://<state_dir>/cv_data.sqlite?mode=rwc`.
+    pub database_url: String,
+    /// TLS directory; empty = `<state_dir>/cv_ca`; relative = under `state_dir`.
+    pub tls_dir: PathBuf,
+    /// Server certificate, relative to `tls_dir` unless absolute.
+    pub server_cert: PathBuf,
+    /// Server private key, relative to `tls_dir` unless absolute.
+    pub server_key: PathBuf,
+    /// CA certificates admin client certificates must chain to, relative to `tls_dir`.
+    pub trusted_client_ca: Vec<PathBuf>,
+    /// The client certificate the verifier presents to nodes, relative to `tls_dir`.
+    pub client_cert: PathBuf,
+    /// Its private key, relative to `tls_dir`.
+    pub client_key: PathBuf,
+    /// Require an `mtls_cert` at enrolment and talk to nodes over mTLS only.
+    pub enable_agent_mtls: bool,
+    /// Largest request body accepted, in bytes.
+    pub max_upload_size: usize,
+    /// Seconds between two successful rounds of a node.
+    pub quote_interval: f64,
+    /// Base retry delay in seconds.
+    pub retry_interval: f64,
+    /// Failed requests tolerated before FAILED.
+    pub max_retries: u32,
+    /// Retry `n` waits `retry_interval ** n`.
+    pub exponential_backoff: bool,
+    /// Seconds a request to a node may take.
+    pub request_timeout: f64,
+    /// Vigil only: probe nodes FAILED only for unreachability, and bring them back.
+    pub auto_recover: bool,
+    /// Severity labels, lowest first.
+    pub severity_labels: Vec<String>,
+    /// `{event_id, severity_label}` rules, first match wins.
+    pub severity_policy: Vec<SeverityRule>,
+    /// The measured-boot policy: `accept-all`, `reject-all` or `example`.
+    pub measured_boot_policy_name: String,
+    /// `once` or `always`.
+    pub measured_boot_evaluate: MbEvaluate,
+    /// Accept IMA time-of-measure/time-of-use violations.
+    pub ignore_tomtou_errors: bool,
+    /// Revocation channels: a subset of `agent`, `webhook`.
+    pub enabled_revocation_notifications: Vec<String>,
+    /// Webhook URL (`http://` or `https://`) for the `webhook` channel.
+    pub webhook_url: String,
+    /// Vigil only: this replica's name for leases; empty = `<uuid>-<hostname>-<pid>`.
+    pub replica_id: String,
+    /// Vigil only: lease duration in seconds; 0 = no leases (one verifier owns every
+    /// node enrolled with its `uuid`).
+    pub lease_ttl: u32,
+    /// Vigil only: how many free nodes a replica claims per lease tick.
+    pub lease_batch: u32,
+    /// Log filter (`tracing` syntax).
+    pub log: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            uuid: "default".into(),
+            ip: IpAddr::from([127, 0, 0, 1]),
+            port: 8881,
+            state_dir: PathBuf::from("/var/lib/vigil"),
+            database_url: String::new(),
+            tls_dir: PathBuf::new(),
+            server_cert: PathBuf::from("server-cert.crt"),
+            server_key: PathBuf::from("server-private.pem"),
+            trusted_client_ca: vec![PathBuf::from("cacert.crt")],
+            client_cert: PathBuf::from("client-cert.crt"),
+            client_key: PathBuf::from("client-private.pem"),
+            enable_agent_mtls: true,
+            max_upload_size: 104_857_600,
+            quote_interval: 2.0,
+            retry_interval: 2.0,
+            max_retries: 5,
+            exponential_backoff: true,
+            request_timeout: 60.0,
+            auto_recover: false,
+            severity_labels: [
+                "info",
+                "notice",
+                "warning",
+                "error",
+                "critical",
+                "alert",
+                "emergency",
+            ]
+            .map(String::from)
+            .to_vec(),
+            severity_policy: vec![SeverityRule {
+                event_id: ".*".into(),
+                severity_label: "emergency".into(),
+            }],
+            measured_boot_policy_name: "accept-all".into(),
+            measured_boot_evaluate: MbEvaluate::Once,
+            ignore_tomtou_errors: false,
+            enabled_revocation_notifications: vec!["agent".into()],
+            webhook_url: String::new(),
+            replica_id: String::new(),
+            lease_ttl: 0,
+            lease_batch: 50,
+            log: "info".into(),
+        }
+    }
+}
+
+/// Keys whose environment value is a comma-separated list.
+const LIST_KEYS: &[&str] = &[
+    "trusted_client_ca",
+    "severity_labels",
+    "enabled_revocation_notifications",
+];
+/// Keys whose environment value is a number or a boolean, not a string.
+const SCALAR_KEYS: &[&str] = &[
+    "port",
+    "max_upload_size",
+    "quote_interval",
+    "retry_interval",
+    "max_retries",
+    "exponential_backoff",
+    "request_timeout",
+    "auto_recover",
+    "ignore_tomtou_errors",
+    "enable_agent_mtls",
+    "lease_ttl",
+    "lease_batch",
+];
+
+fn seconds(key: &str, v: f64) -> Result<Duration, ConfigError> {
+    Duration::try_from_secs_f64(v).map_err(|_| ConfigError::Invalid {
+        origin: "configuration".into(),
+        message: format!("{key}: {v} is not a number of seconds"),
+    })
+}
+
+impl Config {
+    /// Reads `file` (if any), applies the environment overrides in `env` (pairs of
+    /// name and value; pass `std::env::vars()`), and fills in defaults.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let (origin, text) = match file {
+            Some(path) => (
+                path.display().to_string(),
+                std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?,
+            ),
+            None => ("defaults".to_owned(), String::new()),
+        };
+        let mut table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+            origin: origin.clone(),
+            message: e.message().to_owned(),
+        })?;
+        let mut from_env = false;
+        for (name, value) in env {
+            let Some(key) = name.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            let key = key.to_ascii_lowercase();
+            let value = if LIST_KEYS.contains(&key.as_str()) {
+                toml::Value::Array(
+                    value
+                        .split(',')
+                        .map(|s| toml::Value::String(s.trim().to_owned()))
+                        .collect(),
+                )
+            } else if SCALAR_KEYS.contains(&key.as_str()) {
+                toml::from_str::<toml::Table>(&format!("v = {value}"))
+                    .ok()
+                    .and_then(|mut t| t.remove("v"))
+                    .unwrap_or(toml::Value::String(value))
+            } else {
+                toml::Value::String(value)
+            };
+            table.insert(key, value);
+            from_env = true;
+        }
+        let origin = if from_env {
+            format!("{origin} with {ENV_PREFIX}* overrides")
+        } else {
+            origin
+        };
+        let config: Self =
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+                ConfigError::Invalid {
+                    origin: origin.clone(),
+                    message: format!("{}: {}", e.path(), e.inner().message()),
+                }
+            })?;
+        // Fail at start, naming the key, rather than at the first round.
+        config
+            .attestation()
+            .map_err(|message| ConfigError::Invalid {
+                origin: origin.clone(),
+                message,
+            })?;
+        config
+            .measured_boot_policy_name
+            .parse::<vigil_core::policy::measured_boot::MbPolicy>()
+            .map_err(|e| ConfigError::Invalid {
+                origin: origin.clone(),
+                message: format!("measured_boot_policy_name: {e}"),
+            })?;
+        for channel in &config.enabled_revocation_notifications {
+            if !matches!(channel.as_str(), "agent" | "webhook") {
+                return Err(ConfigError::Invalid {
+                    origin,
+                    message: format!(
+                        "enabled_revocation_notifications: unknown channel '{channel}' (known: agent, webhook)"
+                    ),
+                });
+            }
+        }
+        Ok(config)
+    }
+
+    /// The engine's configuration.
+    pub fn attestation(&self) -> Result<Arc<AttestationConfig>, String> {
+        let severity = SeverityConfig::new(self.severity_labels.clone(), &self.severity_policy)
+            .map_err(|e| format!("severity_labels/severity_policy: {e}"))?;
+        Ok(Arc::new(AttestationConfig {
+            quote_interval: seconds("quote_interval", self.quote_interval)
+                .map_err(|e| e.to_string())?,
+            retry_interval: seconds("retry_interval", self.retry_interval)
+                .map_err(|e| e.to_string())?,
+            max_retries: self.max_retries,
+            exponential_backoff: self.exponential_backoff,
+            auto_recover: self.auto_recover,
+            severity,
+        }))
+    }
+
+    /// `request_timeout` as a duration (at least 1 ms).
+    pub fn request_timeout(&self) -> Duration {
+        Duration::try_from_secs_f64(self.request_timeout)
+            .unwrap_or(Duration::from_secs(60))
+            .max(Duration::from_millis(1))
+    }
+
+    /// The database URL in use.
+    pub fn database_url(&self) -> String {
+        if self.database_url.is_empty() {
+            format!(
+                "sqlite://{}?mode=rwc",
+                self.state_dir.join("cv_data.sqlite").display()
+            )
+        } else {
+            self.database_url.clone()
+        }
+    }
+
+    /// The TLS directory in use.
+    pub fn tls_dir(&self) -> PathBuf {
+        if self.tls_dir.as_os_str().is_empty() {
+            self.state_dir.join("cv_ca")
+        } else {
+            self.state_dir.join(&self.tls_dir)
+        }
+    }
+
+    /// A TLS file: absolute as given, else under [`tls_dir`](Self::tls_dir).
+    pub fn tls_file(&self, p: &Path) -> PathBuf {
+        self.tls_dir().join(p)
+    }
+
+    /// This replica's lease holder name.
+    pub fn replica_id(&self) -> String {
+        if self.replica_id.is_empty() {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_else(|_| "host".into());
+            format!("{}-{host}-{}", self.uuid, std::process::id())
+        } else {
+            self.replica_id.clone()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_keylimes() {
+        let c = Config::load(None, env(&[])).unwrap();
+        assert_eq!(c.port, 8881);
+        assert_eq!(c.uuid, "default");
+        assert_eq!(
+            c.database_url(),
+            "sqlite:///var/lib/vigil/cv_data.sqlite?mode=rwc"
+        );
+        let a = c.attestation().unwrap();
+        assert_eq!(a.quote_interval, Duration::from_secs(2));
+        assert_eq!(a.max_retries, 5);
+        assert_eq!(a.severity.max_level(), 6);
+        assert_eq!(c.request_timeout(), Duration::from_secs(60));
+        assert_eq!(c.measured_boot_evaluate, MbEvaluate::Once);
+    }
+
+    #[test]
+    fn file_environment_and_errors_name_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("v.toml");
+        std::fs::write(
+            &f,
+            "quote_interval = 0.5\nmeasured_boot_evaluate = \"always\"\n\
+             [[severity_policy]]\nevent_id = \"ima.*\"\nseverity_label = \"warning\"\n",
+        )
+        .unwrap();
+        let c = Config::load(
+            Some(&f),
+            env(&[
+                ("VIGIL_VERIFIER_MAX_RETRIES", "2"),
+                (
+                    "VIGIL_VERIFIER_ENABLED_REVOCATION_NOTIFICATIONS",
+                    "agent, webhook",
+                ),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.attestation().unwrap().quote_interval.as_millis(), 500);
+        assert_eq!(c.max_retries, 2);
+        assert_eq!(c.measured_boot_evaluate, MbEvaluate::Always);
+        assert_eq!(c.enabled_revocation_notifications, ["agent", "webhook"]);
+        let e = Config::load(None, env(&[("VIGIL_VERIFIER_PORT", "x")])).unwrap_err();
+        assert!(e.to_string().contains("port"), "{e}");
+        let e = Config::load(
+            None,
+            env(&[("VIGIL_VERIFIER_MEASURED_BOOT_POLICY_NAME", "nope")]),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("measured_boot_policy_name"), "{e}");
+        let e = Config::load(
+            None,
+            env(&[("VIGIL_VERIFIER_ENABLED_REVOCATION_NOTIFICATIONS", "zeromq")]),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("zeromq"), "{e}");
+    }
+}

@@ -1,0 +1,225 @@
+//! What a node's rounds are judged against, built once per node from its enrolment:
+//! the parsed policies (shared through [`PolicyCache`], one parse per distinct policy
+//! text in the process), the AK's quote verifier, the pinned TLS configuration.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use base64::Engine;
+use serde_json::Value;
+use vigil_core::ima::keyring::{ImaKeyring, ImaKeyrings};
+use vigil_core::policy::runtime::RuntimePolicy;
+use vigil_core::policy::tpm::TpmPolicy;
+use vigil_core::tpm::quote::{AkPublicKey, QuoteVerifier};
+use vigil_store::{Store, VerifierAgent};
+
+use crate::client::{self, ClientIdentity};
+
+/// Parsed policies keyed by the store's checksum of their text: every node using the
+/// same policy shares one `Arc`, and a policy is parsed once per process, not per
+/// round or per node. A generation counter tells node tasks that a named policy
+/// changed (`PUT allowlists/{name}`), so they rebuild their context before the next
+/// round.
+#[derive(Debug, Default)]
+pub(crate) struct PolicyCache {
+    runtime: Mutex<HashMap<String, Arc<RuntimePolicy>>>,
+    mb: Mutex<HashMap<String, Arc<Value>>>,
+    generation: AtomicU64,
+}
+
+impl PolicyCache {
+    /// The parsed runtime policy of this text, parsed now if no node uses it yet.
+    pub(crate) fn runtime(&self, checksum: &str, text: &str) -> Result<Arc<RuntimePolicy>, String> {
+        let mut map = self.runtime.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = map.get(checksum) {
+            return Ok(p.clone());
+        }
+        let parsed =
+            Arc::new(RuntimePolicy::from_json(text.as_bytes()).map_err(|e| e.to_string())?);
+        // Drop the policies no node holds any more before adding one.
+        map.retain(|_, p| Arc::strong_count(p) > 1);
+        map.insert(checksum.to_owned(), parsed.clone());
+        Ok(parsed)
+    }
+
+    /// The parsed measured-boot reference state of this text.
+    pub(crate) fn mb(&self, checksum: &str, text: &str) -> Result<Arc<Value>, String> {
+        let mut map = self.mb.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = map.get(checksum) {
+            return Ok(p.clone());
+        }
+        let parsed: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        let parsed = Arc::new(parsed);
+        map.retain(|_, p| Arc::strong_count(p) > 1);
+        map.insert(checksum.to_owned(), parsed.clone());
+        Ok(parsed)
+    }
+
+    /// How many distinct parsed runtime policies are held.
+    pub(crate) fn runtime_len(&self) -> usize {
+        self.runtime.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// A named policy changed: nodes rebuild their context.
+    pub(crate) fn bump(&self) {
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// The current generation.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+}
+
+/// Everything a node's rounds need from its enrolment.
+pub(crate) struct NodeContext {
+    pub(crate) agent_id: String,
+    pub(crate) ip: Option<String>,
+    pub(crate) port: Option<u16>,
+    pub(crate) v: Option<Vec<u8>>,
+    pub(crate) tpm_policy_text: String,
+    pub(crate) meta_data: String,
+    pub(crate) tpm_policy: TpmPolicy,
+    pub(crate) runtime_policy: Option<Arc<RuntimePolicy>>,
+    pub(crate) mb_refstate: Option<Arc<Value>>,
+    pub(crate) accept_hash_algs: Vec<String>,
+    pub(crate) accept_enc_algs: Vec<String>,
+    pub(crate) accept_sign_algs: Vec<String>,
+    pub(crate) supported_version: String,
+    pub(crate) verifier: QuoteVerifier,
+    pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
+    pub(crate) revocation_key: Option<Arc<rsa::RsaPrivateKey>>,
+    pub(crate) keyrings: ImaKeyrings,
+    pub(crate) generation: u64,
+}
+
+impl std::fmt::Debug for NodeContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeContext")
+            .field("agent_id", &self.agent_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NodeContext {
+    /// The node's address, if it is a pull-mode node with a usable one.
+    pub(crate) fn addr(&self) -> Option<SocketAddr> {
+        let ip: IpAddr = self.ip.as_deref()?.parse().ok()?;
+        Some(SocketAddr::new(ip, self.port?))
+    }
+}
+
+/// Reads a PEM RSA private key (PKCS#8 or PKCS#1), as Keylime's `revocation_key`.
+pub(crate) fn revocation_key(pem: &str) -> Result<rsa::RsaPrivateKey, String> {
+    use rsa::pkcs1::DecodeRsaPrivateKey;
+    use rsa::pkcs8::DecodePrivateKey;
+    rsa::RsaPrivateKey::from_pkcs8_pem(pem)
+        .or_else(|_| rsa::RsaPrivateKey::from_pkcs1_pem(pem))
+        .map_err(|e| format!("not a PEM RSA private key: {e}"))
+}
+
+/// The store's checksum of a policy text (the same function the store uses).
+fn checksum(text: &str) -> String {
+    vigil_store::checksum(Some(text))
+}
+
+/// Builds the context of `agent` (policies from the store, through the cache).
+pub(crate) async fn build(
+    agent: &VerifierAgent,
+    store: &Store,
+    cache: &PolicyCache,
+    identity: Option<&ClientIdentity>,
+) -> Result<NodeContext, String> {
+    let generation = cache.generation();
+    let e = &agent.enrolment;
+    let tpm_policy =
+        TpmPolicy::from_json(&e.tpm_policy).map_err(|err| format!("tpm_policy: {err}"))?;
+    let runtime_policy = match &e.runtime_policy {
+        Some(name) => {
+            let stored = store
+                .policies()
+                .get_runtime(name)
+                .await
+                .map_err(|err| err.to_string())?;
+            match stored.and_then(|p| p.ima_policy) {
+                Some(text) if !text.is_empty() => Some(
+                    cache
+                        .runtime(&checksum(&text), &text)
+                        .map_err(|err| format!("runtime policy {name}: {err}"))?,
+                ),
+                _ => None,
+            }
+        }
+        None => None,
+    };
+    let mb_refstate = match &e.mb_policy {
+        Some(name) => {
+            let stored = store
+                .policies()
+                .get_mb(name)
+                .await
+                .map_err(|err| err.to_string())?;
+            match stored.and_then(|p| p.mb_policy) {
+                Some(text) if !text.is_empty() => Some(
+                    cache
+                        .mb(&checksum(&text), &text)
+                        .map_err(|err| format!("mb policy {name}: {err}"))?,
+                ),
+                _ => None,
+            }
+        }
+        None => None,
+    };
+    let ak = AkPublicKey::from_spki_or_tpm2b(&e.ak_tpm).map_err(|err| format!("ak_tpm: {err}"))?;
+    let tls = match e.mtls_cert.as_deref() {
+        Some(pem) if pem != "disabled" && !pem.is_empty() => {
+            let der = client::cert_der(pem.as_bytes())
+                .ok_or_else(|| "mtls_cert: not a PEM or DER certificate".to_owned())?;
+            Some(client::pinned_config(der, identity).map_err(|err| format!("mtls_cert: {err}"))?)
+        }
+        _ => None,
+    };
+    let revocation_key = match e.revocation_key.as_deref() {
+        Some(pem) if !pem.trim().is_empty() => Some(Arc::new(
+            revocation_key(pem).map_err(|err| format!("revocation_key: {err}"))?,
+        )),
+        _ => None,
+    };
+    let mut keyrings = ImaKeyrings::new();
+    let keys = e.ima_sign_verification_keys.trim();
+    if !keys.is_empty() && keys != "[]" {
+        let ring = ImaKeyring::from_keylime_json(keys)
+            .map_err(|err| format!("ima_sign_verification_keys: {err}"))?;
+        keyrings.set_tenant_keyring(ring);
+    }
+    let v = match e.v.as_deref() {
+        Some(v) if !v.is_empty() => Some(
+            base64::engine::general_purpose::STANDARD
+                .decode(v)
+                .map_err(|err| format!("v: {err}"))?,
+        ),
+        _ => None,
+    };
+    Ok(NodeContext {
+        agent_id: e.agent_id.clone(),
+        ip: e.ip.clone(),
+        port: e.port,
+        v,
+        tpm_policy_text: e.tpm_policy.clone(),
+        meta_data: e.meta_data.clone(),
+        tpm_policy,
+        runtime_policy,
+        mb_refstate,
+        accept_hash_algs: e.accept_tpm_hash_algs.clone(),
+        accept_enc_algs: e.accept_tpm_encryption_algs.clone(),
+        accept_sign_algs: e.accept_tpm_signing_algs.clone(),
+        supported_version: e.supported_version.clone(),
+        verifier: QuoteVerifier::new(ak),
+        tls,
+        revocation_key,
+        keyrings,
+        generation,
+    })
+}

@@ -1,0 +1,293 @@
+//! # vigil-verifier
+//!
+//! Vigil's verifier: is each enrolled node still in a known-good state. A thin async
+//! service (axum on tokio, rustls) that schedules, fetches and records; every check is
+//! `vigil-core`'s ([`vigil_core::attestation`]: the per-node state machine and
+//! `evaluate_round`), every record `vigil-store`'s.
+//!
+//! - The HTTPS port (8881) serves Keylime's verifier REST API v2.0–2.6: enrolment,
+//!   status, list/bulk, delete, reactivate, stop, named runtime and measured-boot
+//!   policies (admin routes, which need a client certificate chaining to
+//!   `trusted_client_ca`), and the public `version`, `verify/identity` and
+//!   `verify/evidence`.
+//! - The engine attests every node it owns in its own tokio task (see [`engine`]),
+//!   over mTLS pinned to the node's enrolled certificate, and records each round in one
+//!   transaction. Replicas share nodes through the store's leases.
+//!
+//! [`Verifier::start`] binds the port and starts the engine; tests start it in-process
+//! on port 0. See `docs/verifier.md`.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod api;
+mod client;
+pub mod config;
+mod context;
+pub mod engine;
+mod enrol;
+mod evidence;
+mod notify;
+pub mod round;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
+use tracing::{debug, info, warn};
+use vigil_store::Store;
+
+pub use api::{CURRENT_VERSION, SUPPORTED_VERSIONS};
+pub use config::{Config, ConfigError, MbEvaluate};
+
+use api::{AppState, Transport};
+
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the verifier cannot start. Each variant names the file, address or key.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The state directory cannot be created.
+    #[error("cannot create state directory {path}: {source}")]
+    StateDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The configuration is inconsistent.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The database cannot be opened or migrated.
+    #[error("database: {0}")]
+    Store(#[from] vigil_store::StoreError),
+    /// The TLS material cannot be loaded.
+    #[error("TLS (tls_dir {tls_dir}): {message}")]
+    Tls {
+        /// The TLS directory in use.
+        tls_dir: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// The port cannot be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A running verifier.
+pub struct Verifier {
+    addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    server: JoinHandle<()>,
+    engine: Arc<engine::Engine>,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+fn load_identity(config: &Config) -> Result<client::ClientIdentity, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let cert = config.tls_file(&config.client_cert);
+    let key = config.tls_file(&config.client_key);
+    let chain = CertificateDer::pem_file_iter(&cert)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("client_cert {}: {e}", cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(&key)
+        .map_err(|e| format!("client_key {}: {e}", key.display()))?;
+    Ok(client::ClientIdentity { chain, key })
+}
+
+impl Verifier {
+    /// Opens the database (migrating it), loads the TLS material, binds the port,
+    /// starts the engine and starts serving.
+    pub async fn start(config: &Config) -> Result<Self, StartError> {
+        if config.database_url.is_empty() {
+            std::fs::create_dir_all(&config.state_dir).map_err(|source| StartError::StateDir {
+                path: config.state_dir.clone(),
+                source,
+            })?;
+        }
+        let attestation = config.attestation().map_err(StartError::Config)?;
+        let tls_err = |message: String| StartError::Tls {
+            tls_dir: config.tls_dir(),
+            message,
+        };
+        let cas: Vec<PathBuf> = config
+            .trusted_client_ca
+            .iter()
+            .map(|p| config.tls_file(p))
+            .collect();
+        let cas: Vec<&std::path::Path> = cas.iter().map(PathBuf::as_path).collect();
+        // Optional at the handshake: version and verify/* are public; admin routes
+        // refuse requests without a verified certificate.
+        let tls = vigil_tls::server_config(
+            &config.tls_file(&config.server_cert),
+            &config.tls_file(&config.server_key),
+            &cas,
+            vigil_tls::ClientAuth::Optional,
+        )
+        .map_err(|e| tls_err(e.to_string()))?;
+        let identity = load_identity(config).map_err(tls_err)?;
+        let store = Store::open(&config.database_url()).await?;
+        let (stop, stopped) = watch::channel(false);
+        let engine = engine::Engine::new(
+            store.clone(),
+            Arc::new(config.clone()),
+            attestation,
+            Some(identity),
+            stopped.clone(),
+        );
+        let addr = SocketAddr::new(config.ip, config.port);
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| StartError::Bind { addr, source })?;
+        let state = Arc::new(AppState {
+            engine: engine.clone(),
+        });
+        let app = axum::Router::new()
+            .fallback(api::dispatch)
+            .with_state(state);
+        let server = tokio::spawn(serve(
+            listener,
+            TlsAcceptor::from(Arc::new(tls)),
+            app,
+            stopped,
+        ));
+        engine.start().await?;
+        info!(%addr, backend = ?store.backend(), holder = %engine.holder, "verifier listening");
+        Ok(Self {
+            addr,
+            stop,
+            server,
+            engine,
+        })
+    }
+
+    /// The HTTPS address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// How many nodes this verifier attests now.
+    pub fn attested_nodes(&self) -> usize {
+        self.engine.local_count()
+    }
+
+    /// How many distinct runtime policies are parsed and shared between nodes now.
+    pub fn parsed_runtime_policies(&self) -> usize {
+        self.engine.cache.runtime_len()
+    }
+
+    /// This replica's lease holder name.
+    pub fn replica_id(&self) -> &str {
+        &self.engine.holder
+    }
+
+    /// Stops serving and attesting (releasing leases), and closes the database.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        self.engine.shutdown().await;
+        let _ = self.server.await;
+        self.engine.store.close().await;
+        info!("verifier stopped");
+    }
+
+    /// Stops at once, as a crash would: no lease is released and nothing more is
+    /// written (tests use it to simulate a replica that dies).
+    pub fn abort(self) {
+        self.server.abort();
+        let _ = self.stop.send(true);
+    }
+}
+
+async fn serve(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    app: axum::Router,
+    mut stop: watch::Receiver<bool>,
+) {
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(x) => x,
+                Err(e) => {
+                    warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => break,
+        };
+        let app = app.clone();
+        let acceptor = acceptor.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    debug!(%peer, "TLS handshake failed: {e}");
+                    return;
+                }
+                Err(_) => {
+                    debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let client = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| {
+                    vigil_tls::peer_subject(c).unwrap_or_else(|| "(unreadable subject)".into())
+                });
+            let transport = Transport { client };
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT);
+            let service = hyper::service::service_fn(
+                move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(transport.clone());
+                    app.clone().oneshot(req.map(axum::body::Body::new))
+                },
+            );
+            let conn = http.serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = watcher.watch(conn).await {
+                debug!(%peer, "connection ended: {e}");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        warn!("requests still in flight after {DRAIN_TIMEOUT:?}; closing anyway");
+    }
+}
