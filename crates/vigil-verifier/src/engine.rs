@@ -413,14 +413,17 @@ impl NodeTask {
                 cmd = rx.recv() => {
                     let Some(cmd) = cmd else { return };
                     let t = now();
+                    // Answered once the change is recorded, so the tenant's next read
+                    // sees it.
+                    let reply: oneshot::Sender<()>;
                     match cmd {
                         Command::Shutdown => return,
-                        Command::Stop(reply) => {
+                        Command::Stop(r) => {
                             let _ = node.stop(t);
                             inflight = None;
-                            let _ = reply.send(());
+                            reply = r;
                         }
-                        Command::Reactivate(reply) => {
+                        Command::Reactivate(r) => {
                             // The tenant may have fixed the enrolment's policies.
                             if let Ok(Some(a)) = e.store.verifier_agents().get(&self.id).await {
                                 if let Ok(c) = context::build(&a, &e.store, &e.cache, e.identity.as_ref()).await {
@@ -429,19 +432,26 @@ impl NodeTask {
                             }
                             let _ = node.reactivate(t);
                             inflight = None;
-                            let _ = reply.send(());
+                            reply = r;
                         }
-                        Command::Delete(reply) => {
+                        Command::Delete(r) => {
                             let how = node.deleted(t);
                             if how == Deletion::Immediate {
                                 self.remove().await;
-                                let _ = reply.send(how);
+                                let _ = r.send(how);
                                 return;
                             }
-                            let _ = reply.send(how);
+                            let written = self.persist(&node, &mut last_written, RoundNote::default(), None).await;
+                            let _ = r.send(how);
+                            if written.is_err() {
+                                return;
+                            }
+                            continue;
                         }
                     }
-                    if self.persist(&node, &mut last_written, RoundNote::default(), None).await.is_err() {
+                    let written = self.persist(&node, &mut last_written, RoundNote::default(), None).await;
+                    let _ = reply.send(());
+                    if written.is_err() {
                         return;
                     }
                 }

@@ -1,0 +1,371 @@
+//! The verifier's REST API over real HTTPS, on SQLite and PostgreSQL: enrolment with
+//! every field, status, list and bulk, policies CRUD, every bad input a 400 (or
+//! Keylime's 404/409) that stores nothing, admin routes refused without mTLS.
+
+mod support;
+
+use base64::Engine as _;
+use serde_json::{json, Value};
+use support::{Pki, B64};
+
+/// A syntactically valid enrolment without a reachable node (no agent runs here).
+fn body() -> Value {
+    // An RSA AK public area (TPM2B_PUBLIC) from Keylime's test vectors.
+    let ak = std::fs::read("../../../shared/testdata/keylime/test-data/files/ak.pub").unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    json!({
+        "v": B64.encode([1u8; 32]),
+        "cloudagent_ip": "127.0.0.1",
+        "cloudagent_port": 9,
+        "tpm_policy": "{\"mask\": \"0x400\"}",
+        "runtime_policy": "",
+        "mb_policy": null,
+        "mb_policy_name": "",
+        "ima_sign_verification_keys": "",
+        "metadata": "{}",
+        "revocation_key": "",
+        "accept_tpm_hash_algs": ["sha256"],
+        "accept_tpm_encryption_algs": ["rsa"],
+        "accept_tpm_signing_algs": ["rsassa"],
+        "ak_tpm": B64.encode(ak),
+        "mtls_cert": cert.pem(),
+    })
+}
+
+const ADMIN: bool = true;
+
+async fn enrol_show_list_delete(db: String) {
+    let pki = Pki::new();
+    let v = support::start(&pki.config(&db)).await;
+    let (a, c) = (v.addr(), pki.client(ADMIN));
+
+    let (code, r) = c.call(a, "GET", "/version", None).await;
+    assert_eq!(code, 200);
+    assert_eq!(r["results"]["current_version"], "2.6");
+
+    let (code, r) = c.call(a, "POST", "/v2.6/agents/n1", Some(body())).await;
+    assert_eq!((code, r["status"].as_str()), (200, Some("Success")), "{r}");
+    let (code, r) = c.call(a, "POST", "/v2.6/agents/n1", Some(body())).await;
+    assert_eq!(code, 409, "{r}");
+    assert_eq!(
+        r["status"],
+        "Agent of uuid n1 already exists. Please use delete or update."
+    );
+
+    let (code, r) = c.call(a, "GET", "/v2.6/agents/n1", None).await;
+    assert_eq!(code, 200);
+    let s = &r["results"];
+    assert_eq!(s["ip"], "127.0.0.1");
+    assert_eq!(s["port"], 9);
+    assert_eq!(s["tpm_policy"], "{\"mask\": \"0x400\"}");
+    assert_eq!(s["verifier_id"], "default");
+    assert_eq!(s["attestation_period"], "0s");
+    assert_eq!(s["has_runtime_policy"], 0);
+    assert_eq!(s["accept_tpm_hash_algs"], json!(["sha256"]));
+    assert!(s["operational_state"].as_u64().unwrap() <= 9);
+
+    let (code, r) = c.call(a, "GET", "/v2.6/agents/", None).await;
+    assert_eq!((code, &r["results"]["uuids"]), (200, &json!([["n1"]])));
+    let (_, r) = c
+        .call(a, "GET", "/v2.6/agents/?bulk=True&verifier=default", None)
+        .await;
+    assert_eq!(r["results"]["n1"]["ip"], "127.0.0.1");
+    let (_, r) = c.call(a, "GET", "/v2.6/agents/?verifier=other", None).await;
+    assert_eq!(r["results"]["uuids"], json!([]));
+
+    let (code, _) = c.call(a, "PUT", "/v2.6/agents/n1/stop", None).await;
+    assert_eq!(code, 200);
+    let (_, r) = c.call(a, "GET", "/v2.6/agents/n1", None).await;
+    assert_eq!(r["results"]["operational_state"], 10);
+    assert_eq!(r["results"]["attestation_status"], "FAIL");
+    let (code, _) = c.call(a, "DELETE", "/v2.6/agents/n1", None).await;
+    assert_eq!(code, 200);
+    let (code, r) = c.call(a, "GET", "/v2.6/agents/n1", None).await;
+    assert_eq!(
+        (code, r["status"].as_str()),
+        (404, Some("agent id not found"))
+    );
+    let (code, _) = c.call(a, "DELETE", "/v2.6/agents/n1", None).await;
+    assert_eq!(code, 404);
+    v.shutdown().await;
+}
+
+async fn policies_crud(db: String) {
+    let pki = Pki::new();
+    let v = support::start(&pki.config(&db)).await;
+    let (a, c) = (v.addr(), pki.client(ADMIN));
+    let policy = support::TestAgent::policy_b64(&[("/bin/sh", b"sh")]);
+
+    let (code, r) = c
+        .call(
+            a,
+            "POST",
+            "/v2.6/allowlists/p1",
+            Some(json!({"runtime_policy": policy})),
+        )
+        .await;
+    assert_eq!((code, r["status"].as_str()), (201, Some("Created")));
+    let (code, r) = c
+        .call(
+            a,
+            "POST",
+            "/v2.6/allowlists/p1",
+            Some(json!({"runtime_policy": policy})),
+        )
+        .await;
+    assert_eq!(
+        (code, r["status"].as_str()),
+        (409, Some("Runtime policy with name p1 already exists"))
+    );
+    let (code, _) = c
+        .call(
+            a,
+            "PUT",
+            "/v2.6/allowlists/p1",
+            Some(json!({"runtime_policy": policy})),
+        )
+        .await;
+    assert_eq!(code, 201);
+    let (code, _) = c
+        .call(
+            a,
+            "PUT",
+            "/v2.6/allowlists/nope",
+            Some(json!({"runtime_policy": policy})),
+        )
+        .await;
+    assert_eq!(code, 404);
+    let (code, r) = c.call(a, "GET", "/v2.6/allowlists/p1", None).await;
+    assert_eq!(code, 200);
+    assert_eq!(r["results"]["name"], "p1");
+    assert_eq!(r["results"]["tmp_policy"], Value::Null);
+    assert!(r["results"]["runtime_policy"]
+        .as_str()
+        .unwrap()
+        .contains("/bin/sh"));
+    let (_, r) = c.call(a, "GET", "/v2.6/allowlists/", None).await;
+    assert_eq!(r["results"]["runtimepolicy names"], json!(["p1"]));
+
+    // A node using p1 by name: the policy cannot be deleted while it does.
+    let mut b = body();
+    b["runtime_policy_name"] = json!("p1");
+    let (code, r) = c.call(a, "POST", "/v2.6/agents/n1", Some(b)).await;
+    assert_eq!(code, 200, "{r}");
+    let (_, r) = c.call(a, "GET", "/v2.6/agents/n1", None).await;
+    assert_eq!(r["results"]["has_runtime_policy"], 1);
+    let (code, r) = c.call(a, "DELETE", "/v2.6/allowlists/p1", None).await;
+    assert_eq!(code, 409, "{r}");
+    assert!(r["status"]
+        .as_str()
+        .unwrap()
+        .starts_with("Can't delete allowlist as it's currently in use by agent"));
+    // Inline policy under a taken name: 409; unknown name without a policy: 404.
+    let mut b = body();
+    b["runtime_policy_name"] = json!("p1");
+    b["runtime_policy"] = json!(policy);
+    assert_eq!(c.call(a, "POST", "/v2.6/agents/n2", Some(b)).await.0, 409);
+    let mut b = body();
+    b["runtime_policy_name"] = json!("ghost");
+    let (code, r) = c.call(a, "POST", "/v2.6/agents/n2", Some(b)).await;
+    assert_eq!(
+        (code, r["status"].as_str()),
+        (404, Some("Could not find IMA policy with name ghost!"))
+    );
+    assert_eq!(c.call(a, "GET", "/v2.6/agents/n2", None).await.0, 404);
+
+    assert_eq!(c.call(a, "DELETE", "/v2.6/agents/n1", None).await.0, 200);
+    let (code, r) = c.call(a, "DELETE", "/v2.6/allowlists/p1", None).await;
+    assert_eq!((code, r), (204, Value::Null));
+    assert_eq!(
+        c.call(a, "DELETE", "/v2.6/allowlists/p1", None).await.0,
+        404
+    );
+
+    // Measured-boot policies.
+    let mb = json!({"mb_policy": "{\"has_secureboot\": false}"});
+    assert_eq!(
+        c.call(a, "POST", "/v2.6/mbpolicies/m1", Some(mb.clone()))
+            .await
+            .0,
+        201
+    );
+    assert_eq!(
+        c.call(a, "POST", "/v2.6/mbpolicies/m1", Some(mb.clone()))
+            .await
+            .0,
+        409
+    );
+    assert_eq!(
+        c.call(a, "PUT", "/v2.6/mbpolicies/m1", Some(mb)).await.0,
+        201
+    );
+    let (_, r) = c.call(a, "GET", "/v2.6/mbpolicies/m1", None).await;
+    assert_eq!(r["results"]["mb_policy"], "{\"has_secureboot\": false}");
+    let (_, r) = c.call(a, "GET", "/v2.6/mbpolicies/", None).await;
+    assert_eq!(r["results"]["mbpolicy names"], json!(["m1"]));
+    let mut b = body();
+    b["mb_policy_name"] = json!("m1");
+    assert_eq!(c.call(a, "POST", "/v2.6/agents/n3", Some(b)).await.0, 200);
+    let (_, r) = c.call(a, "GET", "/v2.6/agents/n3", None).await;
+    assert_eq!(r["results"]["has_mb_refstate"], 1);
+    assert_eq!(
+        c.call(a, "DELETE", "/v2.6/mbpolicies/m1", None).await.0,
+        409
+    );
+    assert_eq!(
+        c.call(a, "DELETE", "/v2.6/mbpolicies/ghost", None).await.0,
+        404
+    );
+    v.shutdown().await;
+}
+
+async fn bad_input_is_rejected_and_stores_nothing(db: String) {
+    let pki = Pki::new();
+    let v = support::start(&pki.config(&db)).await;
+    let (a, c) = (v.addr(), pki.client(ADMIN));
+    let cases: Vec<(&str, Value, &str)> = vec![
+        ("tpm_policy", Value::Null, "'tpm_policy'"),
+        ("tpm_policy", json!("{\"10\": 5}"), "tpm_policy"),
+        ("metadata", Value::Null, "'metadata'"),
+        (
+            "accept_tpm_hash_algs",
+            json!("sha256"),
+            "accept_tpm_hash_algs",
+        ),
+        ("ak_tpm", json!("!!"), "ak_tpm"),
+        ("ak_tpm", json!("AAAA"), "ak_tpm"),
+        ("v", json!("AAAA"), "v: must be 32 bytes"),
+        ("cloudagent_ip", json!("not-an-ip"), "cloudagent_ip"),
+        ("cloudagent_port", json!(70000), "cloudagent_port"),
+        (
+            "mtls_cert",
+            json!("disabled"),
+            "mTLS certificate for agent is required!",
+        ),
+        ("mtls_cert", json!("garbage"), "mtls_cert"),
+        ("revocation_key", json!("not a key"), "revocation_key"),
+        (
+            "runtime_policy",
+            json!("e30="),
+            "Runtime policy is malformatted",
+        ),
+        ("runtime_policy", json!("%%%"), "runtime_policy"),
+        ("mb_policy", json!("{not json"), "mb_policy"),
+        ("mb_policy_name", json!(3), "mb_policy_name"),
+    ];
+    for (field, value, want) in cases {
+        let mut b = body();
+        if value.is_null() {
+            b.as_object_mut().unwrap().remove(field);
+        } else {
+            b[field] = value;
+        }
+        let (code, r) = c.call(a, "POST", "/v2.6/agents/bad", Some(b)).await;
+        assert_eq!(code, 400, "{field}: {r}");
+        let status = r["status"].as_str().unwrap();
+        assert!(status.contains(want), "{field}: {status}");
+        assert_eq!(
+            c.call(a, "GET", "/v2.6/agents/bad", None).await.0,
+            404,
+            "{field}"
+        );
+    }
+    let (code, r) = c
+        .call(a, "POST", "/v2.6/agents/bad%20id", Some(body()))
+        .await;
+    assert_eq!(
+        (code, r["status"].as_str()),
+        (400, Some("agent_id not not valid"))
+    );
+    assert_eq!(
+        c.call(
+            a,
+            "POST",
+            "/v2.6/allowlists/x",
+            Some(json!({"runtime_policy": "e30="}))
+        )
+        .await
+        .0,
+        400
+    );
+    assert_eq!(
+        c.call(
+            a,
+            "POST",
+            "/v2.6/mbpolicies/x",
+            Some(json!({"mb_policy": "{"}))
+        )
+        .await
+        .0,
+        400
+    );
+    let (_, r) = c.call(a, "GET", "/v2.6/allowlists/", None).await;
+    assert_eq!(r["results"]["runtimepolicy names"], json!([]));
+    assert_eq!(
+        c.call(a, "GET", "/v2.6/agents/", None).await.1["results"]["uuids"],
+        json!([])
+    );
+    // Keylime's other answers.
+    assert_eq!(c.call(a, "GET", "/v2.6/", None).await.0, 405);
+    assert_eq!(c.call(a, "GET", "/v1.0/agents/", None).await.0, 404);
+    assert_eq!(
+        c.call(a, "POST", "/v2.6/agents/x", None).await.1["status"],
+        "Expected non zero content length"
+    );
+    let (code, r) = c
+        .call(a, "GET", "/v2.6/verify/identity?agent_uuid=x", None)
+        .await;
+    assert_eq!(
+        (code, r["status"].as_str()),
+        (400, Some("missing query parameter 'quote'"))
+    );
+    let (code, r) = c
+        .call(
+            a,
+            "POST",
+            "/v2.6/verify/evidence",
+            Some(json!({"type": "tpm", "data": {}})),
+        )
+        .await;
+    assert_eq!(code, 400);
+    assert_eq!(r["results"]["valid"], false);
+    assert_eq!(r["results"]["failures"][0]["type"], "default.missing_param");
+    v.shutdown().await;
+}
+
+async fn admin_routes_need_mtls(db: String) {
+    let pki = Pki::new();
+    let v = support::start(&pki.config(&db)).await;
+    let (a, c) = (v.addr(), pki.client(false));
+    assert_eq!(c.call(a, "GET", "/version", None).await.0, 200);
+    for (m, p) in [
+        ("GET", "/v2.6/agents/"),
+        ("GET", "/v2.6/agents/x"),
+        ("POST", "/v2.6/agents/x"),
+        ("DELETE", "/v2.6/agents/x"),
+        ("GET", "/v2.6/allowlists/"),
+        ("PUT", "/v2.6/agents/x/stop"),
+    ] {
+        let (code, r) = c.call(a, m, p, Some(body())).await;
+        assert_eq!(code, 403, "{m} {p}: {r}");
+    }
+    assert_eq!(
+        pki.client(ADMIN)
+            .call(a, "GET", "/v2.6/agents/x", None)
+            .await
+            .0,
+        404
+    );
+    v.shutdown().await;
+}
+
+on_both_backends!(
+    enrol_show_list_delete,
+    policies_crud,
+    bad_input_is_rejected_and_stores_nothing,
+    admin_routes_need_mtls,
+);
