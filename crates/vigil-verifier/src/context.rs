@@ -82,6 +82,8 @@ pub(crate) struct NodeContext {
     pub(crate) tpm_policy_text: String,
     pub(crate) meta_data: String,
     pub(crate) tpm_policy: TpmPolicy,
+    /// The PCR mask of the quote requests (see [`quote_mask`]).
+    pub(crate) mask: u32,
     pub(crate) runtime_policy: Option<Arc<RuntimePolicy>>,
     pub(crate) mb_refstate: Option<Arc<Value>>,
     pub(crate) accept_hash_algs: Vec<String>,
@@ -109,6 +111,24 @@ impl NodeContext {
         let ip: IpAddr = self.ip.as_deref()?.parse().ok()?;
         Some(SocketAddr::new(ip, self.port?))
     }
+}
+
+/// The PCRs to quote: the tenant's `mask` (Keylime quotes exactly what the tenant's
+/// `tpm_policy.mask` says), every PCR the policy constrains, and PCR 10 whenever a
+/// runtime policy is enrolled — Vigil adds the last two so a mask that forgot them
+/// cannot silently turn a policy off.
+pub(crate) fn quote_mask(text: &str, policy: &TpmPolicy, runtime_policy: bool) -> u32 {
+    let given = serde_json::from_str::<Value>(text)
+        .ok()
+        .and_then(|v| v.get("mask").and_then(Value::as_str).map(str::to_owned))
+        .and_then(|m| u32::from_str_radix(m.trim_start_matches("0x"), 16).ok())
+        .unwrap_or(0);
+    let ima = if runtime_policy {
+        1 << vigil_core::policy::tpm::IMA_PCR
+    } else {
+        0
+    };
+    (given | policy.mask() | ima) & 0x00ff_ffff
 }
 
 /// Reads a PEM RSA private key (PKCS#8 or PKCS#1), as Keylime's `revocation_key`.
@@ -202,7 +222,9 @@ pub(crate) async fn build(
         ),
         _ => None,
     };
+    let mask = quote_mask(&e.tpm_policy, &tpm_policy, runtime_policy.is_some());
     Ok(NodeContext {
+        mask,
         agent_id: e.agent_id.clone(),
         ip: e.ip.clone(),
         port: e.port,

@@ -482,7 +482,7 @@ impl NodeTask {
         let path = format!(
             "/v{}/quotes/integrity?nonce={nonce}&mask={:#x}&partial={}&ima_ml_entry={entry}",
             ctx.supported_version,
-            ctx.tpm_policy.mask(),
+            ctx.mask,
             u8::from(partial),
         );
         let timeout = self.engine.config.request_timeout();
@@ -616,6 +616,7 @@ impl NodeTask {
                     let judge = round::Judge {
                         verifier: &ctx.verifier,
                         tpm_policy: &ctx.tpm_policy,
+                        mask: ctx.mask,
                         runtime_policy: ctx.runtime_policy.as_deref(),
                         mb,
                         mb_evaluate_now: evaluate_now,

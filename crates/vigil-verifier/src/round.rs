@@ -85,6 +85,8 @@ pub struct Judge<'a> {
     pub verifier: &'a QuoteVerifier,
     /// The PCR policy.
     pub tpm_policy: &'a TpmPolicy,
+    /// The PCR mask the quote was requested with.
+    pub mask: u32,
     /// The runtime policy, if any.
     pub runtime_policy: Option<&'a RuntimePolicy>,
     /// The measured-boot policy and reference state, if the node has a non-empty one.
@@ -195,7 +197,7 @@ pub fn judge(
         (j.mb, view.as_ref(), outcome.clock_info.is_some())
     {
         let quoted: BTreeSet<u32> = (0..24)
-            .filter(|i| j.tpm_policy.mask() & (1 << i) != 0)
+            .filter(|i| j.mask & (1 << i) != 0)
             .chain([vigil_core::policy::tpm::DATA_PCR])
             .collect();
         mb_failure.merge(bootlog_evaluate(mb_policy, refstate, view, &quoted));
