@@ -53,9 +53,15 @@ fn not_allowed(message: &str, allow: &str) -> Response {
     r
 }
 
+/// A 500 with Keylime's text, followed by the cause (a TPM error names its decoded
+/// response code), so the verifier's log shows why.
 fn internal(message: &str, e: &dyn std::fmt::Display) -> Response {
     error!("{message}: {e}");
-    envelope(StatusCode::INTERNAL_SERVER_ERROR, message, empty())
+    envelope(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("{message}: {e}"),
+        empty(),
+    )
 }
 
 /// Every request comes here.
