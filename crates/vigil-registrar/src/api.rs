@@ -41,13 +41,7 @@ pub(crate) struct AppState {
 }
 
 /// How the request arrived, set by the listener on every request.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Transport {
-    /// Over the TLS port.
-    pub(crate) https: bool,
-    /// The verified client certificate's subject, if the client sent one.
-    pub(crate) client: Option<String>,
-}
+type Transport = vigil_tls::http::Peer;
 
 /// `{"code", "status", "results"}` with the HTTP status `code`.
 fn envelope(code: StatusCode, status: impl Into<String>, results: Value) -> Response {

@@ -10,27 +10,7 @@ use serde::Deserialize;
 /// The environment prefix of overrides: `VIGIL_REGISTRAR_PORT=9000`.
 pub const ENV_PREFIX: &str = "VIGIL_REGISTRAR_";
 
-/// Why the configuration is unusable. Each variant names the file, variable or key.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file cannot be read.
-    #[error("cannot read {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The file is not TOML, or a key is unknown or has the wrong type.
-    #[error("{origin}: {message}")]
-    Invalid {
-        /// The file, or "environment".
-        origin: String,
-        /// toml's message (it names the key).
-        message: String,
-    },
-}
+pub use vigil_tls::settings::ConfigError;
 
 /// What to do with certificates that are not DER (Keylime's `malformed_cert_action`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -122,61 +102,15 @@ impl Config {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
-        let (origin, text) = match file {
-            Some(path) => (
-                path.display().to_string(),
-                std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                    path: path.to_owned(),
-                    source,
-                })?,
-            ),
-            None => ("defaults".to_owned(), String::new()),
-        };
-        let invalid = |origin: &str, e: toml::de::Error| ConfigError::Invalid {
-            origin: origin.to_owned(),
-            message: e.message().to_owned()
-                + &e.span().map_or(String::new(), |s| {
-                    format!(" (at {})", line_col(&text, s.start))
-                }),
-        };
-        let mut table: toml::Table = toml::from_str(&text).map_err(|e| invalid(&origin, e))?;
-        let mut from_env = false;
-        for (name, value) in env {
-            let Some(key) = name.strip_prefix(ENV_PREFIX) else {
-                continue;
-            };
-            let key = key.to_ascii_lowercase();
-            let value = if LIST_KEYS.contains(&key.as_str()) {
-                toml::Value::Array(
-                    value
-                        .split(',')
-                        .map(|s| toml::Value::String(s.trim().to_owned()))
-                        .collect(),
-                )
-            } else if SCALAR_KEYS.contains(&key.as_str()) {
-                // A number or boolean in TOML syntax; anything else stays a string,
-                // so the type error below names the variable.
-                toml::from_str::<toml::Table>(&format!("v = {value}"))
-                    .ok()
-                    .and_then(|mut t| t.remove("v"))
-                    .unwrap_or(toml::Value::String(value))
-            } else {
-                toml::Value::String(value)
-            };
-            table.insert(key, value);
-            from_env = true;
-        }
-        let origin = if from_env {
-            format!("{origin} with {ENV_PREFIX}* overrides")
-        } else {
-            origin
-        };
-        serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
-            ConfigError::Invalid {
-                origin,
-                message: format!("{}: {}", e.path(), e.inner().message()),
-            }
-        })
+        vigil_tls::settings::load(
+            file,
+            env,
+            vigil_tls::settings::EnvKeys {
+                prefix: ENV_PREFIX,
+                lists: LIST_KEYS,
+                scalars: SCALAR_KEYS,
+            },
+        )
     }
 
     /// The database URL in use.
@@ -214,13 +148,6 @@ fn under(base: &Path, p: &Path, default: &str) -> PathBuf {
     } else {
         base.join(p)
     }
-}
-
-fn line_col(text: &str, offset: usize) -> String {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let col = before.rsplit('\n').next().map_or(0, str::len) + 1;
-    format!("line {line}, column {col}")
 }
 
 #[cfg(test)]

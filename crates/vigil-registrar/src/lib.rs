@@ -20,31 +20,21 @@ mod register;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
-use tower::ServiceExt;
-use tracing::{debug, info, warn};
+use tracing::info;
 use vigil_core::tpm::ek_cert::EkCertStore;
 use vigil_store::Store;
 
 pub use api::{CURRENT_VERSION, IDENTITY_CHANGED, INVALID_DATA, SUPPORTED_VERSIONS};
 pub use config::{Config, ConfigError, MalformedCertAction};
 
-use api::{AppState, Transport};
+use api::AppState;
 use register::Checks;
-
-/// How long a TLS handshake may take.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a client may take to send its request headers.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long shutdown waits for requests in flight.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+use vigil_tls::http::serve;
 
 /// Why the registrar cannot start. Each variant names the file, address or URL part.
 #[derive(Debug, thiserror::Error)]
@@ -232,89 +222,5 @@ impl Registrar {
         }
         self.store.close().await;
         info!("registrar stopped");
-    }
-}
-
-/// Accepts connections on `listener` until `stop` changes, then drains.
-async fn serve(
-    listener: TcpListener,
-    tls: Option<TlsAcceptor>,
-    app: axum::Router,
-    mut stop: watch::Receiver<bool>,
-) {
-    let graceful = GracefulShutdown::new();
-    loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(x) => x,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            _ = stop.changed() => break,
-        };
-        let app = app.clone();
-        let tls = tls.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let mut http = hyper::server::conn::http1::Builder::new();
-            http.timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT);
-            let service = |transport: Transport| {
-                hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-                    req.extensions_mut().insert(transport.clone());
-                    app.clone().oneshot(req.map(axum::body::Body::new))
-                })
-            };
-            let result = match tls {
-                None => {
-                    let conn =
-                        http.serve_connection(TokioIo::new(tcp), service(Transport::default()));
-                    watcher.watch(conn).await
-                }
-                Some(acceptor) => {
-                    let stream =
-                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                            Ok(Ok(s)) => s,
-                            Ok(Err(e)) => {
-                                debug!(%peer, "TLS handshake failed: {e}");
-                                return;
-                            }
-                            Err(_) => {
-                                debug!(%peer, "TLS handshake timed out");
-                                return;
-                            }
-                        };
-                    let client = stream
-                        .get_ref()
-                        .1
-                        .peer_certificates()
-                        .and_then(|c| c.first())
-                        .map(|c| {
-                            vigil_tls::peer_subject(c)
-                                .unwrap_or_else(|| "(unreadable subject)".into())
-                        });
-                    let transport = Transport {
-                        https: true,
-                        client,
-                    };
-                    let conn = http.serve_connection(TokioIo::new(stream), service(transport));
-                    watcher.watch(conn).await
-                }
-            };
-            if let Err(e) = result {
-                debug!(%peer, "connection ended: {e}");
-            }
-        });
-    }
-    drop(listener);
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        warn!("requests still in flight after {DRAIN_TIMEOUT:?}; closing anyway");
     }
 }

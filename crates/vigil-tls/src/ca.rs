@@ -242,6 +242,25 @@ pub fn issue(
     Ok(out)
 }
 
+/// Makes a self-signed server certificate named `name` (its subject CN) with `sans`
+/// as subject alternative names on a new P-256 key, and writes it to `cert` and the key
+/// (mode 0600) to `key` — Keylime's agent identity: CN = agent UUID, SAN = its contact
+/// address. Clients trust it by pinning the certificate itself (the verifier takes it
+/// from the registrar's `mtls_cert`).
+pub fn self_signed(name: &str, sans: &[String], cert: &Path, key: &Path) -> Result<(), TlsError> {
+    let pair = KeyPair::generate().map_err(gen_err(name))?;
+    let mut p = params(name, sans)?;
+    p.is_ca = IsCa::ExplicitNoCa;
+    p.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let made = p.self_signed(&pair).map_err(gen_err(name))?;
+    write(key, &pair.serialize_pem(), true)?;
+    write(cert, &made.pem(), false)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

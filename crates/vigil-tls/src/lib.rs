@@ -5,9 +5,12 @@
 //! - [`ca`]: a certificate authority laid out like Keylime's `tls_dir = generate`
 //!   directory (`cv_ca`): `cacert.crt`, `server-cert.crt` / `server-private.pem`,
 //!   `client-cert.crt` / `client-private.pem`, made with rcgen, so a fresh install
-//!   has working mTLS without openssl;
+//!   has working mTLS without openssl, and [`ca::self_signed`] for an agent's own
+//!   certificate;
 //! - [`server_config`] and [`client_config`]: rustls configurations from PEM files —
-//!   Vigil's own or an existing Keylime `cv_ca`.
+//!   Vigil's own or an existing Keylime `cv_ca`;
+//! - [`http`]: the HTTP/1.1 accept loop of the services and a one-request client;
+//! - [`settings`]: TOML configuration files with environment overrides.
 //!
 //! Everything uses rustls' aws-lc-rs provider, the crypto library the core already
 //! links.
@@ -16,6 +19,8 @@
 
 pub mod ca;
 mod config;
+pub mod http;
+pub mod settings;
 
 pub use config::{client_config, peer_subject, server_config, ClientAuth};
 

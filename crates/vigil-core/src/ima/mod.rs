@@ -74,6 +74,7 @@ mod hex;
 pub mod entry;
 pub mod keyring;
 pub mod reader;
+pub mod record;
 pub mod replay;
 pub mod signature;
 pub mod template;
@@ -84,6 +85,7 @@ pub use entry::{
 };
 pub use hex::HexError;
 pub use reader::{process_reader, ImaLine, ImaLogReader, ReadError, DEFAULT_MAX_LINE};
+pub use record::{ImaNgRecord, RecordError};
 pub use replay::{
     process_measurement_list, AcceptAll, BatchStart, EntryValidator, EntryVerdict, ImaAttestState,
     ImaConfig, ImaCounts, ImaReplay, ImaVerdict, QuoteProgress, IMA_PCR,

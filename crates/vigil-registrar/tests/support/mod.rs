@@ -7,11 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use base64::Engine;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
 use serde_json::Value;
-use tokio::net::TcpStream;
 use vigil_registrar::{Config, Registrar};
 use vigil_tls::ca::CaDir;
 
@@ -133,51 +129,14 @@ pub(crate) async fn request(
     path: &str,
     body: Option<Vec<u8>>,
 ) -> Result<(u16, Value), String> {
-    let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-    let req = hyper::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", "localhost")
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.unwrap_or_default())))
+    let tls = tls.map(|config| vigil_tls::http::ClientTls {
+        config,
+        server_name: rustls::pki_types::ServerName::try_from("localhost").expect("name"),
+    });
+    let answer = vigil_tls::http::request(addr, tls.as_ref(), method, path, body)
+        .await
         .map_err(|e| e.to_string())?;
-    let resp = match tls {
-        None => send(TokioIo::new(tcp), req).await?,
-        Some(config) => {
-            let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
-            let stream = tokio_rustls::TlsConnector::from(config)
-                .connect(name, tcp)
-                .await
-                .map_err(|e| format!("TLS: {e}"))?;
-            send(TokioIo::new(stream), req).await?
-        }
-    };
-    Ok(resp)
-}
-
-async fn send<IO>(io: IO, req: hyper::Request<Full<Bytes>>) -> Result<(u16, Value), String>
-where
-    IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
-        .await
-        .map_err(|e| format!("handshake: {e}"))?;
-    tokio::spawn(conn);
-    let resp = sender
-        .send_request(req)
-        .await
-        .map_err(|e| format!("request: {e}"))?;
-    let status = resp.status().as_u16();
-    let bytes = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| format!("body: {e}"))?
-        .to_bytes();
-    Ok((
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    ))
+    Ok((answer.status, answer.json()))
 }
 
 /// The `status` text of an envelope, checking the envelope's shape on the way.

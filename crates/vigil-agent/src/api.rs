@@ -1,0 +1,544 @@
+//! Keylime's agent REST API v2.1–2.6 (compat §1.4), dispatched by hand so that version
+//! prefixes, the per-scope 400/405 answers and their texts are rust-keylime's.
+
+// Early returns carry a ready `Response` as their error, the axum idiom.
+#![allow(clippy::result_large_err)]
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::Engine;
+use serde_json::{json, Map, Value};
+use tracing::{error, info, warn};
+use vigil_core::revocation::RevocationNotice;
+
+use crate::payload::Next;
+use crate::AgentState;
+
+/// The API versions served, oldest first; the last is `supported_version`.
+pub const API_VERSIONS: [&str; 6] = ["2.1", "2.2", "2.3", "2.4", "2.5", "2.6"];
+/// The longest nonce accepted (rust-keylime's `MAX_NONCE_SIZE`).
+pub const MAX_NONCE_SIZE: usize = 64;
+/// Largest request body (a payload is at most 1 MiB before base64).
+const MAX_BODY: usize = 4 << 20;
+
+fn envelope(code: StatusCode, status: impl Into<String>, results: Value) -> Response {
+    let body = json!({"code": code.as_u16(), "status": status.into(), "results": results});
+    (code, Json(body)).into_response()
+}
+
+fn success(results: Value) -> Response {
+    envelope(StatusCode::OK, "Success", results)
+}
+
+fn empty() -> Value {
+    Value::Object(Map::new())
+}
+
+fn bad_request(message: impl Into<String>) -> Response {
+    let message = message.into();
+    warn!("returning 400: {message}");
+    envelope(StatusCode::BAD_REQUEST, message, empty())
+}
+
+fn not_allowed(message: &str, allow: &str) -> Response {
+    let mut r = envelope(StatusCode::METHOD_NOT_ALLOWED, message, empty());
+    if let Ok(v) = HeaderValue::from_str(allow) {
+        r.headers_mut().insert(header::ALLOW, v);
+    }
+    r
+}
+
+/// A 500 with Keylime's text, followed by the cause (a TPM error names its decoded
+/// response code), so the verifier's log shows why.
+fn internal(message: &str, e: &dyn std::fmt::Display) -> Response {
+    error!("{message}: {e}");
+    envelope(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("{message}: {e}"),
+        empty(),
+    )
+}
+
+/// Every request comes here.
+pub(crate) async fn dispatch(State(state): State<Arc<AgentState>>, req: Request<Body>) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let response = route(&state, req).await;
+    info!(%method, %path, code = response.status().as_u16(), "request");
+    response
+}
+
+/// `v2.6` → its index in [`API_VERSIONS`]; `Err(Some(text))` for a version-shaped
+/// prefix not served, `Err(None)` when the segment is no version at all.
+fn version(seg: &str) -> Result<usize, Option<String>> {
+    let Some(v) = seg.strip_prefix('v') else {
+        return Err(None);
+    };
+    let (maj, min) = v.split_once('.').ok_or(None)?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(maj) || !digits(min) {
+        return Err(None);
+    }
+    API_VERSIONS
+        .iter()
+        .position(|x| *x == v)
+        .ok_or_else(|| Some(format!("API version not supported: {seg}")))
+}
+
+fn query(req: &Request) -> Vec<(String, String)> {
+    req.uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|s| !s.is_empty())
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (b[i], hex) {
+            (b'%', Some(v)) => {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+            (b'+', _) => out.push(b' '),
+            (c, _) => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn param<'a>(q: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    q.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+fn required<'a>(q: &'a [(String, String)], name: &str) -> Result<&'a str, Response> {
+    param(q, name)
+        .ok_or_else(|| bad_request(format!("Query deserialize error: missing field `{name}`")))
+}
+
+async fn json_body(req: Request) -> Result<Map<String, Value>, Response> {
+    let bytes = axum::body::to_bytes(req.into_body(), MAX_BODY)
+        .await
+        .map_err(|_| {
+            bad_request(format!(
+                "Json deserialize error: body over {MAX_BODY} bytes"
+            ))
+        })?;
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(bad_request(
+            "Json deserialize error: expected a JSON object",
+        )),
+        Err(e) => Err(bad_request(format!("Json deserialize error: {e}"))),
+    }
+}
+
+fn str_field<'a>(body: &'a Map<String, Value>, name: &str) -> Result<&'a str, Response> {
+    match body.get(name) {
+        Some(Value::String(s)) => Ok(s),
+        Some(_) => Err(bad_request(format!(
+            "Json deserialize error: field `{name}` must be a string"
+        ))),
+        None => Err(bad_request(format!(
+            "Json deserialize error: missing field `{name}`"
+        ))),
+    }
+}
+
+fn alnum(s: &str) -> bool {
+    s.chars().all(char::is_alphanumeric)
+}
+
+async fn route(state: &Arc<AgentState>, req: Request) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let segs: Vec<&str> = path
+        .trim_start_matches('/')
+        .trim_end_matches('/')
+        .split('/')
+        .collect();
+    let latest = API_VERSIONS[API_VERSIONS.len() - 1];
+    let app_default = |m: &Method| match *m {
+        Method::GET => bad_request(format!(
+            "Not Implemented: Use /version or /v{latest} interfaces"
+        )),
+        Method::POST => bad_request(format!("Not Implemented: Use /v{latest} interface")),
+        _ => not_allowed("Method is not supported", "GET, POST"),
+    };
+    if segs == ["version"] {
+        return match method {
+            Method::GET => success(json!({
+                "supported_version": latest,
+                "supported_versions": API_VERSIONS,
+            })),
+            _ => app_default(&method),
+        };
+    }
+    let v = match version(segs[0]) {
+        Ok(v) => v,
+        Err(Some(text)) => return bad_request(text),
+        Err(None) => return app_default(&method),
+    };
+    let api = API_VERSIONS[v];
+    let api_default = |m: &Method| match *m {
+        Method::GET => bad_request("Not Implemented: Use /agent, /keys, or /quotes interfaces"),
+        Method::POST => bad_request("Not Implemented: Use /keys or /notifications interfaces"),
+        _ => not_allowed("Method is not supported", "GET, POST"),
+    };
+    let result: Result<Response, Response> = async {
+        Ok(match (&segs[1..], &method) {
+            (["agent", "info"], &Method::GET) if v >= 1 => agent_info(state, api),
+            (["agent", ..], &Method::GET) if v >= 1 => bad_request(
+                "URI not supported, only /info is supported for GET in /agent interface",
+            ),
+            (["agent", ..], _) if v >= 1 => {
+                not_allowed("Method is not supported in /agent interface", "GET")
+            }
+            (["keys", "pubkey"], &Method::GET) => {
+                success(json!({ "pubkey": state.nk.public_pem }))
+            }
+            (["keys", "verify"], &Method::GET) => verify(state, &query(&req))?,
+            (["keys", "ukey"], &Method::POST) => ukey(state, json_body(req).await?).await?,
+            (["keys", "vkey"], &Method::POST) => vkey(state, json_body(req).await?).await?,
+            (["keys", ..], &Method::GET) => bad_request(
+                "URI not supported, only /pubkey and /verify are supported for GET in /keys/ interface",
+            ),
+            (["keys", ..], &Method::POST) => bad_request(
+                "URI not supported, only /ukey and /vkey are supported for POST in /keys/ interface",
+            ),
+            (["keys", ..], _) => {
+                not_allowed("Method is not supported in /keys/ interface", "GET, POST")
+            }
+            (["quotes", "identity"], &Method::GET) => identity(state, api, &query(&req)).await?,
+            (["quotes", "integrity"], &Method::GET) => {
+                integrity(state, api, &query(&req)).await?
+            }
+            (["quotes", ..], &Method::GET) => bad_request(
+                "URI not supported, only /identity and /integrity are supported for GET in /quotes/ interface",
+            ),
+            (["quotes", ..], _) => {
+                not_allowed("Method is not supported in /quotes/ interface", "GET")
+            }
+            (["notifications", "revocation"], &Method::POST) => {
+                revocation(state, json_body(req).await?).await?
+            }
+            (["notifications", ..], &Method::POST) => bad_request(
+                "URI not supported, only /revocation is supported for POST in /notifications/ interface",
+            ),
+            (["notifications", ..], _) => {
+                not_allowed("Method is not supported in /notifications/ interface", "POST")
+            }
+            _ => api_default(&method),
+        })
+    }
+    .await;
+    result.unwrap_or_else(|r| r)
+}
+
+/// `enc_alg` as the API version writes it: `rsa`/`ecc` before 2.5, sized after.
+fn enc_alg(state: &AgentState, api: &str) -> String {
+    let sized = state.enc_alg_sized.as_str();
+    if api < "2.5" {
+        match sized {
+            "rsa2048" => "rsa".into(),
+            "ecc256" => "ecc".into(),
+            other => other.into(),
+        }
+    } else {
+        sized.into()
+    }
+}
+
+fn agent_info(state: &AgentState, api: &str) -> Response {
+    success(json!({
+        "agent_uuid": state.uuid,
+        "tpm_hash_alg": state.bank.name(),
+        "tpm_enc_alg": enc_alg(state, api),
+        "tpm_sign_alg": state.sign_alg,
+        "ak_handle": state.ak_handle,
+    }))
+}
+
+fn check_nonce(nonce: &str) -> Result<(), Response> {
+    if !alnum(nonce) {
+        return Err(bad_request(format!(
+            "nonce should be strictly alphanumeric: {nonce}"
+        )));
+    }
+    if nonce.len() > MAX_NONCE_SIZE {
+        return Err(bad_request(format!(
+            "Nonce is too long (max size: {MAX_NONCE_SIZE}): {}",
+            nonce.len()
+        )));
+    }
+    Ok(())
+}
+
+async fn quote(state: &Arc<AgentState>, nonce: &str, mask: u32) -> Result<String, Response> {
+    let tpm = state.tpm.clone();
+    let bank = state.bank;
+    let nonce = nonce.as_bytes().to_vec();
+    tokio::task::spawn_blocking(move || tpm.quote(&nonce, mask, bank))
+        .await
+        .map_err(|e| internal("Unable to retrieve quote", &e))?
+        .map(|q| q.to_keylime_string())
+        .map_err(|e| internal("Unable to retrieve quote", &e))
+}
+
+fn quote_fields(state: &AgentState, api: &str, quote: String) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("quote".into(), Value::String(quote));
+    m.insert("hash_alg".into(), state.bank.name().into());
+    m.insert("enc_alg".into(), enc_alg(state, api).into());
+    m.insert("sign_alg".into(), state.sign_alg.clone().into());
+    m
+}
+
+async fn identity(
+    state: &Arc<AgentState>,
+    api: &str,
+    q: &[(String, String)],
+) -> Result<Response, Response> {
+    let nonce = required(q, "nonce")?;
+    check_nonce(nonce)?;
+    let quote = quote(state, nonce, 0).await?;
+    let mut m = quote_fields(state, api, quote);
+    m.insert("pubkey".into(), state.nk.public_pem.clone().into());
+    Ok(success(Value::Object(m)))
+}
+
+/// Seconds since the epoch at boot, from `/proc/stat`'s `btime`.
+fn boottime() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    stat.lines()
+        .find_map(|l| l.strip_prefix("btime "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+async fn integrity(
+    state: &Arc<AgentState>,
+    api: &str,
+    q: &[(String, String)],
+) -> Result<Response, Response> {
+    let nonce = required(q, "nonce")?;
+    let mask_text = required(q, "mask")?;
+    let partial = required(q, "partial")?;
+    check_nonce(nonce)?;
+    if !alnum(mask_text) {
+        return Err(bad_request(format!(
+            "mask should be strictly alphanumeric: {mask_text}"
+        )));
+    }
+    let mask = u32::from_str_radix(mask_text.trim_start_matches("0x"), 16).map_err(|_| {
+        bad_request(format!(
+            "mask should be a hex encoded 32-bit integer: {mask_text}"
+        ))
+    })?;
+    if mask >> 24 != 0 {
+        return Err(bad_request(format!(
+            "mask selects PCRs above 23: {mask_text}"
+        )));
+    }
+    let with_pubkey = match partial {
+        "0" => true,
+        "1" => false,
+        _ => {
+            return Err(bad_request(
+                "uri must contain key 'partial' and value '0' or '1'",
+            ))
+        }
+    };
+    // As rust-keylime: a malformed entry number means the whole list.
+    let nth: u64 = param(q, "ima_ml_entry")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    // Quote first, then read the logs: the logs may run ahead of the quote, which the
+    // verifier accepts, never behind it.
+    let quote = quote(state, nonce, mask).await?;
+    let mut m = quote_fields(state, api, quote);
+    if with_pubkey {
+        m.insert("pubkey".into(), state.nk.public_pem.clone().into());
+    }
+    if mask & 1 == 1 {
+        let path = state.mb_log.clone();
+        if let Ok(Ok(bytes)) = tokio::task::spawn_blocking(move || std::fs::read(path)).await {
+            m.insert(
+                "mb_measurement_list".into(),
+                base64::engine::general_purpose::STANDARD
+                    .encode(bytes)
+                    .into(),
+            );
+        }
+    }
+    let ima = state.ima.clone();
+    match tokio::task::spawn_blocking(move || ima.read_from(nth)).await {
+        Ok(Ok(slice)) => {
+            m.insert("ima_measurement_list".into(), slice.text.into());
+            m.insert("ima_measurement_list_entry".into(), slice.start.into());
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(path = %state.ima.path().display(), "no IMA list: {e}");
+        }
+        Err(e) => return Err(internal("Unable to retrieve quote", &e)),
+    }
+    if let Some(bt) = boottime() {
+        m.insert("boottime".into(), bt.into());
+    }
+    Ok(success(Value::Object(m)))
+}
+
+fn verify(state: &AgentState, q: &[(String, String)]) -> Result<Response, Response> {
+    let challenge = required(q, "challenge")?;
+    if challenge.is_empty() || !alnum(challenge) {
+        return Err(bad_request(format!(
+            "Parameters should be strictly alphanumeric: {challenge}"
+        )));
+    }
+    let payload = state.payload.lock().unwrap_or_else(|p| p.into_inner());
+    match payload.key() {
+        Some(k) => Ok(success(json!({ "hmac": k.answer_challenge(challenge) }))),
+        None => Err(bad_request("Bootstrap key not yet available.")),
+    }
+}
+
+fn decrypt_share(state: &AgentState, body: &Map<String, Value>) -> Result<Vec<u8>, Response> {
+    let enc = str_field(body, "encrypted_key")?;
+    vigil_core::payload::decrypt_share(&state.nk.private, enc)
+        .map_err(|e| bad_request(format!("Unable to decrypt encrypted_key: {e}")))
+}
+
+async fn ukey(state: &Arc<AgentState>, body: Map<String, Value>) -> Result<Response, Response> {
+    let tag = str_field(&body, "auth_tag")?.to_owned();
+    if tag.len() != 96 || !tag.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(bad_request(
+            "auth_tag must be a hex HMAC-SHA384 (96 characters)",
+        ));
+    }
+    let payload = match body.get("payload") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => {
+            return Err(bad_request(
+                "Json deserialize error: field `payload` must be a string",
+            ))
+        }
+    };
+    let u = decrypt_share(state, &body)?;
+    let next = state
+        .payload
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .add_u(&state.uuid, u, tag, payload);
+    deliver(state, next);
+    Ok(success(empty()))
+}
+
+async fn vkey(state: &Arc<AgentState>, body: Map<String, Value>) -> Result<Response, Response> {
+    let v = decrypt_share(state, &body)?;
+    let next = state
+        .payload
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .add_v(&state.uuid, v);
+    deliver(state, next);
+    Ok(success(empty()))
+}
+
+/// Hands a derived key to a background task: the request returns at once, as in
+/// Keylime, and the script's run does not hold the connection.
+fn deliver(state: &Arc<AgentState>, next: Next) {
+    let Next::Deliver { key, payload } = next else {
+        return;
+    };
+    info!("U and V combined into the bootstrap key");
+    if !state.payloads_allowed {
+        warn!("payload not run: mTLS is off and enable_insecure_payload is false");
+        return;
+    }
+    let state = state.clone();
+    tokio::spawn(async move {
+        match crate::payload::deliver(
+            &key,
+            payload.as_deref(),
+            &state.secure_dir,
+            &state.payload_script,
+        )
+        .await
+        {
+            Ok(_) => {}
+            Err(e) => error!("payload: {e}"),
+        }
+        state.payload_runs.send_modify(|n| *n += 1);
+    });
+}
+
+async fn revocation(
+    state: &Arc<AgentState>,
+    body: Map<String, Value>,
+) -> Result<Response, Response> {
+    let notice = RevocationNotice {
+        msg: str_field(&body, "msg")?.to_owned(),
+        signature: match body.get("signature") {
+            Some(Value::String(s)) => s.clone(),
+            _ => String::new(),
+        },
+    };
+    let cert = state.revocation_cert.clone();
+    let message = match crate::revocation::verify(&notice, &cert) {
+        Ok(m) => m,
+        Err(e) => {
+            warn!("revocation notice rejected: {e}");
+            return Err(bad_request(format!(
+                "Invalid revocation message signature: {e}"
+            )));
+        }
+    };
+    info!("revocation notice verified: {}", notice.msg);
+    let state = state.clone();
+    tokio::spawn(async move {
+        let ran = state.actions.run(&message, &state.secure_dir).await;
+        state.revocations.send_modify(|v| v.push(ran));
+    });
+    Ok(success(empty()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_and_query() {
+        assert_eq!(version("v2.6"), Ok(5));
+        assert_eq!(version("v2.1"), Ok(0));
+        assert_eq!(
+            version("v2.0"),
+            Err(Some("API version not supported: v2.0".into()))
+        );
+        assert_eq!(
+            version("v9.99").unwrap_err().unwrap(),
+            "API version not supported: v9.99"
+        );
+        assert_eq!(version("keys"), Err(None));
+        assert_eq!(version("v2"), Err(None));
+        assert_eq!(percent_decode("a%41b+c%zz"), "aAb c%zz");
+    }
+}
