@@ -17,7 +17,7 @@
 pub mod ca;
 mod config;
 
-pub use config::{client_config, peer_subject, server_config, ClientAuth};
+pub use config::{client_config, client_config_any_name, peer_subject, server_config, ClientAuth};
 
 use std::path::PathBuf;
 
