@@ -107,7 +107,7 @@ def main():
     out["mb_push"] = None
     if p.get("mb_policy_name") and p.get("mb_policy"):
         out["mb_push"] = capture(t.do_add_mb_policy, policy_args(p))
-    json.dump(out, sys.stdout)
+    sys.stdout.write("\n" + json.dumps(out) + "\n")
 
 
 main()

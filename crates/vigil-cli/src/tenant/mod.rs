@@ -24,3 +24,6 @@ pub(crate) fn warn(message: &str) {
     use crate::cmd::style::WARN;
     anstream::eprintln!("{}warning:{} {message}", WARN.render(), WARN.render_reset());
 }
+
+#[cfg(test)]
+mod tests;
