@@ -5,13 +5,14 @@
 
 mod cmd;
 mod policy_create;
+mod tenant;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let cli = cmd::Cli::parse();
+    let cli = cmd::Cli::parse_from(cmd::keylime_argv(std::env::args_os().collect()));
     match cmd::run(cli) {
         Ok(code) => code,
         Err(err) => {

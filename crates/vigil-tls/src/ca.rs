@@ -28,6 +28,27 @@ use crate::TlsError;
 /// How long certificates are valid (Keylime's `cert_expiration` default, 10 years).
 const VALIDITY_DAYS: i64 = 3650;
 
+/// The key type of a new CA or certificate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum KeyType {
+    /// ECDSA P-256 (the default: small and fast).
+    #[default]
+    EcdsaP256,
+    /// RSA 2048 with SHA-256 signatures: what Keylime's `ca_util` makes, and what a
+    /// revocation signing key must be (Keylime signs notices with RSA-PSS).
+    Rsa2048,
+}
+
+impl KeyType {
+    fn generate(self, name: &str) -> Result<KeyPair, TlsError> {
+        match self {
+            Self::EcdsaP256 => KeyPair::generate(),
+            Self::Rsa2048 => KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256),
+        }
+        .map_err(gen_err(name))
+    }
+}
+
 /// What a certificate is for: its extended key usage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -35,6 +56,9 @@ pub enum Kind {
     Server,
     /// TLS client (clientAuth): an admin / tenant identity.
     Client,
+    /// No extended key usage (any purpose), with subject alternative names: the
+    /// node certificates of Keylime's certificate packages.
+    Any,
 }
 
 /// The files of a CA directory.
@@ -77,6 +101,16 @@ impl CaDir {
     /// `NAME-public.pem`.
     pub fn public_key(&self, name: &str) -> PathBuf {
         self.dir.join(format!("{name}-public.pem"))
+    }
+
+    /// `cacrl.der`: the certificate revocation list (made by [`init_ca`]).
+    pub fn crl_der(&self) -> PathBuf {
+        self.dir.join("cacrl.der")
+    }
+
+    /// `cacrl.pem`.
+    pub fn crl_pem(&self) -> PathBuf {
+        self.dir.join("cacrl.pem")
     }
 }
 
@@ -161,6 +195,17 @@ fn check_name(name: &str) -> Result<(), TlsError> {
 /// `tls_dir = generate` makes. Refuses to replace an existing `cacert.crt` unless
 /// `force`.
 pub fn init(dir: &Path, server_sans: &[String], force: bool) -> Result<CaDir, TlsError> {
+    let ca = init_ca(dir, force, KeyType::EcdsaP256)?;
+    issue(&ca, "server", Kind::Server, server_sans, true)?;
+    issue(&ca, "client", Kind::Client, &[], true)?;
+    Ok(ca)
+}
+
+/// Creates only the CA (`cacert.crt`, `ca-private.pem`, `ca-public.pem`) in `dir`
+/// with a `key` key, and an empty certificate revocation list (`cacrl.der`,
+/// `cacrl.pem`) as Keylime's `ca_util init` writes. Refuses to replace an existing
+/// `cacert.crt` unless `force`.
+pub fn init_ca(dir: &Path, force: bool, key_type: KeyType) -> Result<CaDir, TlsError> {
     let ca = CaDir::new(dir);
     if ca.ca_cert().exists() && !force {
         return Err(TlsError::Exists { path: ca.ca_cert() });
@@ -174,7 +219,7 @@ pub fn init(dir: &Path, server_sans: &[String], force: bool) -> Result<CaDir, Tl
     }
     builder.create(dir).map_err(io(dir))?;
 
-    let key = KeyPair::generate().map_err(gen_err("ca"))?;
+    let key = key_type.generate("ca")?;
     let mut p = params("Vigil CA", &[])?;
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     p.key_usages = vec![
@@ -186,27 +231,12 @@ pub fn init(dir: &Path, server_sans: &[String], force: bool) -> Result<CaDir, Tl
     write(&ca.ca_key(), &key.serialize_pem(), true)?;
     write(&dir.join("ca-public.pem"), &key.public_key_pem(), false)?;
     write(&ca.ca_cert(), &cert.pem(), false)?;
-
-    issue(&ca, "server", Kind::Server, server_sans, true)?;
-    issue(&ca, "client", Kind::Client, &[], true)?;
+    write_crl(&ca, &[])?;
     Ok(ca)
 }
 
-/// Issues a certificate named `name` (its subject CN) from the CA in `ca`, writing
-/// `NAME-cert.crt`, `NAME-private.pem` and `NAME-public.pem`. Refuses to replace an
-/// existing certificate of that name unless `force`.
-pub fn issue(
-    ca: &CaDir,
-    name: &str,
-    kind: Kind,
-    sans: &[String],
-    force: bool,
-) -> Result<PathBuf, TlsError> {
-    check_name(name)?;
-    let out = ca.cert(name);
-    if out.exists() && !force {
-        return Err(TlsError::Exists { path: out });
-    }
+/// The CA's key and a certificate object to sign with.
+fn issuer(ca: &CaDir) -> Result<(rcgen::Certificate, KeyPair), TlsError> {
     let ca_key_path = ca.ca_key();
     let ca_key = KeyPair::from_pem(&read(&ca_key_path)?).map_err(|e| TlsError::Pem {
         path: ca_key_path.clone(),
@@ -222,18 +252,80 @@ pub fn issue(
             message: e.to_string(),
         })?;
     let issuer = ca_params.self_signed(&ca_key).map_err(gen_err("ca"))?;
+    Ok((issuer, ca_key))
+}
 
-    let key = KeyPair::generate().map_err(gen_err(name))?;
+/// Signs a certificate revocation list revoking `serials` (big-endian bytes) and
+/// writes it as `cacrl.der` and `cacrl.pem`, valid for the CA's lifetime (Keylime's
+/// CRLs are regenerated only when a certificate is revoked). Returns the DER.
+pub fn write_crl(ca: &CaDir, serials: &[Vec<u8>]) -> Result<Vec<u8>, TlsError> {
+    let (issuer, ca_key) = issuer(ca)?;
+    let now = OffsetDateTime::now_utc();
+    let params = rcgen::CertificateRevocationListParams {
+        this_update: now - Duration::hours(1),
+        next_update: now + Duration::days(VALIDITY_DAYS),
+        crl_number: SerialNumber::from_slice(&now.unix_timestamp().to_be_bytes()),
+        issuing_distribution_point: None,
+        revoked_certs: serials
+            .iter()
+            .map(|s| rcgen::RevokedCertParams {
+                serial_number: SerialNumber::from_slice(s),
+                revocation_time: now,
+                reason_code: None,
+                invalidity_date: None,
+            })
+            .collect(),
+        key_identifier_method: rcgen::KeyIdMethod::Sha256,
+    };
+    let crl = params.signed_by(&issuer, &ca_key).map_err(gen_err("crl"))?;
+    let der = crl.der().to_vec();
+    let pem = crl.pem().map_err(gen_err("crl"))?;
+    let der_path = ca.crl_der();
+    std::fs::write(&der_path, &der).map_err(io(&der_path))?;
+    write(&ca.crl_pem(), &pem, false)?;
+    Ok(der)
+}
+
+/// Issues a certificate named `name` (its subject CN) from the CA in `ca`, writing
+/// `NAME-cert.crt`, `NAME-private.pem` and `NAME-public.pem`. Refuses to replace an
+/// existing certificate of that name unless `force`.
+pub fn issue(
+    ca: &CaDir,
+    name: &str,
+    kind: Kind,
+    sans: &[String],
+    force: bool,
+) -> Result<PathBuf, TlsError> {
+    issue_with(ca, name, kind, sans, force, KeyType::EcdsaP256)
+}
+
+/// [`issue`] with a `key_type` key.
+pub fn issue_with(
+    ca: &CaDir,
+    name: &str,
+    kind: Kind,
+    sans: &[String],
+    force: bool,
+    key_type: KeyType,
+) -> Result<PathBuf, TlsError> {
+    check_name(name)?;
+    let out = ca.cert(name);
+    if out.exists() && !force {
+        return Err(TlsError::Exists { path: out });
+    }
+    let (issuer, ca_key) = issuer(ca)?;
+    let key = key_type.generate(name)?;
     let mut p = params(name, sans)?;
     p.is_ca = IsCa::ExplicitNoCa;
     p.key_usages = vec![
         KeyUsagePurpose::DigitalSignature,
         KeyUsagePurpose::KeyEncipherment,
     ];
-    p.extended_key_usages = vec![match kind {
-        Kind::Server => ExtendedKeyUsagePurpose::ServerAuth,
-        Kind::Client => ExtendedKeyUsagePurpose::ClientAuth,
-    }];
+    p.extended_key_usages = match kind {
+        Kind::Server => vec![ExtendedKeyUsagePurpose::ServerAuth],
+        Kind::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
+        Kind::Any => Vec::new(),
+    };
     p.use_authority_key_identifier_extension = true;
     let cert = p.signed_by(&key, &issuer, &ca_key).map_err(gen_err(name))?;
     write(&ca.key(name), &key.serialize_pem(), true)?;

@@ -22,7 +22,7 @@ mod config;
 pub mod http;
 pub mod settings;
 
-pub use config::{client_config, peer_subject, server_config, ClientAuth};
+pub use config::{client_config, client_config_any_name, peer_subject, server_config, ClientAuth};
 
 use std::path::PathBuf;
 

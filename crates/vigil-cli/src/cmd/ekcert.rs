@@ -66,7 +66,7 @@ fn read(path: &Path) -> Result<Vec<u8>> {
 
 /// Reads a store directory as Keylime does (`*.pem`, in name order for stable
 /// output), or a single file.
-fn load_store(path: &Path) -> Result<EkCertStore> {
+pub(crate) fn load_store(path: &Path) -> Result<EkCertStore> {
     let mut entries = Vec::new();
     if path.is_dir() {
         let mut names = Vec::new();

@@ -12,6 +12,7 @@ mod ima;
 mod policy;
 mod quote;
 pub(crate) mod style;
+pub(crate) mod tenant;
 
 /// Continuous TPM 2.0 remote attestation: the operator's tool.
 #[derive(Debug, Parser)]
@@ -45,6 +46,9 @@ enum Command {
     /// TLS certificate authority: create one (Keylime's cv_ca layout) or issue certificates.
     #[command(subcommand)]
     Ca(ca::CaCommand),
+    /// Nodes at the verifier and registrar: enrol (add), status, list, stop, delete
+    /// (Keylime's keylime_tenant; `-c add` style also accepted).
+    Tenant(Box<tenant::TenantArgs>),
 }
 
 /// Prints one JSON value on its own line: the `--json` output of every subcommand.
@@ -66,5 +70,144 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ekcert(cmd) => ekcert::run(cmd),
         Command::Policy(cmd) => policy::run(cmd),
         Command::Ca(cmd) => ca::run(cmd),
+        Command::Tenant(args) => tenant::run(*args),
+    }
+}
+
+/// Accepts `keylime_tenant` habits after `vigil tenant`: the `-c/--command NAME` form
+/// (`vigil tenant -c add -u ID ...`), and Keylime's multi-letter single-dash flags
+/// (`-vp`, `-rp`, `-tp`, `-vi`, `-nvc`), which clap cannot declare. Anything else is
+/// left to clap. Policy commands (`-c addruntimepolicy`, ...) become `vigil policy`.
+pub(crate) fn keylime_argv(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    use std::ffi::OsString;
+    if args.get(1).is_none_or(|a| a != "tenant") {
+        return args;
+    }
+    let mut rest: Vec<OsString> = Vec::new();
+    let mut command: Option<String> = None;
+    let mut it = args.iter().skip(2);
+    while let Some(arg) = it.next() {
+        let text = arg.to_string_lossy();
+        match text.as_ref() {
+            "-c" | "--command" => command = it.next().map(|v| v.to_string_lossy().into_owned()),
+            t if t.starts_with("--command=") => command = Some(t["--command=".len()..].to_owned()),
+            "-vp" => rest.push("--verifier-port".into()),
+            "-rp" => rest.push("--registrar-port".into()),
+            "-tp" => rest.push("--port".into()),
+            "-vi" => rest.push("--verifier-id".into()),
+            // Keylime re-reads the verifier's address from the node's status first;
+            // Vigil always talks to the verifier it was given.
+            "-nvc" | "--no-verifier-check" => {}
+            _ => rest.push(arg.clone()),
+        }
+    }
+    let Some(command) = command else {
+        return args;
+    };
+    let mapped: &[&str] = match command.as_str() {
+        "add" | "update" | "delete" | "status" | "reactivate" | "regstatus" | "reglist"
+        | "regdelete" => &[],
+        "cvstatus" => &["status"],
+        "cvlist" => &["list"],
+        "bulkinfo" => &["list", "--bulk"],
+        "addruntimepolicy" | "addallowlist" => &["policy", "push", "runtime"],
+        "updateruntimepolicy" => &["policy", "push", "runtime", "--update"],
+        "showruntimepolicy" | "showallowlist" => &["policy", "show", "runtime"],
+        "deleteruntimepolicy" | "deleteallowlist" => &["policy", "delete", "runtime"],
+        "listruntimepolicy" => &["policy", "list", "runtime"],
+        "addmbpolicy" => &["policy", "push", "measured-boot"],
+        "updatembpolicy" => &["policy", "push", "measured-boot", "--update"],
+        "showmbpolicy" => &["policy", "show", "measured-boot"],
+        "deletembpolicy" => &["policy", "delete", "measured-boot"],
+        "listmbpolicy" => &["policy", "list", "measured-boot"],
+        // Unknown: let clap report it as a subcommand.
+        _ => &[],
+    };
+    let mut out = vec![args[0].clone()];
+    if mapped.first() == Some(&"policy") {
+        out.extend(mapped.iter().map(OsString::from));
+    } else {
+        out.push("tenant".into());
+        if mapped.is_empty() {
+            out.push(command.into());
+        } else {
+            out.extend(mapped.iter().map(OsString::from));
+        }
+    }
+    out.extend(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(s: &str) -> Vec<std::ffi::OsString> {
+        s.split_whitespace().map(Into::into).collect()
+    }
+
+    #[test]
+    fn keylime_command_form_is_rewritten() {
+        assert_eq!(
+            keylime_argv(argv(
+                "vigil tenant -c add -u A -t 10.0.0.1 -tp 9002 -vp 8881"
+            )),
+            argv("vigil tenant add -u A -t 10.0.0.1 --port 9002 --verifier-port 8881")
+        );
+        assert_eq!(
+            keylime_argv(argv("vigil tenant -u A --command=cvstatus")),
+            argv("vigil tenant status -u A")
+        );
+        assert_eq!(
+            keylime_argv(argv("vigil tenant -c bulkinfo")),
+            argv("vigil tenant list --bulk")
+        );
+        assert_eq!(
+            keylime_argv(argv("vigil tenant -c addruntimepolicy --runtime-policy p.json --runtime-policy-name p -nvc")),
+            argv("vigil policy push runtime --runtime-policy p.json --runtime-policy-name p")
+        );
+        assert_eq!(
+            keylime_argv(argv("vigil tenant -c showmbpolicy --mb-policy-name m")),
+            argv("vigil policy show measured-boot --mb-policy-name m")
+        );
+        // Without -c nothing changes; other subcommands are untouched.
+        assert_eq!(
+            keylime_argv(argv("vigil tenant status -u A")),
+            argv("vigil tenant status -u A")
+        );
+        assert_eq!(
+            keylime_argv(argv("vigil ca init -c x")),
+            argv("vigil ca init -c x")
+        );
+    }
+
+    #[test]
+    fn every_rewritten_command_parses() {
+        use clap::Parser;
+        for c in [
+            "add -u A --no-require-ek-cert",
+            "update -u A --no-require-ek-cert",
+            "delete -u A",
+            "status -u A",
+            "cvstatus -u A",
+            "cvlist",
+            "bulkinfo",
+            "reactivate -u A",
+            "regstatus -u A",
+            "reglist",
+            "regdelete -u A",
+            "addruntimepolicy --runtime-policy-name n --runtime-policy f",
+            "showruntimepolicy --runtime-policy-name n",
+            "deleteruntimepolicy --runtime-policy-name n",
+            "listruntimepolicy",
+            "addmbpolicy --mb-policy-name n --mb-policy f",
+            "showmbpolicy --mb-policy-name n",
+            "deletembpolicy --mb-policy-name n",
+            "listmbpolicy",
+        ] {
+            let line = format!("vigil tenant -c {c} -v 127.0.0.1 -vp 1 -r 127.0.0.1 -rp 2");
+            Cli::try_parse_from(keylime_argv(argv(&line)))
+                .unwrap_or_else(|e| panic!("{line}: {e}"));
+        }
     }
 }

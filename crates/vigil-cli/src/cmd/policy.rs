@@ -1,7 +1,8 @@
 //! `vigil policy`: policies nodes are judged against, made and checked before they are
 //! enrolled: runtime (IMA) policies from a reference machine's files, initrds or IMA
 //! log, and measured-boot reference states (make one from a known-good event log, check
-//! a log against one). The tenant-side `policy push|list|...` will live here too.
+//! a log against one) — and named policies stored at the verifier (`push`, `list`,
+//! `show`, `delete`; Keylime's `keylime_tenant -c addruntimepolicy` and friends).
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -15,7 +16,9 @@ use vigil_core::eventlog;
 use vigil_core::policy::measured_boot::{self, LogView, MbPolicy};
 
 use super::style::{ERROR, OK, WARN};
+use super::tenant::{self, Conn};
 use crate::policy_create;
+use crate::tenant::policy::PolicyArgs;
 
 /// Policies: create and check them offline.
 #[derive(Debug, Subcommand)]
@@ -26,6 +29,91 @@ pub(crate) enum PolicyCommand {
     /// Check evidence against a policy.
     #[command(subcommand)]
     Check(CheckCommand),
+    /// Store a named policy at the verifier (POST, or PUT with --update).
+    ///
+    /// Exit status: 0 stored, 1 refused (exists, or unknown with --update), 2 bad input.
+    Push(PushArgs),
+    /// List the named policies stored at the verifier.
+    List(ListArgs),
+    /// Show a named policy stored at the verifier.
+    Show(NamedArgs),
+    /// Delete a named policy at the verifier (refused while nodes use it).
+    Delete(NamedArgs),
+}
+
+/// Which kind of stored policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum StoredKind {
+    /// Runtime (IMA) policies: the verifier's `allowlists/`.
+    Runtime,
+    /// Measured-boot reference states: the verifier's `mbpolicies/`.
+    MeasuredBoot,
+}
+
+impl StoredKind {
+    fn path(self) -> &'static str {
+        match self {
+            Self::Runtime => "allowlists",
+            Self::MeasuredBoot => "mbpolicies",
+        }
+    }
+
+    fn names_key(self) -> &'static str {
+        match self {
+            Self::Runtime => "runtimepolicy names",
+            Self::MeasuredBoot => "mbpolicy names",
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PushArgs {
+    /// runtime or measured-boot.
+    #[arg(value_enum)]
+    kind: StoredKind,
+    /// The name to store it under.
+    name: Option<String>,
+    /// The policy file (a runtime policy, or a measured-boot reference state).
+    file: Option<PathBuf>,
+    /// Replace the policy stored under that name (PUT) instead of refusing.
+    #[arg(long)]
+    update: bool,
+    #[command(flatten)]
+    policy: PolicyArgs,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ListArgs {
+    /// Only this kind [default: both].
+    #[arg(value_enum)]
+    kind: Option<StoredKind>,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct NamedArgs {
+    /// runtime or measured-boot.
+    #[arg(value_enum)]
+    kind: StoredKind,
+    /// The policy's name.
+    #[arg(required_unless_present = "name_flag")]
+    name: Option<String>,
+    /// The policy's name (Keylime's spellings).
+    #[arg(
+        long = "name",
+        id = "name_flag",
+        alias = "runtime-policy-name",
+        alias = "mb-policy-name",
+        alias = "allowlist-name",
+        value_name = "NAME",
+        conflicts_with = "name"
+    )]
+    name_flag: Option<String>,
+    #[command(flatten)]
+    conn: Conn,
 }
 
 /// What to create.
@@ -86,7 +174,153 @@ pub(crate) fn run(cmd: PolicyCommand) -> Result<ExitCode> {
         PolicyCommand::Create(CreateCommand::Runtime(args)) => policy_create::run(&args),
         PolicyCommand::Create(CreateCommand::MeasuredBoot(args)) => create_mb(&args),
         PolicyCommand::Check(CheckCommand::MeasuredBoot(args)) => check_mb(&args),
+        PolicyCommand::Push(args) => tenant::finish(tenant::block_on(push(args))),
+        PolicyCommand::List(args) => tenant::finish(tenant::block_on(list(args))),
+        PolicyCommand::Show(args) => tenant::finish(tenant::block_on(show(args))),
+        PolicyCommand::Delete(args) => tenant::finish(tenant::block_on(delete(args))),
     }
+}
+
+async fn push(mut a: PushArgs) -> Result<ExitCode> {
+    // The name and file may come positionally or with Keylime's flags.
+    let (name, file) = match a.kind {
+        StoredKind::Runtime => (
+            a.name.clone().or(a.policy.runtime_policy_name.clone()),
+            a.file.clone().or(a.policy.runtime_policy.clone()),
+        ),
+        StoredKind::MeasuredBoot => (
+            a.name.clone().or(a.policy.mb_policy_name.clone()),
+            a.file.clone().or(a.policy.mb_policy.clone()),
+        ),
+    };
+    let name = name.context("give the policy a name: vigil policy push KIND NAME FILE")?;
+    let body = match a.kind {
+        StoredKind::Runtime => {
+            if file.is_none() && a.policy.allowlist.is_none() {
+                anyhow::bail!("give the runtime policy file: vigil policy push runtime NAME FILE");
+            }
+            a.policy.runtime_policy = file;
+            a.policy.runtime_policy_name = Some(name.clone());
+            crate::tenant::body::runtime_policy_body(&a.policy.resolve()?)
+        }
+        StoredKind::MeasuredBoot => {
+            a.policy.mb_policy = Some(file.context(
+                "give the reference state file: vigil policy push measured-boot NAME FILE",
+            )?);
+            a.policy.mb_policy_name = Some(name.clone());
+            crate::tenant::body::mb_policy_body(&a.policy.resolve()?)
+        }
+    };
+    let t = tenant::tenant_for(&a.conn)?;
+    t.policy_push(a.kind.path(), &name, &body, a.update).await?;
+    if a.conn.json {
+        super::print_json(&json!({"name": name, "kind": a.kind.path(), "stored": true}))?;
+    } else {
+        anstream::println!(
+            "{}stored{} {} policy '{name}' at the verifier",
+            OK.render(),
+            OK.render_reset(),
+            kind_text(a.kind)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn kind_text(kind: StoredKind) -> &'static str {
+    match kind {
+        StoredKind::Runtime => "runtime",
+        StoredKind::MeasuredBoot => "measured-boot",
+    }
+}
+
+async fn list(a: ListArgs) -> Result<ExitCode> {
+    let t = tenant::tenant_for(&a.conn)?;
+    let kinds = match a.kind {
+        Some(k) => vec![k],
+        None => vec![StoredKind::Runtime, StoredKind::MeasuredBoot],
+    };
+    let mut all = serde_json::Map::new();
+    for kind in kinds {
+        let results = t
+            .policy_get(kind.path(), None)
+            .await?
+            .unwrap_or(Value::Null);
+        let names: Vec<String> = results[kind.names_key()]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        all.insert(kind_text(kind).into(), json!(names));
+    }
+    if a.conn.json {
+        super::print_json(&Value::Object(all))?;
+    } else {
+        let mut out = anstream::stdout().lock();
+        for (kind, names) in &all {
+            let names = names.as_array().cloned().unwrap_or_default();
+            writeln!(
+                out,
+                "{kind} policies: {}",
+                if names.is_empty() { "none" } else { "" }
+            )?;
+            for n in names {
+                writeln!(out, "  {}", n.as_str().unwrap_or_default())?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn named(a: &NamedArgs) -> Result<String> {
+    a.name
+        .clone()
+        .or_else(|| a.name_flag.clone())
+        .context("give the policy's name")
+}
+
+async fn show(a: NamedArgs) -> Result<ExitCode> {
+    let name = named(&a)?;
+    let t = tenant::tenant_for(&a.conn)?;
+    let Some(results) = t.policy_get(a.kind.path(), Some(&name)).await? else {
+        return Err(anyhow::Error::new(crate::tenant::flow::Refused(format!(
+            "no {} policy named '{name}' at the verifier (see `vigil policy list`)",
+            kind_text(a.kind)
+        ))));
+    };
+    if a.conn.json {
+        super::print_json(&results)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    // The policy itself is JSON text inside the answer: print it pretty.
+    let key = match a.kind {
+        StoredKind::Runtime => "runtime_policy",
+        StoredKind::MeasuredBoot => "mb_policy",
+    };
+    let doc = results[key]
+        .as_str()
+        .and_then(|t| serde_json::from_str::<Value>(t).ok())
+        .unwrap_or_else(|| results[key].clone());
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn delete(a: NamedArgs) -> Result<ExitCode> {
+    let name = named(&a)?;
+    let t = tenant::tenant_for(&a.conn)?;
+    t.policy_delete(a.kind.path(), &name).await?;
+    if a.conn.json {
+        super::print_json(&json!({"name": name, "kind": a.kind.path(), "deleted": true}))?;
+    } else {
+        anstream::println!(
+            "deleted {} policy '{name}' at the verifier",
+            kind_text(a.kind)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn read_log(path: &PathBuf) -> Result<Vec<u8>> {

@@ -176,7 +176,7 @@ pub(crate) fn run(args: &RuntimeArgs) -> Result<ExitCode> {
 
 /// `meta.timestamp` as Python's `str(datetime)` prints it (Keylime writes local time;
 /// Vigil writes UTC, which is what the machines it runs on use).
-fn timestamp(now: SystemTime) -> String {
+pub(crate) fn timestamp(now: SystemTime) -> String {
     let d = now.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs();
     let (days, rem) = (secs / 86_400, secs % 86_400);
@@ -206,7 +206,7 @@ fn timestamp(now: SystemTime) -> String {
 
 /// Serializes as Python's `json.dumps` does (`", "` and `": "` separators, non-ASCII as
 /// `\uXXXX`), so Vigil's policies read like Keylime's.
-fn python_json(value: &serde_json::Value) -> Result<Vec<u8>> {
+pub(crate) fn python_json(value: &serde_json::Value) -> Result<Vec<u8>> {
     use serde::Serialize;
     let mut out = Vec::new();
     let mut ser = serde_json::Serializer::with_formatter(&mut out, PyFormatter);
@@ -248,7 +248,9 @@ impl serde_json::ser::Formatter for PyFormatter {
         fragment: &str,
     ) -> std::io::Result<()> {
         for c in fragment.chars() {
-            if c.is_ascii() {
+            // Python escapes everything outside ' '..'~' (DEL included); serde_json has
+            // already escaped the control characters.
+            if c.is_ascii() && c != '\x7f' {
                 w.write_all(&[c as u8])?;
             } else {
                 let mut units = [0u16; 2];
