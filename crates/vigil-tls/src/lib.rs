@@ -7,7 +7,8 @@
 //!   `client-cert.crt` / `client-private.pem`, made with rcgen, so a fresh install
 //!   has working mTLS without openssl;
 //! - [`server_config`] and [`client_config`]: rustls configurations from PEM files —
-//!   Vigil's own or an existing Keylime `cv_ca`.
+//!   Vigil's own or an existing Keylime `cv_ca`;
+//! - [`load_cert_store`]: a TPM vendor trust store (Keylime's `tpm_cert_store`).
 //!
 //! Everything uses rustls' aws-lc-rs provider, the crypto library the core already
 //! links.
@@ -16,8 +17,10 @@
 
 pub mod ca;
 mod config;
+mod trust;
 
 pub use config::{client_config, peer_subject, server_config, ClientAuth};
+pub use trust::load_cert_store;
 
 use std::path::PathBuf;
 
@@ -61,4 +64,12 @@ pub enum TlsError {
     /// The client CA list is unusable.
     #[error("invalid client CA: {0}")]
     ClientVerifier(String),
+    /// A TPM vendor trust store (`tpm_cert_store`) is unusable.
+    #[error("trust store {path}: {message}")]
+    CertStore {
+        /// The directory or file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
 }
