@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test Vigil has: formatting, lints, unit and integration tests
-# (including the differential suite against Keylime 7.14.3), and a short run of each
-# fuzz target.
+# (including the differential suite against Keylime 7.14.3 and the interoperability
+# tests that run Keylime's registrar, verifier and tenant: docs/interop.md), and a short
+# run of each fuzz target.
 #   VIGIL_SKIP_KEYLIME=1   skip installing Keylime (its differential tests then skip,
 #                          except under CI=true, where they fail instead)
 #   VIGIL_SKIP_FUZZ=1      skip the fuzz smoke runs

@@ -97,31 +97,12 @@ impl std::fmt::Debug for Registrar {
     }
 }
 
-/// Reads a vendor CA directory as Keylime does: its `*.pem` files, in name order.
+/// Reads a vendor CA directory (Keylime's `tpm_cert_store`).
 fn load_ek_store(path: &Path) -> Result<EkCertStore, StartError> {
-    let fail = |message: String| StartError::EkStore {
+    vigil_tls::load_cert_store(path).map_err(|e| StartError::EkStore {
         path: path.to_owned(),
-        message,
-    };
-    let mut names = Vec::new();
-    for entry in std::fs::read_dir(path).map_err(|e| fail(e.to_string()))? {
-        let entry = entry.map_err(|e| fail(e.to_string()))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.ends_with(".pem") && entry.path().is_file() {
-            names.push(name);
-        }
-    }
-    names.sort();
-    let mut entries = Vec::new();
-    for name in names {
-        let bytes = std::fs::read(path.join(&name)).map_err(|e| fail(format!("{name}: {e}")))?;
-        entries.push((name, bytes));
-    }
-    let store = EkCertStore::from_entries(entries).map_err(|e| fail(e.to_string()))?;
-    if store.is_empty() {
-        return Err(fail("holds no certificate (require_ek_cert is on)".into()));
-    }
-    Ok(store)
+        message: e.to_string(),
+    })
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
@@ -160,8 +141,16 @@ impl Registrar {
             tls_dir: tls_dir.clone(),
             source,
         })?;
-        let ek_store = if config.require_ek_cert {
-            Some(Arc::new(load_ek_store(&config.tpm_cert_store())?))
+        // The vendor CAs: required under require_ek_cert; otherwise loaded when the
+        // directory exists, for IAK/IDevID certificates (refused without it).
+        let store_dir = config.tpm_cert_store();
+        let trust_store = if config.require_ek_cert {
+            Some(Arc::new(load_ek_store(&store_dir)?))
+        } else if store_dir.exists() {
+            load_ek_store(&store_dir)
+                .map_err(|e| tracing::warn!("{e}; IAK/IDevID registrations will be refused"))
+                .ok()
+                .map(Arc::new)
         } else {
             None
         };
@@ -170,7 +159,8 @@ impl Registrar {
             store: store.clone(),
             checks: Checks {
                 malformed_cert_action: config.malformed_cert_action,
-                ek_store,
+                trust_store,
+                require_ek_cert: config.require_ek_cert,
                 check_ak_attributes: config.check_ak_attributes,
             },
             max_upload_size: config.max_upload_size,

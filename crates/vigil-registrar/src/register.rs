@@ -1,15 +1,19 @@
 //! What a registration request must satisfy before anything is stored (compat §2.3),
 //! as pure functions of the request body and the configuration: decoding, the EK
-//! certificate ↔ `ek_tpm` match, the malformed-certificate policy, and, beyond
-//! Keylime, EK certificate trust (`require_ek_cert`) and the AK's attributes.
+//! certificate ↔ `ek_tpm` match, the malformed-certificate policy, the IAK/IDevID
+//! identity (keys ↔ certificates, certificate trust, the AK certified by the IAK),
+//! and, beyond Keylime, EK certificate trust (`require_ek_cert`) and the AK's
+//! attributes.
 //!
 //! Every refusal is a [`FieldError`] naming the request field, which the service
 //! turns into a 400.
 
 use base64::Engine;
 use serde_json::{Map, Value};
+use vigil_core::tpm::certify::verify_ak_certification;
 use vigil_core::tpm::ek_cert::{self, EkCert, EkCertStore};
 use vigil_core::tpm::public::{attributes, TpmPublic};
+use vigil_core::tpm::quote::AkPublicKey;
 use vigil_store::Registration;
 
 use crate::config::MalformedCertAction;
@@ -40,8 +44,11 @@ fn err(field: &'static str, message: impl Into<String>) -> FieldError {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Checks {
     pub(crate) malformed_cert_action: MalformedCertAction,
-    /// `Some` when `require_ek_cert` is on: the vendor CAs.
-    pub(crate) ek_store: Option<std::sync::Arc<EkCertStore>>,
+    /// The vendor CAs (`tpm_cert_store`), when configured: EK certificates are checked
+    /// against it under `require_ek_cert`, IAK and IDevID certificates always.
+    pub(crate) trust_store: Option<std::sync::Arc<EkCertStore>>,
+    /// Require an EK certificate trusted by `trust_store`.
+    pub(crate) require_ek_cert: bool,
     pub(crate) check_ak_attributes: bool,
 }
 
@@ -189,16 +196,121 @@ const AK_ATTRIBUTES: [(u32, &str); 3] = [
     (attributes::SIGN_ENCRYPT, "sign"),
 ];
 
-/// Fields for identities Vigil's registrar does not verify yet: refused rather than
-/// stored unchecked.
-const UNSUPPORTED: [&str; 6] = [
-    "iak_tpm",
-    "iak_cert",
-    "iak_attest",
-    "iak_sign",
-    "idevid_tpm",
-    "idevid_cert",
-];
+/// A certificate's trust against the vendor store (Keylime's `verify_cert`, which
+/// also accepts the chain certificates sent alongside).
+fn trusted(
+    field: &'static str,
+    cert: &(EkCert, Vec<EkCert>),
+    store: Option<&EkCertStore>,
+) -> Result<(), FieldError> {
+    let store = store.ok_or_else(|| {
+        err(
+            field,
+            "cannot be checked: no tpm_cert_store is configured on this registrar",
+        )
+    })?;
+    ek_cert::verify(&cert.0, &cert.1, store, None)
+        .map(|_| ())
+        .map_err(|e| {
+            err(
+                field,
+                format!(
+                    "must contain a certificate issued by a CA present in the trust store: {e}"
+                ),
+            )
+        })
+}
+
+/// The IAK/IDevID identity of a registration (Keylime's `_check_iak_idevid` and the
+/// presence rules of `_check_root_identity_presence`): both keys and both
+/// certificates together, each key matching its certificate, both certificates
+/// trusted, and the AK certified by the IAK (`iak_attest`, `iak_sign`).
+struct DevId {
+    iak_tpm: Vec<u8>,
+    iak_cert: Vec<u8>,
+    idevid_tpm: Vec<u8>,
+    idevid_cert: Vec<u8>,
+}
+
+fn devid(
+    agent_id: &str,
+    body: &Map<String, Value>,
+    ak: &TpmPublic,
+    checks: &Checks,
+    warnings: &mut Vec<String>,
+) -> Result<Option<DevId>, FieldError> {
+    let iak_bytes = opt_b64(body, "iak_tpm")?;
+    let idevid_bytes = opt_b64(body, "idevid_tpm")?;
+    let action = checks.malformed_cert_action;
+    let iak_cert = cert_field(body, "iak_cert", action, warnings)?;
+    let idevid_cert = cert_field(body, "idevid_cert", action, warnings)?;
+    if iak_bytes.is_none() && idevid_bytes.is_none() && iak_cert.is_none() && idevid_cert.is_none()
+    {
+        return Ok(None);
+    }
+    // Keylime's presence rules: keys need both certificates, certificates need both keys.
+    let (Some(iak_bytes), Some(idevid_bytes)) = (iak_bytes, idevid_bytes) else {
+        let missing = if body.get("iak_tpm").is_some_and(|v| !v.is_null()) {
+            "idevid_tpm"
+        } else {
+            "iak_tpm"
+        };
+        return Err(err(
+            missing,
+            "is required when an IDevID/IAK key or certificate is provided",
+        ));
+    };
+    let (Some(iak_cert), Some(idevid_cert)) = (iak_cert, idevid_cert) else {
+        let missing = if body.get("iak_cert").is_some_and(|v| !v.is_null()) {
+            "idevid_cert"
+        } else {
+            "iak_cert"
+        };
+        return Err(err(
+            missing,
+            "is required when an IDevID/IAK key is provided",
+        ));
+    };
+    let iak = tpm_public("iak_tpm", &iak_bytes)?;
+    let idevid = tpm_public("idevid_tpm", &idevid_bytes)?;
+    iak_cert.0.check_tpm_public(&iak).map_err(|e| {
+        err(
+            "iak_tpm",
+            format!("must contain the same public key found in iak_cert ({e})"),
+        )
+    })?;
+    idevid_cert.0.check_tpm_public(&idevid).map_err(|e| {
+        err(
+            "idevid_tpm",
+            format!("must contain the same public key found in idevid_cert ({e})"),
+        )
+    })?;
+    let store = checks.trust_store.as_deref();
+    trusted("iak_cert", &iak_cert, store)?;
+    trusted("idevid_cert", &idevid_cert, store)?;
+
+    let (Some(attest), Some(sign)) = (opt_b64(body, "iak_attest")?, opt_b64(body, "iak_sign")?)
+    else {
+        return Err(err(
+            "aik_tpm",
+            "cannot be bound to the IAK because of a missing 'iak_attest' or 'iak_sign'",
+        ));
+    };
+    let iak_key = AkPublicKey::from_spki_or_tpm2b(&iak_bytes)
+        .map_err(|e| err("iak_tpm", format!("is not a usable signing key: {e}")))?;
+    verify_ak_certification(&iak_key, ak, agent_id, &attest, &sign).map_err(|e| {
+        err(
+            "aik_tpm",
+            format!("cannot be confirmed as having been created by the same TPM as the IAK: {e}"),
+        )
+    })?;
+    Ok(Some(DevId {
+        iak_tpm: iak_bytes,
+        iak_cert: iak_cert.0.as_bytes().to_vec(),
+        idevid_tpm: idevid_bytes,
+        idevid_cert: idevid_cert.0.as_bytes().to_vec(),
+    }))
+}
 
 /// Checks a registration body for `agent_id`.
 pub(crate) fn validate(
@@ -208,14 +320,6 @@ pub(crate) fn validate(
 ) -> Result<Validated, FieldError> {
     check_agent_id(agent_id)?;
     let mut warnings = Vec::new();
-    for field in UNSUPPORTED {
-        if !matches!(body.get(field), None | Some(Value::Null)) {
-            return Err(err(
-                field,
-                "is not supported: this registrar accepts EK-based registrations only (IAK/IDevID identities are not implemented)",
-            ));
-        }
-    }
 
     let aik_bytes = opt_b64(body, "aik_tpm")?.ok_or_else(|| err("aik_tpm", "is required"))?;
     let ak = tpm_public("aik_tpm", &aik_bytes)?;
@@ -256,13 +360,20 @@ pub(crate) fn validate(
             )
         })?;
     }
-    if let Some(store) = &checks.ek_store {
+    if checks.require_ek_cert {
+        let store = checks.trust_store.as_deref().ok_or_else(|| {
+            err(
+                "ekcert",
+                "cannot be checked: no tpm_cert_store is configured",
+            )
+        })?;
         let (cert, chain) = ekcert
             .as_ref()
             .ok_or_else(|| err("ekcert", "is required by configuration (require_ek_cert)"))?;
         ek_cert::verify(cert, chain, store, None)
             .map_err(|e| err("ekcert", format!("is not trusted: {e}")))?;
     }
+    let devid = devid(agent_id, body, &ak, checks, &mut warnings)?;
 
     let mtls_cert = match opt_str(body, "mtls_cert")? {
         Some("disabled") => Some("disabled".to_owned()),
@@ -289,6 +400,10 @@ pub(crate) fn validate(
             ip,
             port: port(body)?,
             mtls_cert,
+            iak_tpm: devid.as_ref().map(|d| d.iak_tpm.clone()),
+            iak_cert: devid.as_ref().map(|d| d.iak_cert.clone()),
+            idevid_tpm: devid.as_ref().map(|d| d.idevid_tpm.clone()),
+            idevid_cert: devid.map(|d| d.idevid_cert),
             ..Registration::default()
         },
         ek,
@@ -348,7 +463,7 @@ mod tests {
             ("port", json!(70000), "port number"),
             ("port", json!("x"), "port number"),
             ("mtls_cert", json!("garbage"), "certificate"),
-            ("iak_tpm", json!("AAAA"), "not supported"),
+            ("iak_cert", json!("not a cert"), "certificate"),
         ];
         for (field, value, expect) in cases {
             let mut b = good();
@@ -363,6 +478,37 @@ mod tests {
                 "agent_id"
             );
         }
+    }
+
+    #[test]
+    fn iak_and_idevid_come_together_with_certificates_and_a_certification() {
+        let ak = b64_file("ak.pub");
+        let cases: Vec<(Value, &str, &str)> = vec![
+            (json!({"iak_tpm": ak}), "idevid_tpm", "is required"),
+            (json!({"idevid_tpm": ak}), "iak_tpm", "is required"),
+            (
+                json!({"iak_tpm": ak, "idevid_tpm": ak}),
+                "iak_cert",
+                "is required",
+            ),
+            (json!({"iak_tpm": "!!"}), "iak_tpm", "base64"),
+            (
+                json!({"iak_tpm": "AAAA", "idevid_tpm": "AAAA", "iak_cert": "x"}),
+                "iak_cert",
+                "certificate",
+            ),
+        ];
+        for (extra, field, expect) in cases {
+            let mut b = good();
+            b.extend(extra.as_object().unwrap().clone());
+            let e = validate("a", &b, &checks()).unwrap_err();
+            assert_eq!(e.field, field, "{extra}: {e}");
+            assert!(e.message.contains(expect), "{extra}: {e}");
+        }
+        // Without IAK/IDevID fields nothing of them is stored.
+        let v = validate("a", &good(), &checks()).unwrap();
+        assert_eq!(v.registration.iak_tpm, None);
+        assert_eq!(v.registration.idevid_cert, None);
     }
 
     #[test]

@@ -12,20 +12,6 @@ use support::{b64, status_text, Env};
 use vigil_core::tpm::credential::auth_tag;
 use vigil_testkit::Swtpm;
 
-fn keys(tpm: &Swtpm, ek_alg: &str) {
-    tpm.tool(
-        "tpm2_createek",
-        &["-c", "ek.ctx", "-G", ek_alg, "-u", "ek.pub"],
-    );
-    tpm.tool(
-        "tpm2_createak",
-        &[
-            "-C", "ek.ctx", "-c", "ak.ctx", "-G", "rsa", "-g", "sha256", "-s", "rsassa", "-u",
-            "ak.pub", "-n", "ak.name",
-        ],
-    );
-}
-
 async fn swtpm_registration(db: String) {
     let Some(tpm) = Swtpm::start(
         "swtpm_registration",
@@ -35,7 +21,7 @@ async fn swtpm_registration(db: String) {
     };
     let env = Env::start(&db, |_| {}).await;
     for (id, ek_alg) in [("swtpm-rsa", "rsa"), ("swtpm-ecc", "ecc")] {
-        keys(&tpm, ek_alg);
+        support::make_ek_ak(&tpm, ek_alg);
         let read = |f: &str| std::fs::read(tpm.path(f)).unwrap();
         let reg = json!({"ek_tpm": b64(&read("ek.pub")), "aik_tpm": b64(&read("ak.pub"))});
         let (code, reply) = env
@@ -79,7 +65,7 @@ async fn swtpm_registration(db: String) {
     // The registrar bound the blob to the AK it was given: with Keylime's AK (not in
     // this TPM) registered under this TPM's EK, the TPM refuses to activate for its
     // own AK, so the agent can never produce the tag.
-    keys(&tpm, "rsa");
+    support::make_ek_ak(&tpm, "rsa");
     let read = |f: &str| std::fs::read(tpm.path(f)).unwrap();
     let foreign_ak = std::fs::read(format!("{}/ak.pub", support::KEYLIME_FILES)).unwrap();
     let reg = json!({"ek_tpm": b64(&read("ek.pub")), "aik_tpm": b64(&foreign_ak)});

@@ -12,10 +12,13 @@
 //! Dev-only (`publish = false`): it panics on any harness failure, as tests want.
 //!
 //! With the `db` feature, [`db`] gives each test its own SQLite file or PostgreSQL
-//! schema.
+//! schema. With the `keylime` feature, [`keylime`] starts Keylime 7.14.3's registrar and
+//! verifier and runs its tenant, as peers for the interoperability tests.
 
 #[cfg(feature = "db")]
 pub mod db;
+#[cfg(feature = "keylime")]
+pub mod keylime;
 
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

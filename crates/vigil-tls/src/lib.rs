@@ -11,6 +11,7 @@
 //!   Vigil's own or an existing Keylime `cv_ca`;
 //! - [`http`]: the HTTP/1.1 accept loop of the services and a one-request client;
 //! - [`settings`]: TOML configuration files with environment overrides.
+//! - [`load_cert_store`]: a TPM vendor trust store (Keylime's `tpm_cert_store`).
 //!
 //! Everything uses rustls' aws-lc-rs provider, the crypto library the core already
 //! links.
@@ -21,8 +22,10 @@ pub mod ca;
 mod config;
 pub mod http;
 pub mod settings;
+mod trust;
 
 pub use config::{client_config, client_config_any_name, peer_subject, server_config, ClientAuth};
+pub use trust::load_cert_store;
 
 use std::path::PathBuf;
 
@@ -66,4 +69,12 @@ pub enum TlsError {
     /// The client CA list is unusable.
     #[error("invalid client CA: {0}")]
     ClientVerifier(String),
+    /// A TPM vendor trust store (`tpm_cert_store`) is unusable.
+    #[error("trust store {path}: {message}")]
+    CertStore {
+        /// The directory or file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
 }

@@ -67,36 +67,7 @@ fn read(path: &Path) -> Result<Vec<u8>> {
 /// Reads a store directory as Keylime does (`*.pem`, in name order for stable
 /// output), or a single file.
 pub(crate) fn load_store(path: &Path) -> Result<EkCertStore> {
-    let mut entries = Vec::new();
-    if path.is_dir() {
-        let mut names = Vec::new();
-        for e in
-            std::fs::read_dir(path).with_context(|| format!("cannot read {}", path.display()))?
-        {
-            let e = e.with_context(|| format!("cannot read {}", path.display()))?;
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name.ends_with(".pem") && e.path().is_file() {
-                names.push(name);
-            }
-        }
-        names.sort();
-        for name in names {
-            let bytes = read(&path.join(&name))?;
-            entries.push((name, bytes));
-        }
-    } else {
-        let name = path.file_name().map_or_else(
-            || path.display().to_string(),
-            |n| n.to_string_lossy().into_owned(),
-        );
-        entries.push((name, read(path)?));
-    }
-    let store = EkCertStore::from_entries(entries)
-        .with_context(|| format!("invalid trust store {}", path.display()))?;
-    if store.is_empty() {
-        bail!("trust store {} holds no certificate", path.display());
-    }
-    Ok(store)
+    Ok(vigil_tls::load_cert_store(path)?)
 }
 
 fn parse_at(text: &str) -> Result<i64> {

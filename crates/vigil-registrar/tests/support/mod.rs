@@ -22,6 +22,36 @@ pub(crate) fn keylime_file(name: &str) -> Vec<u8> {
     std::fs::read(format!("{KEYLIME_FILES}/{name}")).expect("Keylime test file")
 }
 
+/// Makes an EK (`ek_alg`: `rsa` or `ecc`) and an RSA AK under it in `tpm` with
+/// tpm2-tools: `ek.ctx`/`ek.pub`, `ak.ctx`/`ak.pub` in its scratch directory.
+pub(crate) fn make_ek_ak(tpm: &vigil_testkit::Swtpm, ek_alg: &str) {
+    tpm.tool(
+        "tpm2_createek",
+        &["-c", "ek.ctx", "-G", ek_alg, "-u", "ek.pub"],
+    );
+    tpm.tool(
+        "tpm2_createak",
+        &[
+            "-C", "ek.ctx", "-c", "ak.ctx", "-G", "rsa", "-g", "sha256", "-s", "rsassa", "-u",
+            "ak.pub", "-n", "ak.name",
+        ],
+    );
+}
+
+/// Opens a registrar's `blob` (base64 credential) with the TPM's `ak.ctx`/`ek.ctx` and
+/// returns the auth tag that activates `agent_id`.
+pub(crate) fn tpm_auth_tag(tpm: &vigil_testkit::Swtpm, blob_b64: &str, agent_id: &str) -> String {
+    let blob = base64::engine::general_purpose::STANDARD
+        .decode(blob_b64)
+        .expect("blob is base64");
+    let cred = tpm.path("blob.cred");
+    std::fs::write(&cred, &blob).expect("write credential");
+    let secret = tpm
+        .activate("ak.ctx", "ek.ctx", &cred)
+        .unwrap_or_else(|o| panic!("tpm2_activatecredential failed: {o:?}"));
+    vigil_core::tpm::credential::auth_tag(&secret, agent_id)
+}
+
 /// A running registrar and its CA.
 pub(crate) struct Env {
     pub(crate) registrar: Option<Registrar>,
@@ -33,14 +63,27 @@ pub(crate) struct Env {
 impl Env {
     /// Starts a registrar on `db` with a new CA; `tweak` adjusts the configuration.
     pub(crate) async fn start(db: &str, tweak: impl FnOnce(&mut Config)) -> Self {
+        Self::start_with_ca(db, None, tweak).await
+    }
+
+    /// [`Self::start`] with an existing CA directory (e.g. a Keylime peer's `cv_ca`)
+    /// instead of a new one.
+    pub(crate) async fn start_with_ca(
+        db: &str,
+        ca: Option<CaDir>,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let ca = vigil_tls::ca::init(
-            &dir.path().join("cv_ca"),
-            &["localhost".into(), "127.0.0.1".into()],
-            false,
-        )
-        .expect("CA");
+        let ca = ca.unwrap_or_else(|| {
+            vigil_tls::ca::init(
+                &dir.path().join("cv_ca"),
+                &["localhost".into(), "127.0.0.1".into()],
+                false,
+            )
+            .expect("CA")
+        });
         let mut config = Config {
+            tls_dir: ca.dir().to_owned(),
             port: 0,
             tls_port: 0,
             state_dir: dir.path().to_owned(),
@@ -118,6 +161,10 @@ impl Env {
 
     pub(crate) fn https_addr(&self) -> SocketAddr {
         self.reg().https_addr()
+    }
+
+    pub(crate) fn http_addr(&self) -> SocketAddr {
+        self.reg().http_addr()
     }
 }
 
