@@ -179,6 +179,22 @@ impl EntryValidator for PolicyValidator<'_> {
             Template::ImaBuf => self.check_buffer(entry, failure),
         }
     }
+
+    #[inline]
+    fn validate_decoded(
+        &mut self,
+        entry: &ImaEntry<'_>,
+        digest: &[u8],
+        line_no: usize,
+        failure: &mut Failure,
+    ) -> EntryVerdict {
+        match entry.template {
+            Template::Ima | Template::ImaNg => {
+                self.check_digest(Table::Digests, entry.name, digest, failure)
+            }
+            _ => self.validate(entry, line_no, failure),
+        }
+    }
 }
 
 fn ima_ng_event(event: &str, context: serde_json::Value) -> Event {
