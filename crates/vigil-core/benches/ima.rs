@@ -19,7 +19,7 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, Criterion, Throughput};
 use vigil_core::hash::HashAlg;
 use vigil_core::ima::keyring::ImaKeyrings;
 use vigil_core::ima::validate::PolicyValidator;
@@ -246,4 +246,95 @@ fn policy_for(log: &str, excludes: usize) -> RuntimePolicy {
 }
 
 criterion_group!(benches, bench);
-criterion_main!(benches);
+
+/// `VIGIL_IMA_PROFILE=<check|replay|lookup>[:<reps>]` runs that workload `reps` times
+/// (default 3) outside criterion and exits, for `valgrind --tool=callgrind` or
+/// `perf record`, whose counts do not depend on the load of a shared machine.
+/// `VIGIL_IMA_PROFILE=policymem:<paths>` loads a policy of that many paths and prints
+/// the resident-memory growth (run it under `valgrind --tool=dhat` for exact heap bytes:
+/// the policy is deliberately leaked, so "At t-end" is the policy alone).
+fn profile(spec: &str) {
+    let (what, reps) = spec.split_once(':').unwrap_or((spec, "3"));
+    let reps: usize = reps.parse().expect("VIGIL_IMA_PROFILE repetitions");
+    if what == "policymem" {
+        let json = synth_policy_json(reps);
+        let json_len = json.len();
+        let before = rss_kib();
+        let policy = RuntimePolicy::from_json(&json).expect("synthetic policy");
+        drop(json);
+        let after = rss_kib();
+        println!(
+            "policy of {} paths: {json_len} bytes of JSON, resident growth {} KiB \
+             ({} bytes/path)",
+            policy.len(),
+            (after + json_len as i64 / 1024) - before,
+            ((after + json_len as i64 / 1024) - before) * 1024 / reps as i64
+        );
+        std::mem::forget(policy);
+        return;
+    }
+    let log = generate(N);
+    let cfg = ImaConfig::new(HashAlg::Sha256);
+    let policy = policy_for(&log.text, 20);
+    let mut sink = 0usize;
+    for _ in 0..reps {
+        match what {
+            "replay" => {
+                let v = process_measurement_list(cfg, None, &log.text, Some(log.pcr), AcceptAll);
+                sink += v.pcr_match.unwrap_or(0);
+            }
+            "check" => {
+                let mut keyrings = ImaKeyrings::new();
+                let validator = PolicyValidator::new(&policy, &[], &mut keyrings);
+                let v = process_measurement_list(cfg, None, &log.text, Some(log.pcr), validator);
+                assert!(v.is_ok());
+                sink += v.pcr_match.unwrap_or(0);
+            }
+            "lookup" => {
+                for p in log.text.lines().filter_map(|l| l.rsplit(' ').next()) {
+                    sink += usize::from(!policy.is_excluded(p) && policy.digests_for(p).is_some());
+                }
+            }
+            other => panic!("VIGIL_IMA_PROFILE: unknown workload {other}"),
+        }
+    }
+    println!("{what} x{reps}: {sink}");
+}
+
+/// A policy of `n` distinct paths shaped like the log's, each with one SHA-256 digest.
+fn synth_policy_json(n: usize) -> Vec<u8> {
+    let mut out = String::from(r#"{"meta":{"version":1,"generator":3},"release":0,"digests":{"#);
+    for i in 0..n {
+        let x = (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&format!(
+            r#""{}":["{x:016x}{x:016x}{x:016x}{x:016x}"]"#,
+            synth_path(i)
+        ));
+    }
+    out.push_str(r#"},"excludes":[],"keyrings":{},"ima":{"ignored_keyrings":[],"log_hash_alg":"sha1","dm_policy":null},"ima-buf":{},"verification-keys":""}"#);
+    out.into_bytes()
+}
+
+/// This process's resident memory in KiB (Linux), 0 elsewhere.
+fn rss_kib() -> i64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn main() {
+    if let Ok(spec) = std::env::var("VIGIL_IMA_PROFILE") {
+        profile(&spec);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -84,6 +84,21 @@ pub trait EntryValidator {
         line_no: usize,
         failure: &mut Failure,
     ) -> EntryVerdict;
+
+    /// [`EntryValidator::validate`], given also the entry's file digest already decoded
+    /// (the replay loop decodes it into the template data anyway). The replay loop calls
+    /// this one; the default ignores `digest` and calls `validate`.
+    #[inline]
+    fn validate_decoded(
+        &mut self,
+        entry: &ImaEntry<'_>,
+        digest: &[u8],
+        line_no: usize,
+        failure: &mut Failure,
+    ) -> EntryVerdict {
+        let _ = digest;
+        self.validate(entry, line_no, failure)
+    }
 }
 
 impl<V: EntryValidator + ?Sized> EntryValidator for &mut V {
@@ -94,6 +109,17 @@ impl<V: EntryValidator + ?Sized> EntryValidator for &mut V {
         failure: &mut Failure,
     ) -> EntryVerdict {
         (**self).validate(entry, line_no, failure)
+    }
+
+    #[inline]
+    fn validate_decoded(
+        &mut self,
+        entry: &ImaEntry<'_>,
+        digest: &[u8],
+        line_no: usize,
+        failure: &mut Failure,
+    ) -> EntryVerdict {
+        (**self).validate_decoded(entry, digest, line_no, failure)
     }
 }
 
@@ -479,7 +505,7 @@ impl<'s, V: EntryValidator> ImaReplay<'s, V> {
         let cfg = self.cfg;
         self.counts.entries += 1;
         self.counts.per_template[entry.template.index()] += 1;
-        entry.write_template_data(&mut self.scratch);
+        let digest_at = entry.write_template_data(&mut self.scratch);
         let data_len = self.scratch.len();
 
         // A violation entry shows zeros in the log while the kernel extended 0xff….
@@ -547,9 +573,11 @@ impl<'s, V: EntryValidator> ImaReplay<'s, V> {
                     true,
                 ));
             } else {
-                let verdict = self
-                    .validator
-                    .validate(entry, self.line_no, &mut self.failure);
+                // Hashing may have appended padding after the data; the digest is inside.
+                let digest = self.scratch.get(digest_at).unwrap_or_default();
+                let verdict =
+                    self.validator
+                        .validate_decoded(entry, digest, self.line_no, &mut self.failure);
                 let c = &mut self.counts;
                 match verdict {
                     EntryVerdict::Good => c.good += 1,

@@ -48,23 +48,29 @@ fn alg_bytes(alg: &str) -> &[u8] {
 impl ImaEntry<'_> {
     /// Writes this entry's template data into `out`, replacing its contents. Reusing
     /// one buffer across entries keeps the replay loop free of allocations.
-    pub fn write_template_data(&self, out: &mut Vec<u8>) {
+    ///
+    /// Returns where the decoded file digest sits in `out`, so the policy check can
+    /// use it without decoding the hex again.
+    pub fn write_template_data(&self, out: &mut Vec<u8>) -> std::ops::Range<usize> {
         out.clear();
         let digest = &self.digest.value;
         let name = self.name.as_bytes();
         if self.template == Template::Ima {
             digest.decode_into(out);
+            let at = 0..out.len();
             out.extend_from_slice(name);
             // Parsing rejects longer names, so padding is at least the NUL.
             let pad = LEGACY_NAME_FIELD.saturating_sub(name.len()).max(1);
             out.resize(out.len() + pad, 0);
-            return;
+            return at;
         }
         let alg = alg_bytes(self.digest.alg);
         put_len(out, alg.len() + 2 + digest.len());
         out.extend_from_slice(alg);
         out.extend_from_slice(b":\0");
+        let start = out.len();
         digest.decode_into(out);
+        let at = start..out.len();
         put_len(out, name.len() + 1);
         out.extend_from_slice(name);
         out.push(0);
@@ -85,6 +91,7 @@ impl ImaEntry<'_> {
             }
             Template::Ima | Template::ImaNg => {}
         }
+        at
     }
 
     /// This entry's template data in a new vector (convenience for tests and tools).

@@ -22,8 +22,8 @@ use super::entry::{ImaEntry, Template};
 use super::keyring::{parse_ima_key, ImaKeyrings};
 use super::replay::{EntryValidator, EntryVerdict};
 use crate::failure::{Component, Event, Failure};
-use crate::hash::Digest;
-use crate::policy::runtime::RuntimePolicy;
+use crate::hash::{Digest, MAX_DIGEST_LEN};
+use crate::policy::runtime::{PolicyDigests, RuntimePolicy};
 
 /// Which digest table of the policy an entry is checked against.
 #[derive(Clone, Copy)]
@@ -68,7 +68,7 @@ impl<'a> PolicyValidator<'a> {
         &self,
         table: Table,
         name: &str,
-        digest: &Digest,
+        digest: &[u8],
         failure: &mut Failure,
     ) -> EntryVerdict {
         if self.policy.is_excluded(name) {
@@ -90,12 +90,12 @@ impl<'a> PolicyValidator<'a> {
             ));
             return EntryVerdict::NotFound;
         }
-        let listed = listed.unwrap_or_default();
-        if listed.contains(digest) || extra.contains(digest) {
+        let listed = listed.unwrap_or(PolicyDigests::EMPTY);
+        if listed.contains(digest) || extra.iter().any(|d| d.as_bytes() == digest) {
             return EntryVerdict::Good;
         }
         // Keylime prints the policy's list, then the boot aggregates it appended.
-        let mut expected: Vec<String> = listed.iter().map(Digest::to_hex).collect();
+        let mut expected: Vec<String> = listed.raw().map(hex::encode).collect();
         for d in extra {
             let hex = d.to_hex();
             if !expected.contains(&hex) {
@@ -106,7 +106,7 @@ impl<'a> PolicyValidator<'a> {
             "runtime_policy_hash",
             json!({
                 "message": "Hash not found in runtime policy",
-                "got": digest.to_hex(),
+                "got": hex::encode(digest),
                 "expected": expected,
             }),
         ));
@@ -128,7 +128,7 @@ impl<'a> PolicyValidator<'a> {
                 return EntryVerdict::Good;
             }
         }
-        self.check_digest(Table::Digests, entry.name, &digest, failure)
+        self.check_digest(Table::Digests, entry.name, digest.as_bytes(), failure)
     }
 
     fn check_buffer(&mut self, entry: &ImaEntry<'_>, failure: &mut Failure) -> EntryVerdict {
@@ -153,14 +153,15 @@ impl<'a> PolicyValidator<'a> {
                     // Accepted unchecked, and the key is not learnt.
                     return EntryVerdict::Excluded;
                 }
-                let verdict = self.check_digest(Table::Keyrings, entry.name, &digest, failure);
+                let verdict =
+                    self.check_digest(Table::Keyrings, entry.name, digest.as_bytes(), failure);
                 if verdict == EntryVerdict::Good {
                     // Only a key the policy vouches for may later verify file signatures.
                     self.keyrings.add_key(entry.name, key, keyid);
                 }
                 verdict
             }
-            Ok(None) => self.check_digest(Table::ImaBuf, entry.name, &digest, failure),
+            Ok(None) => self.check_digest(Table::ImaBuf, entry.name, digest.as_bytes(), failure),
         }
     }
 }
@@ -168,14 +169,30 @@ impl<'a> PolicyValidator<'a> {
 impl EntryValidator for PolicyValidator<'_> {
     fn validate(&mut self, entry: &ImaEntry<'_>, _: usize, failure: &mut Failure) -> EntryVerdict {
         match entry.template {
-            Template::Ima | Template::ImaNg => self.check_digest(
-                Table::Digests,
-                entry.name,
-                &entry.digest.to_digest(),
-                failure,
-            ),
+            Template::Ima | Template::ImaNg => {
+                // Decoded on the stack: no `Digest` is built for the common case.
+                let mut buf = [0u8; MAX_DIGEST_LEN];
+                let digest = entry.digest.value.decode_to(&mut buf).unwrap_or_default();
+                self.check_digest(Table::Digests, entry.name, digest, failure)
+            }
             Template::ImaSig => self.check_signed(entry, failure),
             Template::ImaBuf => self.check_buffer(entry, failure),
+        }
+    }
+
+    #[inline]
+    fn validate_decoded(
+        &mut self,
+        entry: &ImaEntry<'_>,
+        digest: &[u8],
+        line_no: usize,
+        failure: &mut Failure,
+    ) -> EntryVerdict {
+        match entry.template {
+            Template::Ima | Template::ImaNg => {
+                self.check_digest(Table::Digests, entry.name, digest, failure)
+            }
+            _ => self.validate(entry, line_no, failure),
         }
     }
 }

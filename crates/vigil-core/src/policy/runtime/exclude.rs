@@ -6,6 +6,13 @@
 //! translating the few bits of Python syntax Rust's `regex` spells differently.
 //! Patterns that need look-around or backreferences (which `regex` cannot run in linear
 //! time) are handed to `fancy-regex` instead of being refused.
+//!
+//! Nearly every path of a measurement list is *not* excluded, and most exclude patterns
+//! begin with a literal directory (`^/tmp/`, `/var/log/`). So before the automaton runs,
+//! a [`StartFilter`] built from the pattern's own prefix literals (`regex-syntax`'s
+//! extractor, whose contract is that every match begins with one of them) turns most
+//! paths away after looking at their first bytes. It only ever answers "cannot match";
+//! the regex still decides every other path, so the semantics are the regex's.
 
 /// A pattern that compiles neither as translated for `regex` nor with `fancy-regex`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -21,7 +28,14 @@ pub struct ExcludeError {
 
 /// The compiled exclude list.
 #[derive(Debug, Clone)]
-pub enum ExcludeMatcher {
+pub struct ExcludeMatcher {
+    engine: Engine,
+    /// `None` when some match could begin with anything (or the prefixes are unknown).
+    starts: Option<StartFilter>,
+}
+
+#[derive(Debug, Clone)]
+enum Engine {
     /// Every pattern runs on `regex` (linear time, the normal case).
     Fast(regex::Regex),
     /// Some pattern needs look-around or backreferences.
@@ -65,26 +79,129 @@ impl ExcludeMatcher {
             reason: format!("the combined exclude list does not compile: {reason}"),
         };
         Ok(Some(if fancy {
-            Self::Fancy(fancy_regex::Regex::new(&combined).map_err(|e| whole(e.to_string()))?)
+            Self {
+                engine: Engine::Fancy(
+                    fancy_regex::Regex::new(&combined).map_err(|e| whole(e.to_string()))?,
+                ),
+                starts: None,
+            }
         } else {
-            Self::Fast(
-                regex::RegexBuilder::new(&combined)
-                    .size_limit(64 << 20)
-                    .build()
-                    .map_err(|e| whole(first_line(&e.to_string())))?,
-            )
+            Self {
+                engine: Engine::Fast(
+                    regex::RegexBuilder::new(&combined)
+                        .size_limit(64 << 20)
+                        .build()
+                        .map_err(|e| whole(first_line(&e.to_string())))?,
+                ),
+                starts: StartFilter::new(&combined),
+            }
         }))
     }
 
     /// True when the path is excluded (Python `re.match` of the combined pattern).
     #[inline]
     pub fn is_match(&self, path: &str) -> bool {
-        match self {
-            Self::Fast(re) => re.is_match(path),
+        if self.starts.as_ref().is_some_and(|f| !f.may_match(path)) {
+            return false;
+        }
+        match &self.engine {
+            Engine::Fast(re) => re.is_match(path),
             // A pattern that backtracks past fancy-regex's limit cannot prove a match.
-            Self::Fancy(re) => re.is_match(path).unwrap_or(false),
+            Engine::Fancy(re) => re.is_match(path).unwrap_or(false),
         }
     }
+}
+
+/// The set of literals every match must start with, checked on a path's first bytes.
+#[derive(Clone)]
+struct StartFilter {
+    /// First bytes of the one-byte literals: a path starting with one may match.
+    single: [u64; 4],
+    /// First two bytes of the longer literals, as a 65,536-bit set.
+    pairs: Box<[u64; 1024]>,
+    /// The longer literals, sorted (those sharing two first bytes are adjacent).
+    long: Vec<Box<[u8]>>,
+}
+
+impl StartFilter {
+    /// The filter for a pattern `regex` compiles, or `None` when a match may begin with
+    /// anything (an empty or unbounded prefix set).
+    fn new(pattern: &str) -> Option<Self> {
+        use regex_syntax::hir::literal::{ExtractKind, Extractor};
+        // The same parser and default options `regex::Regex::new` uses.
+        let hir = regex_syntax::ParserBuilder::new()
+            .build()
+            .parse(pattern)
+            .ok()?;
+        let seq = Extractor::new().kind(ExtractKind::Prefix).extract(&hir);
+        let mut filter = Self {
+            single: [0; 4],
+            pairs: Box::new([0; 1024]),
+            long: Vec::new(),
+        };
+        for lit in seq.literals()? {
+            match *lit.as_bytes() {
+                [] => return None,
+                [b] => set_bit(&mut filter.single, usize::from(b)),
+                [b0, b1, ..] => {
+                    set_bit(&mut filter.pairs[..], pair(b0, b1));
+                    filter.long.push(lit.as_bytes().into());
+                }
+            }
+        }
+        filter.long.sort_unstable();
+        filter.long.dedup();
+        Some(filter)
+    }
+
+    /// False when no match can start at the beginning of `path`.
+    #[inline]
+    fn may_match(&self, path: &str) -> bool {
+        let b = path.as_bytes();
+        let (Some(&b0), b1) = (b.first(), b.get(1)) else {
+            return false; // every literal is non-empty
+        };
+        if has_bit(&self.single, usize::from(b0)) {
+            return true;
+        }
+        let Some(&b1) = b1 else {
+            return false;
+        };
+        if !has_bit(&self.pairs[..], pair(b0, b1)) {
+            return false;
+        }
+        let key = [b0, b1];
+        let from = self.long.partition_point(|l| l.get(..2) < Some(&key[..]));
+        self.long
+            .get(from..)
+            .unwrap_or_default()
+            .iter()
+            .take_while(|l| l.get(..2) == Some(&key[..]))
+            .any(|l| b.starts_with(l))
+    }
+}
+
+impl std::fmt::Debug for StartFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StartFilter")
+            .field("long", &self.long.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn pair(b0: u8, b1: u8) -> usize {
+    usize::from(b0) << 8 | usize::from(b1)
+}
+
+fn set_bit(bits: &mut [u64], i: usize) {
+    if let Some(w) = bits.get_mut(i / 64) {
+        *w |= 1 << (i % 64);
+    }
+}
+
+#[inline]
+fn has_bit(bits: &[u64], i: usize) -> bool {
+    bits.get(i / 64).is_some_and(|w| w >> (i % 64) & 1 == 1)
 }
 
 fn is_unsupported_feature(err: &regex::Error) -> bool {
@@ -257,11 +374,74 @@ mod tests {
     #[test]
     fn look_around_and_backreferences_use_fancy_regex() {
         let m = matcher(&["/tmp/(?!keep)", "/srv/(?P<d>[a-z]+)/(?P=d)/"]);
-        assert!(matches!(m, ExcludeMatcher::Fancy(_)));
+        assert!(matches!(m.engine, Engine::Fancy(_)));
         assert!(m.is_match("/tmp/scratch"));
         assert!(!m.is_match("/tmp/keepme"));
         assert!(m.is_match("/srv/abc/abc/x"));
         assert!(!m.is_match("/srv/abc/abd/x"));
+    }
+
+    #[test]
+    fn start_filter_never_changes_a_verdict() {
+        let lists: &[&[&str]] = &[
+            &["^/tmp/", "/var/log/.*", "boot_aggregate", "/proc/[0-9]+/"],
+            &["(?i)/TMP/", "/usr/lib/python3.*\\.pyc$", "x", "/é/"],
+            &["[/x]tmp/", "(/usr|/opt)/lib/", "a?b", "/s{2,}", "/etc/x\\Z"],
+            &["/tmp/", ".*\\.pyc"],
+            &[""],
+            &["^$"],
+            &["(?m)^/tmp/", "\\b/var/"],
+        ];
+        let paths = [
+            "",
+            "/",
+            "x",
+            "b",
+            "ab",
+            "/t",
+            "/tmp",
+            "/tmp/",
+            "/TmP/x",
+            "/var/log/syslog",
+            "/var/lo",
+            "boot_aggregate",
+            "boot_aggregatex",
+            "/proc/1/x",
+            "/proc/x/",
+            "/usr/lib/python3/x.pyc",
+            "/usr/lib/python3/x.py",
+            "/é/x",
+            "/É/x",
+            "xtmp/a",
+            "/opt/lib/x",
+            "/usr/lib/x",
+            "/sss",
+            "/s",
+            "/etc/x",
+            "/etc/xy",
+            "bb",
+            "\n/tmp/",
+        ];
+        for list in lists {
+            let m = matcher(list);
+            let plain = ExcludeMatcher {
+                engine: m.engine.clone(),
+                starts: None,
+            };
+            for p in paths {
+                assert_eq!(m.is_match(p), plain.is_match(p), "{list:?} on {p:?}");
+            }
+        }
+        // Lists starting with literals get a filter; ones that can start anywhere do not.
+        assert!(matcher(&["^/tmp/", "/var/log/"]).starts.is_some());
+        assert!(matcher(&["/tmp/", "x"]).starts.is_some());
+        assert!(matcher(&[".*\\.pyc"]).starts.is_none());
+        assert!(matcher(&[""]).starts.is_none());
+        let m = matcher(&["^/tmp/excluded0/", "^/tmp/excluded1/"]);
+        let f = m.starts.as_ref().unwrap();
+        assert!(!f.may_match("/usr/bin/ls"));
+        assert!(!f.may_match("/tmp/other"));
+        assert!(f.may_match("/tmp/excluded1/x"));
     }
 
     #[test]

@@ -5,13 +5,13 @@
 //! A [`RuntimePolicy`] is parsed once and then shared (`Arc<RuntimePolicy>`) by every
 //! node enrolled with it; nothing about a node is stored in it (Keylime appends each
 //! node's boot aggregates to the policy in memory; Vigil passes them to the validator
-//! instead). Lookups are a hash of the path plus one combined exclude automaton.
+//! instead). Lookups are one probe of a compact, read-only table (see `table.rs`) plus
+//! one combined exclude automaton.
 //!
 //! Digests are stored as bytes. Keylime compares lowercase hex strings without the
 //! algorithm prefix, and the schema only admits lowercase hex, so byte equality is the
 //! same test.
 
-use std::collections::HashMap;
 use std::fmt;
 
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -24,11 +24,13 @@ pub mod create;
 mod dsse;
 mod exclude;
 mod legacy;
+mod table;
 
 pub use dsse::{verify_dsse, DsseError};
 pub use exclude::{translate as translate_python_regex, ExcludeError, ExcludeMatcher};
+pub use table::PolicyDigests;
 
-type FastMap<V> = HashMap<Box<str>, V, foldhash::fast::RandomState>;
+use table::{DigestTable, TableBuilder};
 
 /// The only runtime policy format version Keylime 7 writes and reads.
 pub const CURRENT_VERSION: u64 = 1;
@@ -73,9 +75,9 @@ pub struct RuntimePolicy {
     generator: u8,
     timestamp: Option<String>,
     release: u64,
-    digests: FastMap<Box<[Digest]>>,
-    keyrings: FastMap<Box<[Digest]>>,
-    ima_buf: FastMap<Box<[Digest]>>,
+    digests: DigestTable,
+    keyrings: DigestTable,
+    ima_buf: DigestTable,
     excludes: Vec<String>,
     exclude: Option<ExcludeMatcher>,
     ignored_keyrings: Vec<String>,
@@ -143,18 +145,18 @@ impl RuntimePolicy {
 
     /// The digests allowed for a file path (or `boot_aggregate`), in the policy's order.
     #[inline]
-    pub fn digests_for(&self, path: &str) -> Option<&[Digest]> {
-        self.digests.get(path).map(AsRef::as_ref)
+    pub fn digests_for(&self, path: &str) -> Option<PolicyDigests<'_>> {
+        self.digests.get(path)
     }
 
     /// The digests allowed for keys measured into the keyring `name` (e.g. `.ima`).
-    pub fn keyring_digests(&self, name: &str) -> Option<&[Digest]> {
-        self.keyrings.get(name).map(AsRef::as_ref)
+    pub fn keyring_digests(&self, name: &str) -> Option<PolicyDigests<'_>> {
+        self.keyrings.get(name)
     }
 
     /// The digests allowed for the `ima-buf` buffer `name`.
-    pub fn ima_buf_digests(&self, name: &str) -> Option<&[Digest]> {
-        self.ima_buf.get(name).map(AsRef::as_ref)
+    pub fn ima_buf_digests(&self, name: &str) -> Option<PolicyDigests<'_>> {
+        self.ima_buf.get(name)
     }
 
     /// True when `path` matches the exclude list (Python `re.match` semantics).
@@ -197,7 +199,13 @@ impl RuntimePolicy {
 
     /// True when `digests` is empty.
     pub fn is_empty(&self) -> bool {
-        self.digests.is_empty()
+        self.digests.len() == 0
+    }
+
+    /// Heap bytes held by the three digest tables (the bulk of a large policy), for
+    /// memory measurements.
+    pub fn table_heap_bytes(&self) -> usize {
+        self.digests.heap_bytes() + self.keyrings.heap_bytes() + self.ima_buf.heap_bytes()
     }
 
     /// Hex SHA-256 of the policy bytes as given (Keylime's stored `checksum`).
@@ -208,12 +216,12 @@ impl RuntimePolicy {
     /// The policy as canonical v1 JSON, keys and lists sorted as `keylime-policy`
     /// writes them.
     pub fn to_json(&self) -> Value {
-        fn table(map: &FastMap<Box<[Digest]>>) -> Value {
-            let mut names: Vec<&str> = map.keys().map(AsRef::as_ref).collect();
-            names.sort_unstable();
+        fn table(t: &DigestTable) -> Value {
+            let mut entries: Vec<(&str, PolicyDigests<'_>)> = t.iter().collect();
+            entries.sort_unstable_by_key(|(name, _)| *name);
             let mut out = Map::new();
-            for name in names {
-                let mut hexes: Vec<String> = map[name].iter().map(Digest::to_hex).collect();
+            for (name, list) in entries {
+                let mut hexes: Vec<String> = list.raw().map(hex::encode).collect();
                 hexes.sort();
                 hexes.dedup();
                 out.insert(name.to_owned(), json!(hexes));
@@ -259,12 +267,12 @@ impl RuntimePolicy {
 struct Document {
     meta: Meta,
     release: u64,
-    digests: DigestTable,
+    digests: TableDoc,
     excludes: Vec<String>,
-    keyrings: DigestTable,
+    keyrings: TableDoc,
     ima: ImaSection,
     #[serde(rename = "ima-buf")]
-    ima_buf: DigestTable,
+    ima_buf: TableDoc,
     #[serde(rename = "verification-keys")]
     verification_keys: String,
 }
@@ -321,26 +329,23 @@ impl<'de> Deserialize<'de> for Null {
 }
 
 /// `{"<name>": ["<hex>", ...], ...}` with non-empty lists of 40–128 hex digits.
-struct DigestTable(FastMap<Box<[Digest]>>);
+struct TableDoc(DigestTable);
 
-impl<'de> Deserialize<'de> for DigestTable {
+impl<'de> Deserialize<'de> for TableDoc {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct TableVisitor;
         impl<'de> Visitor<'de> for TableVisitor {
-            type Value = DigestTable;
+            type Value = TableDoc;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("an object mapping names to lists of hex digests")
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<DigestTable, A::Error> {
-                let mut out = FastMap::with_capacity_and_hasher(
-                    map.size_hint().unwrap_or(0),
-                    Default::default(),
-                );
-                while let Some(name) = map.next_key::<String>()? {
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<TableDoc, A::Error> {
+                let mut out = TableBuilder::with_capacity(map.size_hint().unwrap_or(0));
+                while let Some(name) = map.next_key::<std::borrow::Cow<'de, str>>()? {
                     let DigestList(list) = map.next_value()?;
-                    out.insert(name.into_boxed_str(), list.into_boxed_slice());
+                    out.insert(&name, &list).map_err(de::Error::custom)?;
                 }
-                Ok(DigestTable(out))
+                Ok(TableDoc(out.build()))
             }
         }
         d.deserialize_map(TableVisitor)

@@ -51,7 +51,7 @@ fn prefixed_digests_and_envelopes_unwrap() {
     let plain = RuntimePolicy::from_json(&read("runtime-policy-test.json")).unwrap();
     let ba = plain.digests_for("boot_aggregate").unwrap();
     assert_eq!(
-        ba[0].to_hex(),
+        ba.iter().next().unwrap().to_hex(),
         "4309217e9709def327c3409407f4d52907aeba46ef1b4f46529fd095f2ef9fb2"
     );
     let wrapped = RuntimePolicy::from_json(&read("runtime-policy-test-signed.json")).unwrap();
@@ -171,7 +171,12 @@ fn legacy_allowlists_convert() {
     let p = RuntimePolicy::from_legacy(Some(&short), None).unwrap();
     assert_eq!(p.generator(), 3);
     assert_eq!(
-        p.digests_for("boot_aggregate").unwrap()[0].to_hex(),
+        p.digests_for("boot_aggregate")
+            .unwrap()
+            .iter()
+            .next()
+            .unwrap()
+            .to_hex(),
         "4309217e9709def327c3409407f4d52907aeba46ef1b4f46529fd095f2ef9fb2"
     );
     for alg in ["sha1", "sha256", "sha384", "sha512", "sm3_256"] {
