@@ -42,31 +42,12 @@ fn main() -> ExitCode {
     if let Some(t) = cli.tcti {
         config.tpm_tcti = t;
     }
-    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| config.log.clone());
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("vigil-agent: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(&config)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("vigil-agent: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    let log = config.log.clone();
+    vigil_tls::service::run("vigil-agent", &log, || run(config))
 }
 
-async fn run(config: &Config) -> anyhow::Result<()> {
-    let agent = Agent::start(config).await.context("cannot start")?;
+async fn run(config: Config) -> anyhow::Result<()> {
+    let agent = Agent::start(&config).await.context("cannot start")?;
     let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
     loop {

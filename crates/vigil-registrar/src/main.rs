@@ -34,37 +34,11 @@ fn main() -> ExitCode {
     if let Some(url) = cli.database {
         config.database_url = url;
     }
-    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| config.log.clone());
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("vigil-registrar: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(&config)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("vigil-registrar: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-async fn run(config: &Config) -> anyhow::Result<()> {
-    let registrar = Registrar::start(config).await.context("cannot start")?;
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("cannot handle SIGTERM")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        r = tokio::signal::ctrl_c() => r.context("cannot handle SIGINT")?,
-    }
-    registrar.shutdown().await;
-    Ok(())
+    let log = config.log.clone();
+    vigil_tls::service::run("vigil-registrar", &log, || async move {
+        let registrar = Registrar::start(&config).await.context("cannot start")?;
+        vigil_tls::service::shutdown_signal().await?;
+        registrar.shutdown().await;
+        Ok(())
+    })
 }

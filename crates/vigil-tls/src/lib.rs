@@ -10,7 +10,8 @@
 //! - [`server_config`] and [`client_config`]: rustls configurations from PEM files —
 //!   Vigil's own or an existing Keylime `cv_ca`;
 //! - [`http`]: the HTTP/1.1 accept loop of the services and a one-request client;
-//! - [`settings`]: TOML configuration files with environment overrides.
+//! - [`settings`]: TOML configuration files with environment overrides;
+//! - [`service`]: the `main` the service binaries share (logging, runtime, signals).
 //! - [`load_cert_store`]: a TPM vendor trust store (Keylime's `tpm_cert_store`).
 //!
 //! Everything uses rustls' aws-lc-rs provider, the crypto library the core already
@@ -21,6 +22,7 @@
 pub mod ca;
 mod config;
 pub mod http;
+pub mod service;
 pub mod settings;
 mod trust;
 
