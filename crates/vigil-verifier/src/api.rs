@@ -5,6 +5,7 @@
 #![allow(clippy::result_large_err)]
 
 use std::sync::Arc;
+use vigil_tls::http::Peer;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -34,13 +35,6 @@ pub(crate) const AGENT_VERSIONS: [&str; 6] = ["2.1", "2.2", "2.3", "2.4", "2.5",
 /// Shared by every request.
 pub(crate) struct AppState {
     pub(crate) engine: Arc<Engine>,
-}
-
-/// How the request arrived, set by the listener.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Transport {
-    /// The verified client certificate's subject, if the client sent one.
-    pub(crate) client: Option<String>,
 }
 
 /// `{"code", "status", "results"}` with the HTTP status `code`.
@@ -130,7 +124,7 @@ fn parse_route(path: &str) -> Option<Route> {
 }
 
 /// Admin routes need a verified client certificate (Keylime's admin mTLS).
-fn admin(t: &Transport, action: &str) -> Result<(), Response> {
+fn admin(t: &Peer, action: &str) -> Result<(), Response> {
     if t.client.is_none() {
         return Err(envelope(
             StatusCode::FORBIDDEN,
@@ -200,11 +194,7 @@ async fn json_body(req: Request, limit: usize) -> Result<Map<String, Value>, Res
 
 /// Every request comes here.
 pub(crate) async fn dispatch(State(state): State<Arc<AppState>>, req: Request<Body>) -> Response {
-    let transport = req
-        .extensions()
-        .get::<Transport>()
-        .cloned()
-        .unwrap_or_default();
+    let transport = req.extensions().get::<Peer>().cloned().unwrap_or_default();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let response = route(&state, &transport, req).await;
@@ -257,7 +247,7 @@ fn param<'a>(q: &'a [(String, String)], k: &str) -> Option<&'a str> {
     q.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
 }
 
-async fn route(state: &AppState, t: &Transport, req: Request) -> Response {
+async fn route(state: &AppState, t: &Peer, req: Request) -> Response {
     let Some(route) = parse_route(req.uri().path()) else {
         return plain(StatusCode::NOT_FOUND);
     };

@@ -32,26 +32,18 @@ pub mod round;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
-use tower::ServiceExt;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 use vigil_store::Store;
 
 pub use api::{CURRENT_VERSION, SUPPORTED_VERSIONS};
 pub use config::{Config, ConfigError, MbEvaluate};
 
-use api::{AppState, Transport};
-
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+use api::AppState;
 
 /// Why the verifier cannot start. Each variant names the file, address or key.
 #[derive(Debug, thiserror::Error)]
@@ -172,9 +164,9 @@ impl Verifier {
         let app = axum::Router::new()
             .fallback(api::dispatch)
             .with_state(state);
-        let server = tokio::spawn(serve(
+        let server = tokio::spawn(vigil_tls::http::serve(
             listener,
-            TlsAcceptor::from(Arc::new(tls)),
+            Some(TlsAcceptor::from(Arc::new(tls))),
             app,
             stopped,
         ));
@@ -222,72 +214,5 @@ impl Verifier {
     pub fn abort(self) {
         self.server.abort();
         let _ = self.stop.send(true);
-    }
-}
-
-async fn serve(
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-    app: axum::Router,
-    mut stop: watch::Receiver<bool>,
-) {
-    let graceful = GracefulShutdown::new();
-    loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(x) => x,
-                Err(e) => {
-                    warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            _ = stop.changed() => break,
-        };
-        let app = app.clone();
-        let acceptor = acceptor.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    debug!(%peer, "TLS handshake failed: {e}");
-                    return;
-                }
-                Err(_) => {
-                    debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
-            };
-            let client = stream
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .map(|c| {
-                    vigil_tls::peer_subject(c).unwrap_or_else(|| "(unreadable subject)".into())
-                });
-            let transport = Transport { client };
-            let mut http = hyper::server::conn::http1::Builder::new();
-            http.timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT);
-            let service = hyper::service::service_fn(
-                move |mut req: hyper::Request<hyper::body::Incoming>| {
-                    req.extensions_mut().insert(transport.clone());
-                    app.clone().oneshot(req.map(axum::body::Body::new))
-                },
-            );
-            let conn = http.serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = watcher.watch(conn).await {
-                debug!(%peer, "connection ended: {e}");
-            }
-        });
-    }
-    drop(listener);
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        warn!("requests still in flight after {DRAIN_TIMEOUT:?}; closing anyway");
     }
 }
