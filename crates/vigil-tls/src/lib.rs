@@ -22,11 +22,13 @@
 pub mod ca;
 mod config;
 pub mod http;
+mod pinned;
 pub mod service;
 pub mod settings;
 mod trust;
 
 pub use config::{client_config, client_config_any_name, peer_subject, server_config, ClientAuth};
+pub use pinned::pinned_client_config;
 pub use trust::load_cert_store;
 
 use std::path::PathBuf;

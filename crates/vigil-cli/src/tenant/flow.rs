@@ -12,7 +12,7 @@ use vigil_core::payload::{encrypt_share, BootstrapKey};
 use vigil_core::tpm::ek_cert::EkCertStore;
 
 use super::body::{self, Enrolment};
-use super::http::{Client, PinnedCert, Response, TlsFiles};
+use super::http::{Client, Response, TlsFiles};
 use super::identity::{self, AcceptLists, EkVerdict, IdentityQuote, RegistrarRecord};
 use super::policy::Policies;
 use super::version;
@@ -449,7 +449,7 @@ impl Tenant {
                     .map_err(|e| {
                         anyhow!("the registrar's mtls_cert for the node is not PEM: {e}")
                     })?;
-                let config = PinnedCert::client_config(cert, Some(files.identity()?))
+                let config = vigil_tls::pinned_client_config(cert, Some(files.identity()?))
                     .context("cannot build the TLS configuration for the node")?;
                 Some(Arc::new(config))
             }
