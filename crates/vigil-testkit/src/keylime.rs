@@ -196,8 +196,21 @@ impl KeylimeEnv {
     /// Runs `keylime_tenant` with `args` against the registrar's HTTPS port and a
     /// verifier port (Keylime's or Vigil's), with the CA's `client` certificate.
     pub fn tenant(&self, registrar_tls_port: u16, verifier_port: u16, args: &[&str]) -> TenantRun {
+        self.tenant_with_env(registrar_tls_port, verifier_port, &[], args)
+    }
+
+    /// [`Self::tenant`] with more environment variables (`KEYLIME_CA_PASSWORD`, which
+    /// `--cert` needs: without it the tenant prompts for the CA password).
+    pub fn tenant_with_env(
+        &self,
+        registrar_tls_port: u16,
+        verifier_port: u16,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> TenantRun {
         let out = self
             .command("keylime_tenant")
+            .envs(env.iter().copied())
             .env(
                 "KEYLIME_TENANT_REGISTRAR_PORT",
                 registrar_tls_port.to_string(),
@@ -332,14 +345,18 @@ pub struct TenantRun {
 }
 
 impl TenantRun {
-    /// The JSON objects the tenant logged (each `INFO - {...}` line, or the JSON that
-    /// ends a `retrieved {...}` line), in order.
+    /// The JSON objects the tenant logged (each `INFO - {...}` line, the JSON that
+    /// ends a `retrieved {...}` line, or a line of JSON alone: `cvstatus` logs
+    /// `Agent Info from …:` and the object on the next line), in order.
     pub fn json(&self) -> Vec<Value> {
         self.log
             .lines()
             .filter_map(|line| {
-                let start = line.find(" - INFO - ")? + " - INFO - ".len();
-                let rest = &line[start..];
+                let rest = match line.find(" - INFO - ") {
+                    Some(i) => &line[i + " - INFO - ".len()..],
+                    None if line.starts_with('{') => line,
+                    None => return None,
+                };
                 let brace = rest.find('{')?;
                 serde_json::from_str(&rest[brace..]).ok()
             })
