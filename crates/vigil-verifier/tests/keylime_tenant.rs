@@ -5,10 +5,15 @@
 //! (IMA emulation over two files) registers with the registrar from a swtpm
 //! manufactured with an EK certificate, whose local CA is the tenant's
 //! `tpm_cert_store` (`require_ek_cert` is on, as in Keylime's default `tenant.conf`).
-//! The tenant then drives the verifier: `addruntimepolicy`, `add` (identity quote and
-//! EK certificate checked by the tenant), `cvstatus`, `cvlist`, `listruntimepolicy`,
-//! `showruntimepolicy`, `update` with a named policy, `deleteruntimepolicy` refused
-//! while in use, `delete`, and the policy deleted afterwards.
+//!
+//! - `keylime_tenant_drives_vigil`: `add` with a policy file (identity quote and EK
+//!   certificate checked by the tenant), `cvstatus`, `cvlist`, `addruntimepolicy`,
+//!   `listruntimepolicy`, `showruntimepolicy`, `update` with a new policy file and with
+//!   the named policy, `deleteruntimepolicy` refused while in use, `delete`, and the
+//!   policy deleted afterwards.
+//! - `keylime_tenant_payload_and_failure`: `add -f FILE --verify` (U and V meet in the
+//!   agent, which decrypts the payload), `bulkinfo`, a measured file changed and the
+//!   failure as `cvstatus` shows it, `delete` of the failed node.
 //!
 //! Needs swtpm and the Keylime reference venv (`VIGIL_KEYLIME_PYTHON`); without them it
 //! skips with a note, except under `CI`, where it fails.
@@ -16,7 +21,7 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -65,7 +70,9 @@ struct Deployment {
     registrar: vigil_registrar::Registrar,
     verifier: vigil_verifier::Verifier,
     agent: vigil_agent::Agent,
-    agent_state: std::path::PathBuf,
+    agent_state: PathBuf,
+    /// The directory the agent measures.
+    files: PathBuf,
     _dir: tempfile::TempDir,
     _tpm: Swtpm,
 }
@@ -121,7 +128,7 @@ impl Deployment {
             tpm_tcti: tpm.tcti(),
             state_dir: agent_state.clone(),
             trusted_client_ca: vec![keylime.ca().ca_cert()],
-            ima_emulate: vec![files],
+            ima_emulate: vec![files.clone()],
             ima_emulate_interval: 0,
             measuredboot_ml_path: dir.path().join("no-uefi-log"),
             registration_retry_max: 1,
@@ -135,6 +142,7 @@ impl Deployment {
             verifier,
             agent,
             agent_state,
+            files,
             _dir: dir,
             _tpm: tpm,
         })
@@ -160,8 +168,9 @@ impl Deployment {
         // `delete` (and `update`, which deletes first) may get Keylime's 202 when a
         // round is in flight; the tenant then polls `cvstatus` until the node is gone,
         // `max_retries` times `retry_interval` apart (not exponential below 1 s).
+        // `add --verify` polls the agent the same way until V has arrived.
         let polling = [
-            ("KEYLIME_TENANT_MAX_RETRIES", "10"),
+            ("KEYLIME_TENANT_MAX_RETRIES", "25"),
             ("KEYLIME_TENANT_RETRY_INTERVAL", "0.2"),
         ];
         tokio::task::block_in_place(|| {
@@ -179,11 +188,19 @@ impl Deployment {
 
     /// The node's status once it has at least `count` successful rounds.
     async fn wait_attested(&self, count: u64) -> Value {
+        self.wait_status(&format!("{count} successful rounds"), |s| {
+            s["attestation_count"].as_u64() >= Some(count)
+        })
+        .await
+    }
+
+    /// The node's status (from the verifier's API) once `done` holds for it.
+    async fn wait_status(&self, what: &str, done: impl Fn(&Value) -> bool) -> Value {
         let path = format!("/v2.6/agents/{UUID}");
-        wait_for(60, &format!("{count} successful rounds"), || async {
+        wait_for(60, what, || async {
             let (code, v) = self.get(&path).await;
             let s = &v["results"];
-            (code == 200 && s["attestation_count"].as_u64() >= Some(count)).then(|| s.clone())
+            (code == 200 && done(s)).then(|| s.clone())
         })
         .await
     }
@@ -409,6 +426,84 @@ async fn keylime_tenant_drives_vigil() {
         let (code, v) = d.get("/v2.6/allowlists/").await;
         assert_eq!(code, 200);
         assert_eq!(v["results"]["runtimepolicy names"], json!([]), "{v}");
+        d.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keylime_tenant_payload_and_failure() {
+    vigil_testkit::db::with_sqlite(|db| async move {
+        let Some(d) = Deployment::start("keylime_tenant_payload_and_failure", &db).await else {
+            return;
+        };
+        d.wait_registered().await;
+        let log = d.agent_state.join("ima_emulated_measurements");
+        let policy = d.keylime.dir().join("policy.json");
+        write_policy(&log, &[], &policy);
+        let payload = d.keylime.dir().join("payload.txt");
+        std::fs::write(&payload, b"a secret for the node\n").unwrap();
+
+        // add with a payload and --verify: U (and the encrypted payload) go to the agent
+        // from the tenant, V from the verifier after its first good quote, and the
+        // tenant waits until the agent proves it derived K.
+        let run = d.tenant(&[
+            "-c",
+            "add",
+            "-u",
+            UUID,
+            "--runtime-policy",
+            policy.to_str().unwrap(),
+            "-f",
+            payload.to_str().unwrap(),
+            "--verify",
+        ]);
+        assert_ok(&run, "add -f --verify");
+        assert!(run.log.contains("Successful key derivation"), "{}", run.log);
+        let delivered = d.agent_state.join("secure/unzipped/decrypted_payload");
+        assert_eq!(
+            std::fs::read(&delivered).expect("the payload was delivered"),
+            b"a secret for the node\n"
+        );
+        d.wait_attested(1).await;
+
+        // bulkinfo: every node's status, the state as Keylime's string; V is shown.
+        let run = d.tenant(&["-c", "bulkinfo"]);
+        assert_ok(&run, "bulkinfo");
+        let bulk = run.block("Bulk Agent Info").expect("bulkinfo JSON");
+        let s = &bulk[UUID];
+        assert_eq!(s["operational_state"], "Get Quote", "{bulk}");
+        assert_eq!(
+            s["v"].as_str().map(str::len),
+            Some(44),
+            "base64 of 32 bytes: {s}"
+        );
+
+        // A measured file changes: Keylime's failure fields, as cvstatus shows them.
+        let tool = d.files.join("tool");
+        std::fs::write(&tool, b"#!/bin/sh\necho tampered\n").unwrap();
+        assert_eq!(d.agent.ima_rescan().await.unwrap(), 1);
+        d.wait_status("Invalid Quote", |s| s["operational_state"] == 9)
+            .await;
+        let run = d.tenant(&["-c", "cvstatus", "-u", UUID]);
+        assert_ok(&run, "cvstatus");
+        let all = run.block("Agent Info from").expect("cvstatus JSON");
+        let s = &all[UUID];
+        assert_eq!(s["operational_state"], "Invalid Quote", "{s}");
+        assert_eq!(s["attestation_status"], "FAIL");
+        // Keylime's default severity policy: every event is `emergency`, level 6.
+        assert_eq!(s["severity_level"], 6);
+        assert_eq!(
+            s["last_event_id"],
+            "ima.validation.ima-ng.runtime_policy_hash"
+        );
+
+        // An Invalid Quote node is deleted at once (Keylime's 200, no polling).
+        let run = d.tenant(&["-c", "delete", "-u", UUID]);
+        assert_ok(&run, "delete");
+        assert!(run.log.contains("deleted from the CV"), "{}", run.log);
+        let (code, _) = d.get(&format!("/v2.6/agents/{UUID}")).await;
+        assert_eq!(code, 404);
         d.stop().await;
     })
     .await;
