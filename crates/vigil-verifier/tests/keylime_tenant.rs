@@ -14,6 +14,7 @@
 //! - `keylime_tenant_payload_and_failure`: `add -f FILE --verify` (U and V meet in the
 //!   agent, which decrypts the payload), `bulkinfo`, a measured file changed and the
 //!   failure as `cvstatus` shows it, `delete` of the failed node.
+//! - `keylime_tenant_mb_policies`: the measured-boot policy commands (verifier only).
 //!
 //! Needs swtpm and the Keylime reference venv (`VIGIL_KEYLIME_PYTHON`); without them it
 //! skips with a note, except under `CI`, where it fails.
@@ -505,6 +506,69 @@ async fn keylime_tenant_payload_and_failure() {
         let (code, _) = d.get(&format!("/v2.6/agents/{UUID}")).await;
         assert_eq!(code, 404);
         d.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keylime_tenant_mb_policies() {
+    // Only the verifier: these commands reach nothing else.
+    let Some(keylime) = KeylimeEnv::new("keylime_tenant_mb_policies") else {
+        return;
+    };
+    vigil_testkit::db::with_sqlite(|db| async move {
+        let dir = tempfile::tempdir().unwrap();
+        let verifier = vigil_verifier::Verifier::start(&vigil_verifier::Config {
+            port: 0,
+            state_dir: dir.path().to_owned(),
+            database_url: db,
+            tls_dir: keylime.ca().dir().to_owned(),
+            ..vigil_verifier::Config::default()
+        })
+        .await
+        .expect("verifier starts");
+        let port = verifier.addr().port();
+        // The registrar port is not used by these commands; it only has to be valid.
+        let tenant = |args: &[&str]| tokio::task::block_in_place(|| keylime.tenant(1, port, args));
+        let (v1, v2) = (dir.path().join("mb1.json"), dir.path().join("mb2.json"));
+        std::fs::write(&v1, r#"{"has_secureboot": false}"#).unwrap();
+        std::fs::write(&v2, r#"{"has_secureboot": true}"#).unwrap();
+        let (v1, v2) = (v1.to_str().unwrap(), v2.to_str().unwrap());
+
+        let name = ["--mb-policy-name", "boot"];
+        let run = tenant(&[&["-c", "addmbpolicy", "--mb-policy", v1][..], &name].concat());
+        assert_ok(&run, "addmbpolicy");
+        // A second add under the name: Keylime's 409, a failure for the tenant.
+        let run = tenant(&[&["-c", "addmbpolicy", "--mb-policy", v1][..], &name].concat());
+        assert!(
+            !run.success && run.log.contains("'code': 409"),
+            "{}",
+            run.log
+        );
+        let run = tenant(&[&["-c", "updatembpolicy", "--mb-policy", v2][..], &name].concat());
+        assert_ok(&run, "updatembpolicy");
+        let run = tenant(&["-c", "listmbpolicy"]);
+        assert_ok(&run, "listmbpolicy");
+        assert!(
+            run.log.contains("'mbpolicy names': ['boot']"),
+            "{}",
+            run.log
+        );
+        let run = tenant(&[&["-c", "showmbpolicy"][..], &name].concat());
+        assert_ok(&run, "showmbpolicy");
+        assert!(run.log.contains("'name': 'boot'"), "{}", run.log);
+        assert!(
+            run.log.contains(r#""has_secureboot": true"#),
+            "the updated policy: {}",
+            run.log
+        );
+        let run = tenant(&[&["-c", "deletembpolicy"][..], &name].concat());
+        assert_ok(&run, "deletembpolicy");
+        let (code, v) = Client::new(keylime.ca().dir(), true)
+            .call(verifier.addr(), "GET", "/v2.6/mbpolicies/", None)
+            .await;
+        assert_eq!((code, &v["results"]["mbpolicy names"]), (200, &json!([])));
+        verifier.shutdown().await;
     })
     .await;
 }
