@@ -14,6 +14,9 @@
 //! - `keylime_tenant_payload_and_failure`: `add -f FILE --verify` (U and V meet in the
 //!   agent, which decrypts the payload), `bulkinfo`, a measured file changed and the
 //!   failure as `cvstatus` shows it, `delete` of the failed node.
+//! - `keylime_tenant_cert_and_revocation`: `add --cert DIR` (Keylime's certificate
+//!   package, its `RevocationNotifier` key handed to the verifier), `status`, a measured
+//!   file changed and the signed revocation notice verified by the agent, `reactivate`.
 //! - `keylime_tenant_mb_policies`: the measured-boot policy commands (verifier only).
 //!
 //! Needs swtpm and the Keylime reference venv (`VIGIL_KEYLIME_PYTHON`); without them it
@@ -170,9 +173,12 @@ impl Deployment {
         // round is in flight; the tenant then polls `cvstatus` until the node is gone,
         // `max_retries` times `retry_interval` apart (not exponential below 1 s).
         // `add --verify` polls the agent the same way until V has arrived.
+        // `--cert` opens (or makes) a Keylime CA with `[ca] password`, which must not be
+        // `default` (the tenant would ask for it on the terminal).
         let polling = [
             ("KEYLIME_TENANT_MAX_RETRIES", "25"),
             ("KEYLIME_TENANT_RETRY_INTERVAL", "0.2"),
+            ("KEYLIME_CA_PASSWORD", "vigil-test"),
         ];
         tokio::task::block_in_place(|| {
             self.keylime
@@ -569,6 +575,84 @@ async fn keylime_tenant_mb_policies() {
             .await;
         assert_eq!((code, &v["results"]["mbpolicy names"]), (200, &json!([])));
         verifier.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keylime_tenant_cert_and_revocation() {
+    vigil_testkit::db::with_sqlite(|db| async move {
+        let Some(d) = Deployment::start("keylime_tenant_cert_and_revocation", &db).await else {
+            return;
+        };
+        d.wait_registered().await;
+        let log = d.agent_state.join("ima_emulated_measurements");
+        let policy = d.keylime.dir().join("policy.json");
+        write_policy(&log, &[], &policy);
+        // A CA the tenant makes on first use (Keylime's ca_util), apart from cv_ca.
+        let ca = d.keylime.dir().join("tenant-ca");
+        let run = d.tenant(&[
+            "-c",
+            "add",
+            "-u",
+            UUID,
+            "--runtime-policy",
+            policy.to_str().unwrap(),
+            "--cert",
+            ca.to_str().unwrap(),
+            "--verify",
+        ]);
+        assert_ok(&run, "add --cert --verify");
+        assert!(run.log.contains("Successful key derivation"), "{}", run.log);
+        // The package was unzipped by the agent: the node's certificate and the
+        // RevocationNotifier certificate the agent checks notices with.
+        let unzipped = d.agent_state.join("secure/unzipped");
+        for f in [
+            format!("{UUID}-cert.crt"),
+            "RevocationNotifier-cert.crt".into(),
+        ] {
+            assert!(unzipped.join(&f).is_file(), "{f} delivered");
+        }
+        d.wait_attested(1).await;
+
+        // status: the registrar's record, then the verifier's, with the package's
+        // certificate serial and subject as metadata.
+        let run = d.tenant(&["-c", "status", "-u", UUID]);
+        assert_ok(&run, "status");
+        let reg = run
+            .block("Agent Info from Registrar")
+            .expect("registrar part");
+        assert_eq!(reg[UUID]["operational_state"], "Registered", "{reg}");
+        let cv = run
+            .block("Agent Info from Verifier")
+            .expect("verifier part");
+        let s = &cv[UUID];
+        assert_eq!(s["operational_state"], "Get Quote", "{s}");
+        let meta: Value = serde_json::from_str(s["meta_data"].as_str().unwrap()).unwrap();
+        assert!(
+            meta["cert_serial"].is_number() && meta["subject"].is_string(),
+            "{meta}"
+        );
+
+        // A measured file changes: the verifier signs a revocation notice with the
+        // package's RevocationNotifier key, and the agent verifies it.
+        let mut notices = d.agent.revocations();
+        std::fs::write(d.files.join("config"), b"setting = 2\n").unwrap();
+        assert_eq!(d.agent.ima_rescan().await.unwrap(), 1);
+        tokio::time::timeout(Duration::from_secs(60), notices.wait_for(|n| !n.is_empty()))
+            .await
+            .expect("a verified revocation notice within 60 s")
+            .unwrap();
+        d.wait_status("Invalid Quote", |s| s["operational_state"] == 9)
+            .await;
+
+        // reactivate: polling starts again (and fails again on the same log).
+        let run = d.tenant(&["-c", "reactivate", "-u", UUID]);
+        assert_ok(&run, "reactivate");
+        assert!(run.log.contains("re-activated"), "{}", run.log);
+        let run = d.tenant(&["-c", "delete", "-u", UUID]);
+        assert_ok(&run, "delete");
+        d.stop().await;
     })
     .await;
 }
