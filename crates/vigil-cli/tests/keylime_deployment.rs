@@ -210,7 +210,7 @@ impl Deployment {
     /// `keylime_tenant` against this deployment's services.
     fn keylime_tenant(&self, args: &[&str]) -> TenantRun {
         tokio::task::block_in_place(|| {
-            self.keylime.tenant_with_env(
+            self.keylime.tenant_with(
                 self.registrar.tls_port(),
                 self.verifier.port(),
                 &[CA_PASSWORD],

@@ -59,7 +59,7 @@ pub enum StoreError {
         id: String,
     },
     /// The policy cannot be deleted: agents still reference it.
-    #[error("{entity} {name:?} is in use by {agents} agent(s)")]
+    #[error("{entity} {name:?} is in use by {agents} agent(s), {agent_id:?} first")]
     PolicyInUse {
         /// Runtime or measured-boot policy.
         entity: Entity,
@@ -67,6 +67,9 @@ pub enum StoreError {
         name: String,
         /// How many verifier agents reference it.
         agents: u64,
+        /// The first of them by id (Keylime's 409 names one); empty in the unlikely
+        /// case the database's foreign key refused the deletion instead of the check.
+        agent_id: String,
     },
     /// The caller's lease on the agent was taken over or released: another replica may
     /// be attesting it, so this replica's write was refused.

@@ -286,7 +286,8 @@ pub trait VerifierAgents: Send + Sync {
         fence: Option<&Fence>,
     ) -> Result<(), StoreError>;
 
-    /// Deletes the agent, its IMA progress, failures and lease.
+    /// Deletes the agent, its IMA progress, failures and lease, and (as Keylime) the
+    /// runtime and measured-boot policies named after it that no other agent uses.
     /// [`StoreError::NotFound`] if there is no such agent.
     async fn delete(&self, agent_id: &str) -> Result<(), StoreError>;
 }

@@ -133,6 +133,7 @@ on_both_backends!(
     policies_crud_and_in_use,
     enrol_and_read_back,
     enrol_error_leaves_nothing,
+    delete_agent_takes_its_unused_policies,
     record_round_results,
     record_round_error_midway_writes_nothing,
     leases_acquire_renew_release_and_fence,
@@ -395,7 +396,8 @@ async fn policies_crud_and_in_use(db: TestDb) {
             entity: Entity::RuntimePolicy,
             name,
             agents: 1,
-        }) => assert_eq!(name, "base"),
+            agent_id,
+        }) => assert_eq!((name.as_str(), agent_id.as_str()), ("base", "user")),
         other => panic!("expected PolicyInUse, got {other:?}"),
     }
     assert!(matches!(
@@ -508,6 +510,47 @@ async fn enrol_and_read_back(db: TestDb) {
         Err(StoreError::NotFound { .. })
     ));
     assert_eq!(va.list(None).await.unwrap(), ["n0", "n2"]);
+}
+
+async fn delete_agent_takes_its_unused_policies(db: TestDb) {
+    // As Keylime: deleting an agent deletes the policies named after it (where its
+    // inline policies live), but never one another agent still uses, nor another name.
+    let (va, pol) = (db.store.verifier_agents(), db.store.policies());
+    pol.create_runtime(runtime_policy("shared", "{}"))
+        .await
+        .unwrap();
+    let mut n1 = enrolment("n1", "v1");
+    n1.runtime_policy = Some(PolicyRef::Inline(runtime_policy("n1", "{}")));
+    n1.mb_policy = Some(PolicyRef::Inline(NewMbPolicy {
+        name: "n1".to_owned(),
+        mb_policy: None,
+    }));
+    va.enrol(n1).await.unwrap();
+    let mut n2 = enrolment("n2", "v1");
+    n2.runtime_policy = Some(PolicyRef::Named("n1".to_owned()));
+    va.enrol(n2).await.unwrap();
+    let mut n3 = enrolment("n3", "v1");
+    n3.runtime_policy = Some(PolicyRef::Named("shared".to_owned()));
+    va.enrol(n3).await.unwrap();
+
+    va.delete("n1").await.unwrap();
+    assert_eq!(
+        pol.list_runtime().await.unwrap(),
+        ["n1", "shared"],
+        "n2 uses n1"
+    );
+    assert_eq!(pol.list_mb().await.unwrap(), Vec::<String>::new());
+    // n2's own name holds no policy; n1's stays, as Keylime's deletion goes by name.
+    va.delete("n2").await.unwrap();
+    assert_eq!(pol.list_runtime().await.unwrap(), ["n1", "shared"]);
+    va.delete("n3").await.unwrap();
+    assert_eq!(pol.list_runtime().await.unwrap(), ["n1", "shared"]);
+    // A failed deletion (no such agent) deletes no policy either.
+    assert!(matches!(
+        va.delete("n1").await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert_eq!(pol.list_runtime().await.unwrap(), ["n1", "shared"]);
 }
 
 async fn enrol_error_leaves_nothing(db: TestDb) {

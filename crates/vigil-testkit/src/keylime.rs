@@ -196,12 +196,14 @@ impl KeylimeEnv {
     /// Runs `keylime_tenant` with `args` against the registrar's HTTPS port and a
     /// verifier port (Keylime's or Vigil's), with the CA's `client` certificate.
     pub fn tenant(&self, registrar_tls_port: u16, verifier_port: u16, args: &[&str]) -> TenantRun {
-        self.tenant_with_env(registrar_tls_port, verifier_port, &[], args)
+        self.tenant_with(registrar_tls_port, verifier_port, &[], args)
     }
 
-    /// [`Self::tenant`] with more environment variables (`KEYLIME_CA_PASSWORD`, which
-    /// `--cert` needs: without it the tenant prompts for the CA password).
-    pub fn tenant_with_env(
+    /// [`Self::tenant`] with more environment variables in `env`; they override the
+    /// harness's. For example `KEYLIME_CA_PASSWORD`, which `--cert` needs (without it
+    /// the tenant prompts for the CA password), or a `KEYLIME_TENANT_MAX_RETRIES` for the
+    /// tenant's own polling loops.
+    pub fn tenant_with(
         &self,
         registrar_tls_port: u16,
         verifier_port: u16,
@@ -210,7 +212,6 @@ impl KeylimeEnv {
     ) -> TenantRun {
         let out = self
             .command("keylime_tenant")
-            .envs(env.iter().copied())
             .env(
                 "KEYLIME_TENANT_REGISTRAR_PORT",
                 registrar_tls_port.to_string(),
@@ -222,6 +223,7 @@ impl KeylimeEnv {
             )
             // No retries with back-off on a refused request: a test wants the answer.
             .env("KEYLIME_TENANT_MAX_RETRIES", "1")
+            .envs(env.iter().copied())
             .args(args)
             .output()
             .expect("run keylime_tenant");
@@ -366,5 +368,14 @@ impl TenantRun {
     /// The first logged JSON object with a `code` (the tenant's response envelope).
     pub fn response(&self) -> Option<Value> {
         self.json().into_iter().find(|v| v.get("code").is_some())
+    }
+
+    /// The JSON object logged under the first line containing `heading`: the tenant
+    /// prints `cvstatus`, `cvlist` and `bulkinfo` results as `<heading>:` then the JSON
+    /// on the next line.
+    pub fn block(&self, heading: &str) -> Option<Value> {
+        let mut lines = self.log.lines().skip_while(|l| !l.contains(heading));
+        lines.next()?;
+        serde_json::from_str(lines.next()?).ok()
     }
 }

@@ -203,15 +203,17 @@ pub(crate) async fn dispatch(State(state): State<Arc<AppState>>, req: Request<Bo
     response
 }
 
+/// The query's parameters as Keylime reads them (`urllib.parse.parse_qsl`): a parameter
+/// with an empty value is dropped, so `keylime_tenant -c cvlist`'s `?verifier=` (no
+/// `-vi`) means "every verifier", not "the verifier with an empty id".
 fn query(req: &Request) -> Vec<(String, String)> {
     req.uri()
         .query()
         .unwrap_or("")
         .split('&')
-        .filter(|kv| !kv.is_empty())
-        .map(|kv| {
+        .filter_map(|kv| {
             let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            (percent_decode(k), percent_decode(v))
+            (!v.is_empty()).then(|| (percent_decode(k), percent_decode(v)))
         })
         .collect()
 }
@@ -273,7 +275,8 @@ async fn route(state: &AppState, t: &Peer, req: Request) -> Response {
             (Route::Agents, Method::GET) => {
                 admin(t, "get_agents")?;
                 let q = query(&req);
-                list(e, param(&q, "verifier"), param(&q, "bulk") == Some("True") || param(&q, "bulk") == Some("true")).await
+                // Keylime answers in bulk whenever `bulk` has a value, whatever it is.
+                list(e, param(&q, "verifier"), param(&q, "bulk").is_some()).await
             }
             (Route::Agent(id), Method::GET) => {
                 admin(t, "get_agent")?;
@@ -317,7 +320,11 @@ async fn route(state: &AppState, t: &Peer, req: Request) -> Response {
                         "tmp_policy": null,
                         "runtime_policy": p.ima_policy,
                     })),
-                    Ok(None) => envelope(StatusCode::NOT_FOUND, format!("Runtime policy {name} not found"), empty()),
+                    Ok(None) => envelope(
+                        StatusCode::NOT_FOUND,
+                        format!("Runtime policy {name} not found"),
+                        empty(),
+                    ),
                     Err(err) => internal("reading a runtime policy", &err),
                 }
             }
@@ -332,10 +339,16 @@ async fn route(state: &AppState, t: &Peer, req: Request) -> Response {
                 checked_name(&name)?;
                 match e.store.policies().delete_runtime(&name).await {
                     Ok(()) => StatusCode::NO_CONTENT.into_response(),
-                    Err(StoreError::NotFound { .. }) => envelope(StatusCode::NOT_FOUND, format!("Runtime policy {name} not found"), empty()),
-                    Err(StoreError::PolicyInUse { agents, .. }) => envelope(
+                    Err(StoreError::NotFound { .. }) => envelope(
+                        StatusCode::NOT_FOUND,
+                        format!("Runtime policy {name} not found"),
+                        empty(),
+                    ),
+                    Err(StoreError::PolicyInUse {
+                        agents, agent_id, ..
+                    }) => envelope(
                         StatusCode::CONFLICT,
-                        format!("Can't delete allowlist as it's currently in use by agent(s): {agents} agent(s)"),
+                        in_use_text("allowlist", agents, &agent_id),
                         empty(),
                     ),
                     Err(err) => internal("deleting a runtime policy", &err),
@@ -353,7 +366,11 @@ async fn route(state: &AppState, t: &Peer, req: Request) -> Response {
                 checked_name(&name)?;
                 match e.store.policies().get_mb(&name).await {
                     Ok(Some(p)) => success(json!({ "name": p.name, "mb_policy": p.mb_policy })),
-                    Ok(None) => envelope(StatusCode::NOT_FOUND, format!("Measured boot policy {name} not found"), empty()),
+                    Ok(None) => envelope(
+                        StatusCode::NOT_FOUND,
+                        format!("Measured boot policy {name} not found"),
+                        empty(),
+                    ),
                     Err(err) => internal("reading an mb policy", &err),
                 }
             }
@@ -368,10 +385,16 @@ async fn route(state: &AppState, t: &Peer, req: Request) -> Response {
                 checked_name(&name)?;
                 match e.store.policies().delete_mb(&name).await {
                     Ok(()) => StatusCode::NO_CONTENT.into_response(),
-                    Err(StoreError::NotFound { .. }) => envelope(StatusCode::NOT_FOUND, format!("Measured boot policy {name} not found"), empty()),
-                    Err(StoreError::PolicyInUse { agents, .. }) => envelope(
+                    Err(StoreError::NotFound { .. }) => envelope(
+                        StatusCode::NOT_FOUND,
+                        format!("Measured boot policy {name} not found"),
+                        empty(),
+                    ),
+                    Err(StoreError::PolicyInUse {
+                        agents, agent_id, ..
+                    }) => envelope(
                         StatusCode::CONFLICT,
-                        format!("Can't delete mb_policy as it's currently in use by agent(s): {agents} agent(s)"),
+                        in_use_text("mb_policy", agents, &agent_id),
                         empty(),
                     ),
                     Err(err) => internal("deleting an mb policy", &err),
@@ -381,12 +404,20 @@ async fn route(state: &AppState, t: &Peer, req: Request) -> Response {
                 let q = query(&req);
                 verify_identity(e, &q).await
             }
-            (Route::VerifyIdentity, _) => envelope(StatusCode::METHOD_NOT_ALLOWED, "Not Implemented: Use GET interface instead", empty()),
+            (Route::VerifyIdentity, _) => envelope(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "Not Implemented: Use GET interface instead",
+                empty(),
+            ),
             (Route::VerifyEvidence, Method::POST) => {
                 let body = json_body(req, limit).await?;
                 crate::evidence::verify_evidence(&body)
             }
-            (Route::VerifyEvidence, _) => envelope(StatusCode::METHOD_NOT_ALLOWED, "Not Implemented: Use POST interface instead", empty()),
+            (Route::VerifyEvidence, _) => envelope(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "Not Implemented: Use POST interface instead",
+                empty(),
+            ),
             _ => envelope(StatusCode::METHOD_NOT_ALLOWED, "Not Implemented", empty()),
         })
     }
@@ -654,14 +685,24 @@ async fn put_mbpolicy(e: &Engine, name: &str, body: &Map<String, Value>, create:
     }
 }
 
+/// Keylime's 409 text for deleting a policy in use, which names one agent. Keylime
+/// fails with a 500 when several use it; Vigil names the first and counts the others.
+fn in_use_text(kind: &str, agents: u64, first: &str) -> String {
+    let text = format!("Can't delete {kind} as it's currently in use by agent {first}");
+    match agents {
+        0 | 1 => text,
+        n => format!("{text} and {} more", n - 1),
+    }
+}
+
 /// `GET verify/identity`: the quote's signature, nonce and PCR digest against the
 /// enrolled AK (no clock and no PCR checks, as Keylime).
 async fn verify_identity(e: &Engine, q: &[(String, String)]) -> Response {
     let mut args = Vec::new();
     for k in ["agent_uuid", "quote", "nonce", "hash_alg"] {
         match param(q, k) {
-            Some(v) if !v.is_empty() => args.push(v),
-            _ => return bad_request(format!("missing query parameter '{k}'")),
+            Some(v) => args.push(v),
+            None => return bad_request(format!("missing query parameter '{k}'")),
         }
     }
     let (id, quote, nonce, hash_alg) = (args[0], args[1], args[2], args[3]);
@@ -732,5 +773,17 @@ mod tests {
         assert!(valid_id("d432fbb3-d2f1-4a97-9ef7-75bd81c00000"));
         assert!(!valid_id("a/b") && !valid_id("") && !valid_id("a b"));
         assert_eq!(percent_decode("a%2Bb+c%zz"), "a+b c%zz");
+    }
+
+    #[test]
+    fn in_use_names_an_agent_as_keylime() {
+        assert_eq!(
+            in_use_text("allowlist", 1, "n1"),
+            "Can't delete allowlist as it's currently in use by agent n1"
+        );
+        assert_eq!(
+            in_use_text("mb_policy", 3, "n1"),
+            "Can't delete mb_policy as it's currently in use by agent n1 and 2 more"
+        );
     }
 }

@@ -76,6 +76,17 @@ async fn enrol_show_list_delete(db: String) {
     assert_eq!(r["results"]["n1"]["ip"], "127.0.0.1");
     let (_, r) = c.call(a, "GET", "/v2.6/agents/?verifier=other", None).await;
     assert_eq!(r["results"]["uuids"], json!([]));
+    // As Keylime (parse_qsl): an empty value is no parameter, so `keylime_tenant -c
+    // cvlist`'s `?verifier=` lists every node, and `?bulk=` is the plain list; any
+    // other value of `bulk` asks for the bulk answer.
+    let (_, r) = c.call(a, "GET", "/v2.6/agents/?verifier=", None).await;
+    assert_eq!(r["results"]["uuids"], json!([["n1"]]));
+    let (_, r) = c
+        .call(a, "GET", "/v2.6/agents/?bulk=&verifier=", None)
+        .await;
+    assert_eq!(r["results"]["uuids"], json!([["n1"]]));
+    let (_, r) = c.call(a, "GET", "/v2.6/agents/?bulk=False", None).await;
+    assert_eq!(r["results"]["n1"]["ip"], "127.0.0.1", "{r}");
 
     let (code, _) = c.call(a, "PUT", "/v2.6/agents/n1/stop", None).await;
     assert_eq!(code, 200);
@@ -159,10 +170,10 @@ async fn policies_crud(db: String) {
     assert_eq!(r["results"]["has_runtime_policy"], 1);
     let (code, r) = c.call(a, "DELETE", "/v2.6/allowlists/p1", None).await;
     assert_eq!(code, 409, "{r}");
-    assert!(r["status"]
-        .as_str()
-        .unwrap()
-        .starts_with("Can't delete allowlist as it's currently in use by agent"));
+    assert_eq!(
+        r["status"],
+        "Can't delete allowlist as it's currently in use by agent n1"
+    );
     // Inline policy under a taken name: 409; unknown name without a policy: 404.
     let mut b = body();
     b["runtime_policy_name"] = json!("p1");

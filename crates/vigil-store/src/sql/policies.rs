@@ -148,22 +148,23 @@ for_every_dialect! {
                     id: name.to_owned(),
                 });
             };
-            let in_use = |agents| StoreError::PolicyInUse {
+            let in_use = |agents, agent_id| StoreError::PolicyInUse {
                 entity: t.entity,
                 name: name.to_owned(),
                 agents,
+                agent_id,
             };
             let sql = format!(
-                "SELECT COUNT(*) FROM verifier_agents WHERE {} = $1",
+                "SELECT COUNT(*), MIN(agent_id) FROM verifier_agents WHERE {} = $1",
                 t.column
             );
-            let users: i64 = sqlx::query_scalar(&sql)
+            let (users, first): (i64, Option<String>) = sqlx::query_as(&sql)
                 .bind(id)
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(StoreError::db(OP))?;
-            if users > 0 {
-                return Err(in_use(unsigned("agents", users)?));
+            if let Some(first) = first {
+                return Err(in_use(unsigned("agents", users)?, first));
             }
             sqlx::query(&format!("DELETE FROM {} WHERE id = $1", t.table))
                 .bind(id)
@@ -172,12 +173,37 @@ for_every_dialect! {
                 .map_err(|e| {
                     // The foreign key is the backstop should a reference appear anyway.
                     if is_foreign_key_violation(&e) {
-                        in_use(1)
+                        in_use(1, String::new())
                     } else {
                         StoreError::db(OP)(e)
                     }
                 })?;
             commit(tx, OP).await
+        }
+
+        /// Inside `tx` (an agent's deletion): deletes the runtime and measured-boot
+        /// policies named `agent_id` that no agent uses any more, as Keylime's
+        /// `verifier_db_delete_agent` does. That name is where an enrolment stores its
+        /// inline policies, so `keylime_tenant -c update` (delete, then add with the
+        /// same inline policy) finds it free again.
+        pub(super) async fn delete_agent_policies(
+            tx: &mut D::Connection,
+            agent_id: &str,
+        ) -> Result<(), StoreError> {
+            for t in [&RUNTIME, &MB] {
+                let sql = format!(
+                    "DELETE FROM {table} WHERE name = $1 AND NOT EXISTS \
+                     (SELECT 1 FROM verifier_agents WHERE {column} = {table}.id)",
+                    table = t.table,
+                    column = t.column,
+                );
+                sqlx::query(&sql)
+                    .bind(agent_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StoreError::db("delete an agent's policies"))?;
+            }
+            Ok(())
         }
     }
 }

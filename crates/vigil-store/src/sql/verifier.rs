@@ -323,14 +323,18 @@ for_every_dialect! {
         }
 
         async fn delete(&self, agent_id: &str) -> Result<(), StoreError> {
+            const OP: &str = "delete verifier agent";
+            let mut tx = self.begin(OP).await?;
             // Child rows (IMA PCRs, failures, lease) go with it by ON DELETE CASCADE, in the
             // same statement.
             let done = sqlx::query("DELETE FROM verifier_agents WHERE agent_id = $1")
                 .bind(agent_id)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await
-                .map_err(StoreError::db("delete verifier agent"))?;
-            found(D::rows_affected(&done), Entity::VerifierAgent, agent_id)
+                .map_err(StoreError::db(OP))?;
+            found(D::rows_affected(&done), Entity::VerifierAgent, agent_id)?;
+            Self::delete_agent_policies(&mut tx, agent_id).await?;
+            commit(tx, OP).await
         }
     }
 }

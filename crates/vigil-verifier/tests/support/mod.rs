@@ -57,16 +57,7 @@ impl Pki {
 
     /// An HTTPS client of the verifier, with the admin client certificate or without.
     pub fn client(&self, admin: bool) -> Client {
-        let d = self.tls_dir();
-        let identity = admin.then(|| (d.join("client-cert.crt"), d.join("client-private.pem")));
-        let config = vigil_tls::client_config(
-            &d.join("cacert.crt"),
-            identity.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
-        )
-        .unwrap();
-        Client {
-            tls: Arc::new(config),
-        }
+        Client::new(&self.tls_dir(), admin)
     }
 }
 
@@ -75,6 +66,21 @@ pub struct Client {
 }
 
 impl Client {
+    /// A client trusting the CA in `tls_dir` (Keylime's `cv_ca` layout), presenting its
+    /// `client` certificate when `admin`.
+    pub fn new(tls_dir: &Path, admin: bool) -> Self {
+        let d = tls_dir;
+        let identity = admin.then(|| (d.join("client-cert.crt"), d.join("client-private.pem")));
+        let config = vigil_tls::client_config(
+            &d.join("cacert.crt"),
+            identity.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
+        )
+        .unwrap();
+        Self {
+            tls: Arc::new(config),
+        }
+    }
+
     /// One request; (status, body JSON or Null).
     pub async fn call(
         &self,
