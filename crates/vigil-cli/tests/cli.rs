@@ -1011,4 +1011,18 @@ fn policy_sign_convert_validate() {
             .code(),
         Some(2)
     );
+
+    // A measured-boot reference state (Keylime's example), and one with a bad entry.
+    let refstate = Path::new(env!("CARGO_MANIFEST_DIR")).join(
+        "../../../shared/testdata/keylime/keylime/mba/elchecking/example_reference_state.json",
+    );
+    let out = vigil(&["policy", "validate", path(&refstate), "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(json(&out)["kind"], "measured-boot reference state");
+    let mut doc: Value = serde_json::from_slice(&std::fs::read(&refstate).unwrap()).unwrap();
+    doc["pk"] = serde_json::json!([{"SignatureOwner": "x"}]);
+    std::fs::write(&bad, doc.to_string()).unwrap();
+    let out = vigil(&["policy", "validate", path(&bad)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("pk[0].SignatureData"));
 }

@@ -311,7 +311,7 @@ pub(crate) fn validate(a: &ValidateArgs) -> Result<ExitCode> {
             r
         }
     };
-    if a.kind != Kind::Allowlist && kind != Kind::Allowlist && excludes.is_some() {
+    if kind != Kind::Allowlist && excludes.is_some() {
         r.warnings
             .push("--excludelist is only read with a legacy allowlist".into());
     }
