@@ -3,12 +3,13 @@
 //!
 //! A seeded generator makes quotes as a TPM would — `TPMS_ATTEST`, `TPMT_SIGNATURE` and
 //! tpm2-tools' PCR blob, marshalled by vigil-core — signed by software AKs (RSA-2048
-//! RSASSA, ECDSA P-256 and P-384, from aws-lc), and plants one or two faults in most of
-//! them. `QuoteVerifier::verify` and Keylime (`tests/keylime/checkquote_oracle.py`, one
+//! RSASSA from aws-lc with SHA-256/384/512; ECDSA P-256 with SHA-256 or SHA-1 and P-384
+//! with SHA-384 or SHA-512), and plants one or two faults in most of them. `QuoteVerifier::verify` and Keylime (`tests/keylime/checkquote_oracle.py`, one
 //! Python process for the whole batch) must agree on accept or reject for every case,
 //! and on the check that refused it for every single-fault case where both name one,
-//! except for the differences listed in `KNOWN`, which docs/quotes.md explains. The case
-//! sequence is seeded (`SEED`); the keys and ECDSA nonces come from the OS generator.
+//! except for the differences listed in `KNOWN`, which docs/quotes.md explains. The cases
+//! and the EC keys are seeded (`SEED`); the RSA key, PSS salts and ECDSA nonces come
+//! from the OS generator.
 //!
 //! Needs the reference venv (`VIGIL_KEYLIME_PYTHON`); without it the test is skipped
 //! locally and fails under CI.
@@ -18,8 +19,11 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 use aws_lc_rs::encoding::AsDer;
-use aws_lc_rs::signature::KeyPair;
+use aws_lc_rs::signature::{
+    EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P384_SHA384_FIXED_SIGNING,
+};
 use base64::Engine;
+use p256::pkcs8::EncodePrivateKey;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use serde_json::{json, Value};
@@ -69,50 +73,89 @@ const KNOWN: &[(&str, bool, bool)] = &[
     ("padded_scalar", true, false),
 ];
 
+/// An AK. EC keys are held twice: aws-lc signs with the curve's own hash (fast even in
+/// a debug build), the RustCrypto key signs prehashes of the other banks.
 enum Ak {
     Rsa(aws_lc_rs::rsa::KeyPair),
-    P256(aws_lc_rs::signature::EcdsaKeyPair),
-    P384(aws_lc_rs::signature::EcdsaKeyPair),
+    P256(p256::ecdsa::SigningKey, aws_lc_rs::signature::EcdsaKeyPair),
+    P384(p384::ecdsa::SigningKey, aws_lc_rs::signature::EcdsaKeyPair),
 }
 
 impl Ak {
     fn spki_pem(&self) -> String {
-        let der = match self {
-            Self::Rsa(k) => k.public_key().as_der().unwrap().as_ref().to_vec(),
-            Self::P256(k) | Self::P384(k) => k.public_key().as_der().unwrap().as_ref().to_vec(),
-        };
-        der::pem::encode_string("PUBLIC KEY", der::pem::LineEnding::LF, &der).unwrap()
-    }
-
-    /// The bank a quote by this AK uses (aws-lc signs P-384 with SHA-384 only).
-    fn bank(&self, rng: &mut ChaCha20Rng) -> HashAlg {
+        use p256::pkcs8::EncodePublicKey;
+        let lf = der::pem::LineEnding::LF;
         match self {
-            Self::Rsa(_) if rng.next_u32() % 4 == 0 => HashAlg::Sha384,
-            Self::Rsa(_) | Self::P256(_) => HashAlg::Sha256,
-            Self::P384(_) => HashAlg::Sha384,
+            Self::Rsa(k) => {
+                der::pem::encode_string("PUBLIC KEY", lf, k.public_key().as_der().unwrap().as_ref())
+                    .unwrap()
+            }
+            Self::P256(k, _) => k.verifying_key().to_public_key_pem(lf).unwrap(),
+            Self::P384(k, _) => k.verifying_key().to_public_key_pem(lf).unwrap(),
         }
     }
 
-    /// A `TPMT_SIGNATURE` over `message` (the TPM signs `H(message)`).
+    /// The bank a quote by this AK uses: mostly the curve's or SHA-256, sometimes
+    /// another one.
+    fn bank(&self, rng: &mut ChaCha20Rng) -> HashAlg {
+        let other = rng.next_u32() % 4 == 0;
+        match self {
+            Self::Rsa(_) if other => {
+                [HashAlg::Sha384, HashAlg::Sha512][(rng.next_u32() % 2) as usize]
+            }
+            Self::P256(..) if other => HashAlg::Sha1,
+            Self::P384(..) if other => HashAlg::Sha512,
+            Self::Rsa(_) | Self::P256(..) => HashAlg::Sha256,
+            Self::P384(..) => HashAlg::Sha384,
+        }
+    }
+
+    /// A `TPMT_SIGNATURE` over `message` (the TPM signs `H(message)` with the bank's
+    /// hash).
     fn sign(&self, message: &[u8], bank: HashAlg, pss: bool) -> Vec<u8> {
         use aws_lc_rs::signature as s;
+        use ecdsa::signature::hazmat::PrehashSigner;
         let rng = aws_lc_rs::rand::SystemRandom::new();
+        let digest = bank.hash(message);
         match self {
             Self::Rsa(k) => {
                 let mut sig = vec![0; k.public_modulus_len()];
                 let enc: &'static dyn s::RsaEncoding = match (pss, bank) {
                     (true, HashAlg::Sha384) => &s::RSA_PSS_SHA384,
+                    (true, HashAlg::Sha512) => &s::RSA_PSS_SHA512,
                     (true, _) => &s::RSA_PSS_SHA256,
                     (false, HashAlg::Sha384) => &s::RSA_PKCS1_SHA384,
+                    (false, HashAlg::Sha512) => &s::RSA_PKCS1_SHA512,
                     _ => &s::RSA_PKCS1_SHA256,
                 };
-                k.sign(enc, &rng, message, &mut sig).unwrap();
+                k.sign(
+                    enc,
+                    &aws_lc_rs::rand::SystemRandom::new(),
+                    message,
+                    &mut sig,
+                )
+                .unwrap();
                 tpmt(if pss { ALG_RSAPSS } else { ALG_RSASSA }, bank, &[&sig])
             }
-            Self::P256(k) | Self::P384(k) => {
-                let sig = k.sign(&rng, message).unwrap();
+            Self::P256(_, fast) | Self::P384(_, fast)
+                if matches!(
+                    (self, bank),
+                    (Self::P256(..), HashAlg::Sha256) | (Self::P384(..), HashAlg::Sha384)
+                ) =>
+            {
+                let sig = fast.sign(&rng, message).unwrap();
                 let (r, s) = sig.as_ref().split_at(sig.as_ref().len() / 2);
                 tpmt(ALG_ECDSA, bank, &[r, s])
+            }
+            Self::P256(k, _) => {
+                let sig: p256::ecdsa::Signature = k.sign_prehash(digest.as_bytes()).unwrap();
+                let (r, s) = sig.split_bytes();
+                tpmt(ALG_ECDSA, bank, &[&r, &s])
+            }
+            Self::P384(k, _) => {
+                let sig: p384::ecdsa::Signature = k.sign_prehash(digest.as_bytes()).unwrap();
+                let (r, s) = sig.split_bytes();
+                tpmt(ALG_ECDSA, bank, &[&r, &s])
             }
         }
     }
@@ -376,27 +419,27 @@ fn verdicts_match_checkquote() {
         );
         return;
     };
+    let mut rng = ChaCha20Rng::seed_from_u64(SEED);
     let aks = [
         Ak::Rsa(aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap()),
-        Ak::P256(
-            aws_lc_rs::signature::EcdsaKeyPair::generate(
-                &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
-            )
-            .unwrap(),
-        ),
-        Ak::P384(
-            aws_lc_rs::signature::EcdsaKeyPair::generate(
-                &aws_lc_rs::signature::ECDSA_P384_SHA384_FIXED_SIGNING,
-            )
-            .unwrap(),
-        ),
+        {
+            let k = p256::SecretKey::random(&mut rng);
+            let der = k.to_pkcs8_der().unwrap();
+            let fast = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der.as_bytes());
+            Ak::P256(k.into(), fast.unwrap())
+        },
+        {
+            let k = p384::SecretKey::random(&mut rng);
+            let der = k.to_pkcs8_der().unwrap();
+            let fast = EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, der.as_bytes());
+            Ak::P384(k.into(), fast.unwrap())
+        },
     ];
     let pems: Vec<String> = aks.iter().map(Ak::spki_pem).collect();
     let verifiers: Vec<QuoteVerifier> = pems
         .iter()
         .map(|p| QuoteVerifier::new(AkPublicKey::from_spki(p.as_bytes()).unwrap()))
         .collect();
-    let mut rng = ChaCha20Rng::seed_from_u64(SEED);
     let cases: Vec<Case> = (0..CASES).map(|_| make_case(&mut rng, &aks)).collect();
 
     let input = json!({
