@@ -20,8 +20,9 @@ Input (stdin): a JSON list of requests; output (stdout): a JSON list, one answer
       The PEM public key of a PEM private key or certificate.  -> {"pem": TEXT}
   {"op": "genkey", "curve": "secp384r1"|..., "out": PATH}
       A new EC private key, written as Keylime writes its keys (SEC1 PEM).  -> {}
-  {"op": "convert", "allowlist": PATH, "excludelist": PATH or null, "out": PATH}
-      `keylime_convert_runtime_policy -a ... -e ... -o ...`, in-process.
+  {"op": "convert", "allowlist": PATH, "excludelist": PATH or null,
+   "verification_keys": [PATH, ...], "out": PATH}
+      `keylime_convert_runtime_policy -a ... -e ... -v ... -o ...`, in-process.
       -> {"ok": bool, "error": TEXT or null}
 """
 import contextlib
@@ -96,7 +97,11 @@ def run(req):
             # The converter prints progress on stdout, which carries the answers here.
             with contextlib.redirect_stdout(sys.stderr):
                 policy = convert_runtime_policy.convert_legacy_allowlist(req["allowlist"])
-                policy = convert_runtime_policy.update_runtime_policy(policy, excludelist_path=req.get("excludelist"))
+                policy = convert_runtime_policy.update_runtime_policy(
+                    policy,
+                    excludelist_path=req.get("excludelist"),
+                    verification_keys=req.get("verification_keys") or [],
+                )
             with open(req["out"], "w", encoding="utf-8") as f:
                 f.write(json.dumps(policy))
             return {"ok": True, "error": None}

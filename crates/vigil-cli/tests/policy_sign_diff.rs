@@ -134,6 +134,10 @@ fn signatures_and_policies_both_ways() {
     .unwrap();
     let converted = d("converted.json");
     let allowlist = keylime_data("ima-allowlist-short.txt");
+    let ima_keys = [
+        keylime_data("ima_keys/rsa2048pub.pem"),
+        keylime_data("ima_keys/secp256k1.pem"),
+    ];
     ok(
         vigil(&[
             "policy",
@@ -142,6 +146,9 @@ fn signatures_and_policies_both_ways() {
             s(&allowlist),
             "-e",
             s(&excludes),
+            "-v",
+            s(&ima_keys[0]),
+            s(&ima_keys[1]),
             "-o",
             s(&converted),
         ]),
@@ -283,7 +290,8 @@ fn signatures_and_policies_both_ways() {
     // 3. Keylime's own converter, to compare with Vigil's.
     let k_converted = d("keylime-converted.json");
     requests.push(json!({"op": "convert", "allowlist": s(&allowlist),
-        "excludelist": s(&excludes), "out": s(&k_converted)}));
+        "excludelist": s(&excludes), "out": s(&k_converted),
+        "verification_keys": [s(&ima_keys[0]), s(&ima_keys[1])]}));
     let answers = oracle(&python, &requests);
     for (req, ans) in requests.iter().zip(&answers) {
         let env = req["envelope"].as_str().unwrap_or_default();
@@ -317,6 +325,9 @@ fn signatures_and_policies_both_ways() {
     let normal = |p: &Path| {
         let mut v: Value = serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();
         v["meta"].as_object_mut().unwrap().remove("timestamp");
+        // The keyring is JSON text; Keylime writes it with Python's separators.
+        let keys: Value = serde_json::from_str(v["verification-keys"].as_str().unwrap()).unwrap();
+        v["verification-keys"] = keys;
         for table in ["digests", "keyrings", "ima-buf"] {
             for list in v[table].as_object_mut().unwrap().values_mut() {
                 let set: BTreeSet<String> = list

@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 use base64::Engine;
 use clap::Args;
 use serde_json::{json, Value};
-use vigil_core::ima::keyring::ImaKeyring;
+use vigil_core::ima::keyring::{parse_ima_key, ImaKeyring};
 use vigil_core::policy::measured_boot::RefState;
 use vigil_core::policy::runtime::{
     dsse_payload, sign_dsse, verify_dsse, DsseSigningKey, RuntimePolicy,
@@ -78,6 +78,10 @@ pub(crate) struct ConvertArgs {
     /// lines skipped).
     #[arg(short = 'e', long, value_name = "FILE")]
     excludelist: Option<PathBuf>,
+    /// Public keys (or certificates) to add to `verification-keys`, the keyring ima-sig
+    /// signatures are checked with.
+    #[arg(short = 'v', long = "verification-keys", alias = "verification_keys", value_name = "KEY", num_args = 1..)]
+    verification_keys: Vec<PathBuf>,
     /// Where to write the v1 policy ('-' for stdout).
     #[arg(short, long = "output", alias = "output_file", default_value = "-")]
     output: PathBuf,
@@ -202,6 +206,19 @@ pub(crate) fn convert(a: &ConvertArgs) -> Result<ExitCode> {
     let policy = RuntimePolicy::from_legacy(Some(&allowlist), excludes.as_deref())
         .context("cannot convert")?;
     let mut doc = policy.to_json();
+    if !a.verification_keys.is_empty() {
+        // Added to the keyring a JSON allowlist may already carry, as Keylime does.
+        let mut ring = ImaKeyring::from_keylime_json(policy.verification_keys())
+            .context("the allowlist's verification-keys")?
+            .unwrap_or_default();
+        for path in &a.verification_keys {
+            let (key, keyid) = parse_ima_key(&read(path)?)
+                .with_context(|| path.display().to_string())?
+                .with_context(|| format!("{} holds no public key", path.display()))?;
+            ring.add(key, keyid);
+        }
+        doc["verification-keys"] = json!(ring.to_keylime_json());
+    }
     // `keylime_convert_runtime_policy` stamps the conversion time.
     doc["meta"]["timestamp"] = json!(timestamp(SystemTime::now()));
     write_out(&a.output, &python_json(&doc)?)?;
