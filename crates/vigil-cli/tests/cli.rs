@@ -823,3 +823,206 @@ fn ca_init_and_issue_make_a_keylime_style_cv_ca() {
         }
     }
 }
+
+/// `vigil policy sign|convert|validate` on their own (Keylime's side of them is
+/// `policy_sign_diff.rs`): exit codes and the errors they name.
+#[test]
+fn policy_sign_convert_validate() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |n: &str| dir.path().join(n);
+    let policy = example("runtime-policy.json");
+
+    // Sign with a generated key, then validate with and without its public key.
+    let env = d("signed.json");
+    let key = d("key.pem");
+    let out = vigil(&[
+        "policy",
+        "sign",
+        "runtime",
+        "-r",
+        path(&policy),
+        "-p",
+        path(&key),
+        "-o",
+        path(&env),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // An existing key file is not overwritten.
+    let again = vigil(&[
+        "policy",
+        "sign",
+        "runtime",
+        "-r",
+        path(&policy),
+        "-p",
+        path(&key),
+    ]);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists"));
+    let out = vigil(&["policy", "validate", path(&env), "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let v = json(&out);
+    assert_eq!(v["kind"], "DSSE-signed runtime policy");
+    assert!(v["warnings"][0].as_str().unwrap().contains("not checked"));
+    // The wrong key: a certificate made for another key (x509 backend).
+    let cert = d("cert.pem");
+    let other = d("other.json");
+    let out = vigil(&[
+        "policy",
+        "sign",
+        "runtime",
+        "-r",
+        path(&policy),
+        "-p",
+        path(&d("k2.pem")),
+        "-b",
+        "x509",
+        "-c",
+        path(&cert),
+        "-o",
+        path(&other),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = vigil(&["policy", "validate", path(&other), "-k", path(&cert)]);
+    assert_eq!(out.status.code(), Some(0));
+    let out = vigil(&[
+        "policy",
+        "validate",
+        path(&env),
+        "-k",
+        path(&cert),
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(json(&out)["errors"][0]
+        .as_str()
+        .unwrap()
+        .contains("no signature"));
+    // Signing an envelope, or x509 without a certificate path, is bad input.
+    for args in [
+        vec![
+            "policy",
+            "sign",
+            "runtime",
+            "-r",
+            path(&env),
+            "-k",
+            path(&key),
+        ],
+        vec![
+            "policy",
+            "sign",
+            "runtime",
+            "-r",
+            path(&policy),
+            "-k",
+            path(&key),
+            "-b",
+            "x509",
+        ],
+    ] {
+        assert_eq!(vigil(&args).status.code(), Some(2), "{args:?}");
+    }
+
+    // Convert a flat allowlist; a malformed line is named.
+    let allow = d("allow.txt");
+    std::fs::write(
+        &allow,
+        format!(
+            "{} /usr/bin/ls\n\n{} %keyring:.ima\n",
+            "a".repeat(64),
+            "b".repeat(64)
+        ),
+    )
+    .unwrap();
+    let excl = d("excl.txt");
+    std::fs::write(&excl, "# c\n/tmp/.*\n").unwrap();
+    let conv = d("conv.json");
+    let out = vigil(&[
+        "policy",
+        "convert",
+        "-a",
+        path(&allow),
+        "-e",
+        path(&excl),
+        "-o",
+        path(&conv),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Value = serde_json::from_slice(&std::fs::read(&conv).unwrap()).unwrap();
+    assert_eq!(doc["digests"]["/usr/bin/ls"][0], "a".repeat(64));
+    assert_eq!(doc["keyrings"][".ima"][0], "b".repeat(64));
+    assert_eq!(doc["excludes"], serde_json::json!(["/tmp/.*"]));
+    assert!(doc["meta"]["timestamp"].is_string());
+    assert_eq!(
+        vigil(&["policy", "validate", path(&conv)]).status.code(),
+        Some(0)
+    );
+    std::fs::write(&allow, "abc\n").unwrap();
+    let out = vigil(&["policy", "convert", "-a", path(&allow)]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("allowlist line 1"));
+
+    // Validate: precise errors, exit 1; unreadable, exit 2.
+    let bad = d("bad.json");
+    let mut doc: Value = serde_json::from_slice(&std::fs::read(&policy).unwrap()).unwrap();
+    doc["excludes"] = serde_json::json!(["ok", "(unclosed"]);
+    std::fs::write(&bad, doc.to_string()).unwrap();
+    let out = vigil(&["policy", "validate", path(&bad), "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(json(&out)["errors"][0]
+        .as_str()
+        .unwrap()
+        .contains("(unclosed"));
+    doc["excludes"] = serde_json::json!([]);
+    doc["digests"]["/bin/x"] = serde_json::json!(["XYZ"]);
+    std::fs::write(&bad, doc.to_string()).unwrap();
+    let out = vigil(&["policy", "validate", path(&bad)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("digests./bin/x: 'XYZ' is not a digest"));
+    // What only Vigil reads: a warning, an error with --strict.
+    doc["digests"]["/bin/x"] = serde_json::json!([format!("sha256:{}", "c".repeat(64))]);
+    std::fs::write(&bad, doc.to_string()).unwrap();
+    assert_eq!(
+        vigil(&["policy", "validate", path(&bad)]).status.code(),
+        Some(0)
+    );
+    assert_eq!(
+        vigil(&["policy", "validate", "--strict", path(&bad)])
+            .status
+            .code(),
+        Some(1)
+    );
+    assert_eq!(
+        vigil(&["policy", "validate", path(&d("missing"))])
+            .status
+            .code(),
+        Some(2)
+    );
+
+    // A measured-boot reference state (Keylime's example), and one with a bad entry.
+    let refstate = Path::new(env!("CARGO_MANIFEST_DIR")).join(
+        "../../../shared/testdata/keylime/keylime/mba/elchecking/example_reference_state.json",
+    );
+    let out = vigil(&["policy", "validate", path(&refstate), "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(json(&out)["kind"], "measured-boot reference state");
+    let mut doc: Value = serde_json::from_slice(&std::fs::read(&refstate).unwrap()).unwrap();
+    doc["pk"] = serde_json::json!([{"SignatureOwner": "x"}]);
+    std::fs::write(&bad, doc.to_string()).unwrap();
+    let out = vigil(&["policy", "validate", path(&bad)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("pk[0].SignatureData"));
+}

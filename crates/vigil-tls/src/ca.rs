@@ -130,7 +130,7 @@ fn gen_err(name: &str) -> impl FnOnce(rcgen::Error) -> TlsError + '_ {
 
 /// Writes `contents` to `path`, replacing it; private files get mode 0600 from the
 /// start (never briefly world-readable).
-fn write(path: &Path, contents: &str, private: bool) -> Result<(), TlsError> {
+pub fn write(path: &Path, contents: &str, private: bool) -> Result<(), TlsError> {
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create(true).truncate(true);
     #[cfg(unix)]
@@ -351,6 +351,28 @@ pub fn self_signed(name: &str, sans: &[String], cert: &Path, key: &Path) -> Resu
     let made = p.self_signed(&pair).map_err(gen_err(name))?;
     write(key, &pair.serialize_pem(), true)?;
     write(cert, &made.pem(), false)
+}
+
+/// The self-signed certificate `keylime-policy sign runtime --backend x509` makes for its
+/// signing key (Keylime's `dsse.x509.Signer.construct`), over the EC key `pkcs8_der`:
+/// subject and issuer CN `dsse_lib`, the DNS SAN `dsse_lib`, a critical `cA = false`,
+/// valid from a day ago for 30 days, a random serial. Returns the PEM. Keylime signs it
+/// with SHA-256 whatever the curve; rcgen uses the curve's own hash (SHA-384 for P-384,
+/// SHA-512 for P-521), which no DSSE verifier looks at: they only take the key.
+pub fn dsse_certificate(pkcs8_der: &[u8]) -> Result<String, TlsError> {
+    const NAME: &str = "dsse_lib";
+    let pair = KeyPair::try_from(pkcs8_der).map_err(gen_err(NAME))?;
+    let mut p = CertificateParams::new(vec![NAME.to_owned()]).map_err(gen_err(NAME))?;
+    p.distinguished_name.push(DnType::CommonName, NAME);
+    p.is_ca = IsCa::ExplicitNoCa;
+    let now = OffsetDateTime::now_utc();
+    p.not_before = now - Duration::days(1);
+    p.not_after = now + Duration::days(30);
+    let mut serial = [0u8; 16];
+    OsRng.fill_bytes(&mut serial);
+    serial[0] &= 0x7f; // positive
+    p.serial_number = Some(SerialNumber::from_slice(&serial));
+    Ok(p.self_signed(&pair).map_err(gen_err(NAME))?.pem())
 }
 
 #[cfg(test)]

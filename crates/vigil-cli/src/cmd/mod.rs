@@ -10,6 +10,7 @@ mod ekcert;
 mod eventlog;
 mod ima;
 mod policy;
+mod policy_file;
 mod quote;
 pub(crate) mod style;
 pub(crate) mod tenant;

@@ -1,7 +1,8 @@
 //! `vigil policy`: policies nodes are judged against, made and checked before they are
 //! enrolled: runtime (IMA) policies from a reference machine's files, initrds or IMA
 //! log, and measured-boot reference states (make one from a known-good event log, check
-//! a log against one) — and named policies stored at the verifier (`push`, `list`,
+//! a log against one), signed, converted from legacy allowlists and validated
+//! (`policy_file.rs`) — and named policies stored at the verifier (`push`, `list`,
 //! `show`, `delete`; Keylime's `keylime_tenant -c addruntimepolicy` and friends).
 
 use std::collections::BTreeSet;
@@ -15,6 +16,7 @@ use serde_json::{json, Value};
 use vigil_core::eventlog;
 use vigil_core::policy::measured_boot::{self, LogView, MbPolicy};
 
+use super::policy_file;
 use super::style::{ERROR, OK, WARN};
 use super::tenant::{self, Conn};
 use crate::policy_create;
@@ -29,6 +31,19 @@ pub(crate) enum PolicyCommand {
     /// Check evidence against a policy.
     #[command(subcommand)]
     Check(CheckCommand),
+    /// Sign a policy (DSSE), as `keylime-policy sign` does.
+    #[command(subcommand)]
+    Sign(SignCommand),
+    /// Convert a legacy allowlist (and exclude list) to a v1 runtime policy, as
+    /// `keylime_convert_runtime_policy` does.
+    ///
+    /// Exit status: 0 written, 2 on bad input (the message names the file and line).
+    Convert(policy_file::ConvertArgs),
+    /// Validate a policy file: a runtime policy (v1 JSON, DSSE-signed or a legacy
+    /// allowlist) or a measured-boot reference state.
+    ///
+    /// Exit status: 0 valid, 1 invalid (each problem is named), 2 unreadable input.
+    Validate(policy_file::ValidateArgs),
     /// Store a named policy at the verifier (POST, or PUT with --update).
     ///
     /// Exit status: 0 stored, 1 refused (exists, or unknown with --update), 2 bad input.
@@ -130,6 +145,17 @@ pub(crate) enum CreateCommand {
     MeasuredBoot(CreateMbArgs),
 }
 
+/// What to sign.
+#[derive(Debug, Subcommand)]
+pub(crate) enum SignCommand {
+    /// A runtime policy, into a DSSE envelope Keylime's verifier checks: ECDSA over
+    /// SHA-256 with an EC key (`ecdsa` backend) or with a self-signed certificate for
+    /// it (`x509` backend).
+    ///
+    /// Exit status: 0 written, 2 on bad input (invalid policy, unusable key).
+    Runtime(policy_file::SignArgs),
+}
+
 /// What to check.
 #[derive(Debug, Subcommand)]
 pub(crate) enum CheckCommand {
@@ -174,6 +200,9 @@ pub(crate) fn run(cmd: PolicyCommand) -> Result<ExitCode> {
         PolicyCommand::Create(CreateCommand::Runtime(args)) => policy_create::run(&args),
         PolicyCommand::Create(CreateCommand::MeasuredBoot(args)) => create_mb(&args),
         PolicyCommand::Check(CheckCommand::MeasuredBoot(args)) => check_mb(&args),
+        PolicyCommand::Sign(SignCommand::Runtime(args)) => policy_file::sign(&args),
+        PolicyCommand::Convert(args) => policy_file::convert(&args),
+        PolicyCommand::Validate(args) => policy_file::validate(&args),
         PolicyCommand::Push(args) => tenant::finish(tenant::block_on(push(args))),
         PolicyCommand::List(args) => tenant::finish(tenant::block_on(list(args))),
         PolicyCommand::Show(args) => tenant::finish(tenant::block_on(show(args))),

@@ -33,13 +33,16 @@ pub(super) fn convert(
         }
     }
     if let Some(text) = excludelist {
-        let excludes: Vec<Value> = text
+        let excludes = text
             .lines()
             .map(str::trim)
             .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .map(|l| json!(l))
-            .collect();
-        doc["excludes"] = Value::Array(excludes);
+            .map(|l| json!(l));
+        // Appended to a JSON allowlist's own excludes, as Keylime's converter does; an
+        // `excludes` that is not a list is left for the schema check to name.
+        if let Some(list) = doc["excludes"].as_array_mut() {
+            list.extend(excludes);
+        }
     }
     Ok(doc)
 }

@@ -26,7 +26,9 @@ mod exclude;
 mod legacy;
 mod table;
 
-pub use dsse::{verify_dsse, DsseError};
+pub use dsse::{
+    dsse_payload, sign_dsse, verify_dsse, DsseError, DsseSigningKey, KEYLIME_PAYLOAD_TYPE,
+};
 pub use exclude::{translate as translate_python_regex, ExcludeError, ExcludeMatcher};
 pub use table::PolicyDigests;
 

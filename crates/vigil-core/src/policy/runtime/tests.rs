@@ -209,3 +209,74 @@ fn legacy_allowlists_convert() {
     assert!(err.to_string().contains("digests./bad"), "{err}");
     assert!(RuntimePolicy::from_legacy(Some(r#"{"digests":{}}"#), None).is_err());
 }
+
+#[test]
+fn signed_envelopes_round_trip_on_both_curves() {
+    use rand_core::SeedableRng;
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(4);
+    let payload = serde_json::to_vec(&RuntimePolicy::empty().to_json()).unwrap();
+    let p256 = DsseSigningKey::generate_p256(&mut rng);
+    // A P-384 key read back from PKCS#8.
+    let p384 = DsseSigningKey::P384(p384::ecdsa::SigningKey::random(&mut rng));
+    let p384_pkcs8 = {
+        use p384::pkcs8::EncodePrivateKey;
+        let DsseSigningKey::P384(k) = &p384 else {
+            unreachable!()
+        };
+        p384::SecretKey::from(k)
+            .to_pkcs8_pem(der::pem::LineEnding::LF)
+            .unwrap()
+    };
+    let p384_again = DsseSigningKey::from_pem(&p384_pkcs8).unwrap();
+    for key in [p256, p384_again] {
+        let keyid = key.ecdsa_keyid().unwrap();
+        let env = sign_dsse(&payload, &key, Some(&keyid));
+        let public = key.public_key_pem().unwrap();
+        let p = verify_dsse(env.as_bytes(), public.as_bytes()).unwrap();
+        assert!(p.is_empty());
+        let doc: Value = serde_json::from_str(&env).unwrap();
+        assert_eq!(doc["signatures"][0]["keyid"], json!(keyid));
+        assert_eq!(doc["payloadType"], json!(KEYLIME_PAYLOAD_TYPE));
+        // Python json.dumps layout.
+        assert!(env.starts_with("{\"payload\": \""), "{env}");
+        // The PKCS#8 form reads back as the same key.
+        let again = DsseSigningKey::from_pem(&key.to_pkcs8_pem().unwrap()).unwrap();
+        assert_eq!(again.public_key_pem().unwrap(), public);
+        // Another key does not verify it.
+        let other = DsseSigningKey::generate_p256(&mut rng)
+            .public_key_pem()
+            .unwrap();
+        assert!(matches!(
+            verify_dsse(env.as_bytes(), other.as_bytes()),
+            Err(PolicyError::Signature(DsseError::BadSignature))
+        ));
+    }
+    assert!(DsseSigningKey::from_pem(
+        &String::from_utf8(read("runtime-policy-pubkey.pub")).unwrap()
+    )
+    .is_err());
+    assert!(matches!(
+        DsseSigningKey::from_pem("-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----"),
+        Err(DsseError::Key(m)) if m.contains("encrypted")
+    ));
+}
+
+#[test]
+fn keylime_p521_test_key_signs_and_verifies() {
+    let dir = format!("{DATA}sign-runtime-policy/");
+    let private = std::fs::read_to_string(format!("{dir}ec-p521-private.pem")).unwrap();
+    let public = std::fs::read(format!("{dir}ec-p521-public.pem")).unwrap();
+    let key = DsseSigningKey::from_pem(&private).unwrap();
+    assert_eq!(key.public_key_pem().unwrap().as_bytes(), public.as_slice());
+    let payload = read("sign-runtime-policy/runtime-policy.json");
+    let env = sign_dsse(&payload, &key, None);
+    assert!(!env.contains("keyid"));
+    let p = verify_dsse(env.as_bytes(), &public).unwrap();
+    assert!(p.digests_for("/usr/sbin/foobar-sbin").is_some());
+    // An RSA private key is refused with a reason.
+    let rsa = std::fs::read_to_string(format!("{dir}rsa-4096-private.pem")).unwrap();
+    assert!(matches!(
+        DsseSigningKey::from_pem(&rsa),
+        Err(DsseError::Key(_))
+    ));
+}
