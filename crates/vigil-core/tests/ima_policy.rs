@@ -236,7 +236,12 @@ fn learnt_keys_survive_their_keylime_json_and_still_verify_signatures() {
     let der = der::pem::decode_vec(pem.as_bytes()).unwrap().1;
     let key_line = ima_buf_line(&der);
     let key_digest = HashAlg::Sha256.hash(&der).to_hex();
-    let p = policy(WRONG_DIGESTS, "", &format!(r#"".ima":["{key_digest}"]"#), "");
+    let p = policy(
+        WRONG_DIGESTS,
+        "",
+        &format!(r#"".ima":["{key_digest}"]"#),
+        "",
+    );
 
     let mut before = ImaKeyrings::new();
     assert!(check(&p, &mut before, &key_line).is_ok());
@@ -244,7 +249,10 @@ fn learnt_keys_survive_their_keylime_json_and_still_verify_signatures() {
     let stored = before.learned_to_keylime_json();
     // Keylime's form: keyring name → that keyring's JSON text.
     let v: serde_json::Value = serde_json::from_str(&stored).unwrap();
-    assert!(v[".ima"].as_str().unwrap().contains("\"pubkeys\""), "{stored}");
+    assert!(
+        v[".ima"].as_str().unwrap().contains("\"pubkeys\""),
+        "{stored}"
+    );
 
     // A restarted verifier: only what was stored.
     let mut after = ImaKeyrings::new();
