@@ -219,6 +219,73 @@ fn ima_buf_keys_are_checked_then_learnt() {
     assert!(check(&ignoring, &mut ImaKeyrings::new(), IMA_KEY).is_ok());
 }
 
+/// An `.ima` keyring `ima-buf` line carrying `der`, with its true template hash.
+fn ima_buf_line(der: &[u8]) -> String {
+    let digest = HashAlg::Sha256.hash(der).to_hex();
+    let body = format!("ima-buf sha256:{digest} .ima {}", hex::encode(der));
+    let placeholder = format!("10 {} {body}", "0".repeat(40));
+    let data = ImaEntry::parse(&placeholder).unwrap().template_data();
+    format!("10 {} {body}", HashAlg::Sha1.hash(&data).to_hex())
+}
+
+#[test]
+fn learnt_keys_survive_their_keylime_json_and_still_verify_signatures() {
+    // The rsa2048 key that signed SIGNED_DD, measured into `.ima` and vouched for by the
+    // policy; /usr/bin/dd has a wrong digest, so only its signature can make it pass.
+    let pem = std::fs::read_to_string(format!("{KEYS}rsa2048pub.pem")).unwrap();
+    let der = der::pem::decode_vec(pem.as_bytes()).unwrap().1;
+    let key_line = ima_buf_line(&der);
+    let key_digest = HashAlg::Sha256.hash(&der).to_hex();
+    let p = policy(
+        WRONG_DIGESTS,
+        "",
+        &format!(r#"".ima":["{key_digest}"]"#),
+        "",
+    );
+
+    let mut before = ImaKeyrings::new();
+    assert!(check(&p, &mut before, &key_line).is_ok());
+    assert_eq!(before.learned_len(), 1);
+    let stored = before.learned_to_keylime_json();
+    // Keylime's form: keyring name → that keyring's JSON text.
+    let v: serde_json::Value = serde_json::from_str(&stored).unwrap();
+    assert!(
+        v[".ima"].as_str().unwrap().contains("\"pubkeys\""),
+        "{stored}"
+    );
+
+    // A restarted verifier: only what was stored.
+    let mut after = ImaKeyrings::new();
+    after.set_learned_from_keylime_json(&stored).unwrap();
+    assert_eq!(after.learned_to_keylime_json(), stored);
+    assert!(check(&p, &mut after, SIGNED_DD).is_ok());
+    // Without the learnt key the same entry fails.
+    assert_eq!(
+        ids(&check(&p, &mut ImaKeyrings::new(), SIGNED_DD)),
+        ["ima.validation.ima-ng.runtime_policy_hash"]
+    );
+    // Keylime's doubly encoded text and object keyrings read the same; empty texts and
+    // `null` learn nothing; garbage is an error that keeps what was learnt.
+    let mut again = ImaKeyrings::new();
+    again
+        .set_learned_from_keylime_json(&serde_json::to_string(&stored).unwrap())
+        .unwrap();
+    assert_eq!(again.learned_to_keylime_json(), stored);
+    let object = format!(r#"{{".ima": {}}}"#, v[".ima"].as_str().unwrap());
+    again.set_learned_from_keylime_json(&object).unwrap();
+    assert_eq!(again.learned_to_keylime_json(), stored);
+    for text in ["not json", "[1]", r#"{".ima": "{\"pubkeys\": 3}"}"#] {
+        assert!(again.set_learned_from_keylime_json(text).is_err(), "{text}");
+        assert_eq!(again.learned_len(), 1, "{text}");
+    }
+    for text in ["", "null", "{}"] {
+        let mut k = ImaKeyrings::new();
+        k.set_learned_from_keylime_json(text).unwrap();
+        assert_eq!(k.learned_len(), 0);
+        assert_eq!(k.learned_to_keylime_json(), "{}");
+    }
+}
+
 #[test]
 fn boot_aggregates_from_the_event_log_extend_the_policy() {
     let digest = "e4cb9f5709c88376b5fc3743cd88e76b9aae8f3d992d845678de5215edb31216";

@@ -214,6 +214,12 @@ pub(crate) async fn build(
             .map_err(|err| format!("ima_sign_verification_keys: {err}"))?;
         keyrings.set_tenant_keyring(ring);
     }
+    // Keys learnt from the log before a restart; they belong with the stored IMA offset.
+    if let Some(learned) = agent.state.learned_ima_keyrings.as_deref() {
+        keyrings
+            .set_learned_from_keylime_json(learned)
+            .map_err(|err| format!("learned_ima_keyrings: {err}"))?;
+    }
     let v = match e.v.as_deref() {
         Some(v) if !v.is_empty() => Some(
             base64::engine::general_purpose::STANDARD

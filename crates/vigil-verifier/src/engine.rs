@@ -298,6 +298,14 @@ enum Done {
 
 type InFlight = Pin<Box<dyn Future<Output = Done> + Send>>;
 
+/// What the store holds for a node, as last written by this task: a write is skipped
+/// when nothing changed, and the keyrings are written only when they changed.
+#[derive(Default)]
+struct Written {
+    snapshot: Option<NodeSnapshot>,
+    learned_keyrings: Option<String>,
+}
+
 /// What one input changed, for the store.
 #[derive(Default)]
 struct RoundNote {
@@ -361,9 +369,12 @@ impl NodeTask {
         };
         let mut inflight: Option<InFlight> = None;
         let mut stop = e.stop.clone();
-        let mut last_written: Option<NodeSnapshot> = None;
+        let mut last_written = Written {
+            snapshot: None,
+            learned_keyrings: agent.state.learned_ima_keyrings.clone(),
+        };
         if self
-            .persist(&node, &mut last_written, RoundNote::default(), None)
+            .persist(&node, &ctx, &mut last_written, RoundNote::default(), None)
             .await
             .is_err()
         {
@@ -406,7 +417,7 @@ impl NodeTask {
                 done = request => {
                     inflight = None;
                     let (note, failures) = self.apply(&mut ctx, &mut node, done);
-                    if self.persist(&node, &mut last_written, note, failures).await.is_err() {
+                    if self.persist(&node, &ctx, &mut last_written, note, failures).await.is_err() {
                         return;
                     }
                 }
@@ -427,7 +438,7 @@ impl NodeTask {
                             // The tenant may have fixed the enrolment's policies.
                             if let Ok(Some(a)) = e.store.verifier_agents().get(&self.id).await {
                                 if let Ok(c) = context::build(&a, &e.store, &e.cache, e.identity.as_ref()).await {
-                                    ctx = c;
+                                    ctx = rebuilt(ctx, c);
                                 }
                             }
                             let _ = node.reactivate(t);
@@ -441,7 +452,7 @@ impl NodeTask {
                                 let _ = r.send(how);
                                 return;
                             }
-                            let written = self.persist(&node, &mut last_written, RoundNote::default(), None).await;
+                            let written = self.persist(&node, &ctx, &mut last_written, RoundNote::default(), None).await;
                             let _ = r.send(how);
                             if written.is_err() {
                                 return;
@@ -449,7 +460,7 @@ impl NodeTask {
                             continue;
                         }
                     }
-                    let written = self.persist(&node, &mut last_written, RoundNote::default(), None).await;
+                    let written = self.persist(&node, &ctx, &mut last_written, RoundNote::default(), None).await;
                     let _ = reply.send(());
                     if written.is_err() {
                         return;
@@ -462,7 +473,7 @@ impl NodeTask {
             if ctx.generation != e.cache.generation() {
                 if let Ok(Some(a)) = e.store.verifier_agents().get(&self.id).await {
                     match context::build(&a, &e.store, &e.cache, e.identity.as_ref()).await {
-                        Ok(c) => ctx = c,
+                        Ok(c) => ctx = rebuilt(ctx, c),
                         Err(err) => warn!(agent_id = %self.id, "keeping the old policies: {err}"),
                     }
                 }
@@ -668,15 +679,20 @@ impl NodeTask {
     async fn persist(
         &self,
         node: &NodeAttestation,
-        last: &mut Option<NodeSnapshot>,
+        ctx: &NodeContext,
+        last: &mut Written,
         note: RoundNote,
         failures: Option<Vec<FailureRecord>>,
     ) -> Result<(), ()> {
         let snap = node.snapshot();
-        if last.as_ref() == Some(&snap) && note.quote_at.is_none() {
+        // Learnt with the IMA offset they belong to, in the same transaction, so a
+        // restart resumes the log with the keys its earlier entries taught.
+        let keyrings = ctx.keyrings.learned_to_keylime_json();
+        let keyrings_changed = last.learned_keyrings.as_deref().unwrap_or("{}") != keyrings;
+        if last.snapshot.as_ref() == Some(&snap) && note.quote_at.is_none() && !keyrings_changed {
             return Ok(());
         }
-        let prev = last.as_ref();
+        let prev = last.snapshot.as_ref();
         let outcome = match (note.verdict, failures) {
             (Some(true), _) => vigil_store::RoundOutcome::Passed {
                 at: i64::try_from(snap.last_successful_attestation).unwrap_or(i64::MAX),
@@ -712,7 +728,7 @@ impl NodeTask {
                 .tpm_clockinfo
                 .as_ref()
                 .and_then(|c| serde_json::to_string(c).ok()),
-            learned_ima_keyrings: None,
+            learned_ima_keyrings: keyrings_changed.then(|| keyrings.clone()),
             severity,
             public_key: snap.public_key.clone(),
             engine_state: serde_json::to_string(&snap).ok(),
@@ -725,7 +741,8 @@ impl NodeTask {
             .await
         {
             Ok(()) => {
-                *last = Some(snap);
+                last.snapshot = Some(snap);
+                last.learned_keyrings = Some(keyrings);
                 Ok(())
             }
             Err(StoreError::LeaseLost { .. }) => {
@@ -752,6 +769,13 @@ impl NodeTask {
             Err(err) => error!(agent_id = %self.id, "deleting the node: {err}"),
         }
     }
+}
+
+/// The context `new` rebuilt from the enrolment, keeping what `old` learnt from the
+/// node's log: the IMA state carries on, so its learnt keys must too.
+fn rebuilt(mut old: NodeContext, mut new: NodeContext) -> NodeContext {
+    new.keyrings.adopt_learned(&mut old.keyrings);
+    new
 }
 
 fn describe(f: &CommFailure) -> String {

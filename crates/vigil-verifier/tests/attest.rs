@@ -181,10 +181,71 @@ async fn restart_keeps_state_and_ima_offset(db: String) {
     v.shutdown().await;
 }
 
+/// Keylime's `/usr/bin/dd` entry signed with `ima_keys/rsa2048.pem` (the vector of its
+/// `test_ima_verification.py`), without PCR and template hash.
+const SIGNED_DD: &str = "ima-sig sha256:d33d5d13792292e202dbf69a6f1b07bc8a02f01424db8489ba7bb7d43c0290ef /usr/bin/dd 030204f3452d2301009dd340c852f37e35748363586939d4199b6684be27e7c1236ca1528f708372ed9cd52a0d991f66448790f5616ed5bd7f9bbd22193b1e3e54f6bf29a1497945a34d1b418b24f4cbeaef897bf3cebca27065ebb8761b46bc2662fe76f141245b9186a5ac8493c7f4976cf0d6dfc085c3e503e3f771bc3ccb121230db76fd8aba4f45f060ad64ab3afd99b4e52824b9eba12e93e46f9dcb2fa01d9cef89f298a0da02a82a4fb56924afd3e3c277a1302d99f770d488449df2d43eb5b174a0a528827e6877b965c2f0b7c89cf1aa26a7417a892df4c2294e2872d62748b72ea04ecb0689b5d792e615a9bf9d56f6e0f298560bf9441df0a22729c5f23389f028c25f";
+
+/// A key the node measured into `.ima` before the verifier died still verifies the
+/// signed entries that come after its restart: the learnt keyrings are stored with the
+/// IMA offset, and the log is not re-read from entry 0 to learn them again.
+async fn learned_keys_survive_a_crash(db: String) {
+    use rustls::pki_types::pem::PemObject;
+    let pki = Pki::new();
+    let Some(agent) = node("verifier_learned_keys", &pki).await else {
+        return;
+    };
+    let pem = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/testdata/keylime/test/data/ima_keys/rsa2048pub.pem"
+    );
+    let der = rustls::pki_types::SubjectPublicKeyInfoDer::from_pem_file(pem).unwrap();
+    let key_digest = vigil_core::HashAlg::Sha256.hash(&der).to_hex();
+    agent.record(&format!(
+        "ima-buf sha256:{key_digest} .ima {}",
+        hex::encode(&der)
+    ));
+    // /usr/bin/dd is not in the policy: only its signature, by the learnt key, passes it.
+    let mut policy = TestAgent::policy(&FILES);
+    policy["keyrings"] = serde_json::json!({ ".ima": [key_digest] });
+    let config = pki.config(&db);
+    let v = support::start(&config).await;
+    let a = v.addr();
+    let body = agent.enrolment(&B64.encode(policy.to_string()));
+    assert_eq!(
+        pki.client(true)
+            .call(a, "POST", "/v2.6/agents/n1", Some(body))
+            .await
+            .0,
+        200
+    );
+    let before = wait_count(&pki, a, "n1", 2).await;
+    assert_eq!(before["vigil"]["ima_next_entry"], 3, "{before}");
+    // Dies as a crash would: no clean shutdown.
+    v.abort();
+    let seen = agent.requests().len();
+    agent.record(SIGNED_DD);
+
+    let v = support::start(&config).await;
+    let a = v.addr();
+    let count = before["attestation_count"].as_u64().unwrap();
+    let s = wait_for(30, "two rounds after the restart", || async {
+        let s = status(&pki, a, "n1").await;
+        (s["attestation_count"].as_u64().unwrap_or(0) >= count + 2 || s["operational_state"] != 3)
+            .then_some(s)
+    })
+    .await;
+    assert_eq!(s["operational_state"], 3, "{s}");
+    assert_eq!(s["vigil"]["ima_next_entry"], 4, "{s}");
+    let after = &agent.requests()[seen..];
+    assert_eq!(after[0], 3, "no full re-fetch after a restart: {after:?}");
+    v.shutdown().await;
+}
+
 on_both_backends!(
     attests_then_detects_a_changed_file,
     unreachable_node_fails_as_unreachable,
     restart_keeps_state_and_ima_offset,
+    learned_keys_survive_a_crash,
 );
 
 /// Two replicas over one PostgreSQL split two nodes by leases; when one dies, the

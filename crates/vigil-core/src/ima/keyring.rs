@@ -377,6 +377,65 @@ impl ImaKeyrings {
         self.learnt.clear();
     }
 
+    /// The learnt keyrings in Keylime's `learned_ima_keyrings` form (its
+    /// `ImaKeyrings.to_string()`): an object mapping each keyring name to that keyring's
+    /// JSON text. The tenant keyring is not included: it comes from the enrolment.
+    pub fn learned_to_keylime_json(&self) -> String {
+        let map: serde_json::Map<String, serde_json::Value> = self
+            .learnt
+            .iter()
+            .map(|(name, ring)| (name.clone(), ring.to_keylime_json().into()))
+            .collect();
+        serde_json::Value::Object(map).to_string()
+    }
+
+    /// Replaces the learnt keyrings with those of a `learned_ima_keyrings` text (see
+    /// [`Self::learned_to_keylime_json`]; like Keylime, a keyring may also be given as
+    /// an object, and the whole text may be encoded twice). An empty text or `null`
+    /// learns nothing; on error the learnt keyrings are left unchanged.
+    pub fn set_learned_from_keylime_json(&mut self, text: &str) -> Result<(), KeyError> {
+        let mut learnt = Vec::new();
+        if !text.trim().is_empty() {
+            let mut value: serde_json::Value =
+                serde_json::from_str(text).map_err(|e| KeyError::Json(e.to_string()))?;
+            if let Some(inner) = value.as_str() {
+                value = serde_json::from_str(inner).map_err(|e| KeyError::Json(e.to_string()))?;
+            }
+            match value {
+                serde_json::Value::Null => {}
+                serde_json::Value::Object(map) => {
+                    for (name, ring) in map {
+                        let ring_text = match ring {
+                            serde_json::Value::String(s) => s,
+                            other => other.to_string(),
+                        };
+                        if let Some(ring) = ImaKeyring::from_keylime_json(&ring_text)? {
+                            learnt.push((name, ring));
+                        }
+                    }
+                }
+                _ => {
+                    return Err(KeyError::Json(
+                        "learned keyrings must be an object of keyrings".into(),
+                    ))
+                }
+            }
+        }
+        self.learnt = learnt;
+        Ok(())
+    }
+
+    /// Takes over the learnt keyrings of `other` (the node's context was rebuilt from
+    /// its enrolment while its IMA state, and so what it learnt, carries on).
+    pub fn adopt_learned(&mut self, other: &mut Self) {
+        self.learnt = std::mem::take(&mut other.learnt);
+    }
+
+    /// How many keys were learnt from the log, over every keyring.
+    pub fn learned_len(&self) -> usize {
+        self.learnt.iter().map(|(_, r)| r.len()).sum()
+    }
+
     /// Verifies an `ima-sig` signature blob over a file digest whose algorithm the log
     /// names `digest_alg`, with the first keyring holding the signature's key id.
     pub fn verify(

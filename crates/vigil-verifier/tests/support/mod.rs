@@ -137,24 +137,14 @@ where
     }
 }
 
-/// ima-ng template data: `d-ng` (`sha256:` digest) and `n-ng` (path).
-fn ima_ng_data(digest: &[u8], path: &str) -> Vec<u8> {
-    let mut t = Vec::new();
-    t.extend_from_slice(&u32::try_from(6 + 2 + digest.len()).unwrap().to_le_bytes());
-    t.extend_from_slice(b"sha256:\0");
-    t.extend_from_slice(digest);
-    t.extend_from_slice(&u32::try_from(path.len() + 1).unwrap().to_le_bytes());
-    t.extend_from_slice(path.as_bytes());
-    t.push(0);
-    t
-}
-
 struct AgentState {
     lines: Vec<String>,
     /// `ima_ml_entry` of every quote request, in order.
     requests: Vec<u64>,
     vkey: Option<String>,
     revocations: Vec<Value>,
+    /// How long a quote request waits before it is answered.
+    delay: Duration,
 }
 
 /// A node: swtpm + AK + node key + an IMA log extended into PCR 10, serving Keylime's
@@ -200,6 +190,7 @@ impl TestAgent {
                 requests: Vec::new(),
                 vkey: None,
                 revocations: Vec::new(),
+                delay: Duration::ZERO,
             })),
             ak_tpm: ak.public,
             nk_pem,
@@ -273,17 +264,46 @@ impl TestAgent {
 
     /// Measures a file: appends its ima-ng entry and extends PCR 10.
     pub fn measure(&self, path: &str, content: &[u8]) {
-        let digest = HashAlg::Sha256.hash(content);
-        let data = ima_ng_data(digest.as_bytes(), path);
+        let digest = HashAlg::Sha256.hash(content).to_hex();
+        self.record(&format!("ima-ng sha256:{digest} {path}"));
+    }
+
+    /// Appends the IMA entry `template digest name [data]` (a log line without its PCR
+    /// and template hash, which are filled in) and extends PCR 10 with it.
+    pub fn record(&self, entry: &str) {
+        let placeholder = format!("10 {} {entry}", "0".repeat(40));
+        let data = vigil_core::ima::ImaEntry::parse(&placeholder)
+            .unwrap()
+            .template_data();
         let mut st = self.state.lock().unwrap();
         self.tpm
             .pcr_extend(10, HashAlg::Sha256, &HashAlg::Sha256.hash(&data))
             .unwrap();
-        st.lines.push(format!(
-            "10 {} ima-ng sha256:{} {path}",
-            HashAlg::Sha1.hash(&data).to_hex(),
-            digest.to_hex()
-        ));
+        st.lines
+            .push(format!("10 {} {entry}", HashAlg::Sha1.hash(&data).to_hex()));
+    }
+
+    /// The answer body (`{"code","status","results"}`) to a `quotes/integrity` request,
+    /// without HTTP: for measuring the verifier's round in-process.
+    pub fn integrity_answer(&self, nonce: &str, mask: u32, partial: bool, entry: u64) -> Vec<u8> {
+        let results = integrity(
+            &self.tpm,
+            &self.state,
+            &self.nk_pem,
+            nonce,
+            mask,
+            partial,
+            entry,
+        );
+        json!({"code": 200, "status": "Success", "results": results})
+            .to_string()
+            .into_bytes()
+    }
+
+    /// Makes every quote request wait `delay` before it is answered (a slow node, so a
+    /// round stays in flight long enough to be interrupted).
+    pub fn set_delay(&self, delay: Duration) {
+        self.state.lock().unwrap().delay = delay;
     }
 
     pub fn requests(&self) -> Vec<u64> {
@@ -300,11 +320,20 @@ impl TestAgent {
 
     /// A runtime policy allowing `files` (path, content), base64 as the tenant sends it.
     pub fn policy_b64(files: &[(&str, &[u8])]) -> String {
+        B64.encode(Self::policy(files).to_string())
+    }
+
+    /// A runtime policy allowing `files` (path, content; a path may be listed with
+    /// several contents).
+    pub fn policy(files: &[(&str, &[u8])]) -> Value {
         let mut digests = serde_json::Map::new();
         for (p, c) in files {
-            digests.insert((*p).to_owned(), json!([HashAlg::Sha256.hash(c).to_hex()]));
+            let list = digests.entry((*p).to_owned()).or_insert_with(|| json!([]));
+            if let Value::Array(list) = list {
+                list.push(json!(HashAlg::Sha256.hash(c).to_hex()));
+            }
         }
-        let policy = json!({
+        json!({
             "meta": {"version": 1, "generator": 3},
             "release": 0,
             "digests": digests,
@@ -313,8 +342,7 @@ impl TestAgent {
             "ima": {"ignored_keyrings": [], "log_hash_alg": "sha1", "dm_policy": null},
             "ima-buf": {},
             "verification-keys": "",
-        });
-        B64.encode(policy.to_string())
+        })
     }
 
     /// The tenant's enrolment body for this node.
@@ -339,6 +367,35 @@ impl TestAgent {
             "supported_version": "2.2",
         })
     }
+}
+
+/// The `results` of a `quotes/integrity` answer: a quote and the log from `entry`.
+fn integrity(
+    tpm: &Tpm,
+    state: &Mutex<AgentState>,
+    nk: &str,
+    nonce: &str,
+    mask: u32,
+    partial: bool,
+    entry: u64,
+) -> Value {
+    // The list and the quote under one lock, so PCR 10 matches the list sent.
+    let st = &mut *state.lock().unwrap();
+    let quote = tpm.quote(nonce.as_bytes(), mask, HashAlg::Sha256).unwrap();
+    let from = usize::try_from(entry).unwrap().min(st.lines.len());
+    let list: String = st.lines[from..].iter().map(|l| format!("{l}\n")).collect();
+    let mut r = json!({
+        "quote": quote.to_keylime_string(),
+        "hash_alg": "sha256",
+        "enc_alg": "rsa",
+        "sign_alg": "rsassa",
+        "ima_measurement_list": list,
+        "ima_measurement_list_entry": entry,
+    });
+    if !partial {
+        r["pubkey"] = json!(nk);
+    }
+    r
 }
 
 fn query(req: &hyper::Request<hyper::body::Incoming>, k: &str) -> Option<String> {
@@ -370,24 +427,13 @@ async fn handle(
         let entry: u64 = query(&req, "ima_ml_entry")
             .and_then(|e| e.parse().ok())
             .unwrap_or(0);
-        // The list and the quote under one lock, so PCR 10 matches the list sent.
-        let st = &mut *state.lock().unwrap();
-        st.requests.push(entry);
-        let quote = tpm.quote(nonce.as_bytes(), mask, HashAlg::Sha256).unwrap();
-        let from = usize::try_from(entry).unwrap().min(st.lines.len());
-        let list: String = st.lines[from..].iter().map(|l| format!("{l}\n")).collect();
-        let mut r = json!({
-            "quote": quote.to_keylime_string(),
-            "hash_alg": "sha256",
-            "enc_alg": "rsa",
-            "sign_alg": "rsassa",
-            "ima_measurement_list": list,
-            "ima_measurement_list_entry": entry,
-        });
-        if !partial {
-            r["pubkey"] = json!(nk);
-        }
-        return (200, r);
+        let delay = {
+            let st = &mut *state.lock().unwrap();
+            st.requests.push(entry);
+            st.delay
+        };
+        tokio::time::sleep(delay).await;
+        return (200, integrity(tpm, state, nk, &nonce, mask, partial, entry));
     }
     let body = req
         .into_body()

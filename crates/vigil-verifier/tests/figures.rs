@@ -1,0 +1,234 @@
+//! Figures for docs/benchmarks.md, not tests: every one is `#[ignore]` and prints what
+//! it measured, asserting nothing about time. Both need swtpm.
+//!
+//! ```sh
+//! cargo test --release -p vigil-verifier --test figures -- --ignored --nocapture --test-threads 1
+//! ```
+//!
+//! - `detection_latency`: the verifier in-process on SQLite with `quote_interval` 2 s,
+//!   attesting a test agent on swtpm. A measured file changes (the agent appends the
+//!   new ima-ng entry and extends PCR 10 at once) at a pseudo-random moment of the
+//!   polling cycle; the figure is the time from that change until `GET agents/{id}`
+//!   shows Invalid Quote (polled every 10 ms).
+//! - `round_cpu_10k`: the CPU the verifier spends judging one round whose incremental
+//!   IMA batch holds 10,000 new ima-ng entries (`round::judge`: parse the answer's
+//!   quote, verify the RSA signature, nonce and PCR digest, replay the 10k entries
+//!   from the stored running PCR 10 and check each against a 10,010-path runtime
+//!   policy). The answer is a real swtpm quote over the extended PCR 10. Fetching,
+//!   the HTTP/TLS exchange and the store write are not included.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use support::{wait_for, Pki, TestAgent};
+use vigil_core::attestation::{Action, AttestationConfig, NodeAttestation, UnixTime};
+use vigil_core::ima::keyring::ImaKeyrings;
+use vigil_core::policy::runtime::RuntimePolicy;
+use vigil_core::policy::tpm::TpmPolicy;
+use vigil_core::tpm::quote::{AkPublicKey, QuoteVerifier};
+use vigil_verifier::round;
+
+/// Median and maximum of `samples`.
+fn summary(samples: &mut [Duration]) -> (Duration, Duration) {
+    samples.sort();
+    (samples[samples.len() / 2], samples[samples.len() - 1])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a figure, not a test: run it explicitly (see the file's docs)"]
+async fn detection_latency() {
+    const SAMPLES: usize = 10;
+    let pki = Pki::new();
+    let Some(agent) =
+        TestAgent::new("verifier_figure_latency", &pki.tls_dir().join("cacert.crt")).await
+    else {
+        return;
+    };
+    agent.measure("/usr/bin/a", b"a v1");
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}?mode=rwc", dir.path().join("v.db").display());
+    let mut config = pki.config(&db);
+    config.quote_interval = 2.0;
+    let v = support::start(&config).await;
+    let (a, c) = (v.addr(), pki.client(true));
+    // xorshift64 for the moment of each change within the 2 s cycle.
+    let mut seed: u64 = 0x1a7e_0c1e;
+    let mut contents: Vec<Vec<u8>> = vec![b"a v1".to_vec()];
+    let mut samples = Vec::new();
+    for i in 0..SAMPLES {
+        // A fresh node whose policy allows every version of the file seen so far.
+        let id = format!("d{i}");
+        let allowed: Vec<(&str, &[u8])> = contents
+            .iter()
+            .map(|c| ("/usr/bin/a", c.as_slice()))
+            .collect();
+        let (code, r) = c
+            .call(
+                a,
+                "POST",
+                &format!("/v2.6/agents/{id}"),
+                Some(agent.enrolment(&TestAgent::policy_b64(&allowed))),
+            )
+            .await;
+        assert_eq!(code, 200, "{r}");
+        let path = format!("/v2.6/agents/{id}");
+        wait_for(30, "attested", || async {
+            let s = c.call(a, "GET", &path, None).await.1["results"].clone();
+            (s["attestation_count"].as_u64() >= Some(1)).then_some(())
+        })
+        .await;
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        tokio::time::sleep(Duration::from_millis(seed % 2000)).await;
+        let changed = format!("a tampered {i}").into_bytes();
+        let t0 = Instant::now();
+        agent.measure("/usr/bin/a", &changed);
+        loop {
+            let s = c.call(a, "GET", &path, None).await.1["results"].clone();
+            if s["operational_state"] == 9 {
+                assert_eq!(
+                    s["last_event_id"], "ima.validation.ima-ng.runtime_policy_hash",
+                    "{s}"
+                );
+                break;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "never detected: {s}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let took = t0.elapsed();
+        eprintln!("sample {i}: {:.0} ms", took.as_secs_f64() * 1e3);
+        samples.push(took);
+        contents.push(changed);
+        assert_eq!(c.call(a, "DELETE", &path, None).await.0, 200);
+    }
+    let (median, max) = summary(&mut samples);
+    let min = samples[0];
+    println!(
+        "detection latency, quote_interval 2 s, {SAMPLES} samples: min {:.0} ms, median {:.0} ms, max {:.0} ms",
+        min.as_secs_f64() * 1e3,
+        median.as_secs_f64() * 1e3,
+        max.as_secs_f64() * 1e3
+    );
+    v.shutdown().await;
+}
+
+/// This thread's CPU time (user + system), from `/proc/thread-self/stat`, in clock
+/// ticks of 10 ms.
+fn thread_cpu_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+    // The fields after the command name, which is in parentheses.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 here.
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[tokio::test(flavor = "current_thread")]
+#[ignore = "a figure, not a test: run it explicitly (see the file's docs)"]
+async fn round_cpu_10k() {
+    const BEFORE: usize = 10;
+    const BATCH: usize = 10_000;
+    const RUNS: usize = 30;
+    let pki = Pki::new();
+    let Some(agent) =
+        TestAgent::new("verifier_figure_round", &pki.tls_dir().join("cacert.crt")).await
+    else {
+        return;
+    };
+    let files: Vec<(String, Vec<u8>)> = (0..BEFORE + BATCH)
+        .map(|i| {
+            (
+                format!("/usr/lib/x86_64-linux-gnu/lib{}/file_{i:06}.so", i % 97),
+                format!("content-{i}").into_bytes(),
+            )
+        })
+        .collect();
+    let allowed: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(p, c)| (p.as_str(), c.as_slice()))
+        .collect();
+    let policy =
+        RuntimePolicy::from_json(TestAgent::policy(&allowed).to_string().as_bytes()).unwrap();
+    let verifier = QuoteVerifier::new(AkPublicKey::from_spki_or_tpm2b(&agent.ak_tpm).unwrap());
+    let tpm_policy = TpmPolicy::from_json("{\"mask\": \"0x400\"}").unwrap();
+    let algs = (
+        vec!["sha256".to_owned()],
+        vec!["rsa".to_owned()],
+        vec!["rsassa".to_owned()],
+    );
+    let judge = round::Judge {
+        verifier: &verifier,
+        tpm_policy: &tpm_policy,
+        mask: 0x400,
+        runtime_policy: Some(&policy),
+        mb: None,
+        mb_evaluate_now: false,
+        accept_hash_algs: &algs.0,
+        accept_enc_algs: &algs.1,
+        accept_sign_algs: &algs.2,
+        ignore_tomtou_errors: false,
+    };
+
+    // The node attested the first entries: its stored state is at entry BEFORE.
+    for (p, c) in &allowed[..BEFORE] {
+        agent.measure(p, c);
+    }
+    let t = UnixTime::from_secs(1_800_000_000);
+    let mut node = NodeAttestation::new(Arc::new(AttestationConfig::default()), false);
+    node.start(t).unwrap();
+    let Some(Action::GetQuote { id, .. }) = node.poll_action(t) else {
+        panic!("the node asks for a quote first");
+    };
+    let answer =
+        round::parse_answer(&agent.integrity_answer("first-nonce", 0x400, false, 0)).unwrap();
+    let outcome = round::judge(
+        &node,
+        &answer,
+        b"first-nonce",
+        &judge,
+        &mut ImaKeyrings::new(),
+    );
+    assert!(outcome.failure.is_empty(), "{:?}", outcome.failure);
+    node.quote_received(t, id, outcome).unwrap();
+    assert_eq!(node.ima_state().next_entry, BEFORE as u64);
+
+    // 10,000 new entries, extended into the swtpm's PCR 10, then one partial answer.
+    for (p, c) in &allowed[BEFORE..] {
+        agent.measure(p, c);
+    }
+    let nonce = "second-nonce";
+    let body = agent.integrity_answer(nonce, 0x400, true, BEFORE as u64);
+    let mut wall = Vec::new();
+    let ticks = thread_cpu_ticks();
+    for _ in 0..RUNS {
+        let start = Instant::now();
+        let answer = round::parse_answer(&body).unwrap();
+        let outcome = round::judge(
+            &node,
+            &answer,
+            nonce.as_bytes(),
+            &judge,
+            &mut ImaKeyrings::new(),
+        );
+        wall.push(start.elapsed());
+        assert!(outcome.failure.is_empty(), "{:?}", outcome.failure);
+        assert_eq!(
+            outcome.ima.as_ref().map(|(s, _)| s.next_entry),
+            Some((BEFORE + BATCH) as u64)
+        );
+    }
+    let cpu_ms = (thread_cpu_ticks() - ticks) as f64 * 10.0 / RUNS as f64;
+    let (median, max) = summary(&mut wall);
+    println!(
+        "round with a {BATCH}-entry incremental IMA batch, {RUNS} runs: wall median {:.1} ms (min {:.1}, max {:.1}); thread CPU {cpu_ms:.1} ms per round",
+        median.as_secs_f64() * 1e3,
+        wall[0].as_secs_f64() * 1e3,
+        max.as_secs_f64() * 1e3,
+    );
+}
