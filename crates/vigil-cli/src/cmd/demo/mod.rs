@@ -149,9 +149,8 @@ fn note(text: &str) {
     println!("   {text}");
 }
 
-fn verdict(ok: bool, text: &str) {
-    let style = if ok { OK } else { ERROR };
-    anstream::println!("{}-> {text}{}", style.render(), style.render_reset());
+fn verdict(text: &str) {
+    anstream::println!("{}-> {text}{}", OK.render(), OK.render_reset());
 }
 
 /// A free TCP port on 127.0.0.1 not among `taken`.
@@ -379,10 +378,9 @@ impl Demo {
             Ok((shown >= 3).then_some(()))
         })?;
         self.show_status()?;
-        verdict(
-            true,
-            &format!("verdict 1: the node is trusted ({shown} quotes verified)"),
-        );
+        verdict(&format!(
+            "verdict 1: the node is trusted ({shown} quotes verified)"
+        ));
 
         let script = files.join("bad-script.sh");
         step(&format!("An unknown script: {}", script.display()));
@@ -398,13 +396,10 @@ impl Demo {
         note("the agent measures every new or changed file of its directory each second (real IMA measures at exec)");
         let caught = self.wait_caught("ima.validation.ima-ng.not_in_allowlist", &script)?;
         self.show_catch(&caught, "File not found in allowlist")?;
-        verdict(
-            true,
-            &format!(
-                "verdict 2: the node is refused: {} is not in its runtime policy",
-                script.display()
-            ),
-        );
+        verdict(&format!(
+            "verdict 2: the node is refused: {} is not in its runtime policy",
+            script.display()
+        ));
 
         let target = files.join("backup.sh");
         step(&format!(
@@ -428,13 +423,10 @@ impl Demo {
         note("$ vigil tenant reactivate: the verifier stopped polling at the failure (Keylime's default); attest again");
         let caught = self.wait_caught("ima.validation.ima-ng.runtime_policy_hash", &target)?;
         self.show_catch(&caught, "Hash not found in runtime policy")?;
-        verdict(
-            true,
-            &format!(
-                "verdict 3: the node is refused: {} no longer matches its runtime policy",
-                target.display()
-            ),
-        );
+        verdict(&format!(
+            "verdict 3: the node is refused: {} no longer matches its runtime policy",
+            target.display()
+        ));
         println!(
             "\ndemo: every step as expected, in {:.1} s; logs in {}",
             self.started.elapsed().as_secs_f64(),
