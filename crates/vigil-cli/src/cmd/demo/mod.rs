@@ -92,6 +92,11 @@ pub(crate) fn run(args: DemoArgs) -> Result<ExitCode> {
     let dir = prepare_dir(&args.dir)?;
     procs::watch_signals()?;
     let [registrar, verifier, agent] = bins;
+    let bins = Binaries {
+        registrar,
+        verifier,
+        agent,
+    };
     let mut demo = Demo {
         vigil,
         dir: dir.clone(),
@@ -100,7 +105,7 @@ pub(crate) fn run(args: DemoArgs) -> Result<ExitCode> {
         tenant: Vec::new(),
         started: Instant::now(),
     };
-    let result = demo.run(&registrar, &verifier, &agent, args.keep_running);
+    let result = demo.run(&bins, args.keep_running);
     let code = match result {
         Ok(()) => 0,
         // A signal also makes the commands the demo was running fail: it was Ctrl-C.
@@ -166,6 +171,40 @@ fn free_port(taken: &[u16]) -> Result<u16> {
     bail!("no free TCP port on 127.0.0.1")
 }
 
+/// The service executables.
+struct Binaries {
+    registrar: PathBuf,
+    verifier: PathBuf,
+    agent: PathBuf,
+}
+
+/// The TCP ports on 127.0.0.1.
+struct Ports {
+    registrar: u16,
+    registrar_tls: u16,
+    verifier: u16,
+    agent: u16,
+}
+
+impl Ports {
+    /// Four distinct free ports.
+    fn free() -> Result<Self> {
+        let mut taken = Vec::new();
+        for _ in 0..4 {
+            taken.push(free_port(&taken)?);
+        }
+        let [registrar, registrar_tls, verifier, agent]: [u16; 4] = taken
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("four ports were asked for"))?;
+        Ok(Self {
+            registrar,
+            registrar_tls,
+            verifier,
+            agent,
+        })
+    }
+}
+
 /// A failure event of the node's last failed round, as the status object shows it.
 struct Caught {
     event_id: String,
@@ -184,78 +223,103 @@ struct Demo {
 }
 
 impl Demo {
-    fn run(&mut self, registrar: &Path, verifier: &Path, agent: &Path, keep: bool) -> Result<()> {
-        let dir = self.dir.clone();
-        let mut ports = Vec::new();
-        for _ in 0..4 {
-            ports.push(free_port(&ports)?);
-        }
-        let [reg_port, reg_tls_port, ver_port, agent_port]: [u16; 4] = ports
-            .try_into()
-            .map_err(|_| anyhow::anyhow!("four ports were asked for"))?;
-        let cv_ca = dir.join("cv_ca");
+    fn run(&mut self, bins: &Binaries, keep: bool) -> Result<()> {
+        let ports = Ports::free()?;
         self.tenant = [
             "tenant".into(),
             "--tls-dir".into(),
-            cv_ca.clone().into_os_string(),
+            self.path("cv_ca").into_os_string(),
             "--verifier-port".into(),
-            ver_port.to_string().into(),
+            ports.verifier.to_string().into(),
             "--registrar-port".into(),
-            reg_tls_port.to_string().into(),
+            ports.registrar_tls.to_string().into(),
             "--state-dir".into(),
-            dir.clone().into_os_string(),
+            self.dir.clone().into_os_string(),
         ]
         .into();
+        self.start_control_plane(bins, &ports)?;
+        self.start_node(bins, &ports)?;
+        self.enrol()?;
+        self.attest()?;
+        self.unknown_script()?;
+        self.modified_file()?;
+        println!(
+            "\ndemo: every step as expected, in {:.1} s; logs in {}",
+            self.started.elapsed().as_secs_f64(),
+            self.path("logs").display()
+        );
+        if keep {
+            self.keep_running(&ports)?;
+        }
+        Ok(())
+    }
 
+    /// A path in the demo's directory.
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// The CA, the registrar and the verifier.
+    fn start_control_plane(&mut self, bins: &Binaries, ports: &Ports) -> Result<()> {
         step("Control plane: a CA for mTLS, a registrar and a verifier (SQLite)");
+        let cv_ca = self.path("cv_ca");
         self.vigil_ok(&[
             "ca".into(),
             "init".into(),
             "--dir".into(),
             cv_ca.clone().into(),
         ])?;
-        let (reg_dir, ver_dir) = (dir.join("registrar"), dir.join("verifier"));
+        let (reg_dir, ver_dir) = (self.path("registrar"), self.path("verifier"));
         std::fs::create_dir_all(&reg_dir)?;
         std::fs::create_dir_all(&ver_dir)?;
-        let reg_conf = dir.join("registrar.toml");
+        let reg_conf = self.path("registrar.toml");
         std::fs::write(
             &reg_conf,
             format!(
-                "port = {reg_port}\ntls_port = {reg_tls_port}\nstate_dir = {}\ntls_dir = {}\n",
+                "port = {}\ntls_port = {}\nstate_dir = {}\ntls_dir = {}\n",
+                ports.registrar,
+                ports.registrar_tls,
                 toml_str(&reg_dir),
                 toml_str(&cv_ca)
             ),
         )?;
         // Quotes every second, so that the demo's changes are caught within seconds.
-        let ver_conf = dir.join("verifier.toml");
+        let ver_conf = self.path("verifier.toml");
         std::fs::write(
             &ver_conf,
             format!(
-                "port = {ver_port}\nstate_dir = {}\ntls_dir = {}\nquote_interval = 1.0\nretry_interval = 1.0\n",
+                "port = {}\nstate_dir = {}\ntls_dir = {}\nquote_interval = 1.0\nretry_interval = 1.0\n",
+                ports.verifier,
                 toml_str(&ver_dir),
                 toml_str(&cv_ca)
             ),
         )?;
         let pid = self.procs.spawn(
             "registrar",
-            Command::new(registrar).arg("--config").arg(&reg_conf),
+            Command::new(&bins.registrar).arg("--config").arg(&reg_conf),
         )?;
         note(&format!(
-            "vigil-registrar (pid {pid}) on 127.0.0.1:{reg_port} (agents) and :{reg_tls_port} (mTLS)"
+            "vigil-registrar (pid {pid}) on 127.0.0.1:{} (agents) and :{} (mTLS)",
+            ports.registrar, ports.registrar_tls
         ));
         let pid = self.procs.spawn(
             "verifier",
-            Command::new(verifier).arg("--config").arg(&ver_conf),
+            Command::new(&bins.verifier).arg("--config").arg(&ver_conf),
         )?;
         note(&format!(
-            "vigil-verifier (pid {pid}) on 127.0.0.1:{ver_port}, a quote every second"
+            "vigil-verifier (pid {pid}) on 127.0.0.1:{}, a quote every second",
+            ports.verifier
         ));
+        Ok(())
+    }
 
+    /// The swtpm, the measured files and the agent, until it registered.
+    fn start_node(&mut self, bins: &Binaries, ports: &Ports) -> Result<()> {
         step("A node: swtpm manufactured with an EK certificate, vigil-agent measuring files");
-        let tpm_dir = dir.join("swtpm");
+        let tpm_dir = self.path("swtpm");
         let ca = vigil_swtpm::manufacture(&tpm_dir, "demo")?;
         // The verifier side trusts the manufacturer's CA certificates (not its keys).
-        let store = dir.join("tpm_cert_store");
+        let store = self.path("tpm_cert_store");
         std::fs::create_dir_all(&store)?;
         std::fs::copy(ca.join("issuercert.pem"), store.join("demo-issuer.pem"))?;
         std::fs::copy(
@@ -271,7 +335,7 @@ impl Demo {
         ));
         self.procs.adopt_swtpm(swtpm);
 
-        let files = dir.join("node");
+        let files = self.path("node");
         std::fs::create_dir_all(&files)?;
         for tool in ["ls", "cat", "sh"] {
             let from = ["/usr/bin", "/bin"]
@@ -283,24 +347,26 @@ impl Demo {
         }
         write_script(&files.join("backup.sh"), "echo \"backup done\"")?;
         std::fs::write(files.join("sshd_config"), "PermitRootLogin no\n")?;
-        let agent_dir = dir.join("agent");
+        let agent_dir = self.path("agent");
         std::fs::create_dir_all(&agent_dir)?;
-        let agent_conf = dir.join("agent.toml");
+        let agent_conf = self.path("agent.toml");
         std::fs::write(
             &agent_conf,
             format!(
-                "uuid = \"{NODE}\"\nport = {agent_port}\ncontact_port = {agent_port}\n\
-                 registrar_port = {reg_port}\ntpm_tcti = \"{tcti}\"\nstate_dir = {}\n\
+                "uuid = \"{NODE}\"\nport = {port}\ncontact_port = {port}\n\
+                 registrar_port = {}\ntpm_tcti = \"{tcti}\"\nstate_dir = {}\n\
                  trusted_client_ca = [{}]\nima_emulate = [{}]\nima_emulate_interval = 1\n",
+                ports.registrar,
                 toml_str(&agent_dir),
-                toml_str(&cv_ca.join("cacert.crt")),
+                toml_str(&self.path("cv_ca").join("cacert.crt")),
                 toml_str(&files),
+                port = ports.agent,
             ),
         )?;
         for (port, name) in [
-            (reg_port, "registrar"),
-            (reg_tls_port, "registrar"),
-            (ver_port, "verifier"),
+            (ports.registrar, "registrar"),
+            (ports.registrar_tls, "registrar"),
+            (ports.verifier, "verifier"),
         ] {
             self.wait_for(&format!("{name} to listen on port {port}"), |_| {
                 Ok(TcpStream::connect((Ipv4Addr::LOCALHOST, port)).ok())
@@ -308,11 +374,11 @@ impl Demo {
         }
         let pid = self.procs.spawn(
             "agent",
-            Command::new(agent).arg("--config").arg(&agent_conf),
+            Command::new(&bins.agent).arg("--config").arg(&agent_conf),
         )?;
         note(&format!(
-            "vigil-agent {NODE} (pid {pid}) on :{agent_port}, measuring the 5 files of {} \
-             every second",
+            "vigil-agent {NODE} (pid {pid}) on :{}, measuring the 5 files of {} every second",
+            ports.agent,
             files.display()
         ));
         self.wait_for("the agent to register with the registrar", |d| {
@@ -322,16 +388,19 @@ impl Demo {
                 .then_some(()))
         })?;
         note("the agent registered and activated its AK with the registrar");
+        Ok(())
+    }
 
+    /// The runtime policy from the node's IMA log, and `vigil tenant add`.
+    fn enrol(&mut self) -> Result<()> {
         step("Runtime policy from the node's IMA log, then enrolment");
-        let ima_log = agent_dir.join("ima_emulated_measurements");
-        let policy = dir.join("runtime-policy.json");
+        let policy = self.path("runtime-policy.json");
         self.vigil_ok(&[
             "policy".into(),
             "create".into(),
             "runtime".into(),
             "-m".into(),
-            ima_log.clone().into(),
+            self.ima_log().into(),
             "-o".into(),
             policy.clone().into(),
         ])?;
@@ -348,7 +417,7 @@ impl Demo {
             "--runtime-policy".into(),
             policy.into(),
             "--tpm-cert-store".into(),
-            store.into(),
+            self.path("tpm_cert_store").into(),
         ])?;
         self.save_log("tenant-add", &out);
         if !out.status.success() {
@@ -358,7 +427,11 @@ impl Demo {
             );
         }
         note("$ vigil tenant add: identity quote and EK certificate checked, node handed to the verifier");
+        Ok(())
+    }
 
+    /// Until three rounds passed, showing the count rise.
+    fn attest(&mut self) -> Result<()> {
         step("Waiting for the verifier to attest the node");
         let t0 = Instant::now();
         let mut shown = 0;
@@ -381,8 +454,12 @@ impl Demo {
         verdict(&format!(
             "verdict 1: the node is trusted ({shown} quotes verified)"
         ));
+        Ok(())
+    }
 
-        let script = files.join("bad-script.sh");
+    /// A new script in the measured directory, run, and caught.
+    fn unknown_script(&mut self) -> Result<()> {
+        let script = self.path("node").join("bad-script.sh");
         step(&format!("An unknown script: {}", script.display()));
         write_script(&script, "echo \"an unknown script ran\"")?;
         let out = Command::new(&script)
@@ -400,8 +477,12 @@ impl Demo {
             "verdict 2: the node is refused: {} is not in its runtime policy",
             script.display()
         ));
+        Ok(())
+    }
 
-        let target = files.join("backup.sh");
+    /// A measured file changed, measured again, and caught.
+    fn modified_file(&mut self) -> Result<()> {
+        let target = self.path("node").join("backup.sh");
         step(&format!(
             "A modified measured file: appending to {}",
             target.display()
@@ -409,11 +490,11 @@ impl Demo {
         let mut f = std::fs::OpenOptions::new().append(true).open(&target)?;
         f.write_all(b"# changed\n")?;
         drop(f);
-        let target_name = target.to_string_lossy().into_owned();
+        let (ima_log, name) = (self.ima_log(), target.to_string_lossy().into_owned());
         self.wait_for("the agent to measure the changed file", |_| {
             let log = std::fs::read_to_string(&ima_log).unwrap_or_default();
             let digest = vigil_core::HashAlg::Sha256.hash(&std::fs::read(&target)?);
-            let entry = format!("sha256:{} {target_name}", digest.to_hex());
+            let entry = format!("sha256:{} {name}", digest.to_hex());
             Ok(log.contains(&entry).then_some(()))
         })?;
         note("measured: the agent extended PCR 10 with its new digest");
@@ -427,15 +508,12 @@ impl Demo {
             "verdict 3: the node is refused: {} no longer matches its runtime policy",
             target.display()
         ));
-        println!(
-            "\ndemo: every step as expected, in {:.1} s; logs in {}",
-            self.started.elapsed().as_secs_f64(),
-            dir.join("logs").display()
-        );
-        if keep {
-            self.keep_running(ver_port, reg_tls_port)?;
-        }
         Ok(())
+    }
+
+    /// The agent's emulated IMA log.
+    fn ima_log(&self) -> PathBuf {
+        self.path("agent").join("ima_emulated_measurements")
     }
 
     /// Waits (up to the timeout) until `probe` gives a value, failing early when a
@@ -536,7 +614,7 @@ impl Demo {
         Ok(())
     }
 
-    fn keep_running(&mut self, ver_port: u16, reg_tls_port: u16) -> Result<()> {
+    fn keep_running(&mut self, ports: &Ports) -> Result<()> {
         let dir = self.dir.display();
         anstream::println!(
             "\n{}Everything keeps running; Ctrl-C stops it (exit 0).{} Try:",
@@ -544,7 +622,8 @@ impl Demo {
             WARN.render_reset()
         );
         let conn = format!(
-            "--tls-dir {dir}/cv_ca --verifier-port {ver_port} --registrar-port {reg_tls_port}"
+            "--tls-dir {dir}/cv_ca --verifier-port {} --registrar-port {}",
+            ports.verifier, ports.registrar_tls
         );
         println!("   {} tenant status -u {NODE} {conn}", self.vigil.display());
         println!("   {} tenant list {conn}", self.vigil.display());
