@@ -640,6 +640,7 @@ impl NodeTask {
                                     severity_label: Some(f.severity_label.clone()),
                                     recoverable: f.recoverable,
                                     context: f.context.to_string(),
+                                    file: f.file.clone(),
                                 })
                                 .collect(),
                         );
