@@ -51,6 +51,12 @@ pub struct Event {
     pub context: Value,
     /// Whether attestation may continue after this event.
     pub recoverable: bool,
+    /// Vigil only: the file an IMA policy event is about, for operators (Keylime's
+    /// `runtime_policy_hash` context has only digests). Kept out of `context` so that
+    /// contexts, which revocation notices carry and the differential tests compare,
+    /// stay exactly Keylime's; serialised only when set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
 }
 
 impl Event {
@@ -71,7 +77,14 @@ impl Event {
             event_id,
             context,
             recoverable,
+            file: None,
         }
+    }
+
+    /// The same event, annotated with the file it is about ([`Event::file`]).
+    pub fn with_file(mut self, path: impl Into<String>) -> Self {
+        self.file = Some(path.into());
+        self
     }
 
     /// A context that is only a message, in Keylime's `{"message": ...}` shape.
@@ -148,5 +161,16 @@ mod tests {
         f.push(q);
         assert!(f.is_irrecoverable());
         assert_eq!(f.events().len(), 2);
+    }
+
+    #[test]
+    fn the_file_annotation_is_serialised_only_when_set() {
+        let plain = Event::new(Component::Ima, &[], "x", Value::Null, true);
+        let json = serde_json::to_value(&plain).unwrap();
+        assert!(json.get("file").is_none(), "{json}");
+        let annotated = plain.with_file("/usr/bin/x");
+        let json = serde_json::to_value(&annotated).unwrap();
+        assert_eq!(json["file"], "/usr/bin/x");
+        assert_eq!(json["context"], Value::Null);
     }
 }

@@ -190,6 +190,38 @@ fn keylime_mixed_verification_scenarios() {
 }
 
 #[test]
+fn failing_file_entries_name_their_file_outside_keylimes_context() {
+    let log = format!("{SIGNED_DD}\n{SIGNED_ZMORE}\n");
+    let files = |v: &ImaVerdict| -> Vec<Option<String>> {
+        v.failure.events().iter().map(|e| e.file.clone()).collect()
+    };
+    let wrong = check(
+        &policy(WRONG_DIGESTS, "", "", ""),
+        &mut ImaKeyrings::new(),
+        &log,
+    );
+    assert_eq!(
+        files(&wrong),
+        [Some("/usr/bin/dd".into()), Some("/usr/bin/zmore".into())]
+    );
+    // Keylime's context is untouched: message, got, expected and nothing else.
+    let ctx = wrong.failure.events()[0].context.as_object().unwrap();
+    assert_eq!(
+        ctx.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["message", "got", "expected"]
+    );
+    let unknown = check(&RuntimePolicy::empty(), &mut ImaKeyrings::new(), &log);
+    assert_eq!(
+        files(&unknown),
+        [Some("/usr/bin/dd".into()), Some("/usr/bin/zmore".into())]
+    );
+    // An ima-buf name (a keyring) is not a file.
+    let key = check(&RuntimePolicy::empty(), &mut ImaKeyrings::new(), IMA_KEY);
+    assert_eq!(ids(&key), ["ima.validation.ima-ng.not_in_allowlist"]);
+    assert_eq!(files(&key), [None]);
+}
+
+#[test]
 fn ima_buf_keys_are_checked_then_learnt() {
     let key_digest =
         r#"".ima":["a7d52aaa18c23d2d9bb2abb4308c0eeee67387a42259f4a6b1a42257065f3d5a"]"#;

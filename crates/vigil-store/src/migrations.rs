@@ -31,6 +31,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "engine state",
         include_str!("../migrations/0002_engine_state.sql"),
     ),
+    (
+        3,
+        "failure file",
+        include_str!("../migrations/0003_failure_file.sql"),
+    ),
 ];
 
 /// A migration's SQL as dialect `D` spells it.
@@ -119,6 +124,11 @@ mod tests {
                 2,
                 "5beb9238e277c118973e98e749d5582092576dd7e265a5912cd8729645087733",
                 "5beb9238e277c118973e98e749d5582092576dd7e265a5912cd8729645087733",
+            ),
+            (
+                3,
+                "ce446f2c66a59a7d83e70850a71c6455572ba3e29f585d7ee3c0fb97062762c8",
+                "ce446f2c66a59a7d83e70850a71c6455572ba3e29f585d7ee3c0fb97062762c8",
             ),
         ];
         let sha256 = |sql: String| hex::encode(Sha256::digest(sql));

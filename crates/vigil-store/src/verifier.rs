@@ -94,6 +94,8 @@ pub struct FailureRecord {
     pub recoverable: bool,
     /// The event context, JSON text.
     pub context: String,
+    /// The file an IMA event is about (Vigil's annotation, not in the context).
+    pub file: Option<String>,
 }
 
 /// An enrolled agent with its current state.

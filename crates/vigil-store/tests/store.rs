@@ -199,6 +199,9 @@ fn failure(event_id: &str) -> FailureRecord {
         severity_label: Some("emergency".to_owned()),
         recoverable: false,
         context: r#"{"message": "File not found in allowlist: /root/bad-script.sh"}"#.to_owned(),
+        file: event_id
+            .starts_with("ima.")
+            .then(|| "/root/bad-script.sh".to_owned()),
     }
 }
 

@@ -1,7 +1,8 @@
 //! Test harness shared by the crates that test against a software TPM: a private
 //! `swtpm` per test on a free TCP port pair with its own state directory, killed (by
 //! its PID) on drop, optionally manufactured by `swtpm_setup` with EK certificates
-//! issued by a local CA (`swtpm_localca`), so the EK certificate chain is real.
+//! issued by a local CA (`swtpm_localca`), so the EK certificate chain is real. The
+//! process itself is `vigil-swtpm`'s, which `vigil demo` uses too.
 //!
 //! Tests never share a TPM, so they run in parallel without a global lock.
 //!
@@ -20,10 +21,10 @@ pub mod db;
 #[cfg(feature = "keylime")]
 pub mod keylime;
 
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
+
+pub use vigil_swtpm::MANUFACTURE_TOOLS;
 
 /// Whether this is a CI run (`CI` set to anything but empty, `0` or `false`), where a
 /// missing tool or database fails the test instead of skipping it.
@@ -31,18 +32,10 @@ pub fn under_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
 }
 
-/// What [`Swtpm::manufactured`] needs besides the tools the test itself names.
-pub const MANUFACTURE_TOOLS: &[&str] = &["swtpm", "swtpm_setup", "swtpm_localca"];
-
-fn on_path(tool: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-}
-
 /// Whether every tool in `tools` is installed. If not: under `CI` this panics; otherwise
 /// it prints a skip note naming `test` and returns `false`.
 pub fn require(test: &str, tools: &[&str]) -> bool {
-    let missing: Vec<&str> = tools.iter().copied().filter(|t| !on_path(t)).collect();
+    let missing = vigil_swtpm::missing_tools(tools);
     if missing.is_empty() {
         return true;
     }
@@ -55,24 +48,10 @@ pub fn require(test: &str, tools: &[&str]) -> bool {
     false
 }
 
-/// Two consecutive free ports (server, control: the swtpm TCTI always finds the control
-/// channel at server + 1), probed by binding them.
-fn free_port_pair() -> Option<u16> {
-    for _ in 0..50 {
-        let first = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).ok()?;
-        let port = first.local_addr().ok()?.port();
-        if port < u16::MAX && TcpListener::bind((Ipv4Addr::LOCALHOST, port + 1)).is_ok() {
-            return Some(port);
-        }
-    }
-    None
-}
-
 /// A running swtpm and a scratch directory (its state, the local CA when manufactured,
 /// and files for tpm2-tools).
 pub struct Swtpm {
-    child: Child,
-    port: u16,
+    process: vigil_swtpm::Swtpm,
     dir: tempfile::TempDir,
     ca: Option<PathBuf>,
 }
@@ -99,32 +78,26 @@ impl Swtpm {
             return None;
         }
         let dir = tempfile::tempdir().expect("temp dir");
-        let ca = manufacture(dir.path());
+        let ca =
+            vigil_swtpm::manufacture(dir.path(), "test").unwrap_or_else(|e| panic!("{test}: {e}"));
         Some(Self::spawn(test, dir, Some(ca)))
     }
 
     fn spawn(test: &str, dir: tempfile::TempDir, ca: Option<PathBuf>) -> Self {
-        let (child, port) = launch(test, dir.path());
-        Self {
-            child,
-            port,
-            dir,
-            ca,
-        }
+        let process = launch(test, dir.path());
+        Self { process, dir, ca }
     }
 
     /// Stops swtpm and starts it again on the same state (a TPM reboot: transient
     /// objects and sessions are gone, persistent ones and NV stay). The port may change.
     pub fn restart(&mut self) {
-        stop(&mut self.child);
-        let (child, port) = launch("restart", self.dir.path());
-        self.child = child;
-        self.port = port;
+        self.process.stop();
+        self.process = launch("restart", self.dir.path());
     }
 
     /// The TCTI string for tss-esapi and tpm2-tools.
     pub fn tcti(&self) -> String {
-        format!("swtpm:host=127.0.0.1,port={}", self.port)
+        self.process.tcti()
     }
 
     /// The local CA's directory (its issuer and root certificates among private keys),
@@ -217,109 +190,7 @@ impl Swtpm {
     }
 }
 
-impl Drop for Swtpm {
-    fn drop(&mut self) {
-        stop(&mut self.child);
-    }
-}
-
-/// Kills exactly this child (`Child::kill` signals its PID) and reaps it.
-fn stop(child: &mut Child) {
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
-/// Starts `swtpm socket` on `dir/state`, retrying when another process takes the probed
-/// port first; returns once the control channel accepts connections.
-fn launch(test: &str, dir: &Path) -> (Child, u16) {
-    let state = dir.join("state");
-    let mut last_error = String::new();
-    for _ in 0..5 {
-        let port = free_port_pair().expect("no free TCP port pair on 127.0.0.1");
-        let log = std::fs::File::create(dir.join("swtpm.log")).expect("log");
-        let mut child = Command::new("swtpm")
-            .args(["socket", "--tpm2", "--server"])
-            .arg(format!("type=tcp,port={port},bindaddr=127.0.0.1"))
-            .arg("--ctrl")
-            .arg(format!("type=tcp,port={},bindaddr=127.0.0.1", port + 1))
-            .arg("--tpmstate")
-            .arg(format!("dir={}", state.display()))
-            .args(["--flags", "not-need-init,startup-clear"])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn swtpm");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                last_error = format!(
-                    "swtpm exited with {status}: {}",
-                    std::fs::read_to_string(dir.join("swtpm.log")).unwrap_or_default()
-                );
-                break;
-            }
-            // The control channel is up once swtpm listens; the server port is bound
-            // before it. Probing the server port would use up swtpm's one connection.
-            if TcpStream::connect((Ipv4Addr::LOCALHOST, port + 1)).is_ok() {
-                return (child, port);
-            }
-            if Instant::now() > deadline {
-                stop(&mut child);
-                last_error = "swtpm did not listen within 10 s".into();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-    panic!("{test}: cannot start swtpm: {last_error}");
-}
-
-/// Manufactures a TPM in `dir/state` with swtpm_setup and a local CA living in
-/// `dir/localca`; returns the CA directory.
-fn manufacture(dir: &Path) -> PathBuf {
-    let (state, ca) = (dir.join("state"), dir.join("localca"));
-    std::fs::create_dir_all(&state).expect("state dir");
-    std::fs::create_dir_all(&ca).expect("CA dir");
-    let localca_conf = dir.join("swtpm-localca.conf");
-    std::fs::write(
-        &localca_conf,
-        format!(
-            "statedir = {ca}\nsigningkey = {ca}/signkey.pem\nissuercert = {ca}/issuercert.pem\ncertserial = {ca}/certserial\n",
-            ca = ca.display()
-        ),
-    )
-    .expect("write localca config");
-    let localca_options = dir.join("swtpm-localca.options");
-    std::fs::write(
-        &localca_options,
-        "--platform-manufacturer Vigil\n--platform-version 2.1\n--platform-model test\n",
-    )
-    .expect("write localca options");
-    let setup_conf = dir.join("swtpm_setup.conf");
-    std::fs::write(
-        &setup_conf,
-        format!(
-            "create_certs_tool = swtpm_localca\ncreate_certs_tool_config = {}\ncreate_certs_tool_options = {}\nactive_pcr_banks = sha256\n",
-            localca_conf.display(),
-            localca_options.display()
-        ),
-    )
-    .expect("write swtpm_setup config");
-    let out = Command::new("swtpm_setup")
-        .arg("--tpm2")
-        .arg("--tpmstate")
-        .arg(&state)
-        .args(["--create-ek-cert", "--create-platform-cert", "--overwrite"])
-        .arg("--config")
-        .arg(&setup_conf)
-        .output()
-        .expect("run swtpm_setup");
-    assert!(
-        out.status.success(),
-        "swtpm_setup: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    ca
+/// Starts swtpm on `dir/state` (killed by its PID when the [`Swtpm`] drops).
+fn launch(test: &str, dir: &Path) -> vigil_swtpm::Swtpm {
+    vigil_swtpm::Swtpm::launch(dir).unwrap_or_else(|e| panic!("{test}: cannot start swtpm: {e}"))
 }

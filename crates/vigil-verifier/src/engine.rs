@@ -651,6 +651,7 @@ impl NodeTask {
                                     severity_label: Some(f.severity_label.clone()),
                                     recoverable: f.recoverable,
                                     context: f.context.to_string(),
+                                    file: f.file.clone(),
                                 })
                                 .collect(),
                         );
@@ -807,7 +808,18 @@ fn log_outcome(id: &str, outcome: &RoundOutcome, answer: &round::Answer) {
             .get("message")
             .and_then(Value::as_str)
             .map_or_else(|| event.context.to_string(), str::to_owned);
-        warn!(agent_id = %id, event_id = %event.event_id, "{message}");
+        match &event.file {
+            // Keylime's hash-mismatch message names no file; the annotation does.
+            Some(file) if !message.contains(file.as_str()) => {
+                warn!(agent_id = %id, event_id = %event.event_id, "{message}: {file}");
+            }
+            _ => warn!(agent_id = %id, event_id = %event.event_id, "{message}"),
+        }
+    }
+    if let Some(counts) = &outcome.ima_counts {
+        if let Some(summary) = counts.error_summary() {
+            warn!(agent_id = %id, "{summary} ({})", counts.counters_line());
+        }
     }
     warn!(agent_id = %id, from_entry = answer.ima_measurement_list_entry, entries, events = outcome.failure.events().len(), "attestation failed");
 }

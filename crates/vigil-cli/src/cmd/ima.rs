@@ -277,12 +277,7 @@ fn print_human(
     if let Some(summary) = c.error_summary() {
         writeln!(out, "  {summary}")?;
     }
-    writeln!(
-        out,
-        "  good {}, excluded {}, not in policy {}, wrong hash {}, template-hash errors {}, \
-         ToMToU {}, unparsable {}",
-        c.good, c.excluded, c.fnf, c.hash, c.template_hash, c.tomtou, c.parse
-    )?;
+    writeln!(out, "  {}", c.counters_line())?;
     if trusted {
         let (ok, okr) = (OK.render(), OK.render_reset());
         writeln!(out, "{ok}TRUSTED{okr}")?;

@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod ca;
 mod credential;
+mod demo;
 mod ekcert;
 mod eventlog;
 mod ima;
@@ -50,6 +51,10 @@ enum Command {
     /// Nodes at the verifier and registrar: enrol (add), status, list, stop, delete
     /// (Keylime's keylime_tenant; `-c add` style also accepted).
     Tenant(Box<tenant::TenantArgs>),
+    /// Runs a whole deployment on this machine (swtpm, registrar, verifier, agent),
+    /// attests a node, then shows the verifier catching an unknown script and a
+    /// modified file; stops everything it started.
+    Demo(demo::DemoArgs),
 }
 
 /// Prints one JSON value on its own line: the `--json` output of every subcommand.
@@ -72,6 +77,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Policy(cmd) => policy::run(cmd),
         Command::Ca(cmd) => ca::run(cmd),
         Command::Tenant(args) => tenant::run(*args),
+        Command::Demo(args) => demo::run(args),
     }
 }
 

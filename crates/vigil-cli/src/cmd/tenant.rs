@@ -556,6 +556,10 @@ async fn status(tenant: &Tenant, conn: &Conn, id: &str) -> Result<ExitCode> {
                 ERROR.render_reset(),
                 f["severity_label"].as_str().unwrap_or("?")
             )?;
+            // Vigil's annotation: Keylime's hash-mismatch context names no file.
+            if let Some(file) = f["file"].as_str() {
+                writeln!(out, "      file: {file}")?;
+            }
         }
         if let Some(n) = s["vigil"]["last_failures_omitted"]
             .as_u64()

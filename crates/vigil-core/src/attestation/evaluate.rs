@@ -201,6 +201,7 @@ pub fn evaluate_round(
         }
     };
 
+    let mut ima_counts = None;
     let ima_pcr = match (verified.pcrs.get(&IMA_PCR), answer.ima_measurement_list) {
         (Some(quoted), Some(list)) => {
             let mut cfg = ImaConfig::new(bank);
@@ -226,6 +227,7 @@ pub fn evaluate_round(
             } else {
                 ima_bank = Some(bank);
             }
+            ima_counts = Some(verdict.counts);
             ImaPcr::Checked(verdict.failure)
         }
         _ => ImaPcr::NoList,
@@ -241,5 +243,9 @@ pub fn evaluate_round(
         },
     );
     failure.merge(pcrs.failure);
-    outcome(failure, ima, ima_bank).with_clock(verified.clock_info)
+    let outcome = outcome(failure, ima, ima_bank).with_clock(verified.clock_info);
+    match ima_counts {
+        Some(counts) => outcome.with_ima_counts(counts),
+        None => outcome,
+    }
 }

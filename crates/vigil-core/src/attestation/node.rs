@@ -22,7 +22,7 @@ use super::state::OperationalState;
 use super::time::UnixTime;
 use crate::failure::{Component, Event, Failure};
 use crate::hash::HashAlg;
-use crate::ima::ImaAttestState;
+use crate::ima::{ImaAttestState, ImaCounts};
 use crate::tpm::attest::ClockInfo;
 
 /// At most this many events of the last failed round are kept (a round can fail on
@@ -226,6 +226,9 @@ pub struct RoundOutcome {
     /// The IMA state after the round (`None`: unchanged), with the bank its running PCR
     /// is in.
     pub ima: Option<(ImaAttestState, Option<HashAlg>)>,
+    /// The counters of the IMA batch replayed in this round, for the verifier's log
+    /// (`None` when no list was checked).
+    pub ima_counts: Option<ImaCounts>,
 }
 
 impl RoundOutcome {
@@ -271,6 +274,12 @@ impl RoundOutcome {
     /// With the IMA state after the round.
     pub fn with_ima(mut self, ima: ImaAttestState, bank: Option<HashAlg>) -> Self {
         self.ima = Some((ima, bank));
+        self
+    }
+
+    /// With the counters of the IMA batch checked in the round.
+    pub fn with_ima_counts(mut self, counts: ImaCounts) -> Self {
+        self.ima_counts = Some(counts);
         self
     }
 }

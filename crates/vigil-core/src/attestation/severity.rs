@@ -185,6 +185,7 @@ impl SeverityConfig {
             recoverable: event.recoverable,
             severity_level: level,
             severity_label: self.label(level).to_string(),
+            file: event.file.clone(),
         }
     }
 }
@@ -216,6 +217,10 @@ pub struct RatedEvent {
     pub severity_level: u8,
     /// The label's name.
     pub severity_label: String,
+    /// Vigil only: the file the event is about ([`Event::file`]); not in Keylime's
+    /// context, and absent from older stored states.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
 }
 
 /// A round's failure, rated.

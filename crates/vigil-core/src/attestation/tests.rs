@@ -471,6 +471,52 @@ fn attestation_failure_is_invalid_quote_with_a_revocation_and_stops_by_default()
 }
 
 #[test]
+fn the_failing_file_reaches_the_status_and_survives_a_restart() {
+    let mut n = attested(cfg());
+    let (id, _, _) = quote(&mut n, t(103));
+    let mut f = Failure::new();
+    f.push(
+        Event::new(
+            Component::Ima,
+            &["validation", "ima-ng"],
+            "runtime_policy_hash",
+            json!({"message": "Hash not found in runtime policy", "got": "ab", "expected": ["cd"]}),
+            true,
+        )
+        .with_file("/root/backup.sh"),
+    );
+    n.quote_received(t(104), id, RoundOutcome::failed(f))
+        .unwrap();
+    assert_eq!(
+        n.last_failures()[0].file.as_deref(),
+        Some("/root/backup.sh")
+    );
+    let status = NodeStatus::new(StatusEnrolment::default(), &n).to_json();
+    let shown = &status["vigil"]["last_failures"][0];
+    assert_eq!(shown["file"], "/root/backup.sh");
+    assert!(shown["context"].get("file").is_none(), "{shown}");
+    // The revocation notice's event carries Keylime's context unchanged.
+    let actions = drain(&mut n, t(104));
+    let [Action::Notify(Notification { event, .. })] = actions.as_slice() else {
+        panic!("{actions:?}")
+    };
+    assert_eq!(event.context["got"], "ab");
+    assert!(event.context.get("file").is_none());
+    // Stored and restored: the annotation is kept; a state stored before it existed
+    // still loads.
+    let text = serde_json::to_string(&n.snapshot()).unwrap();
+    let back: NodeSnapshot = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        back.last_failures[0].file.as_deref(),
+        Some("/root/backup.sh")
+    );
+    let old = text.replace(r#","file":"/root/backup.sh""#, "");
+    assert_ne!(old, text);
+    let back: NodeSnapshot = serde_json::from_str(&old).unwrap();
+    assert_eq!(back.last_failures[0].file, None);
+}
+
+#[test]
 fn recoverable_failures_below_the_top_poll_again_at_once_and_notify_only_on_rise() {
     let mut n = attested(cfg_with(|c| c.severity = graded()));
     let (id, _, _) = quote(&mut n, t(103));

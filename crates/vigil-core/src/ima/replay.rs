@@ -337,6 +337,22 @@ impl ImaCounts {
         ))
     }
 
+    /// Every counter in one line, for operators:
+    /// `good 5, excluded 0, not in policy 1, wrong hash 1, template-hash errors 0, ToMToU 0, unparsable 0`.
+    pub fn counters_line(&self) -> String {
+        format!(
+            "good {}, excluded {}, not in policy {}, wrong hash {}, template-hash errors {}, \
+             ToMToU {}, unparsable {}",
+            self.good,
+            self.excluded,
+            self.fnf,
+            self.hash,
+            self.template_hash,
+            self.tomtou,
+            self.parse
+        )
+    }
+
     /// The pre-2021 Keylime summary line:
     /// `IMA ERRORS: template-hash N fnf N hash N bad-sig N good N`.
     pub fn legacy_summary(&self) -> String {

@@ -507,6 +507,11 @@ fn failures_are_counted_and_reset_the_state() {
         c.legacy_summary(),
         "IMA ERRORS: template-hash 2 fnf 1 hash 0 bad-sig 0 good 2"
     );
+    assert_eq!(
+        c.counters_line(),
+        "good 2, excluded 0, not in policy 1, wrong hash 0, template-hash errors 2, \
+         ToMToU 0, unparsable 1"
+    );
     // The policy hook saw the entries that passed the template-hash check, with their
     // line numbers (the blank line 6 counts).
     let seen: Vec<usize> = rec.calls.iter().map(|c| c.0).collect();

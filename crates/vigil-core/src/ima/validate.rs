@@ -10,7 +10,8 @@
 //!
 //! The digest rule fails with `ima.validation.ima-ng.not_in_allowlist` (path unknown)
 //! or `ima.validation.ima-ng.runtime_policy_hash` (digest not allowed), whatever the
-//! template, because Keylime falls back to it everywhere. A buffer that parses as a key
+//! template, because Keylime falls back to it everywhere. For file entries, both events
+//! also carry the path in Vigil's [`Event::file`], outside Keylime's context. A buffer that parses as a key
 //! of an unsupported type is `ima.invalid_key`.
 //!
 //! Device-mapper (`ima.dm_policy`) validation is not implemented: Keylime's policy schema
@@ -84,10 +85,11 @@ impl<'a> PolicyValidator<'a> {
             _ => &[],
         };
         if listed.is_none() && extra.is_empty() {
-            failure.push(ima_ng_event(
+            let event = ima_ng_event(
                 "not_in_allowlist",
                 Event::message(format!("File not found in allowlist: {name}")),
-            ));
+            );
+            failure.push(annotate(table, event, name));
             return EntryVerdict::NotFound;
         }
         let listed = listed.unwrap_or(PolicyDigests::EMPTY);
@@ -102,14 +104,15 @@ impl<'a> PolicyValidator<'a> {
                 expected.push(hex);
             }
         }
-        failure.push(ima_ng_event(
+        let event = ima_ng_event(
             "runtime_policy_hash",
             json!({
                 "message": "Hash not found in runtime policy",
                 "got": hex::encode(digest),
                 "expected": expected,
             }),
-        ));
+        );
+        failure.push(annotate(table, event, name));
         EntryVerdict::HashMismatch
     }
 
@@ -194,6 +197,16 @@ impl EntryValidator for PolicyValidator<'_> {
             }
             _ => self.validate(entry, line_no, failure),
         }
+    }
+}
+
+/// Names the file a failing file entry is about ([`Event::file`]), which Keylime's
+/// `runtime_policy_hash` context does not. Only on the failure path, so the loop over
+/// good entries allocates nothing. `ima-buf` names (keyrings, buffers) are not files.
+fn annotate(table: Table, event: Event, name: &str) -> Event {
+    match table {
+        Table::Digests => event.with_file(name),
+        Table::Keyrings | Table::ImaBuf => event,
     }
 }
 

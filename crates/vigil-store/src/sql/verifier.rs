@@ -63,6 +63,7 @@ for_every_dialect! {
                         severity_label: get(r, "severity_label")?,
                         recoverable: get(r, "recoverable")?,
                         context: get(r, "context")?,
+                        file: get(r, "file")?,
                     })
                 })
                 .collect::<Result<_, StoreError>>()?;
@@ -170,7 +171,7 @@ for_every_dialect! {
                 .await
                 .map_err(StoreError::db(OP))?;
             let failures = sqlx::query(
-                "SELECT event_id, severity_label, recoverable, context FROM agent_failures \
+                "SELECT event_id, severity_label, recoverable, context, file FROM agent_failures \
                  WHERE agent_id = $1 ORDER BY seq",
             )
             .bind(agent_id)
@@ -306,7 +307,7 @@ for_every_dialect! {
                 for (seq, f) in (0_i64..).zip(failures) {
                     sqlx::query(
                         "INSERT INTO agent_failures (agent_id, seq, event_id, severity_label, \
-                         recoverable, context) VALUES ($1, $2, $3, $4, $5, $6)",
+                         recoverable, context, file) VALUES ($1, $2, $3, $4, $5, $6, $7)",
                     )
                     .bind(agent_id)
                     .bind(seq)
@@ -314,6 +315,7 @@ for_every_dialect! {
                     .bind(&f.severity_label)
                     .bind(f.recoverable)
                     .bind(&f.context)
+                    .bind(&f.file)
                     .execute(&mut *tx)
                     .await
                     .map_err(StoreError::db(OP))?;

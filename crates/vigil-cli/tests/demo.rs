@@ -1,0 +1,134 @@
+//! `vigil demo` end to end, as an operator runs it: swtpm, vigil-registrar,
+//! vigil-verifier and vigil-agent as processes, the node attested, then the unknown
+//! script and the modified file caught, and every process stopped by its PID.
+//!
+//! The services are other packages' binaries, which cargo builds only for their own
+//! tests: `cargo test --workspace` has them next to `vigil` already, and this test asks
+//! cargo to build them (a no-op then) so that `cargo test -p vigil-cli --test demo`
+//! does not run stale ones. Without swtpm the test skips with a note, except under CI.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const SERVICES: [&str; 3] = ["vigil-registrar", "vigil-verifier", "vigil-agent"];
+
+fn vigil() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_vigil"));
+    for var in ["VIGIL_DEMO_TIMEOUT", "VIGIL_DEMO_BIN_DIR", "VIGIL_DEMO_DIR"] {
+        c.env_remove(var);
+    }
+    c
+}
+
+/// The directory of the service binaries, built by cargo with this test's profile.
+fn service_binaries() -> PathBuf {
+    let dir = Path::new(env!("CARGO_BIN_EXE_vigil"))
+        .parent()
+        .expect("bin dir")
+        .to_owned();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut build = Command::new(cargo);
+    build
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["build", "--quiet"]);
+    for s in SERVICES {
+        build.args(["-p", s]);
+    }
+    if dir.ends_with("release") {
+        build.arg("--release");
+    }
+    let status = build.status().expect("run cargo build");
+    assert!(status.success(), "cargo build of {SERVICES:?} failed");
+    for s in SERVICES {
+        assert!(dir.join(s).is_file(), "{} missing after cargo build", s);
+    }
+    dir
+}
+
+#[test]
+fn the_demo_attests_a_node_and_catches_a_script_and_a_modified_file() {
+    if !vigil_testkit::require("vigil demo", vigil_testkit::MANUFACTURE_TOOLS) {
+        return;
+    }
+    let bin_dir = service_binaries();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("demo");
+    let out = vigil()
+        .arg("demo")
+        .arg("--dir")
+        .arg(&dir)
+        .args(["--timeout", "60", "--bin-dir"])
+        .arg(&bin_dir)
+        .output()
+        .expect("run vigil demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let node = dir.canonicalize().unwrap().join("node");
+    let script = node.join("bad-script.sh").display().to_string();
+    let file = node.join("backup.sh").display().to_string();
+    for line in [
+        "-> verdict 1: the node is trusted (3 quotes verified)".to_owned(),
+        // The unknown script: Keylime's message, the state and the event id.
+        format!("File not found in allowlist: {script}"),
+        "state: Invalid Quote, event: ima.validation.ima-ng.not_in_allowlist".to_owned(),
+        format!("-> verdict 2: the node is refused: {script} is not in its runtime policy"),
+        // The modified file: named by the status and the verifier's log.
+        "state: Invalid Quote, event: ima.validation.ima-ng.runtime_policy_hash".to_owned(),
+        format!("file: {file}"),
+        format!("verifier log: Hash not found in runtime policy: {file}"),
+        format!("-> verdict 3: the node is refused: {file} no longer matches its runtime policy"),
+        "demo: every step as expected".to_owned(),
+    ] {
+        assert!(stdout.contains(&line), "no {line:?} in:\n{stdout}");
+    }
+    // Everything it started is stopped, by PID.
+    let stopped = stdout
+        .split("== Stopping everything the demo started, by PID")
+        .nth(1)
+        .expect("the stop step");
+    let pids: Vec<&str> = stopped
+        .lines()
+        .filter_map(|l| l.split("(pid ").nth(1)?.strip_suffix(')'))
+        .collect();
+    assert_eq!(pids.len(), 4, "{stopped}");
+    for pid in pids {
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "pid {pid} still runs"
+        );
+    }
+    assert!(!dir.join("pids").exists());
+}
+
+#[test]
+fn the_demo_refuses_a_foreign_directory_and_missing_binaries() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("precious"), "data").unwrap();
+    let out = vigil()
+        .arg("demo")
+        .arg("--dir")
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("is not empty and not a previous demo's directory"),
+        "{err}"
+    );
+    assert!(tmp.path().join("precious").exists(), "nothing is wiped");
+
+    let out = vigil()
+        .arg("demo")
+        .arg("--dir")
+        .arg(tmp.path().join("new"))
+        .arg("--bin-dir")
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("vigil-registrar not found"), "{err}");
+    assert!(!tmp.path().join("new").exists(), "nothing is created");
+}
