@@ -387,9 +387,128 @@ async fn admin_routes_need_mtls(db: String) {
     v.shutdown().await;
 }
 
+/// `require_allow_list_signatures`: runtime policies must be DSSE envelopes that verify
+/// with the request's `runtime_policy_key`, at `allowlists/{name}` upload and at
+/// enrolment; every refusal has Keylime's code and text and stores nothing.
+async fn signed_policies_when_required(db: String) {
+    use vigil_core::policy::runtime::{sign_dsse, DsseSigningKey};
+    let pki = Pki::new();
+    let mut config = pki.config(&db);
+    config.require_allow_list_signatures = true;
+    let v = support::start(&config).await;
+    let (a, c) = (v.addr(), pki.client(ADMIN));
+    let p256 = || {
+        let pem = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+            .unwrap()
+            .serialize_pem();
+        DsseSigningKey::from_pem(&pem).unwrap()
+    };
+    let (key, other) = (p256(), p256());
+    let key_b64 = B64.encode(key.public_key_pem().unwrap());
+    let other_b64 = B64.encode(other.public_key_pem().unwrap());
+    let text = support::TestAgent::policy(&[("/bin/sh", b"sh")]).to_string();
+    let signed = sign_dsse(text.as_bytes(), &key, Some(&key.ecdsa_keyid().unwrap()));
+    // The same signature over another payload.
+    let mut forged: Value = serde_json::from_str(&signed).unwrap();
+    forged["payload"] =
+        json!(B64.encode(support::TestAgent::policy(&[("/bin/sh", b"evil")]).to_string()));
+    let (signed, forged, plain) = (
+        B64.encode(&signed),
+        B64.encode(forged.to_string()),
+        B64.encode(&text),
+    );
+    const NO_KEY: &str = "Runtime policy signature verification required but no key was given!";
+    const BAD_SIG: &str = "Runtime policy failed DSSE signature verification!";
+    let refusals = [
+        (json!({"runtime_policy": plain}), 401, NO_KEY),
+        (
+            json!({"runtime_policy": plain, "runtime_policy_key": key_b64}),
+            401,
+            NO_KEY,
+        ),
+        (json!({"runtime_policy": signed}), 401, NO_KEY),
+        (
+            json!({"runtime_policy": signed, "runtime_policy_key": other_b64}),
+            401,
+            BAD_SIG,
+        ),
+        (
+            json!({"runtime_policy": forged, "runtime_policy_key": key_b64}),
+            401,
+            BAD_SIG,
+        ),
+    ];
+    for (body, code, text) in &refusals {
+        let (got, r) = c
+            .call(a, "POST", "/v2.6/allowlists/p1", Some(body.clone()))
+            .await;
+        assert_eq!((got, r["status"].as_str()), (*code, Some(*text)), "{body}");
+    }
+    // A key that is not base64 is the caller's error, not a server error.
+    let (code, r) = c
+        .call(
+            a,
+            "POST",
+            "/v2.6/allowlists/p1",
+            Some(json!({"runtime_policy": signed, "runtime_policy_key": "%%"})),
+        )
+        .await;
+    assert_eq!(code, 400, "{r}");
+    let (_, r) = c.call(a, "GET", "/v2.6/allowlists/", None).await;
+    assert_eq!(r["results"]["runtimepolicy names"], json!([]));
+
+    // Enrolment: no policy at all (Keylime enrols its unsigned empty one), then the
+    // same refusals inline.
+    let (code, r) = c.call(a, "POST", "/v2.6/agents/n1", Some(body())).await;
+    assert_eq!((code, r["status"].as_str()), (401, Some(NO_KEY)));
+    for (fields, code, text) in &refusals {
+        let mut b = body();
+        for (k, v) in fields.as_object().unwrap() {
+            b[k] = v.clone();
+        }
+        let (got, r) = c.call(a, "POST", "/v2.6/agents/n1", Some(b)).await;
+        assert_eq!(
+            (got, r["status"].as_str()),
+            (*code, Some(*text)),
+            "{fields}"
+        );
+    }
+    assert_eq!(
+        c.call(a, "GET", "/v2.6/agents/", None).await.1["results"]["uuids"],
+        json!([])
+    );
+    let (_, r) = c.call(a, "GET", "/v2.6/allowlists/", None).await;
+    assert_eq!(r["results"]["runtimepolicy names"], json!([]));
+
+    // Signed with the given key: stored, inline and uploaded.
+    let mut b = body();
+    b["runtime_policy"] = json!(signed);
+    b["runtime_policy_key"] = json!(key_b64);
+    let (code, r) = c.call(a, "POST", "/v2.6/agents/n1", Some(b)).await;
+    assert_eq!(code, 200, "{r}");
+    let (_, r) = c.call(a, "GET", "/v2.6/agents/n1", None).await;
+    assert_eq!(r["results"]["has_runtime_policy"], 1, "{r}");
+    let (code, r) = c
+        .call(
+            a,
+            "POST",
+            "/v2.6/allowlists/p1",
+            Some(json!({"runtime_policy": signed, "runtime_policy_key": key_b64})),
+        )
+        .await;
+    assert_eq!(code, 201, "{r}");
+    // A stored policy enrolled by name is not verified again (as in Keylime).
+    let mut b = body();
+    b["runtime_policy_name"] = json!("p1");
+    let (code, r) = c.call(a, "POST", "/v2.6/agents/n2", Some(b)).await;
+    assert_eq!(code, 200, "{r}");
+    v.shutdown().await;
+}
+
 on_both_backends!(
     enrol_show_list_delete,
     policies_crud,
+    signed_policies_when_required,
     bad_input_is_rejected_and_stores_nothing,
     admin_routes_need_mtls,
 );
