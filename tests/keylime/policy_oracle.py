@@ -12,6 +12,11 @@ Input (stdin): a JSON list of requests; output (stdout): a JSON list, one answer
       `require_allow_list_signatures = True` (`ima.verify_runtime_policy`, then
       `ima.runtime_policy_db_contents`, which validates the schema).
       -> {"dsse": bool, "accepted": bool, "error": TEXT or null}
+  {"op": "require", "policy": PATH, "key": PATH or null}
+      Only the verifier's upload checks with `require_allow_list_signatures = True`,
+      with the key Keylime's verifier would hand them (its
+      `signing.get_runtime_policy_keys` finds one only for an envelope).
+      -> {"accepted": bool, "error": TEXT or null}
   {"op": "accept", "policy": PATH}
       What the verifier runs on a runtime-policy upload with signatures not required
       (the default): `ima.verify_runtime_policy(..., verify_sig=False)` and
@@ -69,6 +74,9 @@ def run(req):
         out = verifier_accepts(envelope, key, True)
         out["dsse"] = dsse
         return out
+    if op == "require":
+        key = read(req["key"]) if req.get("key") else None
+        return verifier_accepts(read(req["policy"]), key, True)
     if op == "accept":
         return verifier_accepts(read(req["policy"]), None, False)
     if op == "pubkey":

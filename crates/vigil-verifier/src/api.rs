@@ -584,6 +584,48 @@ pub(crate) fn runtime_policy_text(b64: &str) -> Result<(String, RuntimePolicy), 
     Ok((text, parsed))
 }
 
+/// Keylime's text when a signature is required and there is no key to check it with.
+const NO_POLICY_KEY: &str = "Runtime policy signature verification required but no key was given!";
+
+/// Keylime's `require_allow_list_signatures` check (`ima.verify_runtime_policy`), run
+/// only when the option is on: the policy `text` must be a DSSE envelope that verifies
+/// with the request's `runtime_policy_key` (base64 of a PEM EC public key or
+/// certificate). `None` is a request without an inline policy, which Keylime replaces
+/// by its unsigned empty policy and so refuses the same way.
+pub(crate) fn check_policy_signature(
+    text: Option<&str>,
+    body: &Map<String, Value>,
+) -> Result<(), Response> {
+    use vigil_core::policy::runtime::{dsse_payload, verify_dsse, DsseError, PolicyError};
+    let unauthorized = |m: &str| envelope(StatusCode::UNAUTHORIZED, m, empty());
+    // Keylime looks a key up only for an envelope: a plain policy never has one.
+    let envelope_text = text.filter(|t| matches!(dsse_payload(t.as_bytes()), Ok(Some(_))));
+    let key = body
+        .get("runtime_policy_key")
+        .and_then(Value::as_str)
+        .filter(|k| !k.is_empty());
+    let (Some(text), Some(key)) = (envelope_text, key) else {
+        return Err(unauthorized(NO_POLICY_KEY));
+    };
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(key.trim())
+        .map_err(|err| {
+            bad_request(format!(
+                "Exception error: runtime_policy_key is not base64: {err}"
+            ))
+        })?;
+    match verify_dsse(text.as_bytes(), &key) {
+        Ok(_) => Ok(()),
+        // Keylime fails with a 500 on a key it cannot load; this is the caller's error.
+        Err(PolicyError::Signature(DsseError::Key(m))) => Err(bad_request(format!(
+            "Exception error: runtime_policy_key: {m}"
+        ))),
+        Err(_) => Err(unauthorized(
+            "Runtime policy failed DSSE signature verification!",
+        )),
+    }
+}
+
 async fn put_allowlist(
     e: &Engine,
     name: &str,
@@ -599,6 +641,11 @@ async fn put_allowlist(
         Ok(x) => x,
         Err(m) => return bad_request(m),
     };
+    if e.config.require_allow_list_signatures {
+        if let Err(refusal) = check_policy_signature(Some(&text), body) {
+            return refusal;
+        }
+    }
     let tpm_policy = match body.get("tpm_policy") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.clone()),

@@ -99,6 +99,9 @@ pub struct Config {
     pub measured_boot_evaluate: MbEvaluate,
     /// Accept IMA time-of-measure/time-of-use violations.
     pub ignore_tomtou_errors: bool,
+    /// Refuse runtime policies that are not DSSE envelopes verified with the
+    /// `runtime_policy_key` of the request (Keylime's option of that name).
+    pub require_allow_list_signatures: bool,
     /// Revocation channels: a subset of `agent`, `webhook`.
     pub enabled_revocation_notifications: Vec<String>,
     /// Webhook URL (`http://` or `https://`) for the `webhook` channel.
@@ -154,6 +157,7 @@ impl Default for Config {
             measured_boot_policy_name: "accept-all".into(),
             measured_boot_evaluate: MbEvaluate::Once,
             ignore_tomtou_errors: false,
+            require_allow_list_signatures: false,
             enabled_revocation_notifications: vec!["agent".into()],
             webhook_url: String::new(),
             replica_id: String::new(),
@@ -181,6 +185,7 @@ const SCALAR_KEYS: &[&str] = &[
     "request_timeout",
     "auto_recover",
     "ignore_tomtou_errors",
+    "require_allow_list_signatures",
     "enable_agent_mtls",
     "lease_ttl",
     "lease_batch",

@@ -17,7 +17,9 @@ use vigil_core::policy::tpm::TpmPolicy;
 use vigil_core::tpm::quote::AkPublicKey;
 use vigil_store::{Enrolment, NewMbPolicy, NewRuntimePolicy, PolicyRef, StoreError};
 
-use crate::api::{bad_request, envelope, runtime_policy_text, SUPPORTED_VERSIONS};
+use crate::api::{
+    bad_request, check_policy_signature, envelope, runtime_policy_text, SUPPORTED_VERSIONS,
+};
 use crate::context;
 use crate::engine::Engine;
 
@@ -224,9 +226,16 @@ async fn build(e: &Engine, id: &str, b: &Map<String, Value>) -> Result<Enrolment
         }
     }
     let runtime_policy = if rp.is_empty() {
+        // Keylime enrols an unsigned empty policy when neither is given.
+        if cfg.require_allow_list_signatures && rp_name.is_none() {
+            check_policy_signature(None, b)?;
+        }
         rp_name.map(|n| PolicyRef::Named(n.to_owned()))
     } else {
         let (text, parsed) = runtime_policy_text(rp).map_err(|m| invalid("runtime_policy", m))?;
+        if cfg.require_allow_list_signatures {
+            check_policy_signature(Some(&text), b)?;
+        }
         let name = rp_name.unwrap_or(id).to_owned();
         if rp_name.is_none() && stored(policies.get_runtime(&name).await.map(|p| p.is_some()))? {
             return Err(envelope(StatusCode::CONFLICT, format!("IMA policy with name {name} already exists. Please use a different name or delete the allowlist from the verifier."), empty()));

@@ -241,8 +241,80 @@ async fn learned_keys_survive_a_crash(db: String) {
     v.shutdown().await;
 }
 
+/// Waits for INVALID_QUOTE (operational state 9) and returns the status.
+async fn wait_invalid(pki: &Pki, addr: std::net::SocketAddr, id: &str) -> Value {
+    wait_for(30, "INVALID_QUOTE", || async {
+        let s = status(pki, addr, id).await;
+        (s["operational_state"] == 9).then_some(s)
+    })
+    .await
+}
+
+/// An executable the runtime policy does not list: `not_in_allowlist`, naming its path.
+async fn unknown_executable_is_not_in_allowlist(db: String) {
+    let pki = Pki::new();
+    let Some(agent) = node("verifier_attest_unknown", &pki).await else {
+        return;
+    };
+    let v = support::start(&pki.config(&db)).await;
+    let (a, c) = (v.addr(), pki.client(true));
+    let body = agent.enrolment(&TestAgent::policy_b64(&FILES));
+    assert_eq!(
+        c.call(a, "POST", "/v2.6/agents/n1", Some(body)).await.0,
+        200
+    );
+    wait_count(&pki, a, "n1", 2).await;
+    agent.measure("/usr/local/bin/intruder", b"unknown");
+    let s = wait_invalid(&pki, a, "n1").await;
+    assert_eq!(
+        s["last_event_id"], "ima.validation.ima-ng.not_in_allowlist",
+        "{s}"
+    );
+    assert_eq!(s["attestation_status"], "FAIL", "{s}");
+    let failures = s["vigil"]["last_failures"].as_array().unwrap();
+    assert!(
+        failures.iter().any(
+            |f| f["event_id"] == "ima.validation.ima-ng.not_in_allowlist"
+                && f["context"]["message"]
+                    == "File not found in allowlist: /usr/local/bin/intruder"
+        ),
+        "{s}"
+    );
+    v.shutdown().await;
+}
+
+/// A `tpm_policy` whose value for a quoted PCR is wrong: `pcr_validation.invalid_pcr_23`
+/// (swtpm's PCR 23 is all zeros, the policy allows only all ones).
+async fn wrong_pcr_policy_is_invalid_pcr(db: String) {
+    let pki = Pki::new();
+    let Some(agent) = node("verifier_attest_bad_pcr", &pki).await else {
+        return;
+    };
+    let v = support::start(&pki.config(&db)).await;
+    let (a, c) = (v.addr(), pki.client(true));
+    let mut body = agent.enrolment(&TestAgent::policy_b64(&FILES));
+    let wrong = "ff".repeat(32);
+    body["tpm_policy"] =
+        Value::String(format!("{{\"23\": [\"{wrong}\"], \"mask\": \"0x800400\"}}"));
+    let (code, r) = c.call(a, "POST", "/v2.6/agents/n1", Some(body)).await;
+    assert_eq!(code, 200, "{r}");
+    let s = wait_invalid(&pki, a, "n1").await;
+    assert_eq!(s["last_event_id"], "pcr_validation.invalid_pcr_23", "{s}");
+    assert_eq!(s["attestation_status"], "FAIL", "{s}");
+    let failures = s["vigil"]["last_failures"].as_array().unwrap();
+    let f = failures
+        .iter()
+        .find(|f| f["event_id"] == "pcr_validation.invalid_pcr_23")
+        .unwrap_or_else(|| panic!("{s}"));
+    assert_eq!(f["context"]["got"], "00".repeat(32), "{s}");
+    assert_eq!(f["context"]["expected"], serde_json::json!([wrong]), "{s}");
+    v.shutdown().await;
+}
+
 on_both_backends!(
     attests_then_detects_a_changed_file,
+    unknown_executable_is_not_in_allowlist,
+    wrong_pcr_policy_is_invalid_pcr,
     unreachable_node_fails_as_unreachable,
     restart_keeps_state_and_ima_offset,
     learned_keys_survive_a_crash,
