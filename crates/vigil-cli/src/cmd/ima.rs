@@ -5,6 +5,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
@@ -61,6 +62,10 @@ pub(crate) struct CheckArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// Also print, to standard error, how long loading the policy and checking the log
+    /// took (for benchmarks: `scripts/bench-ima.sh` reads it).
+    #[arg(long)]
+    timings: bool,
 }
 
 pub(crate) fn run(cmd: ImaCommand) -> Result<ExitCode> {
@@ -85,10 +90,30 @@ impl<V: EntryValidator> EntryValidator for Annotating<'_, V> {
     ) -> EntryVerdict {
         let before = failure.events().len();
         let verdict = self.inner.validate(entry, line_no, failure);
+        self.note(before, line_no, entry, failure);
+        verdict
+    }
+
+    fn validate_decoded(
+        &mut self,
+        entry: &ImaEntry<'_>,
+        digest: &[u8],
+        line_no: usize,
+        failure: &mut Failure,
+    ) -> EntryVerdict {
+        let before = failure.events().len();
+        let verdict = self.inner.validate_decoded(entry, digest, line_no, failure);
+        self.note(before, line_no, entry, failure);
+        verdict
+    }
+}
+
+impl<V> Annotating<'_, V> {
+    /// Notes the line and name of the events pushed since `before`.
+    fn note(&mut self, before: usize, line_no: usize, entry: &ImaEntry<'_>, failure: &Failure) {
         for index in before..failure.events().len() {
             self.notes.push((index, line_no, entry.name.to_owned()));
         }
-        verdict
     }
 }
 
@@ -144,7 +169,9 @@ fn skip_lines(reader: &mut impl BufRead, n: u64) -> Result<()> {
 }
 
 fn check(args: &CheckArgs) -> Result<ExitCode> {
+    let started = Instant::now();
     let policy = load_policy(args)?;
+    let loaded = Instant::now();
     let bank = bank_for(args)?;
     let quoted = args
         .pcr
@@ -181,6 +208,14 @@ fn check(args: &CheckArgs) -> Result<ExitCode> {
     let mut reader = ImaLogReader::new(input).with_first_entry(first_entry);
     let verdict = process_reader(cfg, Some(&mut state), &mut reader, quoted, validator)
         .with_context(|| format!("cannot read {}", args.log.display()))?;
+    if args.timings {
+        let check = loaded.elapsed().as_secs_f64();
+        eprintln!(
+            "timings: policy {:.6} s, check {check:.6} s, {} entries",
+            (loaded - started).as_secs_f64(),
+            verdict.counts.lines,
+        );
+    }
 
     // Without a quote nothing is matched, so the next excerpt starts after every line.
     let (next_entry, next_pcr) = if quoted.is_some() {
