@@ -8,8 +8,9 @@
 //!   written atomically.
 //! - [`Policies`]: named runtime and measured-boot policies.
 //! - [`Leases`]: which verifier replica attests which agent.
+//! - [`Notices`]: revocation notice deliveries not yet made.
 //!
-//! The SQL behind all four is written once (`sql/`), generic over a small `Dialect`
+//! The SQL behind all five is written once (`sql/`), generic over a small `Dialect`
 //! trait; each backend file holds only its connection setup and dialect constants:
 //! SQLite (the embedded default: one file, WAL, foreign keys on) and PostgreSQL (shared
 //! by registrar and verifier replicas). [`Store::open`] picks one from the URL and
@@ -25,6 +26,7 @@
 mod error;
 mod leases;
 mod migrations;
+mod notices;
 mod policies;
 mod postgres;
 mod registrar;
@@ -36,6 +38,7 @@ use std::sync::Arc;
 
 pub use error::{Entity, StoreError};
 pub use leases::{Fence, Lease, Leases};
+pub use notices::{NewNotice, Notices, PendingNotice};
 pub use policies::{checksum, MbPolicy, NewMbPolicy, NewRuntimePolicy, Policies, RuntimePolicy};
 pub use registrar::{
     IdentityField, RegisterOutcome, RegistrarAgent, RegistrarAgents, Registration,
@@ -131,6 +134,14 @@ impl Store {
 
     /// Verifier replicas' leases on agents.
     pub fn leases(&self) -> &dyn Leases {
+        match &self.inner {
+            Inner::Sqlite(s) => s.as_ref(),
+            Inner::Postgres(s) => s.as_ref(),
+        }
+    }
+
+    /// Revocation notice deliveries not yet made.
+    pub fn notices(&self) -> &dyn Notices {
         match &self.inner {
             Inner::Sqlite(s) => s.as_ref(),
             Inner::Postgres(s) => s.as_ref(),

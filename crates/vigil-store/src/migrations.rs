@@ -36,6 +36,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "failure file",
         include_str!("../migrations/0003_failure_file.sql"),
     ),
+    (
+        4,
+        "pending notices",
+        include_str!("../migrations/0004_pending_notices.sql"),
+    ),
 ];
 
 /// A migration's SQL as dialect `D` spells it.
@@ -129,6 +134,11 @@ mod tests {
                 3,
                 "ce446f2c66a59a7d83e70850a71c6455572ba3e29f585d7ee3c0fb97062762c8",
                 "ce446f2c66a59a7d83e70850a71c6455572ba3e29f585d7ee3c0fb97062762c8",
+            ),
+            (
+                4,
+                "1e56aca7eec0f11ce2f3f5d2673f7b936ce5580ae0cf3f1b5f25fce34c30eb47",
+                "793d8d5e8d7d38113528fb4d2b36cf872ae0a1b294664b59359b498991f9b0a8",
             ),
         ];
         let sha256 = |sql: String| hex::encode(Sha256::digest(sql));

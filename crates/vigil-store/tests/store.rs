@@ -14,7 +14,7 @@ use sha2::Digest;
 use sqlx::Connection;
 use vigil_store::{
     checksum, Backend, Enrolment, Entity, FailureRecord, IdentityField, ImaProgress, NewMbPolicy,
-    NewRuntimePolicy, PolicyRef, QuoteAlgs, RegisterOutcome, Registration, RoundOutcome,
+    NewNotice, NewRuntimePolicy, PolicyRef, QuoteAlgs, RegisterOutcome, Registration, RoundOutcome,
     RoundUpdate, Store, StoreError,
 };
 
@@ -139,6 +139,7 @@ on_both_backends!(
     leases_acquire_renew_release_and_fence,
     leases_concurrent_acquirers_split_agents,
     reopen_keeps_everything,
+    notices_record_fail_deliver_and_survive_reopen,
 );
 
 // ---------------------------------------------------------------------------------
@@ -988,6 +989,78 @@ async fn reopen_keeps_everything(db: TestDb) {
         lease.first()
     );
     again.close().await;
+}
+
+// ---------------------------------------------------------------------------------
+// Pending revocation notices
+
+fn notice(channel: &str, target: &str) -> NewNotice {
+    NewNotice {
+        agent_id: "n".into(),
+        channel: channel.into(),
+        target: target.into(),
+        notice: r#"{"msg":"{\"type\": \"revocation\"}","signature":"c2ln"}"#.into(),
+    }
+}
+
+async fn notices_record_fail_deliver_and_survive_reopen(db: TestDb) {
+    let notices = db.store.notices();
+    let recorded = notices
+        .record(
+            &[
+                notice("agent", "peer-1"),
+                notice("agent", "peer-2"),
+                notice("webhook", "http://127.0.0.1:9/hook"),
+            ],
+            100,
+        )
+        .await
+        .unwrap();
+    assert_eq!(recorded.len(), 3);
+    assert!(recorded
+        .iter()
+        .all(|r| r.attempts == 0 && r.next_attempt_at == 100 && r.created_at == 100));
+    assert_eq!(recorded[2].target, "http://127.0.0.1:9/hook");
+    assert_eq!(recorded[0].notice, notice("agent", "peer-1").notice);
+    assert_eq!(notices.pending().await.unwrap(), recorded);
+    assert!(notices.due(99).await.unwrap().is_empty());
+    assert_eq!(notices.due(100).await.unwrap().len(), 3);
+
+    // A failed attempt counts and moves the row out of the due set until its time.
+    let failed = notices
+        .failed(recorded[2].id, 130, "connection refused")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(failed.attempts, 1);
+    assert_eq!(failed.next_attempt_at, 130);
+    assert_eq!(failed.last_error.as_deref(), Some("connection refused"));
+    let due: Vec<_> = notices.due(129).await.unwrap();
+    assert_eq!(
+        due.iter().map(|r| r.id).collect::<Vec<_>>(),
+        [recorded[0].id, recorded[1].id]
+    );
+    assert_eq!(notices.due(130).await.unwrap().len(), 3);
+    let again = notices
+        .failed(recorded[2].id, 200, "HTTP 500")
+        .await
+        .unwrap();
+    assert_eq!(again.map(|r| r.attempts), Some(2));
+
+    // Delivered rows go; a second delete or a failure on a gone row changes nothing.
+    assert!(notices.delivered(recorded[0].id).await.unwrap());
+    assert!(!notices.delivered(recorded[0].id).await.unwrap());
+    assert_eq!(notices.failed(recorded[0].id, 1, "x").await.unwrap(), None);
+    // Nothing recorded from an empty batch.
+    assert!(notices.record(&[], 1).await.unwrap().is_empty());
+    let left = notices.pending().await.unwrap();
+    assert_eq!(left.len(), 2);
+    db.store.close().await;
+
+    // What is pending survives a restart, attempts and all.
+    let reopened = Store::open(&db.url).await.unwrap();
+    assert_eq!(reopened.notices().pending().await.unwrap(), left);
+    reopened.close().await;
 }
 
 #[tokio::test]

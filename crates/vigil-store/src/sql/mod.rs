@@ -1,6 +1,6 @@
 //! The repositories, written once for every backend.
 //!
-//! [`SqlStore<D>`] implements the four repository traits over a connection pool of any
+//! [`SqlStore<D>`] implements the five repository traits over a connection pool of any
 //! sqlx database `D` that is a [`Dialect`]. The SQL is the same on SQLite and
 //! PostgreSQL (numbered `$n` placeholders, `RETURNING`, `ON CONFLICT … DO UPDATE`,
 //! `CAST`); the few things that differ are the dialect's constants: how a write
@@ -13,11 +13,12 @@
 //! timeout), and it converts every argument and row at run time. Being generic, each
 //! backend gets its own monomorphised, natively typed copy.
 //!
-//! One file per aggregate (`registrar.rs`, `policies.rs`, `verifier.rs`, `leases.rs`)
+//! One file per aggregate (`registrar.rs`, `policies.rs`, `verifier.rs`, `leases.rs`, `notices.rs`)
 //! holds its SQL; the pure rules they apply inside their transactions stay in the
 //! aggregate modules of the crate root.
 
 mod leases;
+mod notices;
 mod policies;
 mod registrar;
 mod verifier;
