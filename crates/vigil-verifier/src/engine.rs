@@ -118,7 +118,13 @@ impl Engine {
             .measured_boot_policy_name
             .parse()
             .unwrap_or(MbPolicy::AcceptAll);
-        let notifiers = Notifiers::new(&config, store.clone(), identity.clone());
+        let notifiers = Notifiers::new(
+            &config,
+            store.clone(),
+            identity.clone(),
+            attestation.clone(),
+            stop.clone(),
+        );
         Arc::new(Self {
             holder: config.replica_id(),
             leases: config.lease_ttl > 0,
@@ -139,6 +145,7 @@ impl Engine {
 
     /// Starts attesting: every node of this verifier, or the lease loop.
     pub(crate) async fn start(self: &Arc<Self>) -> Result<(), StoreError> {
+        self.notifiers.resume().await?;
         if self.leases {
             let me = self.clone();
             self.tasks

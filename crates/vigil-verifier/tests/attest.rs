@@ -318,6 +318,7 @@ on_both_backends!(
     unreachable_node_fails_as_unreachable,
     restart_keeps_state_and_ima_offset,
     learned_keys_survive_a_crash,
+    undelivered_notice_survives_a_restart,
 );
 
 /// Two replicas over one PostgreSQL split two nodes by leases; when one dies, the
@@ -388,4 +389,107 @@ async fn replicas_split_nodes_and_take_over() {
         let _ = B64.encode([0u8]);
     })
     .await;
+}
+
+/// Reads one HTTP request from `stream`, answers 200 and returns its body.
+async fn read_webhook(mut stream: tokio::net::TcpStream) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "webhook request cut short");
+        buf.extend_from_slice(&chunk[..n]);
+        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .map_or(0, |v| v.trim().parse().unwrap());
+        if buf.len() >= end + 4 + len {
+            stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            return buf[end + 4..end + 4 + len].to_vec();
+        }
+    }
+}
+
+/// A notice whose webhook is down is kept in the store across a crash, and the
+/// restarted verifier delivers exactly the recorded notice once the webhook is up.
+async fn undelivered_notice_survives_a_restart(db: String) {
+    let pki = Pki::new();
+    let Some(agent) = node("verifier_notice_restart", &pki).await else {
+        return;
+    };
+    // A port nothing listens on yet.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut config = pki.config(&db);
+    config.enabled_revocation_notifications = vec!["webhook".into()];
+    config.webhook_url = format!("http://127.0.0.1:{port}/hook");
+    // Enough attempts (0.2 s apart) to outlive the restart below.
+    config.max_retries = 1000;
+    let v = support::start(&config).await;
+    let (a, c) = (v.addr(), pki.client(true));
+    let body = agent.enrolment(&TestAgent::policy_b64(&FILES));
+    assert_eq!(
+        c.call(a, "POST", "/v2.6/agents/n1", Some(body)).await.0,
+        200
+    );
+    wait_count(&pki, a, "n1", 2).await;
+    agent.measure("/usr/local/bin/intruder", b"unknown");
+    wait_invalid(&pki, a, "n1").await;
+    let store = vigil_store::Store::open(&db).await.unwrap();
+    let recorded = wait_for(30, "a failed notice attempt recorded", || async {
+        let rows = store.notices().pending().await.unwrap();
+        rows.first().filter(|r| r.attempts >= 2).cloned()
+    })
+    .await;
+    assert_eq!(recorded.channel, "webhook");
+    assert_eq!(recorded.target, config.webhook_url);
+    assert_eq!(recorded.agent_id, "n1");
+    assert!(recorded.last_error.is_some(), "{recorded:?}");
+    // Dies as a crash would; the webhook comes up while it is down.
+    v.abort();
+    let hook = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+
+    let v = support::start(&config).await;
+    let (stream, _) = tokio::time::timeout(Duration::from_secs(30), hook.accept())
+        .await
+        .expect("the restarted verifier delivers the notice")
+        .unwrap();
+    let got = read_webhook(stream).await;
+    assert_eq!(
+        String::from_utf8(got).unwrap(),
+        recorded.notice,
+        "exactly the recorded notice"
+    );
+    let notice: Value = serde_json::from_str(&recorded.notice).unwrap();
+    let msg: Value = serde_json::from_str(notice["msg"].as_str().unwrap()).unwrap();
+    assert_eq!(msg["agent_id"], "n1");
+    assert_eq!(msg["event_id"], "ima.validation.ima-ng.not_in_allowlist");
+    // Enrolled without a revocation key (as Keylime allows): the envelope's signature
+    // is empty; signing itself is covered by vigil-core and the agent tests.
+    assert_eq!(notice["signature"], "", "{notice}");
+    wait_for(10, "the delivered row deleted", || async {
+        store
+            .notices()
+            .pending()
+            .await
+            .unwrap()
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    store.close().await;
+    v.shutdown().await;
 }

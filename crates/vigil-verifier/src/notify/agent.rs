@@ -1,14 +1,13 @@
 //! The `agent` channel: the notice goes to every node enrolled with this verifier's
-//! `uuid` (the failing one included), `POST /v{ver}/notifications/revocation` over the
-//! same pinned mTLS as the quotes. Keylime waits up to 60 s in total; so does this.
+//! `uuid` (the failing one included), one delivery per node, `POST
+//! /v{ver}/notifications/revocation` over the same pinned mTLS as the quotes.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use vigil_core::revocation::RevocationNotice;
+use tracing::info;
 use vigil_store::Store;
 
-use super::{Notifier, Origin};
+use super::{ChannelFuture, Notifier, Origin};
 use crate::client::{self, ClientIdentity};
 
 pub(super) struct AgentChannel {
@@ -33,53 +32,46 @@ impl AgentChannel {
         }
     }
 
-    async fn deliver(&self, notice: &RevocationNotice) -> Result<(), String> {
-        let body = serde_json::to_vec(notice).map_err(|e| e.to_string())?;
-        let ids = self
+    async fn deliver(&self, body: &str, id: &str) -> Result<(), String> {
+        let agent = self
             .store
             .verifier_agents()
-            .list(Some(&self.verifier_id))
+            .get(id)
             .await
             .map_err(|e| e.to_string())?;
-        let mut failed = Vec::new();
-        for id in ids {
-            let Ok(Some(agent)) = self.store.verifier_agents().get(&id).await else {
-                continue;
-            };
-            let e = agent.enrolment;
-            let (Some(ip), Some(port)) = (e.ip.as_deref().and_then(|i| i.parse().ok()), e.port)
-            else {
-                continue;
-            };
-            let addr = std::net::SocketAddr::new(ip, port);
-            let tls = match e.mtls_cert.as_deref() {
-                Some(pem) if pem != "disabled" && !pem.is_empty() => {
-                    client::cert_der(pem.as_bytes())
-                        .and_then(|der| client::pinned_config(der, self.identity.as_ref()).ok())
-                }
-                _ => None,
-            };
-            let path = format!("/v{}/notifications/revocation", e.supported_version);
-            match client::request(
-                addr,
-                &addr.to_string(),
-                tls,
-                hyper::Method::POST,
-                &path,
-                Some(body.clone()),
-                self.timeout,
-            )
-            .await
-            {
-                Ok(a) if a.status == 200 => {}
-                Ok(a) => failed.push(format!("{id}: HTTP {}", a.status)),
-                Err(err) => failed.push(format!("{id}: {err}")),
+        let e = match agent {
+            Some(agent) => agent.enrolment,
+            // A node deleted since has nobody left to tell: done.
+            None => {
+                info!(agent_id = %id, "revocation notice target no longer enrolled; skipped");
+                return Ok(());
             }
-        }
-        if failed.is_empty() {
-            Ok(())
-        } else {
-            Err(failed.join("; "))
+        };
+        let (Some(ip), Some(port)) = (e.ip.as_deref().and_then(|i| i.parse().ok()), e.port) else {
+            info!(agent_id = %id, "revocation notice target has no address; skipped");
+            return Ok(());
+        };
+        let addr = std::net::SocketAddr::new(ip, port);
+        let tls = match e.mtls_cert.as_deref() {
+            Some(pem) if pem != "disabled" && !pem.is_empty() => client::cert_der(pem.as_bytes())
+                .and_then(|der| client::pinned_config(der, self.identity.as_ref()).ok()),
+            _ => None,
+        };
+        let path = format!("/v{}/notifications/revocation", e.supported_version);
+        match client::request(
+            addr,
+            &addr.to_string(),
+            tls,
+            hyper::Method::POST,
+            &path,
+            Some(body.as_bytes().to_vec()),
+            self.timeout,
+        )
+        .await
+        {
+            Ok(a) if a.status == 200 => Ok(()),
+            Ok(a) => Err(format!("HTTP {}", a.status)),
+            Err(err) => Err(err.to_string()),
         }
     }
 }
@@ -89,15 +81,17 @@ impl Notifier for AgentChannel {
         "agent"
     }
 
-    fn send(
-        &self,
-        notice: Arc<RevocationNotice>,
-        _origin: Origin,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + '_>> {
+    fn targets<'a>(&'a self, _origin: &'a Origin) -> ChannelFuture<'a, Vec<String>> {
         Box::pin(async move {
-            tokio::time::timeout(Duration::from_secs(60), self.deliver(&notice))
+            self.store
+                .verifier_agents()
+                .list(Some(&self.verifier_id))
                 .await
-                .map_err(|_| "not every node answered within 60 s".to_owned())?
+                .map_err(|e| e.to_string())
         })
+    }
+
+    fn send<'a>(&'a self, notice: &'a str, target: &'a str) -> ChannelFuture<'a, ()> {
+        Box::pin(self.deliver(notice, target))
     }
 }

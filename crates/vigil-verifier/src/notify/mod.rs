@@ -3,22 +3,35 @@
 //! `revocation_key` (`vigil_core::revocation`) and handed to every enabled channel.
 //! Each channel is one [`Notifier`] in its own file, so later channels (the response
 //! engine) add a file, not a branch.
+//!
+//! Deliveries are durable: one row per (notice, channel, target) is recorded in the
+//! store (`Notices`) before the first attempt, deleted once delivered, and kept with
+//! its attempt count and next attempt time while it fails. At start-up the verifier
+//! resumes every pending row, so a crash or restart does not drop a notice. Each
+//! delivery is tried at most `max_retries` times (at least once), `retry_delay` apart
+//! (Keylime's `retry_interval`/`exponential_backoff` schedule; Keylime's agent channel
+//! likewise gives up after its window), then dropped with an error log line.
 
 mod agent;
 mod webhook;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use rand_core::OsRng;
 use serde_json::Value;
-use tracing::{error, info};
-use vigil_core::attestation::{Notification, NotificationKind, UnixTime};
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+use vigil_core::attestation::{AttestationConfig, Notification, NotificationKind, UnixTime};
 use vigil_core::revocation::{asctime, RevocationMessage, RevocationNotice};
-use vigil_store::Store;
+use vigil_store::{NewNotice, PendingNotice, Store, StoreError};
 
 use crate::client::ClientIdentity;
 use crate::config::Config;
 use crate::context::NodeContext;
+use crate::engine::now;
 
 /// The node a notice is about (what a channel may need besides the notice).
 #[derive(Debug, Clone)]
@@ -26,25 +39,46 @@ pub(crate) struct Origin {
     pub(crate) agent_id: String,
 }
 
+/// A channel's answer, boxed so channels can be trait objects.
+pub(crate) type ChannelFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, String>> + Send + 'a>>;
+
 /// One notification channel.
 pub(crate) trait Notifier: Send + Sync {
-    /// The channel's name, for logs.
+    /// The channel's name, for logs and the store.
     fn name(&self) -> &'static str;
-    /// Delivers `notice` (retrying as the channel sees fit).
-    fn send(
-        &self,
-        notice: Arc<RevocationNotice>,
-        origin: Origin,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + '_>>;
+    /// Where a notice about `origin` goes: one delivery (and one stored row) each.
+    fn targets<'a>(&'a self, origin: &'a Origin) -> ChannelFuture<'a, Vec<String>>;
+    /// One attempt at delivering `notice` (the signed JSON, as recorded) to `target`;
+    /// retries are the caller's.
+    fn send<'a>(&'a self, notice: &'a str, target: &'a str) -> ChannelFuture<'a, ()>;
 }
 
-/// The enabled channels.
+/// The enabled channels, and the durable delivery of their notices.
+#[derive(Clone)]
 pub(crate) struct Notifiers {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    store: Store,
     channels: Vec<Arc<dyn Notifier>>,
+    attestation: Arc<AttestationConfig>,
+    attempts: u32,
+    stop: watch::Receiver<bool>,
+}
+
+fn epoch_secs(t: UnixTime) -> i64 {
+    i64::try_from(t.as_secs()).unwrap_or(i64::MAX)
 }
 
 impl Notifiers {
-    pub(crate) fn new(config: &Config, store: Store, identity: Option<ClientIdentity>) -> Self {
+    pub(crate) fn new(
+        config: &Config,
+        store: Store,
+        identity: Option<ClientIdentity>,
+        attestation: Arc<AttestationConfig>,
+        stop: watch::Receiver<bool>,
+    ) -> Self {
         let mut channels: Vec<Arc<dyn Notifier>> = Vec::new();
         for name in &config.enabled_revocation_notifications {
             match name.as_str() {
@@ -60,10 +94,39 @@ impl Notifiers {
                 _ => {}
             }
         }
-        Self { channels }
+        Self {
+            shared: Arc::new(Shared {
+                store,
+                channels,
+                attestation,
+                attempts: config.max_retries.max(1),
+                stop,
+            }),
+        }
     }
 
-    /// Builds, signs and sends the notice on every channel, in the background.
+    /// Resumes every delivery a previous run left pending (start-up).
+    pub(crate) async fn resume(&self) -> Result<(), StoreError> {
+        let pending = self.shared.store.notices().pending().await?;
+        for row in pending {
+            match self.shared.channel(&row.channel) {
+                Some(channel) => {
+                    info!(agent_id = %row.agent_id, channel = %row.channel, target = %row.target,
+                        attempts = row.attempts, "resuming revocation notice delivery");
+                    tokio::spawn(self.shared.clone().deliver(channel, row));
+                }
+                // Kept, not dropped: the channel may be enabled again.
+                None => {
+                    warn!(agent_id = %row.agent_id, channel = %row.channel,
+                        "pending revocation notice for a channel not enabled; left pending")
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Builds and signs the notice, records one delivery per channel and target, then
+    /// delivers them, in the background.
     pub(crate) fn notify(&self, ctx: &NodeContext, n: &Notification, now: UnixTime) {
         let kind = match n.kind {
             NotificationKind::Revocation => "revocation",
@@ -76,37 +139,115 @@ impl Notifiers {
             port: ctx.port.map_or(Value::Null, Value::from),
             tpm_policy: Value::String(ctx.tpm_policy_text.clone()),
             meta_data: Value::String(ctx.meta_data.clone()),
-            event_time: asctime(i64::try_from(now.as_secs()).unwrap_or(i64::MAX)),
+            event_time: asctime(epoch_secs(now)),
             event_id: Some(n.event.event_id.clone()),
             severity_label: Some(n.event.severity_label.clone()),
             context: Some(n.event.context.to_string()),
         };
-        let notice =
-            match RevocationNotice::sign(&message, ctx.revocation_key.as_deref(), &mut OsRng) {
-                Ok(n) => Arc::new(n),
+        let notice = RevocationNotice::sign(&message, ctx.revocation_key.as_deref(), &mut OsRng)
+            .map_err(|e| e.to_string())
+            .and_then(|n| serde_json::to_string(&n).map_err(|e| e.to_string()));
+        let notice = match notice {
+            Ok(n) => n,
+            Err(e) => {
+                error!(agent_id = %ctx.agent_id, "cannot sign the revocation notice: {e}");
+                return;
+            }
+        };
+        info!(agent_id = %ctx.agent_id, kind, event_id = %n.event.event_id, "sending revocation notice");
+        let origin = Origin {
+            agent_id: ctx.agent_id.clone(),
+        };
+        tokio::spawn(self.shared.clone().record_and_deliver(origin, notice));
+    }
+}
+
+impl Shared {
+    fn channel(&self, name: &str) -> Option<Arc<dyn Notifier>> {
+        self.channels.iter().find(|c| c.name() == name).cloned()
+    }
+
+    async fn record_and_deliver(self: Arc<Self>, origin: Origin, notice: String) {
+        let mut rows = Vec::new();
+        for channel in &self.channels {
+            match channel.targets(&origin).await {
+                Ok(targets) => rows.extend(targets.into_iter().map(|target| NewNotice {
+                    agent_id: origin.agent_id.clone(),
+                    channel: channel.name().to_owned(),
+                    target,
+                    notice: notice.clone(),
+                })),
                 Err(e) => {
-                    error!(agent_id = %ctx.agent_id, "cannot sign the revocation notice: {e}");
+                    error!(agent_id = %origin.agent_id, channel = channel.name(),
+                        "revocation notice not sent: no targets: {e}")
+                }
+            }
+        }
+        let recorded = match self.store.notices().record(&rows, epoch_secs(now())).await {
+            Ok(r) => r,
+            Err(e) => {
+                error!(agent_id = %origin.agent_id, "revocation notice not sent: cannot record it: {e}");
+                return;
+            }
+        };
+        for row in recorded {
+            if let Some(channel) = self.channel(&row.channel) {
+                tokio::spawn(self.clone().deliver(channel, row));
+            }
+        }
+    }
+
+    /// Tries `row` until delivered, given up, or the verifier stops (the row then
+    /// stays for the next start).
+    async fn deliver(self: Arc<Self>, channel: Arc<dyn Notifier>, mut row: PendingNotice) {
+        let mut stop = self.stop.clone();
+        if *stop.borrow() {
+            return;
+        }
+        let wait = u64::try_from(row.next_attempt_at.saturating_sub(epoch_secs(now())));
+        let mut wait = Duration::from_secs(wait.unwrap_or(0));
+        loop {
+            let attempt = async {
+                tokio::time::sleep(wait).await;
+                channel.send(&row.notice, &row.target).await
+            };
+            let result = tokio::select! {
+                r = attempt => r,
+                _ = stop.changed() => return,
+            };
+            let fields = (&row.agent_id, channel.name(), &row.target);
+            let done = match result {
+                Ok(()) => {
+                    info!(agent_id = %fields.0, channel = fields.1, target = %fields.2,
+                        "revocation notice delivered");
+                    self.store.notices().delivered(row.id).await.map(|_| None)
+                }
+                Err(e) if row.attempts + 1 >= self.attempts => {
+                    error!(agent_id = %fields.0, channel = fields.1, target = %fields.2,
+                        "revocation notice not delivered after {} attempts, dropped: {e}",
+                        row.attempts + 1);
+                    self.store.notices().delivered(row.id).await.map(|_| None)
+                }
+                Err(e) => {
+                    warn!(agent_id = %fields.0, channel = fields.1, target = %fields.2,
+                        attempt = row.attempts + 1, "revocation notice not delivered yet: {e}");
+                    wait = self.attestation.retry_delay(row.attempts + 1);
+                    let next = epoch_secs(now()).saturating_add(
+                        i64::try_from(wait.as_secs().saturating_add(1)).unwrap_or(i64::MAX),
+                    );
+                    self.store.notices().failed(row.id, next, &e).await
+                }
+            };
+            match done {
+                Ok(Some(next)) => row = next,
+                Ok(None) => return,
+                Err(e) => {
+                    // The row stays as last written; the next start resumes it.
+                    error!(agent_id = %row.agent_id, channel = channel.name(),
+                        "revocation notice delivery not recorded: {e}");
                     return;
                 }
-            };
-        info!(agent_id = %ctx.agent_id, kind, event_id = %n.event.event_id, "sending revocation notice");
-        for channel in &self.channels {
-            let channel = channel.clone();
-            let notice = notice.clone();
-            let origin = Origin {
-                agent_id: ctx.agent_id.clone(),
-            };
-            tokio::spawn(async move {
-                let id = origin.agent_id.clone();
-                match channel.send(notice, origin).await {
-                    Ok(()) => {
-                        info!(agent_id = %id, channel = channel.name(), "revocation notice delivered")
-                    }
-                    Err(e) => {
-                        error!(agent_id = %id, channel = channel.name(), "revocation notice not delivered: {e}")
-                    }
-                }
-            });
+            }
         }
     }
 }
