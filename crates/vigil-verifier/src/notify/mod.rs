@@ -54,7 +54,6 @@ pub(crate) trait Notifier: Send + Sync {
 }
 
 /// The enabled channels, and the durable delivery of their notices.
-#[derive(Clone)]
 pub(crate) struct Notifiers {
     shared: Arc<Shared>,
 }
