@@ -105,10 +105,18 @@ fn the_demo_attests_a_node_and_catches_a_script_and_a_modified_file() {
 fn the_demo_refuses_a_foreign_directory_and_missing_binaries() {
     let tmp = tempfile::tempdir().unwrap();
     std::fs::write(tmp.path().join("precious"), "data").unwrap();
+    // Stand-ins for the service binaries, so this check does not depend on the other
+    // test's `cargo build` having finished: the directory is refused before any runs.
+    let bins = tempfile::tempdir().unwrap();
+    for s in SERVICES {
+        std::fs::write(bins.path().join(s), "").unwrap();
+    }
     let out = vigil()
         .arg("demo")
         .arg("--dir")
         .arg(tmp.path())
+        .arg("--bin-dir")
+        .arg(bins.path())
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);

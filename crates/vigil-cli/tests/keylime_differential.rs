@@ -36,17 +36,10 @@ fn run_json(cmd: &mut Command) -> Value {
 
 #[test]
 fn ima_verdicts_match_keylime() {
-    let Some(python) = std::env::var_os("VIGIL_KEYLIME_PYTHON") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "VIGIL_KEYLIME_PYTHON is not set under CI: scripts/test.sh must install the \
-             Keylime reference (scripts/keylime-reference.sh) before cargo test"
-        );
-        eprintln!(
-            "skipped: run `. \"$(bash scripts/keylime-reference.sh)\"` to compare with Keylime"
-        );
+    let Some(bin) = vigil_testkit::keylime::venv_bin("ima_verdicts_match_keylime") else {
         return;
     };
+    let python = bin.join("python");
     let dir = tempfile::tempdir().expect("tempdir");
     let root = repo_root();
     let gen = Command::new("python3")

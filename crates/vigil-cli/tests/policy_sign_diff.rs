@@ -95,18 +95,10 @@ fn tampered(envelope: &Path, out: &Path) {
 
 #[test]
 fn signatures_and_policies_both_ways() {
-    let Some(python) = std::env::var_os("VIGIL_KEYLIME_PYTHON") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "VIGIL_KEYLIME_PYTHON is not set under CI: scripts/test.sh must install the \
-             Keylime reference (scripts/keylime-reference.sh) before cargo test"
-        );
-        eprintln!(
-            "skipped: run `. \"$(bash scripts/keylime-reference.sh)\"` to compare with Keylime"
-        );
+    let Some(bin) = vigil_testkit::keylime::venv_bin("signatures_and_policies_both_ways") else {
         return;
     };
-    let bin = Path::new(&python).parent().expect("venv bin").to_owned();
+    let python = bin.join("python").into_os_string();
     let dir = tempfile::tempdir().unwrap();
     let d = |name: &str| dir.path().join(name);
 
