@@ -526,8 +526,21 @@ impl<'s, V: EntryValidator> ImaReplay<'s, V> {
 
         // A violation entry shows zeros in the log while the kernel extended 0xff….
         let violation = entry.template_hash.is_violation(cfg.log_hash_alg);
+        // Keylime skips the check for a column that *is* 0xff… too (it compares after
+        // turning zeros into ones), while still extending the real hash for it.
+        let ones_column = violation || entry.template_hash.is_all_ones(cfg.log_hash_alg);
         if violation {
             self.bank_hash = Raw::filled(cfg.bank, 0xff);
+        } else if cfg.log_hash_alg != cfg.bank && !ones_column {
+            // Both hashes at once: their block chains interleave (see `fasthash`).
+            fasthash::hash_message_twice(
+                cfg.bank,
+                cfg.log_hash_alg,
+                &mut self.scratch,
+                data_len,
+                &mut self.bank_hash,
+                &mut self.log_hash,
+            );
         } else {
             fasthash::hash_message(cfg.bank, &mut self.scratch, data_len, &mut self.bank_hash);
         }
@@ -549,9 +562,6 @@ impl<'s, V: EntryValidator> ImaReplay<'s, V> {
                 true,
             ));
         }
-        // Keylime skips the check for a column that *is* 0xff… too (it compares after
-        // turning zeros into ones), while still extending the real hash for it.
-        let ones_column = violation || entry.template_hash.is_all_ones(cfg.log_hash_alg);
         if ones_column {
             self.counts.tomtou += 1;
             if cfg.ignore_tomtou_errors {
@@ -567,12 +577,6 @@ impl<'s, V: EntryValidator> ImaReplay<'s, V> {
             let expected = if cfg.log_hash_alg == cfg.bank {
                 &self.bank_hash
             } else {
-                fasthash::hash_message(
-                    cfg.log_hash_alg,
-                    &mut self.scratch,
-                    data_len,
-                    &mut self.log_hash,
-                );
                 &self.log_hash
             };
             if !entry.template_hash.matches(expected.as_slice()) {
