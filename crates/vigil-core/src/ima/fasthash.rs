@@ -108,16 +108,6 @@ fn ensure_padded(buf: &mut Vec<u8>, msg_len: usize) {
     buf.extend_from_slice(&(msg_len as u64).wrapping_mul(8).to_be_bytes());
 }
 
-/// Feeds each 64-byte block of a padded buffer to `compress`, without copying it.
-#[inline(always)]
-fn for_blocks(padded: &[u8], mut compress: impl FnMut(&[Block])) {
-    for chunk in padded.chunks_exact(64) {
-        #[allow(deprecated)] // generic-array 0.14, see `Block`
-        let block = Block::from_slice(chunk);
-        compress(std::slice::from_ref(block));
-    }
-}
-
 const SHA1_IV: [u32; 5] = [
     0x6745_2301,
     0xefcd_ab89,
@@ -148,20 +138,15 @@ fn store_be(words: &[u32], out: &mut Raw) {
 /// padding (this may append the padding).
 #[inline]
 pub(super) fn hash_message(alg: HashAlg, buf: &mut Vec<u8>, msg_len: usize, out: &mut Raw) {
-    match alg {
-        HashAlg::Sha1 => {
+    match Chain::start(alg) {
+        Some(mut chain) => {
             ensure_padded(buf, msg_len);
-            let mut st = SHA1_IV;
-            for_blocks(buf, |b| sha1::compress(&mut st, b));
-            store_be(&st, out);
+            for block in buf.chunks_exact(64) {
+                chain.compress(block);
+            }
+            chain.store(out);
         }
-        HashAlg::Sha256 => {
-            ensure_padded(buf, msg_len);
-            let mut st = SHA256_IV;
-            for_blocks(buf, |b| sha2::compress256(&mut st, b));
-            store_be(&st, out);
-        }
-        _ => {
+        None => {
             let data = buf.get(..msg_len).unwrap_or(buf);
             with_hasher!(alg, out, |h| {
                 h.update(data);
@@ -170,79 +155,162 @@ pub(super) fn hash_message(alg: HashAlg, buf: &mut Vec<u8>, msg_len: usize, out:
     }
 }
 
-/// `out_a := a(buf[..msg_len])` and `out_b := b(buf[..msg_len])`, as two
-/// [`hash_message`] calls would give.
-///
-/// For SHA-1 with SHA-256 — a SHA-1 template-hash column replayed into the SHA-256
-/// bank, the common case — the two block chains are fed alternately, block by block.
-/// Each chain waits on the latency of its own SHA-NI rounds; alternating them lets the
-/// CPU run one while the other waits (measured on SHA-NI: 37 ns per block for one
-/// chain, 21 ns per block for two alternating ones; docs/benchmarks.md).
-#[inline]
-pub(super) fn hash_message_twice(
-    a: HashAlg,
-    b: HashAlg,
-    buf: &mut Vec<u8>,
-    msg_len: usize,
-    out_a: &mut Raw,
-    out_b: &mut Raw,
-) {
-    let (sha1_out, sha256_out) = match (a, b) {
-        (HashAlg::Sha1, HashAlg::Sha256) => (out_a, out_b),
-        (HashAlg::Sha256, HashAlg::Sha1) => (out_b, out_a),
-        _ => {
-            hash_message(a, buf, msg_len, out_a);
-            hash_message(b, buf, msg_len, out_b);
-            return;
-        }
-    };
-    ensure_padded(buf, msg_len);
-    let (mut st1, mut st256) = (SHA1_IV, SHA256_IV);
-    for_blocks(buf, |block| {
-        sha1::compress(&mut st1, block);
-        sha2::compress256(&mut st256, block);
-    });
-    store_be(&st1, sha1_out);
-    store_be(&st256, sha256_out);
-}
-
 /// `pcr := alg(pcr ‖ measurement)`: a TPM extend.
 #[inline]
 pub(super) fn extend(alg: HashAlg, pcr: &mut Raw, measurement: &Raw) {
-    let (p, m) = (pcr.as_slice(), measurement.as_slice());
-    let n = p.len() + m.len();
     // Two digests, plus room for the padding of a 64-byte-block hash.
     let mut joined = [0u8; 2 * MAX_DIGEST_LEN + 64];
-    if let Some((a, rest)) = joined.split_at_mut_checked(p.len()) {
-        if let Some(b) = rest.get_mut(..m.len()) {
-            a.copy_from_slice(p);
-            b.copy_from_slice(m);
+    match Chain::start(alg) {
+        Some(mut chain) => {
+            let len = pad_extend_message(pcr, measurement, &mut joined);
+            for block in joined.get(..len).unwrap_or_default().chunks_exact(64) {
+                chain.compress(block);
+            }
+            chain.store(pcr);
         }
-    }
-    match alg {
-        HashAlg::Sha1 | HashAlg::Sha256 => {
-            let total = (n + 1 + 8).div_ceil(64) * 64;
-            if let Some(padded) = joined.get_mut(..total) {
-                padded[n] = 0x80;
-                padded[total - 8..].copy_from_slice(&(n as u64 * 8).to_be_bytes());
-                if alg == HashAlg::Sha1 {
-                    let mut st = SHA1_IV;
-                    for_blocks(padded, |b| sha1::compress(&mut st, b));
-                    store_be(&st, pcr);
-                } else {
-                    let mut st = SHA256_IV;
-                    for_blocks(padded, |b| sha2::compress256(&mut st, b));
-                    store_be(&st, pcr);
+        None => {
+            let (p, m) = (pcr.as_slice(), measurement.as_slice());
+            let n = p.len() + m.len();
+            if let Some((a, rest)) = joined.split_at_mut_checked(p.len()) {
+                if let Some(b) = rest.get_mut(..m.len()) {
+                    a.copy_from_slice(p);
+                    b.copy_from_slice(m);
                 }
             }
-        }
-        _ => {
             let data = joined.get(..n).unwrap_or(&joined);
             with_hasher!(alg, pcr, |h| {
                 h.update(data);
             })
         }
     }
+}
+
+/// One SHA-1 or SHA-256 block chain.
+enum Chain {
+    Sha1([u32; 5]),
+    Sha256([u32; 8]),
+}
+
+impl Chain {
+    /// A chain at its initial value, for the algorithms with block-level paths.
+    fn start(alg: HashAlg) -> Option<Self> {
+        match alg {
+            HashAlg::Sha1 => Some(Self::Sha1(SHA1_IV)),
+            HashAlg::Sha256 => Some(Self::Sha256(SHA256_IV)),
+            _ => None,
+        }
+    }
+
+    #[inline(always)]
+    fn compress(&mut self, block: &[u8]) {
+        #[allow(deprecated)] // generic-array 0.14, see `Block`
+        let block = std::slice::from_ref(Block::from_slice(block));
+        match self {
+            Self::Sha1(st) => sha1::compress(st, block),
+            Self::Sha256(st) => sha2::compress256(st, block),
+        }
+    }
+
+    fn store(&self, out: &mut Raw) {
+        match self {
+            Self::Sha1(st) => store_be(st, out),
+            Self::Sha256(st) => store_be(st, out),
+        }
+    }
+}
+
+/// The previous entry's extend, `pcr := alg(pcr ‖ measurement)`, not yet applied.
+pub(super) struct PendingExtend<'a> {
+    pub(super) alg: HashAlg,
+    pub(super) pcr: &'a mut Raw,
+    pub(super) measurement: &'a Raw,
+}
+
+/// `out := alg(buf[..msg_len])`, also `second.1 := second.0(buf[..msg_len])` and the
+/// `pending` extend when given: what [`hash_message`] and [`extend`] calls would give.
+/// `buf` holds the message and possibly already its padding (this may append it).
+///
+/// When every algorithm involved is SHA-1 or SHA-256 — a SHA-1 template-hash column
+/// replayed into the SHA-256 bank is the common case — the independent block chains are
+/// fed alternately, one block of each in turn. A chain waits on the latency of its own
+/// SHA-NI rounds; alternating lets the CPU run one while another waits (SHA-256 on
+/// SHA-NI here: 37 ns per block for one chain, 24 ns per block for two alternating
+/// ones; docs/benchmarks.md). The extend is the previous entry's, so the replay's one
+/// serial chain overlaps the hashing of the next entry.
+pub(super) fn hash_interleaved(
+    alg: HashAlg,
+    out: &mut Raw,
+    second: Option<(HashAlg, &mut Raw)>,
+    pending: Option<PendingExtend<'_>>,
+    buf: &mut Vec<u8>,
+    msg_len: usize,
+) {
+    // `Some(None)`: no such chain; `None`: an algorithm without a block-level path.
+    let optional = |alg: Option<HashAlg>| alg.map_or(Some(None), |a| Chain::start(a).map(Some));
+    let (Some(mut first_chain), Some(mut second_chain), Some(mut extend_chain)) = (
+        Chain::start(alg),
+        optional(second.as_ref().map(|(b, _)| *b)),
+        optional(pending.as_ref().map(|p| p.alg)),
+    ) else {
+        // An algorithm without a block-level path: one after the other.
+        if let Some(p) = pending {
+            extend(p.alg, p.pcr, p.measurement);
+        }
+        hash_message(alg, buf, msg_len, out);
+        if let Some((b, out_b)) = second {
+            hash_message(b, buf, msg_len, out_b);
+        }
+        return;
+    };
+    ensure_padded(buf, msg_len);
+    let mut joined = [0u8; 2 * MAX_DIGEST_LEN + 64];
+    let joined_len = pending
+        .as_ref()
+        .map_or(0, |p| pad_extend_message(p.pcr, p.measurement, &mut joined));
+    let mut data = buf.chunks_exact(64);
+    let mut ext = joined
+        .get(..joined_len)
+        .unwrap_or_default()
+        .chunks_exact(64);
+    loop {
+        let (d, e) = (data.next(), ext.next());
+        if d.is_none() && e.is_none() {
+            break;
+        }
+        if let Some(d) = d {
+            first_chain.compress(d);
+            if let Some(c) = &mut second_chain {
+                c.compress(d);
+            }
+        }
+        if let (Some(e), Some(c)) = (e, &mut extend_chain) {
+            c.compress(e);
+        }
+    }
+    first_chain.store(out);
+    if let (Some((_, out_b)), Some(c)) = (second, &second_chain) {
+        c.store(out_b);
+    }
+    if let (Some(p), Some(c)) = (pending, &extend_chain) {
+        c.store(p.pcr);
+    }
+}
+
+/// Writes `pcr ‖ measurement` into `joined`, followed by the SHA-1/SHA-256 padding;
+/// returns the padded length (0 if it would not fit, which no digest length reaches).
+fn pad_extend_message(pcr: &Raw, measurement: &Raw, joined: &mut [u8]) -> usize {
+    let (p, m) = (pcr.as_slice(), measurement.as_slice());
+    let n = p.len() + m.len();
+    let total = (n + 1 + 8).div_ceil(64) * 64;
+    let Some(padded) = joined.get_mut(..total) else {
+        return 0;
+    };
+    padded.fill(0);
+    padded[..p.len()].copy_from_slice(p);
+    padded[p.len()..n].copy_from_slice(m);
+    padded[n] = 0x80;
+    padded[total - 8..].copy_from_slice(&(n as u64 * 8).to_be_bytes());
+    total
 }
 
 #[cfg(test)]
@@ -270,20 +338,49 @@ mod tests {
     }
 
     #[test]
-    fn paired_hashing_matches_the_crates_for_every_pair_and_length() {
+    fn interleaved_hashing_matches_separate_calls_for_every_combination() {
         let data: Vec<u8> = (0..200u32).map(|i| (i * 13 + 1) as u8).collect();
-        for n in 0..=data.len() {
-            for a in HashAlg::ALL {
-                for b in HashAlg::ALL {
-                    let mut buf = data[..n].to_vec();
-                    let (mut ha, mut hb) = (Raw::filled(a, 0), Raw::filled(b, 0));
-                    hash_message_twice(a, b, &mut buf, n, &mut ha, &mut hb);
-                    assert_eq!(ha.to_digest(), a.hash(&data[..n]), "{a}+{b} {n}");
-                    assert_eq!(hb.to_digest(), b.hash(&data[..n]), "{a}+{b} {n}");
-                    // The buffer may now hold the padding; a second pass reuses it.
-                    hash_message_twice(b, a, &mut buf, n, &mut hb, &mut ha);
-                    assert_eq!(ha.to_digest(), a.hash(&data[..n]), "{b}+{a} {n}");
-                    assert_eq!(hb.to_digest(), b.hash(&data[..n]), "{b}+{a} {n}");
+        let algs = || HashAlg::ALL.into_iter();
+        for n in (0..=data.len())
+            .step_by(3)
+            .chain([55, 56, 63, 64, 119, 120])
+        {
+            let msg = &data[..n];
+            for a in algs() {
+                for b in algs().map(Some).chain([None]) {
+                    for bank in algs().map(Some).chain([None]) {
+                        let mut buf = msg.to_vec();
+                        let (mut ha, mut hb) = (Raw::filled(a, 0), Raw::filled(HashAlg::Sha1, 0));
+                        let start = bank.map(|bank| Raw::from_digest(&bank.hash(b"pcr")));
+                        let measured = bank.map(|bank| Raw::from_digest(&bank.hash(b"m")));
+                        let mut pcr = start;
+                        hash_interleaved(
+                            a,
+                            &mut ha,
+                            b.map(|b| (b, &mut hb)),
+                            bank.zip(pcr.as_mut()).zip(measured.as_ref()).map(
+                                |((alg, pcr), measurement)| PendingExtend {
+                                    alg,
+                                    pcr,
+                                    measurement,
+                                },
+                            ),
+                            &mut buf,
+                            n,
+                        );
+                        let case = format!("{a} {b:?} {bank:?} {n}");
+                        assert_eq!(ha.to_digest(), a.hash(msg), "{case}");
+                        if let Some(b) = b {
+                            assert_eq!(hb.to_digest(), b.hash(msg), "{case}");
+                        }
+                        if let Some(bank) = bank {
+                            let want = bank.extend(&bank.hash(b"pcr"), &bank.hash(b"m"));
+                            assert_eq!(pcr.map(Raw::to_digest), Some(want), "{case}");
+                        }
+                        // The buffer may now hold the padding; hashing it again reuses it.
+                        hash_message(a, &mut buf, n, &mut ha);
+                        assert_eq!(ha.to_digest(), a.hash(msg), "{case} again");
+                    }
                 }
             }
         }

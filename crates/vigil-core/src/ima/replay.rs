@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::entry::{EntryError, ImaEntry, LineError, Template};
-use super::fasthash::{self, Raw};
+use super::fasthash::{self, PendingExtend, Raw};
 use super::hex::py_bytes_repr;
 use crate::failure::{Component, Event, Failure};
 use crate::hash::{Digest, HashAlg};
@@ -408,6 +408,16 @@ pub struct ImaReplay<'s, V> {
     parse_errors: Vec<LineError>,
     /// Template data of the current entry, reused for every line.
     scratch: Vec<u8>,
+    /// The last entry's measurement, extended into `running` only with the next entry
+    /// (or at the end), so that extend runs alongside the next entry's hashing.
+    pending: Option<Pending>,
+}
+
+/// An entry's measurement not yet extended into the running PCR.
+struct Pending {
+    measurement: Raw,
+    /// The entry's line, where the quoted PCR matches if it matches after it.
+    line_no: usize,
 }
 
 impl<'s, V: EntryValidator> ImaReplay<'s, V> {
@@ -443,12 +453,17 @@ impl<'s, V: EntryValidator> ImaReplay<'s, V> {
             counts: ImaCounts::default(),
             parse_errors: Vec::new(),
             scratch: Vec::with_capacity(512),
+            pending: None,
         }
     }
 
     /// PCR 10 after the lines fed so far.
     pub fn running_pcr(&self) -> Digest {
-        self.running.to_digest()
+        let mut running = self.running;
+        if let Some(p) = &self.pending {
+            fasthash::extend(self.cfg.bank, &mut running, &p.measurement);
+        }
+        running.to_digest()
     }
 
     /// The number of lines fed so far (blank ones included).
@@ -529,22 +544,37 @@ impl<'s, V: EntryValidator> ImaReplay<'s, V> {
         // Keylime skips the check for a column that *is* 0xff… too (it compares after
         // turning zeros into ones), while still extending the real hash for it.
         let ones_column = violation || entry.template_hash.is_all_ones(cfg.log_hash_alg);
+        // The previous entry's extend is applied now, interleaved with this entry's
+        // hashing (see `fasthash::hash_interleaved`).
+        let pending = self.pending.take();
         if violation {
+            if let Some(p) = pending {
+                self.apply_extend(p);
+            }
             self.bank_hash = Raw::filled(cfg.bank, 0xff);
-        } else if cfg.log_hash_alg != cfg.bank && !ones_column {
-            // Both hashes at once: their block chains interleave (see `fasthash`).
-            fasthash::hash_message_twice(
+        } else {
+            let second = (cfg.log_hash_alg != cfg.bank && !ones_column)
+                .then_some((cfg.log_hash_alg, &mut self.log_hash));
+            fasthash::hash_interleaved(
                 cfg.bank,
-                cfg.log_hash_alg,
+                &mut self.bank_hash,
+                second,
+                pending.as_ref().map(|p| PendingExtend {
+                    alg: cfg.bank,
+                    pcr: &mut self.running,
+                    measurement: &p.measurement,
+                }),
                 &mut self.scratch,
                 data_len,
-                &mut self.bank_hash,
-                &mut self.log_hash,
             );
-        } else {
-            fasthash::hash_message(cfg.bank, &mut self.scratch, data_len, &mut self.bank_hash);
+            if let Some(p) = pending {
+                self.note_extended(p.line_no);
+            }
         }
-        fasthash::extend(cfg.bank, &mut self.running, &self.bank_hash);
+        self.pending = Some(Pending {
+            measurement: self.bank_hash,
+            line_no: self.line_no,
+        });
 
         let events_before = self.failure.events().len();
         // A fixed-size compare, so no `memcmp` call for every entry.
@@ -612,7 +642,16 @@ impl<'s, V: EntryValidator> ImaReplay<'s, V> {
         if self.failure.events().len() > events_before {
             self.counts.note_failed(entry.template);
         }
+    }
 
+    /// Extends `running` with an entry's measurement and checks the quote against it.
+    fn apply_extend(&mut self, p: Pending) {
+        fasthash::extend(self.cfg.bank, &mut self.running, &p.measurement);
+        self.note_extended(p.line_no);
+    }
+
+    /// `running` now includes line `line_no`: the quoted PCR may match here.
+    fn note_extended(&mut self, line_no: usize) {
         if !self.found
             && self
                 .quoted
@@ -620,9 +659,9 @@ impl<'s, V: EntryValidator> ImaReplay<'s, V> {
                 .is_some_and(|q| q.as_bytes() == self.running.as_slice())
         {
             self.found = true;
-            self.pcr_match = Some(self.line_no);
+            self.pcr_match = Some(line_no);
             if let Some(state) = self.state.as_deref_mut() {
-                state.next_entry = state.next_entry.saturating_add(self.line_no as u64);
+                state.next_entry = state.next_entry.saturating_add(line_no as u64);
                 state.running_pcr = Some(self.running.to_digest());
             }
         }
@@ -631,6 +670,9 @@ impl<'s, V: EntryValidator> ImaReplay<'s, V> {
     /// Ends the batch: PCR match and quote-progress checks, then the state reset Keylime
     /// applies after any IMA failure.
     pub fn finish(mut self) -> ImaVerdict {
+        if let Some(p) = self.pending.take() {
+            self.apply_extend(p);
+        }
         if let Some(quoted) = &self.quoted {
             if !self.found {
                 self.failure.push(Event::new(
