@@ -4,9 +4,9 @@
 use std::fs::File;
 use std::io::Read;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use rayon::prelude::*;
 use vigil_core::HashAlg;
 
 /// One file to hash, and the policy path it is recorded under.
@@ -66,24 +66,27 @@ pub(crate) fn hash_files(
 ) -> Vec<(String, String)> {
     let total: u64 = jobs.iter().map(|j| j.size).sum();
     progress.start(jobs.len(), total);
-    // Large files first, so one big file does not finish alone at the end.
+    // Largest first, each thread taking the next file when it is free (longest
+    // processing time first), so no thread is left hashing alone at the end. A rayon
+    // iterator over the sorted list splits it into contiguous ranges instead: one thread
+    // got the large files and hashed alone for half the run (docs/benchmarks.md).
     let mut jobs = jobs;
     jobs.sort_unstable_by_key(|j| std::cmp::Reverse(j.size));
-    jobs.into_par_iter()
-        .map_init(
-            || vec![0u8; 256 * 1024],
-            |buf, job| match hash_file(&job, alg, buf, &progress.bar) {
-                Ok(hex) => Some((job.key, hex)),
-                Err(e) => {
-                    progress.bar.suspend(|| {
-                        eprintln!("warning: skipping {}: {e}", job.path.display());
-                    });
-                    None
-                }
-            },
-        )
-        .flatten()
-        .collect()
+    let next = AtomicUsize::new(0);
+    let per_thread = rayon::broadcast(|_| {
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut done = Vec::new();
+        while let Some(job) = jobs.get(next.fetch_add(1, Ordering::Relaxed)) {
+            match hash_file(job, alg, &mut buf, &progress.bar) {
+                Ok(hex) => done.push((job.key.clone(), hex)),
+                Err(e) => progress.bar.suspend(|| {
+                    eprintln!("warning: skipping {}: {e}", job.path.display());
+                }),
+            }
+        }
+        done
+    });
+    per_thread.into_iter().flatten().collect()
 }
 
 fn hash_file(
