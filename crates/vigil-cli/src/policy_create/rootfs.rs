@@ -160,7 +160,9 @@ pub(crate) fn collect(rootfs: &Path, skip_paths: &[String]) -> Result<Vec<FileJo
                 continue;
             }
             if ft.is_file() {
-                let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                // Relative to the open directory (`fstatat`), not a lookup of the whole
+                // path again; the entry is not a symlink, so this is its own metadata.
+                let Ok(meta) = entry.metadata() else {
                     continue;
                 };
                 if meta.uid() != 0 {
