@@ -7,14 +7,14 @@
 //! buffers here and become [`Digest`]s only when they leave the loop.
 //!
 //! SHA-1 and SHA-256 — the template-hash and quote-bank algorithms of nearly every
-//! deployment — go one step further: the message is padded here and handed to the
-//! crates' block functions (`sha1::compress`, `sha2::compress256`, which use SHA-NI when
-//! the CPU has it), skipping the streaming wrapper's buffering for these short,
-//! one-shot messages. Tests pin both paths to the crates' regular API.
+//! deployment — go one step further: the message is padded here and fed block by block
+//! to a [`BlockHasher`], skipping the streaming wrapper's buffering for these short,
+//! one-shot messages, and letting independent hashes interleave. Tests pin both paths
+//! to the crates' regular API.
 
 use sha2::digest::{Digest as _, FixedOutput};
 
-use crate::hash::{Digest, HashAlg, MAX_DIGEST_LEN};
+use crate::hash::{blocks_of, BlockHasher, Digest, HashAlg, MAX_DIGEST_LEN};
 
 /// A hash value in an aligned fixed buffer.
 #[derive(Clone, Copy)]
@@ -89,11 +89,6 @@ fn finish<H: sha2::digest::Digest + FixedOutput>(
     }
 }
 
-/// A 64-byte block in the form the block functions take. (generic-array 0.14 marks
-/// itself deprecated in favour of 1.x; the hash crates still take it.)
-#[allow(deprecated)]
-type Block = sha2::digest::generic_array::GenericArray<u8, sha2::digest::consts::U64>;
-
 /// Appends Merkle–Damgård padding to `buf` (`0x80`, zeros, the 64-bit big-endian bit
 /// length of the first `msg_len` bytes) unless it is already there. SHA-1 and SHA-256
 /// pad identically, so one padded buffer serves both.
@@ -108,43 +103,17 @@ fn ensure_padded(buf: &mut Vec<u8>, msg_len: usize) {
     buf.extend_from_slice(&(msg_len as u64).wrapping_mul(8).to_be_bytes());
 }
 
-const SHA1_IV: [u32; 5] = [
-    0x6745_2301,
-    0xefcd_ab89,
-    0x98ba_dcfe,
-    0x1032_5476,
-    0xc3d2_e1f0,
-];
-const SHA256_IV: [u32; 8] = [
-    0x6a09_e667,
-    0xbb67_ae85,
-    0x3c6e_f372,
-    0xa54f_f53a,
-    0x510e_527f,
-    0x9b05_688c,
-    0x1f83_d9ab,
-    0x5be0_cd19,
-];
-
-#[inline(always)]
-fn store_be(words: &[u32], out: &mut Raw) {
-    out.len = words.len() * 4;
-    for (dst, w) in out.bytes.chunks_exact_mut(4).zip(words) {
-        dst.copy_from_slice(&w.to_be_bytes());
-    }
-}
-
 /// `out := alg(buf[..msg_len])`, where `buf` holds the message and possibly already its
 /// padding (this may append the padding).
 #[inline]
 pub(super) fn hash_message(alg: HashAlg, buf: &mut Vec<u8>, msg_len: usize, out: &mut Raw) {
-    match Chain::start(alg) {
+    match BlockHasher::new(alg) {
         Some(mut chain) => {
             ensure_padded(buf, msg_len);
-            for block in buf.chunks_exact(64) {
-                chain.compress(block);
+            for block in blocks_of(buf) {
+                chain.block(block);
             }
-            chain.store(out);
+            store(&chain, out);
         }
         None => {
             let data = buf.get(..msg_len).unwrap_or(buf);
@@ -160,13 +129,13 @@ pub(super) fn hash_message(alg: HashAlg, buf: &mut Vec<u8>, msg_len: usize, out:
 pub(super) fn extend(alg: HashAlg, pcr: &mut Raw, measurement: &Raw) {
     // Two digests, plus room for the padding of a 64-byte-block hash.
     let mut joined = [0u8; 2 * MAX_DIGEST_LEN + 64];
-    match Chain::start(alg) {
+    match BlockHasher::new(alg) {
         Some(mut chain) => {
             let len = pad_extend_message(pcr, measurement, &mut joined);
-            for block in joined.get(..len).unwrap_or_default().chunks_exact(64) {
-                chain.compress(block);
+            for block in blocks_of(joined.get(..len).unwrap_or_default()) {
+                chain.block(block);
             }
-            chain.store(pcr);
+            store(&chain, pcr);
         }
         None => {
             let (p, m) = (pcr.as_slice(), measurement.as_slice());
@@ -181,40 +150,6 @@ pub(super) fn extend(alg: HashAlg, pcr: &mut Raw, measurement: &Raw) {
             with_hasher!(alg, pcr, |h| {
                 h.update(data);
             })
-        }
-    }
-}
-
-/// One SHA-1 or SHA-256 block chain.
-enum Chain {
-    Sha1([u32; 5]),
-    Sha256([u32; 8]),
-}
-
-impl Chain {
-    /// A chain at its initial value, for the algorithms with block-level paths.
-    fn start(alg: HashAlg) -> Option<Self> {
-        match alg {
-            HashAlg::Sha1 => Some(Self::Sha1(SHA1_IV)),
-            HashAlg::Sha256 => Some(Self::Sha256(SHA256_IV)),
-            _ => None,
-        }
-    }
-
-    #[inline(always)]
-    fn compress(&mut self, block: &[u8]) {
-        #[allow(deprecated)] // generic-array 0.14, see `Block`
-        let block = std::slice::from_ref(Block::from_slice(block));
-        match self {
-            Self::Sha1(st) => sha1::compress(st, block),
-            Self::Sha256(st) => sha2::compress256(st, block),
-        }
-    }
-
-    fn store(&self, out: &mut Raw) {
-        match self {
-            Self::Sha1(st) => store_be(st, out),
-            Self::Sha256(st) => store_be(st, out),
         }
     }
 }
@@ -246,9 +181,9 @@ pub(super) fn hash_interleaved(
     msg_len: usize,
 ) {
     // `Some(None)`: no such chain; `None`: an algorithm without a block-level path.
-    let optional = |alg: Option<HashAlg>| alg.map_or(Some(None), |a| Chain::start(a).map(Some));
+    let optional = |alg: Option<HashAlg>| alg.map_or(Some(None), |a| BlockHasher::new(a).map(Some));
     let (Some(mut first_chain), Some(mut second_chain), Some(mut extend_chain)) = (
-        Chain::start(alg),
+        BlockHasher::new(alg),
         optional(second.as_ref().map(|(b, _)| *b)),
         optional(pending.as_ref().map(|p| p.alg)),
     ) else {
@@ -267,33 +202,36 @@ pub(super) fn hash_interleaved(
     let joined_len = pending
         .as_ref()
         .map_or(0, |p| pad_extend_message(p.pcr, p.measurement, &mut joined));
-    let mut data = buf.chunks_exact(64);
-    let mut ext = joined
-        .get(..joined_len)
-        .unwrap_or_default()
-        .chunks_exact(64);
+    let mut data = blocks_of(buf);
+    let mut ext = blocks_of(joined.get(..joined_len).unwrap_or_default());
     loop {
         let (d, e) = (data.next(), ext.next());
         if d.is_none() && e.is_none() {
             break;
         }
         if let Some(d) = d {
-            first_chain.compress(d);
+            first_chain.block(d);
             if let Some(c) = &mut second_chain {
-                c.compress(d);
+                c.block(d);
             }
         }
         if let (Some(e), Some(c)) = (e, &mut extend_chain) {
-            c.compress(e);
+            c.block(e);
         }
     }
-    first_chain.store(out);
+    store(&first_chain, out);
     if let (Some((_, out_b)), Some(c)) = (second, &second_chain) {
-        c.store(out_b);
+        store(c, out_b);
     }
     if let (Some(p), Some(c)) = (pending, &extend_chain) {
-        c.store(p.pcr);
+        store(c, p.pcr);
     }
+}
+
+/// `out :=` the value of a fully padded SHA-1/SHA-256 computation.
+#[inline(always)]
+fn store(chain: &BlockHasher, out: &mut Raw) {
+    out.len = chain.write_state(&mut out.bytes);
 }
 
 /// Writes `pcr ‖ measurement` into `joined`, followed by the SHA-1/SHA-256 padding;
