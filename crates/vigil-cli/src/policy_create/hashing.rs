@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use vigil_core::hash::{blocks_of, BlockHasher};
 use vigil_core::HashAlg;
 
 /// One file to hash, and the policy path it is recorded under.
@@ -57,6 +58,9 @@ impl Progress {
     }
 }
 
+/// Bytes read from a file at a time.
+const READ_SIZE: usize = 256 * 1024;
+
 /// Hashes `jobs` on the current rayon pool; returns `(key, hex digest)` pairs. Files that
 /// cannot be read are reported on standard error and left out, as Keylime leaves them.
 pub(crate) fn hash_files(
@@ -72,21 +76,187 @@ pub(crate) fn hash_files(
     // got the large files and hashed alone for half the run (docs/benchmarks.md).
     let mut jobs = jobs;
     jobs.sort_unstable_by_key(|j| std::cmp::Reverse(j.size));
-    let next = AtomicUsize::new(0);
-    let per_thread = rayon::broadcast(|_| {
-        let mut buf = vec![0u8; 256 * 1024];
+    let queue = Queue {
+        jobs: &jobs,
+        next: AtomicUsize::new(0),
+        bar: &progress.bar,
+    };
+    let per_thread = rayon::broadcast(|_| match BlockHasher::new(alg) {
+        Some(hasher) => queue.hash_in_pairs(hasher),
+        None => queue.hash_one_at_a_time(alg),
+    });
+    per_thread.into_iter().flatten().collect()
+}
+
+/// The sorted files, handed out one at a time to every hashing thread.
+struct Queue<'j> {
+    jobs: &'j [FileJob],
+    next: AtomicUsize,
+    bar: &'j ProgressBar,
+}
+
+impl<'j> Queue<'j> {
+    fn take(&self) -> Option<&'j FileJob> {
+        self.jobs.get(self.next.fetch_add(1, Ordering::Relaxed))
+    }
+
+    fn skip(&self, job: &FileJob, e: &std::io::Error) {
+        self.bar.suspend(|| {
+            eprintln!("warning: skipping {}: {e}", job.path.display());
+        });
+    }
+
+    /// For algorithms without a [`BlockHasher`]: each file through its streaming hash.
+    fn hash_one_at_a_time(&self, alg: HashAlg) -> Vec<(String, String)> {
+        let mut buf = vec![0u8; READ_SIZE];
         let mut done = Vec::new();
-        while let Some(job) = jobs.get(next.fetch_add(1, Ordering::Relaxed)) {
-            match hash_file(job, alg, &mut buf, &progress.bar) {
+        while let Some(job) = self.take() {
+            match hash_file(job, alg, &mut buf, self.bar) {
                 Ok(hex) => done.push((job.key.clone(), hex)),
-                Err(e) => progress.bar.suspend(|| {
-                    eprintln!("warning: skipping {}: {e}", job.path.display());
-                }),
+                Err(e) => self.skip(job, &e),
             }
         }
         done
-    });
-    per_thread.into_iter().flatten().collect()
+    }
+
+    /// SHA-1 and SHA-256: two files at once, their blocks fed alternately, so that each
+    /// hash runs while the other waits on its rounds' latency (`vigil_core::hash`'s
+    /// block module; about 1.5x the bytes per second of one file at a time).
+    fn hash_in_pairs(&self, fresh: BlockHasher) -> Vec<(String, String)> {
+        let mut done = Vec::new();
+        let mut lanes: [Option<Lane<'j>>; 2] = [None, None];
+        let mut spare: Vec<Vec<u8>> = Vec::new();
+        loop {
+            for slot in &mut lanes {
+                // Keep the lane busy: a file with a whole block to hash, or none left.
+                loop {
+                    let lane = match slot {
+                        Some(lane) => lane,
+                        None => match self.open_next(fresh, &mut spare) {
+                            Some(lane) => slot.insert(lane),
+                            None => break,
+                        },
+                    };
+                    match lane.fill(self.bar) {
+                        Ok(()) if !lane.is_done() => break,
+                        Ok(()) => {
+                            if let Some(lane) = slot.take() {
+                                let (key, hex, buf) = lane.finish();
+                                done.push((key, hex));
+                                spare.push(buf);
+                            }
+                        }
+                        Err(e) => {
+                            if let Some(lane) = slot.take() {
+                                self.skip(lane.job, &e);
+                                spare.push(lane.buf);
+                            }
+                        }
+                    }
+                }
+            }
+            match &mut lanes {
+                [Some(a), Some(b)] => {
+                    let n = a.whole_blocks().min(b.whole_blocks());
+                    let ((a_hasher, a_data), (b_hasher, b_data)) = (a.parts(), b.parts());
+                    for (x, y) in blocks_of(a_data).zip(blocks_of(b_data)) {
+                        a_hasher.block(x);
+                        b_hasher.block(y);
+                    }
+                    a.start += n * 64;
+                    b.start += n * 64;
+                }
+                [Some(lane), None] | [None, Some(lane)] => {
+                    let (hasher, data) = lane.parts();
+                    let rest = hasher.blocks(data).len();
+                    lane.start = lane.end - rest;
+                }
+                [None, None] => break,
+            }
+        }
+        done
+    }
+
+    fn open_next(&self, fresh: BlockHasher, spare: &mut Vec<Vec<u8>>) -> Option<Lane<'j>> {
+        while let Some(job) = self.take() {
+            match File::open(&job.path) {
+                Ok(file) => {
+                    return Some(Lane {
+                        job,
+                        file,
+                        hasher: fresh,
+                        buf: spare.pop().unwrap_or_else(|| vec![0u8; READ_SIZE]),
+                        start: 0,
+                        end: 0,
+                        eof: false,
+                    })
+                }
+                Err(e) => self.skip(job, &e),
+            }
+        }
+        None
+    }
+}
+
+/// One file being hashed by [`Queue::hash_in_pairs`].
+struct Lane<'j> {
+    job: &'j FileJob,
+    file: File,
+    hasher: BlockHasher,
+    /// Read but not yet hashed: `buf[start..end]`.
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    eof: bool,
+}
+
+impl Lane<'_> {
+    /// The hasher, and the bytes read and not yet hashed.
+    fn parts(&mut self) -> (&mut BlockHasher, &[u8]) {
+        let pending = self.buf.get(self.start..self.end).unwrap_or_default();
+        (&mut self.hasher, pending)
+    }
+
+    fn whole_blocks(&self) -> usize {
+        (self.end - self.start) / 64
+    }
+
+    /// True when the file has ended and less than a block is left.
+    fn is_done(&self) -> bool {
+        self.eof && self.whole_blocks() == 0
+    }
+
+    /// Reads until a whole block is buffered or the file ends.
+    fn fill(&mut self, bar: &ProgressBar) -> std::io::Result<()> {
+        if self.whole_blocks() > 0 || self.eof {
+            return Ok(());
+        }
+        self.buf.copy_within(self.start..self.end, 0);
+        self.end -= self.start;
+        self.start = 0;
+        while self.end < 64 && !self.eof {
+            match self
+                .file
+                .read(self.buf.get_mut(self.end..).unwrap_or_default())
+            {
+                Ok(0) => self.eof = true,
+                Ok(n) => {
+                    self.end += n;
+                    bar.inc(n as u64);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// The policy key, the hex digest, and the buffer for the next file.
+    fn finish(self) -> (String, String, Vec<u8>) {
+        let pending = self.buf.get(self.start..self.end).unwrap_or_default();
+        let digest = self.hasher.finish(pending);
+        (self.job.key.clone(), digest.to_hex(), self.buf)
+    }
 }
 
 fn hash_file(
@@ -108,4 +278,64 @@ fn hash_file(
         bar.inc(n as u64);
     }
     Ok(hasher.finalize().to_hex())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_algorithm_matches_the_whole_file_hash_at_block_and_buffer_edges() {
+        let dir = tempfile::tempdir().unwrap();
+        let sizes = [
+            0,
+            1,
+            55,
+            56,
+            63,
+            64,
+            65,
+            127,
+            128,
+            1000,
+            READ_SIZE - 1,
+            READ_SIZE,
+            READ_SIZE + 1,
+            3 * READ_SIZE + 5,
+        ];
+        let mut jobs = Vec::new();
+        let mut want = Vec::new();
+        for (i, size) in sizes.into_iter().enumerate() {
+            let body: Vec<u8> = (0..size).map(|b| (b * 31 + i) as u8).collect();
+            let path = dir.path().join(format!("f{i}"));
+            std::fs::write(&path, &body).unwrap();
+            jobs.push((path, format!("/f{i}"), size as u64));
+            want.push((format!("/f{i}"), body));
+        }
+        // A file that vanished after the walk is skipped, not fatal.
+        jobs.push((dir.path().join("gone"), "/gone".into(), 5));
+        let progress = Progress::new(false);
+        for alg in HashAlg::ALL {
+            let to_hash = jobs
+                .iter()
+                .map(|(path, key, size)| FileJob {
+                    path: path.clone(),
+                    key: key.clone(),
+                    size: *size,
+                })
+                .collect();
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(2)
+                .build()
+                .unwrap();
+            let mut got = pool.install(|| hash_files(to_hash, alg, &progress));
+            got.sort();
+            let mut expected: Vec<(String, String)> = want
+                .iter()
+                .map(|(key, body)| (key.clone(), alg.hash(body).to_hex()))
+                .collect();
+            expected.sort();
+            assert_eq!(got, expected, "{alg}");
+        }
+    }
 }
