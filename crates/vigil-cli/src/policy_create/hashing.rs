@@ -59,7 +59,7 @@ impl Progress {
 }
 
 /// Bytes read from a file at a time.
-const READ_SIZE: usize = 256 * 1024;
+const READ_SIZE: usize = 64 * 1024;
 
 /// Hashes `jobs` on the current rayon pool; returns `(key, hex digest)` pairs. Files that
 /// cannot be read are reported on standard error and left out, as Keylime leaves them.

@@ -124,7 +124,7 @@ pub(crate) fn run(args: &RuntimeArgs) -> Result<ExitCode> {
     }
     let mut rootfs_files = 0usize;
     if let Some(root) = &args.rootfs {
-        let jobs = rootfs::collect(root, &args.skip_path)?;
+        let jobs = pool.install(|| rootfs::collect(root, &args.skip_path))?;
         let found = pool.install(|| hashing::hash_files(jobs, alg, &progress));
         rootfs_files = found.len();
         draft.add_digests(found);

@@ -6,6 +6,7 @@
 use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 
 use anyhow::{bail, Context, Result};
 
@@ -133,25 +134,50 @@ pub(crate) fn collect(rootfs: &Path, skip_paths: &[String]) -> Result<Vec<FileJo
     let mounts = foreign_mounts(&excluded);
     let excluded: HashSet<String> = excluded.into_iter().chain(mounts).collect();
 
-    let rel = |p: &Path| -> String {
+    let walk = Walk {
+        root_str,
+        excluded,
+        jobs: Mutex::new(Vec::new()),
+    };
+    // Directories are read in parallel on the current rayon pool: on a 2-CPU machine
+    // the walk of /usr (115k files) took about a third of a second on one thread.
+    rayon::scope(|s| walk.visit(s, root));
+    Ok(walk
+        .jobs
+        .into_inner()
+        .unwrap_or_else(PoisonError::into_inner))
+}
+
+/// One walk of a root filesystem.
+struct Walk {
+    root_str: String,
+    excluded: HashSet<String>,
+    jobs: Mutex<Vec<FileJob>>,
+}
+
+impl Walk {
+    /// The path inside the root filesystem.
+    fn rel(&self, p: &Path) -> String {
         let s = p.to_string_lossy();
-        if root_str == "/" {
+        if self.root_str == "/" {
             s.into_owned()
         } else {
-            s.strip_prefix(root_str.as_str()).unwrap_or(&s).to_owned()
+            s.strip_prefix(self.root_str.as_str())
+                .unwrap_or(&s)
+                .to_owned()
         }
-    };
+    }
 
-    let mut jobs = Vec::new();
-    let mut stack = vec![root.clone()];
-    while let Some(dir) = stack.pop() {
+    /// Lists `dir`'s files and walks its subdirectories as tasks of their own.
+    fn visit<'s>(&'s self, s: &rayon::Scope<'s>, dir: PathBuf) {
         let entries = match std::fs::read_dir(&dir) {
             Ok(e) => e,
             Err(e) => {
                 eprintln!("warning: skipping directory {}: {e}", dir.display());
-                continue;
+                return;
             }
         };
+        let mut found = Vec::new();
         for entry in entries {
             let Ok(entry) = entry else { continue };
             let Ok(ft) = entry.file_type() else { continue };
@@ -168,17 +194,20 @@ pub(crate) fn collect(rootfs: &Path, skip_paths: &[String]) -> Result<Vec<FileJo
                 if meta.uid() != 0 {
                     continue;
                 }
-                jobs.push(FileJob {
-                    key: rel(&path).replace(' ', "_"),
+                found.push(FileJob {
+                    key: self.rel(&path).replace(' ', "_"),
                     size: meta.len(),
                     path,
                 });
-            } else if ft.is_dir() && !excluded.contains(&rel(&path)) {
-                stack.push(path);
+            } else if ft.is_dir() && !self.excluded.contains(&self.rel(&path)) {
+                s.spawn(move |s| self.visit(s, path));
             }
         }
+        self.jobs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .append(&mut found);
     }
-    Ok(jobs)
 }
 
 #[cfg(test)]
