@@ -1,24 +1,35 @@
 #!/usr/bin/env bash
 # Times `vigil policy create runtime --rootfs` against Keylime's `keylime-policy create
-# runtime --rootfs` on the same synthetic tree, and checks that both give the same digests.
+# runtime --rootfs` on the same tree, and checks that both give the same digests.
 #
-#   scripts/bench-policy-create.sh [FILES] [TOTAL_MIB]     (default 20000 files, 1024 MiB)
+#   scripts/bench-policy-create.sh [FILES] [TOTAL_MIB]   a synthetic tree (default 20000
+#                                                        files, 1024 MiB), removed after
+#   scripts/bench-policy-create.sh --tree DIR            an existing tree, e.g. /usr
+#
+# Environment: ROUNDS (default 1) rounds of timed runs, the tools in turn within each
+# round; VIGIL_BEFORE=PATH also times another `vigil` binary (an older build) in each
+# round, for before/after figures.
 #
 # Needs a release build (cargo build --release -p vigil-cli) and the Keylime reference
-# (scripts/keylime-reference.sh). The tree is made under $TMPDIR and removed afterwards;
-# the page cache is warm for both tools (each is run once before it is timed).
+# (scripts/keylime-reference.sh). The page cache is warm for every tool (each is run once
+# before the timed rounds).
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
-files="${1:-20000}"
-mib="${2:-1024}"
 vigil="$repo/target/release/vigil"
+rounds="${ROUNDS:-1}"
 . "$(bash "$repo/scripts/keylime-reference.sh")"
 keylime="$VIGIL_KEYLIME_BIN/keylime-policy"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
-# Sizes follow a long tail like a real /usr: most files small, a few large.
-python3 - "$work/root" "$files" "$mib" <<'PY'
+if [ "${1:-}" = "--tree" ]; then
+    tree="${2:?--tree needs a directory}"
+else
+    files="${1:-20000}"
+    mib="${2:-1024}"
+    tree="$work/root"
+    # Sizes follow a long tail like a real /usr: most files small, a few large.
+    python3 - "$tree" "$files" "$mib" <<'PY'
 import os, random, sys
 root, n, mib = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 rng = random.Random(1)
@@ -34,20 +45,32 @@ for i, w in enumerate(weights):
             f.write(block[: min(size, len(block))] + i.to_bytes(8, "little"))
             size -= len(block) + 8
 PY
-echo "tree: $files files, $(du -sm "$work/root" | cut -f1) MiB, $(nproc) CPUs"
+fi
+echo "tree: $tree, $(find "$tree" -type f | wc -l) files, $(du -sm "$tree" 2>/dev/null | cut -f1) MiB, $(nproc) CPUs, $rounds round(s)"
 
-run() { # name, command...
-    local name="$1"; shift
-    "$@" >/dev/null 2>&1 # warm-up (page cache)
-    local t0 t1
-    t0=$(date +%s.%N); "$@" >/dev/null 2>"$work/$name.err"; t1=$(date +%s.%N)
-    python3 -c "import sys; t=float(sys.argv[2])-float(sys.argv[1]); print(f'{sys.argv[3]:8} {t:7.2f} s  {int(sys.argv[4])/t:9.0f} files/s')" "$t0" "$t1" "$name" "$files"
+tools=(vigil keylime)
+[ -n "${VIGIL_BEFORE:-}" ] && tools=(before vigil keylime)
+command_of() { # tool -> the command, without the output file
+    case "$1" in
+        vigil) echo "$vigil" policy create runtime ;;
+        before) echo "$VIGIL_BEFORE" policy create runtime ;;
+        keylime) echo "$keylime" create runtime ;;
+    esac
 }
-run vigil "$vigil" policy create runtime --rootfs "$work/root" -o "$work/vigil.json"
-run keylime "$keylime" create runtime --rootfs "$work/root" -o "$work/keylime.json"
-python3 - "$work/vigil.json" "$work/keylime.json" <<'PY'
+for t in "${tools[@]}"; do # warm-up (page cache)
+    $(command_of "$t") --rootfs "$tree" -o "$work/$t.json" >/dev/null 2>&1
+done
+for round in $(seq "$rounds"); do
+    for t in "${tools[@]}"; do
+        t0=$(date +%s.%N)
+        $(command_of "$t") --rootfs "$tree" -o "$work/$t.json" >/dev/null 2>"$work/$t.err"
+        t1=$(date +%s.%N)
+        python3 -c "import sys; print(f'round {sys.argv[4]}  {sys.argv[3]:8} {float(sys.argv[2])-float(sys.argv[1]):7.2f} s')" "$t0" "$t1" "$t" "$round"
+    done
+done
+python3 - "${tools[@]/#/$work/}" <<'PY'
 import json, sys
-v, k = (json.load(open(p))["digests"] for p in sys.argv[1:])
-assert v == k, "digests differ"
-print(f"identical digests: {len(v)} paths")
+digests = [json.load(open(p + ".json"))["digests"] for p in sys.argv[1:]]
+assert all(d == digests[-1] for d in digests), "digests differ"
+print(f"identical digests: {len(digests[-1])} paths")
 PY
