@@ -107,6 +107,11 @@ impl RuntimePolicy {
     }
 
     fn from_document(bytes: &[u8], checksum: String) -> Result<Self, PolicyError> {
+        // Tracking the path of every value costs about as much as the parse itself, so a
+        // document is parsed plainly, and parsed again with paths only to explain an error.
+        if let Ok(doc) = serde_json::from_slice::<Document>(bytes) {
+            return Self::from_parts(doc, checksum);
+        }
         let mut de = serde_json::Deserializer::from_slice(bytes);
         let doc: Document = serde_path_to_error::deserialize(&mut de).map_err(|e| {
             let path = e.path().to_string();
