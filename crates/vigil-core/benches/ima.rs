@@ -22,7 +22,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, Criterion, Throughput};
-use vigil_core::hash::{blocks_of, BlockHasher, HashAlg};
+use vigil_core::hash::{blocks_of, pad_message, padded_len, BlockHasher, HashAlg};
 use vigil_core::ima::keyring::ImaKeyrings;
 use vigil_core::ima::validate::PolicyValidator;
 use vigil_core::ima::{
@@ -137,9 +137,8 @@ fn bench(c: &mut Criterion) {
     g.bench_function("hash_only_interleaved", |b| {
         fn padded(msg: &[u8]) -> Vec<u8> {
             let mut v = msg.to_vec();
-            v.push(0x80);
-            v.resize((msg.len() + 9).div_ceil(64) * 64 - 8, 0);
-            v.extend_from_slice(&(msg.len() as u64 * 8).to_be_bytes());
+            v.resize(padded_len(msg.len()), 0);
+            pad_message(&mut v, msg.len(), msg.len() as u64 * 8);
             v
         }
         let data: Vec<Vec<u8>> = log.data.iter().map(|t| padded(t)).collect();

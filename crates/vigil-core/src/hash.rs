@@ -10,7 +10,7 @@ use std::str::FromStr;
 use sha1::Digest as _;
 
 mod block;
-pub use block::{blocks_of, BlockHasher};
+pub use block::{blocks_of, pad_message, padded_len, BlockHasher};
 
 /// The largest digest any supported algorithm produces (SHA-512).
 pub const MAX_DIGEST_LEN: usize = 64;

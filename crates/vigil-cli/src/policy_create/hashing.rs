@@ -253,9 +253,9 @@ impl Lane<'_> {
     }
 
     /// The policy key, the hex digest, and the buffer for the next file.
-    fn finish(self) -> (String, String, Vec<u8>) {
-        let pending = self.buf.get(self.start..self.end).unwrap_or_default();
-        let digest = self.hasher.finish(pending);
+    fn finish(mut self) -> (String, String, Vec<u8>) {
+        let (hasher, pending) = self.parts();
+        let digest = hasher.finish(pending);
         (self.job.key.clone(), digest.to_hex(), self.buf)
     }
 }

@@ -92,15 +92,11 @@ impl BlockHasher {
         let tail = self.blocks(tail);
         let bits = (self.blocks * 64 + tail.len() as u64).wrapping_mul(8);
         let mut last = [0u8; 128];
-        let total = (tail.len() + 1 + 8).div_ceil(64) * 64;
-        if let Some(padded) = last.get_mut(..total) {
-            padded[..tail.len()].copy_from_slice(tail);
-            padded[tail.len()] = 0x80;
-            padded[total - 8..].copy_from_slice(&bits.to_be_bytes());
+        if let Some(slot) = last.get_mut(..tail.len()) {
+            slot.copy_from_slice(tail);
         }
-        for block in blocks_of(last.get(..total).unwrap_or_default()) {
-            self.block(block);
-        }
+        let total = pad_message(&mut last, tail.len(), bits).unwrap_or(0);
+        self.blocks(last.get(..total).unwrap_or_default());
         self.digest()
     }
 
@@ -126,6 +122,26 @@ impl BlockHasher {
         }
         words.len() * 4
     }
+}
+
+/// The length of a `len`-byte message with its SHA-1/SHA-256 padding: a multiple of 64.
+#[inline]
+pub fn padded_len(len: usize) -> usize {
+    (len + 1 + 8).div_ceil(64) * 64
+}
+
+/// Writes the SHA-1/SHA-256 padding after the `len` message bytes at the start of `buf`:
+/// `0x80`, zeros, then `bits` (the whole message's length in bits) as a 64-bit
+/// big-endian number, up to [`padded_len`]`(len)`. Returns that length, or `None` when
+/// `buf` is shorter.
+#[inline]
+pub fn pad_message(buf: &mut [u8], len: usize, bits: u64) -> Option<usize> {
+    let total = padded_len(len);
+    let (padding, length) = buf.get_mut(len..total)?.split_at_mut(total - len - 8);
+    padding.fill(0);
+    padding[0] = 0x80;
+    length.copy_from_slice(&bits.to_be_bytes());
+    Some(total)
 }
 
 /// The whole 64-byte blocks of `data`.

@@ -14,7 +14,9 @@
 
 use sha2::digest::{Digest as _, FixedOutput};
 
-use crate::hash::{blocks_of, BlockHasher, Digest, HashAlg, MAX_DIGEST_LEN};
+use crate::hash::{
+    blocks_of, pad_message, padded_len, BlockHasher, Digest, HashAlg, MAX_DIGEST_LEN,
+};
 
 /// A hash value in an aligned fixed buffer.
 #[derive(Clone, Copy)]
@@ -97,10 +99,8 @@ fn ensure_padded(buf: &mut Vec<u8>, msg_len: usize) {
     if buf.len() != msg_len {
         return;
     }
-    let total = (msg_len + 1 + 8).div_ceil(64) * 64;
-    buf.push(0x80);
-    buf.resize(total - 8, 0);
-    buf.extend_from_slice(&(msg_len as u64).wrapping_mul(8).to_be_bytes());
+    buf.resize(padded_len(msg_len), 0);
+    pad_message(buf, msg_len, (msg_len as u64).wrapping_mul(8));
 }
 
 /// `out := alg(buf[..msg_len])`, where `buf` holds the message and possibly already its
@@ -110,9 +110,7 @@ pub(super) fn hash_message(alg: HashAlg, buf: &mut Vec<u8>, msg_len: usize, out:
     match BlockHasher::new(alg) {
         Some(mut chain) => {
             ensure_padded(buf, msg_len);
-            for block in blocks_of(buf) {
-                chain.block(block);
-            }
+            chain.blocks(buf);
             store(&chain, out);
         }
         None => {
@@ -132,20 +130,11 @@ pub(super) fn extend(alg: HashAlg, pcr: &mut Raw, measurement: &Raw) {
     match BlockHasher::new(alg) {
         Some(mut chain) => {
             let len = pad_extend_message(pcr, measurement, &mut joined);
-            for block in blocks_of(joined.get(..len).unwrap_or_default()) {
-                chain.block(block);
-            }
+            chain.blocks(joined.get(..len).unwrap_or_default());
             store(&chain, pcr);
         }
         None => {
-            let (p, m) = (pcr.as_slice(), measurement.as_slice());
-            let n = p.len() + m.len();
-            if let Some((a, rest)) = joined.split_at_mut_checked(p.len()) {
-                if let Some(b) = rest.get_mut(..m.len()) {
-                    a.copy_from_slice(p);
-                    b.copy_from_slice(m);
-                }
-            }
+            let n = join(pcr, measurement, &mut joined);
             let data = joined.get(..n).unwrap_or(&joined);
             with_hasher!(alg, pcr, |h| {
                 h.update(data);
@@ -234,21 +223,26 @@ fn store(chain: &BlockHasher, out: &mut Raw) {
     out.len = chain.write_state(&mut out.bytes);
 }
 
-/// Writes `pcr ‖ measurement` into `joined`, followed by the SHA-1/SHA-256 padding;
-/// returns the padded length (0 if it would not fit, which no digest length reaches).
-fn pad_extend_message(pcr: &Raw, measurement: &Raw, joined: &mut [u8]) -> usize {
+/// Writes `pcr ‖ measurement` at the start of `joined`; returns its length (0 if it
+/// would not fit, which no digest length reaches).
+fn join(pcr: &Raw, measurement: &Raw, joined: &mut [u8]) -> usize {
     let (p, m) = (pcr.as_slice(), measurement.as_slice());
-    let n = p.len() + m.len();
-    let total = (n + 1 + 8).div_ceil(64) * 64;
-    let Some(padded) = joined.get_mut(..total) else {
+    let Some((a, rest)) = joined.split_at_mut_checked(p.len()) else {
         return 0;
     };
-    padded.fill(0);
-    padded[..p.len()].copy_from_slice(p);
-    padded[p.len()..n].copy_from_slice(m);
-    padded[n] = 0x80;
-    padded[total - 8..].copy_from_slice(&(n as u64 * 8).to_be_bytes());
-    total
+    let Some(b) = rest.get_mut(..m.len()) else {
+        return 0;
+    };
+    a.copy_from_slice(p);
+    b.copy_from_slice(m);
+    p.len() + m.len()
+}
+
+/// [`join`], followed by the SHA-1/SHA-256 padding; returns the padded length (0 if it
+/// would not fit).
+fn pad_extend_message(pcr: &Raw, measurement: &Raw, joined: &mut [u8]) -> usize {
+    let n = join(pcr, measurement, joined);
+    pad_message(joined, n, (n as u64).wrapping_mul(8)).unwrap_or(0)
 }
 
 #[cfg(test)]
