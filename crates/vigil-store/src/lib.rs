@@ -44,8 +44,8 @@ pub use registrar::{
     IdentityField, RegisterOutcome, RegistrarAgent, RegistrarAgents, Registration,
 };
 pub use verifier::{
-    AgentState, EnrolledAgent, Enrolment, FailureRecord, ImaProgress, PolicyRef, QuoteAlgs,
-    RoundOutcome, RoundUpdate, VerifierAgent, VerifierAgents,
+    AgentState, AgentStatusRecord, EnrolledAgent, Enrolment, FailureRecord, ImaProgress, PolicyRef,
+    QuoteAlgs, RoundOutcome, RoundUpdate, VerifierAgent, VerifierAgents,
 };
 
 /// Which database a [`Store`] talks to.

@@ -107,6 +107,23 @@ pub struct VerifierAgent {
     pub state: AgentState,
 }
 
+/// An agent as its status answer needs it ([`VerifierAgents::statuses`]): the
+/// enrolment, the state machine's snapshot and what its policies hold, without the
+/// per-round tables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentStatusRecord {
+    /// What was enrolled (policies by name).
+    pub enrolment: EnrolledAgent,
+    /// Keylime's operational state, 0–10.
+    pub operational_state: u8,
+    /// See [`AgentState::engine_state`].
+    pub engine_state: Option<String>,
+    /// The runtime policy's `generator`, if the agent has one.
+    pub runtime_policy_generator: Option<i64>,
+    /// The measured-boot policy's text, if the agent has one.
+    pub mb_policy_text: Option<String>,
+}
+
 /// The enrolment data as stored (policies resolved to names).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EnrolledAgent {
@@ -274,6 +291,14 @@ pub trait VerifierAgents: Send + Sync {
 
     /// The agent with its state, or `None`.
     async fn get(&self, agent_id: &str) -> Result<Option<VerifierAgent>, StoreError>;
+
+    /// What the status answers of agents need, in one query, sorted by id: every agent,
+    /// or those of `verifier_id`, or the one `agent_id`.
+    async fn statuses(
+        &self,
+        verifier_id: Option<&str>,
+        agent_id: Option<&str>,
+    ) -> Result<Vec<AgentStatusRecord>, StoreError>;
 
     /// Agent ids, sorted; only those of `verifier_id` if given.
     async fn list(&self, verifier_id: Option<&str>) -> Result<Vec<String>, StoreError>;

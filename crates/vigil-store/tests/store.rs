@@ -132,6 +132,7 @@ on_both_backends!(
     registrar_concurrent_first_registration,
     policies_crud_and_in_use,
     enrol_and_read_back,
+    statuses_in_one_query,
     enrol_error_leaves_nothing,
     delete_agent_takes_its_unused_policies,
     record_round_results,
@@ -429,6 +430,66 @@ async fn policies_crud_and_in_use(db: TestDb) {
 
 // ---------------------------------------------------------------------------------
 // Verifier agents
+
+/// `statuses` gives what a status answer needs, for one agent, one verifier or all,
+/// with each agent's policy facts, in id order.
+async fn statuses_in_one_query(db: TestDb) {
+    let va = db.store.verifier_agents();
+    db.store
+        .policies()
+        .create_mb(NewMbPolicy {
+            name: "boot".to_owned(),
+            mb_policy: Some(r#"{"scrtm_and_bios": []}"#.to_owned()),
+        })
+        .await
+        .unwrap();
+    let mut e = enrolment("n1", "v1");
+    e.runtime_policy = Some(PolicyRef::Inline(runtime_policy("n1-policy", "{}")));
+    e.mb_policy = Some(PolicyRef::Named("boot".to_owned()));
+    va.enrol(e.clone()).await.unwrap();
+    va.enrol(enrolment("n2", "v2")).await.unwrap();
+    va.enrol(enrolment("n0", "v1")).await.unwrap();
+    let update = RoundUpdate {
+        engine_state: Some(r#"{"snapshot": 1}"#.to_owned()),
+        ..RoundUpdate::state_only(3)
+    };
+    va.record_round("n1", update, None).await.unwrap();
+
+    let ids = |rs: &[vigil_store::AgentStatusRecord]| -> Vec<String> {
+        rs.iter().map(|r| r.enrolment.agent_id.clone()).collect()
+    };
+    assert_eq!(
+        ids(&va.statuses(None, None).await.unwrap()),
+        ["n0", "n1", "n2"]
+    );
+    assert_eq!(
+        ids(&va.statuses(Some("v1"), None).await.unwrap()),
+        ["n0", "n1"]
+    );
+    assert!(va.statuses(Some("v3"), None).await.unwrap().is_empty());
+    let one = va.statuses(None, Some("n1")).await.unwrap();
+    let [n1] = one.as_slice() else {
+        panic!("one record: {one:?}")
+    };
+    assert_eq!(n1.enrolment, va.get("n1").await.unwrap().unwrap().enrolment);
+    assert_eq!(n1.operational_state, 3);
+    assert_eq!(n1.engine_state.as_deref(), Some(r#"{"snapshot": 1}"#));
+    assert_eq!(n1.runtime_policy_generator, Some(3));
+    assert_eq!(
+        n1.mb_policy_text.as_deref(),
+        Some(r#"{"scrtm_and_bios": []}"#)
+    );
+    let n0 = &va.statuses(None, Some("n0")).await.unwrap()[0];
+    assert_eq!(
+        (
+            n0.runtime_policy_generator,
+            n0.mb_policy_text.as_deref(),
+            n0.operational_state
+        ),
+        (None, None, 1)
+    );
+    assert!(va.statuses(None, Some("nope")).await.unwrap().is_empty());
+}
 
 async fn enrol_and_read_back(db: TestDb) {
     let va = db.store.verifier_agents();

@@ -9,18 +9,14 @@ use crate::error::{exists_or_db, found, signed, unsigned};
 use crate::leases::check_fence;
 use crate::verifier::{decode_list, encode_list, RoundCounts};
 use crate::{
-    AgentState, EnrolledAgent, Enrolment, Entity, FailureRecord, Fence, ImaProgress, QuoteAlgs,
-    RoundOutcome, RoundUpdate, StoreError, VerifierAgent, VerifierAgents,
+    AgentState, AgentStatusRecord, EnrolledAgent, Enrolment, Entity, FailureRecord, Fence,
+    ImaProgress, QuoteAlgs, RoundOutcome, RoundUpdate, StoreError, VerifierAgent, VerifierAgents,
 };
 
 for_every_dialect! {
     impl SqlStore {
-        fn agent_from_rows(
-            row: &D::Row,
-            pcrs: Vec<D::Row>,
-            failures: Vec<D::Row>,
-        ) -> Result<VerifierAgent, StoreError> {
-            let enrolment = EnrolledAgent {
+        fn enrolment_from_row(row: &D::Row) -> Result<EnrolledAgent, StoreError> {
+            Ok(EnrolledAgent {
                 agent_id: get(row, "agent_id")?,
                 v: get(row, "v")?,
                 ip: get(row, "ip")?,
@@ -50,7 +46,15 @@ for_every_dialect! {
                 supported_version: get(row, "supported_version")?,
                 ak_tpm: get(row, "ak_tpm")?,
                 mtls_cert: get(row, "mtls_cert")?,
-            };
+            })
+        }
+
+        fn agent_from_rows(
+            row: &D::Row,
+            pcrs: Vec<D::Row>,
+            failures: Vec<D::Row>,
+        ) -> Result<VerifierAgent, StoreError> {
+            let enrolment = Self::enrolment_from_row(row)?;
             let mut running_pcrs = BTreeMap::new();
             for r in &pcrs {
                 running_pcrs.insert(get(r, "bank")?, get(r, "value")?);
@@ -180,6 +184,43 @@ for_every_dialect! {
             .map_err(StoreError::db(OP))?;
             commit(tx, OP).await?;
             Self::agent_from_rows(&row, pcrs, failures).map(Some)
+        }
+
+        async fn statuses(
+            &self,
+            verifier_id: Option<&str>,
+            agent_id: Option<&str>,
+        ) -> Result<Vec<AgentStatusRecord>, StoreError> {
+            const OP: &str = "read verifier agent statuses";
+            let rows = sqlx::query(
+                "SELECT a.*, rp.name AS runtime_policy_name, mp.name AS mb_policy_name, \
+                 rp.generator AS runtime_policy_generator, mp.mb_policy AS mb_policy_text \
+                 FROM verifier_agents a \
+                 LEFT JOIN runtime_policies rp ON rp.id = a.runtime_policy_id \
+                 LEFT JOIN mb_policies mp ON mp.id = a.mb_policy_id \
+                 WHERE (CAST($1 AS TEXT) IS NULL OR a.verifier_id = $1) \
+                 AND (CAST($2 AS TEXT) IS NULL OR a.agent_id = $2) \
+                 ORDER BY a.agent_id",
+            )
+            .bind(verifier_id)
+            .bind(agent_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::db(OP))?;
+            rows.iter()
+                .map(|row| {
+                    Ok(AgentStatusRecord {
+                        enrolment: Self::enrolment_from_row(row)?,
+                        operational_state: unsigned(
+                            "operational_state",
+                            get(row, "operational_state")?,
+                        )?,
+                        engine_state: get(row, "engine_state")?,
+                        runtime_policy_generator: get(row, "runtime_policy_generator")?,
+                        mb_policy_text: get(row, "mb_policy_text")?,
+                    })
+                })
+                .collect()
         }
 
         async fn list(&self, verifier_id: Option<&str>) -> Result<Vec<String>, StoreError> {
