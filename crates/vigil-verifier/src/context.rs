@@ -17,6 +17,39 @@ use vigil_store::{Store, VerifierAgent};
 
 use crate::client::{self, ClientIdentity};
 
+/// Why a node's enrolment cannot be turned into a context; each names the field.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ContextError {
+    #[error("reading the node's policies: {0}")]
+    Store(#[from] vigil_store::StoreError),
+    #[error("tpm_policy: {0}")]
+    TpmPolicy(#[from] vigil_core::policy::tpm::TpmPolicyError),
+    #[error("runtime policy {name}: {source}")]
+    RuntimePolicy {
+        name: String,
+        #[source]
+        source: vigil_core::policy::runtime::PolicyError,
+    },
+    #[error("mb policy {name}: {source}")]
+    MbPolicy {
+        name: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("ak_tpm: {0}")]
+    AkTpm(#[from] vigil_core::tpm::codec::CodecError),
+    #[error("mtls_cert: {0}")]
+    MtlsCert(String),
+    #[error("revocation_key: {0}")]
+    RevocationKey(String),
+    #[error("ima_sign_verification_keys: {0}")]
+    ImaKeys(#[source] vigil_core::ima::keyring::KeyError),
+    #[error("learned_ima_keyrings: {0}")]
+    LearnedKeyrings(#[source] vigil_core::ima::keyring::KeyError),
+    #[error("v: {0}")]
+    V(#[from] base64::DecodeError),
+}
+
 /// Parsed policies keyed by the store's checksum of their text: every node using the
 /// same policy shares one `Arc`, and a policy is parsed once per process, not per
 /// round or per node. A generation counter tells node tasks that a named policy
@@ -31,13 +64,16 @@ pub(crate) struct PolicyCache {
 
 impl PolicyCache {
     /// The parsed runtime policy of this text, parsed now if no node uses it yet.
-    pub(crate) fn runtime(&self, checksum: &str, text: &str) -> Result<Arc<RuntimePolicy>, String> {
+    pub(crate) fn runtime(
+        &self,
+        checksum: &str,
+        text: &str,
+    ) -> Result<Arc<RuntimePolicy>, vigil_core::policy::runtime::PolicyError> {
         let mut map = self.runtime.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(p) = map.get(checksum) {
             return Ok(p.clone());
         }
-        let parsed =
-            Arc::new(RuntimePolicy::from_json(text.as_bytes()).map_err(|e| e.to_string())?);
+        let parsed = Arc::new(RuntimePolicy::from_json(text.as_bytes())?);
         // Drop the policies no node holds any more before adding one.
         map.retain(|_, p| Arc::strong_count(p) > 1);
         map.insert(checksum.to_owned(), parsed.clone());
@@ -45,12 +81,12 @@ impl PolicyCache {
     }
 
     /// The parsed measured-boot reference state of this text.
-    pub(crate) fn mb(&self, checksum: &str, text: &str) -> Result<Arc<Value>, String> {
+    pub(crate) fn mb(&self, checksum: &str, text: &str) -> Result<Arc<Value>, serde_json::Error> {
         let mut map = self.mb.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(p) = map.get(checksum) {
             return Ok(p.clone());
         }
-        let parsed: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        let parsed: Value = serde_json::from_str(text)?;
         let parsed = Arc::new(parsed);
         map.retain(|_, p| Arc::strong_count(p) > 1);
         map.insert(checksum.to_owned(), parsed.clone());
@@ -151,24 +187,22 @@ pub(crate) async fn build(
     store: &Store,
     cache: &PolicyCache,
     identity: Option<&ClientIdentity>,
-) -> Result<NodeContext, String> {
+) -> Result<NodeContext, ContextError> {
     let generation = cache.generation();
     let e = &agent.enrolment;
-    let tpm_policy =
-        TpmPolicy::from_json(&e.tpm_policy).map_err(|err| format!("tpm_policy: {err}"))?;
+    let tpm_policy = TpmPolicy::from_json(&e.tpm_policy)?;
     let runtime_policy = match &e.runtime_policy {
         Some(name) => {
-            let stored = store
-                .policies()
-                .get_runtime(name)
-                .await
-                .map_err(|err| err.to_string())?;
+            let stored = store.policies().get_runtime(name).await?;
             match stored.and_then(|p| p.ima_policy) {
-                Some(text) if !text.is_empty() => Some(
-                    cache
-                        .runtime(&checksum(&text), &text)
-                        .map_err(|err| format!("runtime policy {name}: {err}"))?,
-                ),
+                Some(text) if !text.is_empty() => {
+                    Some(cache.runtime(&checksum(&text), &text).map_err(|source| {
+                        ContextError::RuntimePolicy {
+                            name: name.clone(),
+                            source,
+                        }
+                    })?)
+                }
                 _ => None,
             }
         }
@@ -176,56 +210,53 @@ pub(crate) async fn build(
     };
     let mb_refstate = match &e.mb_policy {
         Some(name) => {
-            let stored = store
-                .policies()
-                .get_mb(name)
-                .await
-                .map_err(|err| err.to_string())?;
+            let stored = store.policies().get_mb(name).await?;
             match stored.and_then(|p| p.mb_policy) {
-                Some(text) if !text.is_empty() => Some(
-                    cache
-                        .mb(&checksum(&text), &text)
-                        .map_err(|err| format!("mb policy {name}: {err}"))?,
-                ),
+                Some(text) if !text.is_empty() => {
+                    Some(cache.mb(&checksum(&text), &text).map_err(|source| {
+                        ContextError::MbPolicy {
+                            name: name.clone(),
+                            source,
+                        }
+                    })?)
+                }
                 _ => None,
             }
         }
         None => None,
     };
-    let ak = AkPublicKey::from_spki_or_tpm2b(&e.ak_tpm).map_err(|err| format!("ak_tpm: {err}"))?;
+    let ak = AkPublicKey::from_spki_or_tpm2b(&e.ak_tpm)?;
     let tls = match e.mtls_cert.as_deref() {
         Some(pem) if pem != "disabled" && !pem.is_empty() => {
             let der = client::cert_der(pem.as_bytes())
-                .ok_or_else(|| "mtls_cert: not a PEM or DER certificate".to_owned())?;
-            Some(client::pinned_config(der, identity).map_err(|err| format!("mtls_cert: {err}"))?)
+                .ok_or_else(|| ContextError::MtlsCert("not a PEM or DER certificate".into()))?;
+            Some(
+                client::pinned_config(der, identity)
+                    .map_err(|err| ContextError::MtlsCert(err.to_string()))?,
+            )
         }
         _ => None,
     };
     let revocation_key = match e.revocation_key.as_deref() {
         Some(pem) if !pem.trim().is_empty() => Some(Arc::new(
-            revocation_key(pem).map_err(|err| format!("revocation_key: {err}"))?,
+            revocation_key(pem).map_err(ContextError::RevocationKey)?,
         )),
         _ => None,
     };
     let mut keyrings = ImaKeyrings::new();
     let keys = e.ima_sign_verification_keys.trim();
     if !keys.is_empty() && keys != "[]" {
-        let ring = ImaKeyring::from_keylime_json(keys)
-            .map_err(|err| format!("ima_sign_verification_keys: {err}"))?;
+        let ring = ImaKeyring::from_keylime_json(keys).map_err(ContextError::ImaKeys)?;
         keyrings.set_tenant_keyring(ring);
     }
     // Keys learnt from the log before a restart; they belong with the stored IMA offset.
     if let Some(learned) = agent.state.learned_ima_keyrings.as_deref() {
         keyrings
             .set_learned_from_keylime_json(learned)
-            .map_err(|err| format!("learned_ima_keyrings: {err}"))?;
+            .map_err(ContextError::LearnedKeyrings)?;
     }
     let v = match e.v.as_deref() {
-        Some(v) if !v.is_empty() => Some(
-            base64::engine::general_purpose::STANDARD
-                .decode(v)
-                .map_err(|err| format!("v: {err}"))?,
-        ),
+        Some(v) if !v.is_empty() => Some(base64::engine::general_purpose::STANDARD.decode(v)?),
         _ => None,
     };
     let mask = quote_mask(&e.tpm_policy, &tpm_policy, runtime_policy.is_some());

@@ -5,6 +5,16 @@
 //! `vigil-core`'s ([`vigil_core::attestation`]: the per-node state machine and
 //! `evaluate_round`), every record `vigil-store`'s.
 //!
+//! Layers, dependencies pointing one way:
+//!
+//! ```text
+//! http (axum routes, Keylime's answers)
+//!   → service (enrol, status, list, delete, stop, reactivate, policies, verify)
+//!     → engine (task registry, leases, per-node driver, persist)
+//!       → agent_client, context, notify
+//!         → protocol, clock, config, error → vigil-core, vigil-store
+//! ```
+//!
 //! - The HTTPS port (8881) serves Keylime's verifier REST API v2.0–2.6: enrolment,
 //!   status, list/bulk, delete, reactivate, stop, named runtime and measured-boot
 //!   policies (admin routes, which need a client certificate chaining to
@@ -19,15 +29,18 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-mod api;
+mod agent_client;
 mod client;
+pub mod clock;
 pub mod config;
 mod context;
-pub mod engine;
+mod engine;
 mod enrol;
-mod evidence;
+mod error;
+mod http;
 mod notify;
-pub mod round;
+mod protocol;
+mod service;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -40,10 +53,9 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
 use vigil_store::Store;
 
-pub use api::{CURRENT_VERSION, SUPPORTED_VERSIONS};
+pub use clock::{Clock, NonceSource, OsNonces, SystemClock};
 pub use config::{Config, ConfigError, MbEvaluate};
-
-use api::AppState;
+pub use protocol::{CURRENT_VERSION, SUPPORTED_VERSIONS};
 
 /// Why the verifier cannot start. Each variant names the file, address or key.
 #[derive(Debug, thiserror::Error)]
@@ -113,8 +125,17 @@ fn load_identity(config: &Config) -> Result<client::ClientIdentity, String> {
 
 impl Verifier {
     /// Opens the database (migrating it), loads the TLS material, binds the port,
-    /// starts the engine and starts serving.
+    /// starts the engine and starts serving, on the system clock and OS nonces.
     pub async fn start(config: &Config) -> Result<Self, StartError> {
+        Self::start_with(config, Arc::new(SystemClock), Arc::new(OsNonces)).await
+    }
+
+    /// [`start`](Self::start) with the given sources of time and nonces.
+    pub async fn start_with(
+        config: &Config,
+        clock: Arc<dyn Clock>,
+        nonces: Arc<dyn NonceSource>,
+    ) -> Result<Self, StartError> {
         if config.database_url.is_empty() {
             std::fs::create_dir_all(&config.state_dir).map_err(|source| StartError::StateDir {
                 path: config.state_dir.clone(),
@@ -144,13 +165,25 @@ impl Verifier {
         let identity = load_identity(config).map_err(tls_err)?;
         let store = Store::open(&config.database_url()).await?;
         let (stop, stopped) = watch::channel(false);
-        let engine = engine::Engine::new(
+        let config = Arc::new(config.clone());
+        let notifiers = notify::Notifiers::new(
+            &config,
             store.clone(),
-            Arc::new(config.clone()),
-            attestation,
-            Some(identity),
+            Some(identity.clone()),
+            attestation.clone(),
+            clock.clone(),
             stopped.clone(),
         );
+        let engine = engine::Engine::new(engine::EngineParts {
+            store: store.clone(),
+            agents: agent_client::AgentClient::new(Some(identity), config.request_timeout()),
+            config: config.clone(),
+            attestation,
+            notifiers,
+            clock,
+            nonces,
+            stop: stopped.clone(),
+        });
         let addr = SocketAddr::new(config.ip, config.port);
         let listener = TcpListener::bind(addr)
             .await
@@ -158,12 +191,7 @@ impl Verifier {
         let addr = listener
             .local_addr()
             .map_err(|source| StartError::Bind { addr, source })?;
-        let state = Arc::new(AppState {
-            engine: engine.clone(),
-        });
-        let app = axum::Router::new()
-            .fallback(api::dispatch)
-            .with_state(state);
+        let app = http::router(service::Service::new(engine.clone()));
         let server = tokio::spawn(vigil_tls::http::serve(
             listener,
             Some(TlsAcceptor::from(Arc::new(tls))),

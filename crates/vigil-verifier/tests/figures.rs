@@ -11,7 +11,7 @@
 //!   polling cycle; the figure is the time from that change until `GET agents/{id}`
 //!   shows Invalid Quote (polled every 10 ms).
 //! - `round_cpu_10k`: the CPU the verifier spends judging one round whose incremental
-//!   IMA batch holds 10,000 new ima-ng entries (`round::judge`: parse the answer's
+//!   IMA batch holds 10,000 new ima-ng entries (`vigil_core::attestation::evaluate_round`: parse the answer's
 //!   quote, verify the RSA signature, nonce and PCR digest, replay the 10k entries
 //!   from the stored running PCR 10 and check each against a 10,010-path runtime
 //!   policy). The answer is a real swtpm quote over the extended PCR 10. Fetching,
@@ -23,12 +23,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support::{wait_for, Pki, TestAgent};
-use vigil_core::attestation::{Action, AttestationConfig, NodeAttestation, UnixTime};
+use vigil_core::attestation::{
+    evaluate_round, Action, AttestationConfig, NodeAnswer, NodeAttestation, RoundPolicy, UnixTime,
+};
 use vigil_core::ima::keyring::ImaKeyrings;
 use vigil_core::policy::runtime::RuntimePolicy;
 use vigil_core::policy::tpm::TpmPolicy;
 use vigil_core::tpm::quote::{AkPublicKey, QuoteVerifier};
-use vigil_verifier::round;
 
 /// Median and maximum of `samples`.
 fn summary(samples: &mut [Duration]) -> (Duration, Duration) {
@@ -162,16 +163,16 @@ async fn round_cpu_10k() {
         vec!["rsa".to_owned()],
         vec!["rsassa".to_owned()],
     );
-    let judge = round::Judge {
+    let judge = |nonce| RoundPolicy {
         verifier: &verifier,
+        nonce,
+        accept_hash_algs: Some(&algs.0),
+        accept_enc_algs: Some(&algs.1),
+        accept_sign_algs: Some(&algs.2),
+        bind_public_key: true,
         tpm_policy: &tpm_policy,
-        mask: 0x400,
         runtime_policy: Some(&policy),
-        mb: None,
-        mb_evaluate_now: false,
-        accept_hash_algs: &algs.0,
-        accept_enc_algs: &algs.1,
-        accept_sign_algs: &algs.2,
+        measured_boot: None,
         ignore_tomtou_errors: false,
     };
 
@@ -186,12 +187,11 @@ async fn round_cpu_10k() {
         panic!("the node asks for a quote first");
     };
     let answer =
-        round::parse_answer(&agent.integrity_answer("first-nonce", 0x400, false, 0)).unwrap();
-    let outcome = round::judge(
+        NodeAnswer::parse(&agent.integrity_answer("first-nonce", 0x400, false, 0)).unwrap();
+    let outcome = evaluate_round(
         &node,
-        &answer,
-        b"first-nonce",
-        &judge,
+        &answer.as_quote_answer(),
+        &judge(b"first-nonce"),
         &mut ImaKeyrings::new(),
     );
     assert!(outcome.failure.is_empty(), "{:?}", outcome.failure);
@@ -208,12 +208,11 @@ async fn round_cpu_10k() {
     let ticks = thread_cpu_ticks();
     for _ in 0..RUNS {
         let start = Instant::now();
-        let answer = round::parse_answer(&body).unwrap();
-        let outcome = round::judge(
+        let answer = NodeAnswer::parse(&body).unwrap();
+        let outcome = evaluate_round(
             &node,
-            &answer,
-            nonce.as_bytes(),
-            &judge,
+            &answer.as_quote_answer(),
+            &judge(nonce.as_bytes()),
             &mut ImaKeyrings::new(),
         );
         wall.push(start.elapsed());

@@ -1,18 +1,29 @@
 //! [`evaluate_round`]: one node answer checked into a [`RoundOutcome`], in Keylime's
 //! order (`process_quote_response` then `check_quote`, compat §3.3), from the node's
 //! stored state (IMA offset and running PCR, the last accepted clock, the cached
-//! public key).
+//! public key), measured boot included: the UEFI event log is replayed for the PCR
+//! comparison and IMA's `boot_aggregate`, and the measured-boot policy runs on it.
+//!
+//! This is the one evaluation of evidence in Vigil: the verifier's polling rounds and
+//! its one-shot `verify/evidence` both call it, so both give the same event ids.
 
-use serde_json::json;
+use std::collections::{BTreeMap, BTreeSet};
+
+use base64::Engine as _;
+use serde_json::{json, Value};
 
 use super::node::{NodeAttestation, QuoteAlgs, RoundOutcome};
+use crate::eventlog;
 use crate::failure::{Component, Event, Failure};
 use crate::hash::{Digest, HashAlg};
 use crate::ima::keyring::ImaKeyrings;
 use crate::ima::validate::PolicyValidator;
 use crate::ima::{process_measurement_list, AcceptAll, BatchStart, ImaConfig, IMA_PCR};
+use crate::policy::measured_boot::{bootlog_evaluate, LogView, MbPolicy};
 use crate::policy::runtime::RuntimePolicy;
-use crate::policy::tpm::{check_pcrs, ImaPcr, MeasuredBootPcrs, PcrCheck, TpmPolicy};
+use crate::policy::tpm::{
+    check_pcrs, ImaPcr, MeasuredBootPcrs, PcrCheck, TpmPolicy, MEASURED_BOOT_PCRS,
+};
 use crate::tpm::quote::{KeylimeQuote, QuoteVerifier};
 
 /// The node's answer to `quotes/integrity`, as fields of its JSON `results`.
@@ -34,6 +45,21 @@ pub struct QuoteAnswer<'a> {
     pub ima_measurement_list_entry: u64,
     /// `boottime` (0 when absent; rust-keylime never sends it).
     pub boottime: u64,
+    /// `mb_measurement_list`: base64 of the binary UEFI event log, if sent.
+    pub mb_measurement_list: Option<&'a str>,
+}
+
+/// The measured-boot policy a node is judged against.
+#[derive(Clone, Copy, Debug)]
+pub struct MeasuredBootPolicy<'a> {
+    /// Which policy (the verifier's `measured_boot_policy_name`).
+    pub policy: MbPolicy,
+    /// The node's reference state (a non-empty one: an empty state means no policy).
+    pub refstate: &'a Value,
+    /// Whether the policy itself runs this round (`measured_boot_evaluate`: `once`
+    /// until the first successful attestation, or `always`); the replayed PCRs are
+    /// compared with the quote every round.
+    pub evaluate_now: bool,
 }
 
 /// What the answer is judged against.
@@ -43,27 +69,31 @@ pub struct RoundPolicy<'a> {
     pub verifier: &'a QuoteVerifier,
     /// The nonce sent with the request.
     pub nonce: &'a [u8],
-    /// `accept_tpm_hash_algs`.
-    pub accept_hash_algs: &'a [String],
-    /// `accept_tpm_encryption_algs`.
-    pub accept_enc_algs: &'a [String],
-    /// `accept_tpm_signing_algs`.
-    pub accept_sign_algs: &'a [String],
+    /// `accept_tpm_hash_algs`; `None` accepts every hash algorithm Vigil knows.
+    pub accept_hash_algs: Option<&'a [String]>,
+    /// `accept_tpm_encryption_algs`; `None` does not check the answer's `enc_alg`.
+    pub accept_enc_algs: Option<&'a [String]>,
+    /// `accept_tpm_signing_algs`; `None` does not check the answer's `sign_alg`.
+    pub accept_sign_algs: Option<&'a [String]>,
+    /// Whether PCR 16 must bind the node's public key (sent or cached), as in every
+    /// polling round. `verify/evidence` has no key to bind and turns it off.
+    pub bind_public_key: bool,
     /// The PCR policy.
     pub tpm_policy: &'a TpmPolicy,
     /// The runtime policy; `None` accepts every IMA entry (replay only).
     pub runtime_policy: Option<&'a RuntimePolicy>,
-    /// Boot aggregates from the node's UEFI log, accepted for `boot_aggregate`.
-    pub boot_aggregates: &'a [Digest],
-    /// Measured-boot PCRs to compare, when a valid non-empty policy applies.
-    pub measured_boot: Option<MeasuredBootPcrs<'a>>,
+    /// The measured-boot policy, when the node has a non-empty reference state.
+    pub measured_boot: Option<MeasuredBootPolicy<'a>>,
     /// The verifier's `ignore_tomtou_errors`.
     pub ignore_tomtou_errors: bool,
 }
 
 /// Keylime's `is_accepted`: a direct match, or equal after the `ecc`→`ecc256`,
-/// `rsa`→`rsa2048` aliases.
-fn is_accepted(alg: &str, accepted: &[String]) -> bool {
+/// `rsa`→`rsa2048` aliases. `None` accepts everything.
+fn is_accepted(alg: &str, accepted: Option<&[String]>) -> bool {
+    let Some(accepted) = accepted else {
+        return true;
+    };
     fn normalize(a: &str) -> &str {
         match a {
             "ecc" => "ecc256",
@@ -89,14 +119,18 @@ fn fail(event: Event) -> RoundOutcome {
 /// Checks one answer of `node` into a [`RoundOutcome`] for
 /// [`NodeAttestation::quote_received`]:
 ///
-/// 1. the public key must be sent or cached (`no_pubkey`);
+/// 1. the public key must be sent or cached (`no_pubkey`), when it is bound;
 /// 2. `hash_alg`, `enc_alg`, `sign_alg` must be accepted (`invalid_*_alg`);
 /// 3. IMA offset: entry 0 resets, another entry than expected is
 ///    `invalid_ima_entry_nb`, a changed boot time skips the round ([`RoundOutcome::rebooted`]);
 /// 4. the quote: signature, nonce, PCR digest, then the clock against the last accepted
 ///    quote (`quote_validation`; the clock only once there is one);
-/// 5. PCR 16, IMA replay of PCR 10 from the stored running value, measured boot,
-///    `tpm_policy` (`check_pcrs`).
+/// 5. PCR 16, IMA replay of PCR 10 from the stored running value (with the boot
+///    aggregates of the UEFI log, when sent), the measured-boot PCRs against the
+///    replayed log, `tpm_policy` (`check_pcrs`);
+/// 6. on a verified quote, the measured-boot policy over the log
+///    (`measured_boot.policy_*`), when it runs this round. A log that cannot be read
+///    is `measured_boot.parser.log.base64decode` or `…parser.tpm2_eventlog.error`.
 ///
 /// `keyrings` are the node's IMA keyrings; learnt keys are cleared whenever the IMA
 /// state restarts from entry 0, as Keylime's `reset_ima_attestation` does.
@@ -106,42 +140,154 @@ pub fn evaluate_round(
     policy: &RoundPolicy<'_>,
     keyrings: &mut ImaKeyrings,
 ) -> RoundOutcome {
-    let Some(public_key) = answer.public_key.or(node.public_key()) else {
-        return fail(quote_event(
-            "no_pubkey",
-            Event::message(
-                "agent did not provide public key and no key or encrypted_v was cached at CV",
-            ),
-        ));
+    let boot = BootEvidence::read(answer, policy);
+    let relevant: BTreeSet<u32> = match policy.measured_boot {
+        Some(mb) => {
+            let r = mb.policy.relevant_pcrs();
+            MEASURED_BOOT_PCRS
+                .into_iter()
+                .filter(|p| r.is_empty() || r.contains(p))
+                .collect()
+        }
+        None => BTreeSet::new(),
     };
+    let measured_boot = policy.measured_boot.map(|_| MeasuredBootPcrs {
+        relevant: &relevant,
+        replayed: boot.replayed.as_ref(),
+    });
+    let (mut outcome, quoted) = check_quote(
+        node,
+        answer,
+        policy,
+        &boot.aggregates,
+        measured_boot,
+        keyrings,
+    );
+    let mut failure = boot.failure;
+    // The policy runs on a verified quote only.
+    if let (Some(mb), Some(view), Some(quoted)) = (policy.measured_boot, &boot.view, quoted) {
+        failure.merge(bootlog_evaluate(mb.policy, mb.refstate, view, &quoted));
+    }
+    if !failure.is_empty() && !outcome.rebooted {
+        outcome.failure.merge(failure);
+    }
+    outcome
+}
+
+/// What the UEFI event log of an answer gives the round.
+#[derive(Default)]
+struct BootEvidence {
+    /// The replayed PCRs of the answer's bank (for the measured-boot comparison).
+    replayed: Option<BTreeMap<u32, Digest>>,
+    /// Every bank's boot aggregate (accepted for IMA's `boot_aggregate`).
+    aggregates: Vec<Digest>,
+    /// The view the measured-boot policy reads, when it runs this round.
+    view: Option<LogView>,
+    /// A log that cannot be read.
+    failure: Failure,
+}
+
+impl BootEvidence {
+    fn read(answer: &QuoteAnswer<'_>, policy: &RoundPolicy<'_>) -> Self {
+        let mut boot = Self::default();
+        let Some(b64) = answer.mb_measurement_list else {
+            return boot;
+        };
+        let event = |sub: &[&str], name: &str, message: String| {
+            Event::new(
+                Component::MeasuredBoot,
+                sub,
+                name,
+                Event::message(message),
+                true,
+            )
+        };
+        let bytes = match base64::engine::general_purpose::STANDARD.decode(b64.trim()) {
+            Ok(b) => b,
+            Err(e) => {
+                boot.failure.push(event(
+                    &["parser", "log"],
+                    "base64decode",
+                    format!("the event log is not base64: {e}"),
+                ));
+                return boot;
+            }
+        };
+        match eventlog::parse(&bytes) {
+            Err(e) => boot.failure.push(event(
+                &["parser", "tpm2_eventlog"],
+                "error",
+                format!("the event log cannot be parsed: {e}"),
+            )),
+            Ok(log) => {
+                let banks = log.replay();
+                boot.aggregates = eventlog::boot_aggregates(&banks)
+                    .into_values()
+                    .flatten()
+                    .collect();
+                boot.replayed =
+                    HashAlg::from_name(answer.hash_alg).and_then(|b| banks.get(&b).cloned());
+                if policy.measured_boot.is_some_and(|mb| mb.evaluate_now) {
+                    boot.view = Some(LogView::new(&log));
+                }
+            }
+        }
+        boot
+    }
+}
+
+/// Steps 1 to 5 of [`evaluate_round`]; with the outcome, the PCRs of a verified quote.
+fn check_quote(
+    node: &NodeAttestation,
+    answer: &QuoteAnswer<'_>,
+    policy: &RoundPolicy<'_>,
+    boot_aggregates: &[Digest],
+    measured_boot: Option<MeasuredBootPcrs<'_>>,
+    keyrings: &mut ImaKeyrings,
+) -> (RoundOutcome, Option<BTreeSet<u32>>) {
+    let public_key = answer.public_key.or(node.public_key());
+    if policy.bind_public_key && public_key.is_none() {
+        return (
+            fail(quote_event(
+                "no_pubkey",
+                Event::message(
+                    "agent did not provide public key and no key or encrypted_v was cached at CV",
+                ),
+            )),
+            None,
+        );
+    }
     let bank = HashAlg::from_name(answer.hash_alg)
         .filter(|_| is_accepted(answer.hash_alg, policy.accept_hash_algs));
     let Some(bank) = bank else {
-        return fail(quote_event(
+        let event = quote_event(
             "invalid_hash_alg",
             json!({
                 "message": format!("TPM Quote is using an unaccepted hash algorithm: {}", answer.hash_alg),
                 "data": answer.hash_alg,
             }),
-        ));
+        );
+        return (fail(event), None);
     };
     if !is_accepted(answer.enc_alg, policy.accept_enc_algs) {
-        return fail(quote_event(
+        let event = quote_event(
             "invalid_enc_alg",
             json!({
                 "message": format!("TPM Quote is using an unaccepted encryption algorithm: {}", answer.enc_alg),
                 "data": answer.enc_alg,
             }),
-        ));
+        );
+        return (fail(event), None);
     }
     if !is_accepted(answer.sign_alg, policy.accept_sign_algs) {
-        return fail(quote_event(
+        let event = quote_event(
             "invalid_sign_alg",
             json!({
                 "message": format!("TPM Quote is using an unaccepted signing algorithm: {}", answer.sign_alg),
                 "data": answer.sign_alg,
             }),
-        ));
+        );
+        return (fail(event), None);
     }
     let algs = QuoteAlgs {
         hash_alg: answer.hash_alg.to_string(),
@@ -161,7 +307,7 @@ pub fn evaluate_round(
     match start {
         BatchStart::Rebooted => {
             keyrings.clear_learned();
-            return RoundOutcome::rebooted();
+            return (RoundOutcome::rebooted(), None);
         }
         BatchStart::Fresh => keyrings.clear_learned(),
         BatchStart::Continue | BatchStart::UnexpectedEntry { .. } => {}
@@ -171,10 +317,12 @@ pub fn evaluate_round(
     }
 
     let outcome = |failure: Failure, ima, bank| {
-        RoundOutcome::failed(failure)
-            .with_algs(algs.clone())
-            .with_public_key(public_key)
-            .with_ima(ima, bank)
+        let outcome = RoundOutcome::failed(failure).with_algs(algs.clone());
+        match public_key {
+            Some(key) => outcome.with_public_key(key),
+            None => outcome,
+        }
+        .with_ima(ima, bank)
     };
 
     let quote = match KeylimeQuote::parse(answer.quote) {
@@ -184,7 +332,7 @@ pub fn evaluate_round(
                 "quote_validation",
                 json!({"message": "Quote data validation", "error": e.to_string()}),
             ));
-            return outcome(failure, ima, ima_bank);
+            return (outcome(failure, ima, ima_bank), None);
         }
     };
     let verified = match node.tpm_clockinfo() {
@@ -197,7 +345,7 @@ pub fn evaluate_round(
         Ok(v) => v,
         Err(f) => {
             failure.merge(f);
-            return outcome(failure, ima, ima_bank);
+            return (outcome(failure, ima, ima_bank), None);
         }
     };
 
@@ -215,7 +363,7 @@ pub fn evaluate_round(
                     Some(&mut ima),
                     list,
                     Some(*quoted),
-                    PolicyValidator::new(p, policy.boot_aggregates, keyrings),
+                    PolicyValidator::new(p, boot_aggregates, keyrings),
                 ),
                 None => {
                     process_measurement_list(cfg, Some(&mut ima), list, Some(*quoted), AcceptAll)
@@ -237,15 +385,17 @@ pub fn evaluate_round(
         &verified.pcrs,
         &PcrCheck {
             tpm_policy: policy.tpm_policy,
-            data: Some(public_key),
+            data: public_key.filter(|_| policy.bind_public_key),
             ima: &ima_pcr,
-            measured_boot: policy.measured_boot,
+            measured_boot,
         },
     );
     failure.merge(pcrs.failure);
+    let quoted = verified.pcrs.keys().copied().collect();
     let outcome = outcome(failure, ima, ima_bank).with_clock(verified.clock_info);
-    match ima_counts {
+    let outcome = match ima_counts {
         Some(counts) => outcome.with_ima_counts(counts),
         None => outcome,
-    }
+    };
+    (outcome, Some(quoted))
 }

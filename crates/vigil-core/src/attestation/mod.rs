@@ -26,8 +26,11 @@
 //! - [`severity`]: labels, `severity_policy`, rating a round's failure.
 //! - [`node`]: [`NodeAttestation`], its inputs, actions and [`NodeSnapshot`].
 //! - [`status`]: the `GET /agents/{id}` status object.
-//! - [`evaluate`]: [`evaluate_round`], one answer checked into a [`RoundOutcome`].
+//! - [`answer`]: [`NodeAnswer`], a node's `quotes/integrity` answer read from its body.
+//! - [`evaluate`]: [`evaluate_round`], one answer checked into a [`RoundOutcome`]
+//!   (quote, PCRs, IMA, measured boot).
 
+pub mod answer;
 pub mod evaluate;
 pub mod node;
 pub mod severity;
@@ -35,7 +38,8 @@ pub mod state;
 pub mod status;
 mod time;
 
-pub use evaluate::{evaluate_round, QuoteAnswer, RoundPolicy};
+pub use answer::{AnswerError, NodeAnswer};
+pub use evaluate::{evaluate_round, MeasuredBootPolicy, QuoteAnswer, RoundPolicy};
 pub use node::{
     Action, AttestationConfig, CommFailure, Deletion, Ignored, NodeAttestation, NodeSnapshot,
     Notification, NotificationKind, QuoteAlgs, Reachability, RequestId, RoundOutcome,

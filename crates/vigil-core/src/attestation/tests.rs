@@ -1363,12 +1363,12 @@ mod evaluate {
         RoundPolicy {
             verifier: &f.verifier,
             nonce: &f.nonce,
-            accept_hash_algs: &f.accept,
-            accept_enc_algs: &f.enc,
-            accept_sign_algs: &f.sign,
+            accept_hash_algs: Some(&f.accept),
+            accept_enc_algs: Some(&f.enc),
+            accept_sign_algs: Some(&f.sign),
+            bind_public_key: true,
             tpm_policy: &f.tpm_policy,
             runtime_policy: None,
-            boot_aggregates: &[],
             measured_boot: None,
             ignore_tomtou_errors: false,
         }

@@ -17,21 +17,22 @@ mod webhook;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand_core::OsRng;
 use serde_json::Value;
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 use vigil_core::attestation::{AttestationConfig, Notification, NotificationKind, UnixTime};
 use vigil_core::revocation::{asctime, RevocationMessage, RevocationNotice};
 use vigil_store::{NewNotice, PendingNotice, Store, StoreError};
 
 use crate::client::ClientIdentity;
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::context::NodeContext;
-use crate::engine::now;
 
 /// The node a notice is about (what a channel may need besides the notice).
 #[derive(Debug, Clone)]
@@ -63,7 +64,10 @@ struct Shared {
     channels: Vec<Arc<dyn Notifier>>,
     attestation: Arc<AttestationConfig>,
     attempts: u32,
+    clock: Arc<dyn Clock>,
     stop: watch::Receiver<bool>,
+    /// Every delivery under way, joined at shutdown before the store closes.
+    tasks: Mutex<JoinSet<()>>,
 }
 
 fn epoch_secs(t: UnixTime) -> i64 {
@@ -76,6 +80,7 @@ impl Notifiers {
         store: Store,
         identity: Option<ClientIdentity>,
         attestation: Arc<AttestationConfig>,
+        clock: Arc<dyn Clock>,
         stop: watch::Receiver<bool>,
     ) -> Self {
         let mut channels: Vec<Arc<dyn Notifier>> = Vec::new();
@@ -99,7 +104,9 @@ impl Notifiers {
                 channels,
                 attestation,
                 attempts: config.max_retries.max(1),
+                clock,
                 stop,
+                tasks: Mutex::new(JoinSet::new()),
             }),
         }
     }
@@ -112,7 +119,7 @@ impl Notifiers {
                 Some(channel) => {
                     info!(agent_id = %row.agent_id, channel = %row.channel, target = %row.target,
                         attempts = row.attempts, "resuming revocation notice delivery");
-                    tokio::spawn(self.shared.clone().deliver(channel, row));
+                    self.shared.spawn(self.shared.clone().deliver(channel, row));
                 }
                 // Kept, not dropped: the channel may be enabled again.
                 None => {
@@ -157,11 +164,41 @@ impl Notifiers {
         let origin = Origin {
             agent_id: ctx.agent_id.clone(),
         };
-        tokio::spawn(self.shared.clone().record_and_deliver(origin, notice));
+        self.shared
+            .spawn(self.shared.clone().record_and_deliver(origin, notice));
+    }
+
+    /// Waits for every delivery under way to stop (they stop when the verifier does;
+    /// a pending one stays recorded for the next start), at most 10 s.
+    pub(crate) async fn shutdown(&self) {
+        let mut tasks = std::mem::take(&mut *self.shared.lock_tasks());
+        if tokio::time::timeout(Duration::from_secs(10), async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await
+        .is_err()
+        {
+            tasks.abort_all();
+        }
     }
 }
 
 impl Shared {
+    fn lock_tasks(&self) -> std::sync::MutexGuard<'_, JoinSet<()>> {
+        self.tasks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `task` in the background, tracked for shutdown (finished ones are reaped).
+    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        let mut tasks = self.lock_tasks();
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn(task);
+    }
+
+    fn now_secs(&self) -> i64 {
+        self.clock.now_secs()
+    }
+
     fn channel(&self, name: &str) -> Option<Arc<dyn Notifier>> {
         self.channels.iter().find(|c| c.name() == name).cloned()
     }
@@ -182,7 +219,7 @@ impl Shared {
                 }
             }
         }
-        let recorded = match self.store.notices().record(&rows, epoch_secs(now())).await {
+        let recorded = match self.store.notices().record(&rows, self.now_secs()).await {
             Ok(r) => r,
             Err(e) => {
                 error!(agent_id = %origin.agent_id, "revocation notice not sent: cannot record it: {e}");
@@ -191,7 +228,7 @@ impl Shared {
         };
         for row in recorded {
             if let Some(channel) = self.channel(&row.channel) {
-                tokio::spawn(self.clone().deliver(channel, row));
+                self.spawn(self.clone().deliver(channel, row));
             }
         }
     }
@@ -203,7 +240,7 @@ impl Shared {
         if *stop.borrow() {
             return;
         }
-        let wait = u64::try_from(row.next_attempt_at.saturating_sub(epoch_secs(now())));
+        let wait = u64::try_from(row.next_attempt_at.saturating_sub(self.now_secs()));
         let mut wait = Duration::from_secs(wait.unwrap_or(0));
         loop {
             let attempt = async {
@@ -231,7 +268,7 @@ impl Shared {
                     warn!(agent_id = %fields.0, channel = fields.1, target = %fields.2,
                         attempt = row.attempts + 1, "revocation notice not delivered yet: {e}");
                     wait = self.attestation.retry_delay(row.attempts + 1);
-                    let next = epoch_secs(now()).saturating_add(
+                    let next = self.now_secs().saturating_add(
                         i64::try_from(wait.as_secs().saturating_add(1)).unwrap_or(i64::MAX),
                     );
                     self.store.notices().failed(row.id, next, &e).await

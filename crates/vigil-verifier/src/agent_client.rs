@@ -1,0 +1,200 @@
+//! Keylime's agent API as the verifier speaks it (compat §1.5): the integrity quote
+//! request, V delivery, and API version negotiation on the agent's "API version not
+//! supported" 400 (§1.2). Transport is [`crate::client`]'s; this file knows paths,
+//! query strings and answers, and maps every outcome to the engine's [`CommFailure`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Bytes;
+use serde_json::Value;
+use vigil_core::attestation::CommFailure;
+
+use crate::client::{self, ClientIdentity};
+use crate::protocol::{negotiate, AGENT_VERSIONS};
+
+/// Where a node is and how to reach it, copied from its context for one request.
+#[derive(Debug, Clone)]
+pub(crate) struct NodeTarget {
+    /// The node's address, if it is a pull-mode node with a usable one.
+    pub(crate) addr: Option<SocketAddr>,
+    /// TLS pinned to the node's certificate (none for a node without mTLS).
+    pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
+    /// The agent API version in use.
+    pub(crate) version: String,
+}
+
+/// A request's result, and the API version negotiated on the way, if it changed.
+#[derive(Debug)]
+pub(crate) struct Exchange<T> {
+    pub(crate) result: Result<T, CommFailure>,
+    pub(crate) renegotiated: Option<String>,
+}
+
+/// The verifier's client of its nodes.
+#[derive(Debug, Clone)]
+pub(crate) struct AgentClient {
+    identity: Option<ClientIdentity>,
+    timeout: Duration,
+}
+
+impl AgentClient {
+    pub(crate) fn new(identity: Option<ClientIdentity>, timeout: Duration) -> Self {
+        Self { identity, timeout }
+    }
+
+    /// The verifier's client certificate and key, presented to nodes.
+    pub(crate) fn identity(&self) -> Option<&ClientIdentity> {
+        self.identity.as_ref()
+    }
+
+    /// `GET /v{ver}/quotes/integrity`: the answer's body, unparsed (parsing it is
+    /// CPU work for the judging pool).
+    pub(crate) async fn quote(
+        &self,
+        node: &NodeTarget,
+        nonce: &str,
+        mask: u32,
+        partial: bool,
+        ima_ml_entry: u64,
+    ) -> Exchange<Bytes> {
+        let path = format!(
+            "/v{}/quotes/integrity?nonce={nonce}&mask={mask:#x}&partial={}&ima_ml_entry={ima_ml_entry}",
+            node.version,
+            u8::from(partial),
+        );
+        self.exchange(node, hyper::Method::GET, &path, None).await
+    }
+
+    /// `POST /v{ver}/keys/vkey` with the encrypted V (`{"encrypted_key": …}`).
+    pub(crate) async fn deliver_v(&self, node: &NodeTarget, body: Vec<u8>) -> Exchange<()> {
+        let path = format!("/v{}/keys/vkey", node.version);
+        let Exchange {
+            result,
+            renegotiated,
+        } = self
+            .exchange(node, hyper::Method::POST, &path, Some(body))
+            .await;
+        Exchange {
+            result: result.map(|_| ()),
+            renegotiated,
+        }
+    }
+
+    async fn exchange(
+        &self,
+        node: &NodeTarget,
+        method: hyper::Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Exchange<Bytes> {
+        let mut renegotiated = None;
+        let result = async {
+            let addr = node.addr.ok_or_else(|| {
+                CommFailure::BadResponse("the node has no usable ip and port".into())
+            })?;
+            let answer = self.send(addr, node, method, path, body).await?;
+            if answer.status == 200 {
+                return Ok(answer.body);
+            }
+            Err(self.refusal(addr, node, &answer, &mut renegotiated).await)
+        }
+        .await;
+        Exchange {
+            result,
+            renegotiated,
+        }
+    }
+
+    async fn send(
+        &self,
+        addr: SocketAddr,
+        node: &NodeTarget,
+        method: hyper::Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<client::Answer, CommFailure> {
+        client::request(
+            addr,
+            &addr.to_string(),
+            node.tls.clone(),
+            method,
+            path,
+            body,
+            self.timeout,
+        )
+        .await
+        .map_err(|e| CommFailure::Unreachable(e.to_string()))
+    }
+
+    /// Maps a non-200 answer to the engine's failure, negotiating the API version on
+    /// Keylime's "API version not supported" 400.
+    async fn refusal(
+        &self,
+        addr: SocketAddr,
+        node: &NodeTarget,
+        answer: &client::Answer,
+        renegotiated: &mut Option<String>,
+    ) -> CommFailure {
+        let status = serde_json::from_slice::<Value>(&answer.body)
+            .ok()
+            .and_then(|v| v.get("status").and_then(Value::as_str).map(str::to_owned))
+            .unwrap_or_default();
+        if answer.status != 400 || !status.contains("API version not supported") {
+            return CommFailure::Status(answer.status);
+        }
+        let versions = match self
+            .send(addr, node, hyper::Method::GET, "/version", None)
+            .await
+        {
+            Ok(v) => v,
+            Err(f) => return f,
+        };
+        match negotiate(&AGENT_VERSIONS, &supported_versions(&versions.body)) {
+            Some(v) if v != node.version => {
+                *renegotiated = Some(v);
+                CommFailure::VersionRenegotiated
+            }
+            _ => CommFailure::VersionUnsupported,
+        }
+    }
+}
+
+/// The versions an agent's `/version` answer lists: `supported_versions` (API 2.5+)
+/// or the single `supported_version` of older agents.
+fn supported_versions(body: &[u8]) -> Vec<String> {
+    let results = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v.get("results").cloned());
+    let Some(r) = results else {
+        return Vec::new();
+    };
+    r.get("supported_versions")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_owned))
+                .collect()
+        })
+        .or_else(|| {
+            r.get("supported_version")
+                .and_then(Value::as_str)
+                .map(|s| vec![s.to_owned()])
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_from_old_and_new_agents() {
+        let new = br#"{"results":{"supported_versions":["2.1","2.2"]}}"#;
+        let old = br#"{"results":{"supported_version":"2.0"}}"#;
+        assert_eq!(supported_versions(new), ["2.1", "2.2"]);
+        assert_eq!(supported_versions(old), ["2.0"]);
+        assert!(supported_versions(b"{}").is_empty());
+    }
+}

@@ -1,0 +1,80 @@
+//! Leases, when replicas share the database (`lease_ttl > 0`): a loop renews the
+//! leases this replica holds, stops the nodes whose lease it lost, and claims free or
+//! expired ones, so the nodes of a replica that died are taken over once their leases
+//! expire. The database is the only arbiter: no replica talks to another.
+//!
+//! A lease this replica's id holds but no task of this process runs is adopted: a
+//! previous process with the same `replica_id` (restarted after a crash, or a container
+//! restarted with the same host name and pid) left it. It is released and claimed
+//! again in the same pass, at a new epoch, so the node is attested again and any write
+//! of the previous process is fenced off.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::{error, info, warn};
+
+use super::{Command, Engine};
+
+impl Engine {
+    /// Renews held leases, drops lost nodes, claims free ones; every `ttl / 3`.
+    pub(super) async fn lease_loop(self: Arc<Self>) {
+        let ttl = self.config.lease_ttl;
+        let period = Duration::from_secs(u64::from((ttl / 3).clamp(1, 10)));
+        let mut stop = self.stop.clone();
+        loop {
+            let leases = self.store.leases();
+            match leases.renew(&self.holder, self.clock.now_secs(), ttl).await {
+                Ok(held) => {
+                    let held: HashSet<_> = held.into_iter().map(|l| l.agent_id).collect();
+                    let (lost, orphaned) = {
+                        let nodes = self.lock_nodes();
+                        let lost: Vec<String> = nodes
+                            .keys()
+                            .filter(|id| !held.contains(*id))
+                            .cloned()
+                            .collect();
+                        let orphaned: Vec<&String> =
+                            held.iter().filter(|id| !nodes.contains_key(*id)).collect();
+                        (lost, orphaned.into_iter().cloned().collect::<Vec<_>>())
+                    };
+                    for id in lost {
+                        warn!(agent_id = %id, holder = %self.holder, "lease lost: no longer attesting this node");
+                        self.command(&id, Command::Shutdown);
+                    }
+                    for id in orphaned {
+                        info!(agent_id = %id, holder = %self.holder, "adopting a lease this replica id holds without a task (a previous process's): claiming it again");
+                        if let Err(e) = leases.release(&self.holder, &id).await {
+                            error!(agent_id = %id, "releasing a lease to adopt it: {e}");
+                        }
+                    }
+                }
+                Err(e) => error!("renewing leases: {e}"),
+            }
+            match leases
+                .acquire(
+                    &self.holder,
+                    self.clock.now_secs(),
+                    ttl,
+                    self.config.lease_batch.max(1),
+                )
+                .await
+            {
+                Ok(got) => {
+                    for lease in got {
+                        info!(agent_id = %lease.agent_id, epoch = lease.epoch, holder = %self.holder, "lease acquired");
+                        let fence = lease.fence();
+                        self.spawn_node(lease.agent_id, Some(fence)).await;
+                    }
+                }
+                Err(e) => error!("acquiring leases: {e}"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(period) => {}
+                _ = self.wake_leases.notified() => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
+}

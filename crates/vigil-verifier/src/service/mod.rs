@@ -1,0 +1,221 @@
+//! The service layer: what the REST API does, as typed operations over the engine and
+//! the store — enrol, status, list, delete, stop, reactivate (here), named policies
+//! ([`policies`]) and one-shot verification ([`verify`]). Handlers parse HTTP and call
+//! these; nothing here knows HTTP beyond Keylime's texts in [`ApiError`].
+
+mod policies;
+mod verify;
+
+use std::sync::Arc;
+
+use serde_json::{json, Map, Value};
+use tokio::sync::oneshot;
+use tracing::info;
+use vigil_core::attestation::{Deletion, NodeStatus, StatusEnrolment};
+use vigil_store::{AgentStatusRecord, StoreError, VerifierAgent};
+
+pub(crate) use policies::PolicyKind;
+pub(crate) use verify::EvidenceVerdict;
+
+use crate::config::Config;
+use crate::engine::persist::{self, Restored};
+use crate::engine::{Command, Engine};
+use crate::enrol;
+use crate::error::ApiError;
+
+/// The verifier's operations, shared by every request.
+#[derive(Debug, Clone)]
+pub(crate) struct Service {
+    engine: Arc<Engine>,
+}
+
+/// A tenant's decision about a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TenantAction {
+    Stop,
+    Reactivate,
+}
+
+impl Service {
+    pub(crate) fn new(engine: Arc<Engine>) -> Self {
+        Self { engine }
+    }
+
+    /// The verifier's configuration.
+    pub(crate) fn config(&self) -> &Config {
+        &self.engine.config
+    }
+
+    /// Checks the enrolment body and enrols agent `id`; its attestation starts.
+    pub(crate) async fn enrol(&self, id: &str, body: &Map<String, Value>) -> Result<(), ApiError> {
+        let e = &self.engine;
+        let enrolment = enrol::enrolment(&e.config, &e.store, id, body).await?;
+        match e.store.verifier_agents().enrol(enrolment).await {
+            Ok(()) => {
+                info!(agent_id = id, "agent enrolled");
+                e.enrolled(id).await;
+                Ok(())
+            }
+            Err(StoreError::AlreadyExists { entity, id: what }) => {
+                tracing::warn!(agent_id = id, "enrolment refused: {entity} {what} exists");
+                Err(ApiError::Conflict(format!(
+                    "{entity} {what} already exists"
+                )))
+            }
+            Err(StoreError::NotFound { entity, id: what }) => Err(ApiError::NotFound(format!(
+                "Could not find {entity} with name {what}!"
+            ))),
+            Err(source) => Err(ApiError::Store {
+                doing: "enrolling",
+                source,
+            }),
+        }
+    }
+
+    /// The status object of agent `id` (one query).
+    pub(crate) async fn show(&self, id: &str) -> Result<Value, ApiError> {
+        let records = self
+            .engine
+            .store
+            .verifier_agents()
+            .statuses(None, Some(id))
+            .await
+            .map_err(ApiError::store("reading an agent"))?;
+        let record = records.first().ok_or(ApiError::AgentNotFound)?;
+        Ok(self.status_of(record).to_json())
+    }
+
+    /// Agent ids (Keylime's list of one-element lists), or with `bulk` every agent's
+    /// status object, in one query; only those of `verifier` if given.
+    pub(crate) async fn list(&self, verifier: Option<&str>, bulk: bool) -> Result<Value, ApiError> {
+        let agents = self.engine.store.verifier_agents();
+        if !bulk {
+            let ids = agents
+                .list(verifier)
+                .await
+                .map_err(ApiError::store("listing agents"))?;
+            // Keylime's quirk: a list of one-element lists (serialised SQL rows).
+            let rows: Vec<Value> = ids.into_iter().map(|id| json!([id])).collect();
+            return Ok(json!({ "uuids": rows }));
+        }
+        let records = agents
+            .statuses(verifier, None)
+            .await
+            .map_err(ApiError::store("listing agents"))?;
+        let out: Map<String, Value> = records
+            .iter()
+            .map(|r| (r.enrolment.agent_id.clone(), self.status_of(r).to_json()))
+            .collect();
+        Ok(Value::Object(out))
+    }
+
+    fn status_of(&self, record: &AgentStatusRecord) -> NodeStatus {
+        let en = &record.enrolment;
+        let has_runtime_policy = record.runtime_policy_generator.unwrap_or(0) > 1;
+        let has_mb_refstate = record
+            .mb_policy_text
+            .as_deref()
+            .is_some_and(|t| !matches!(t.trim(), "" | "null" | "{}"));
+        let Restored { node, .. } = persist::restore(
+            &self.engine.attestation,
+            record.into(),
+            self.engine.clock.now(),
+        );
+        NodeStatus::new(
+            StatusEnrolment {
+                v: en.v.clone(),
+                ip: en.ip.clone(),
+                port: en.port,
+                tpm_policy: en.tpm_policy.clone(),
+                meta_data: en.meta_data.clone(),
+                has_mb_refstate,
+                has_runtime_policy,
+                accept_tpm_hash_algs: en.accept_tpm_hash_algs.clone(),
+                accept_tpm_encryption_algs: en.accept_tpm_encryption_algs.clone(),
+                accept_tpm_signing_algs: en.accept_tpm_signing_algs.clone(),
+                verifier_id: en.verifier_id.clone(),
+                verifier_ip: en.verifier_ip.clone(),
+                verifier_port: en.verifier_port,
+            },
+            &node,
+        )
+    }
+
+    async fn agent(&self, id: &str) -> Result<VerifierAgent, ApiError> {
+        self.engine
+            .store
+            .verifier_agents()
+            .get(id)
+            .await
+            .map_err(ApiError::store("reading an agent"))?
+            .ok_or(ApiError::AgentNotFound)
+    }
+
+    /// Deletes agent `id`: at once, or once its request in flight ends.
+    pub(crate) async fn delete(&self, id: &str) -> Result<Deletion, ApiError> {
+        self.agent(id).await?;
+        let e = &self.engine;
+        let (tx, rx) = oneshot::channel();
+        if e.command(id, Command::Delete(tx)) {
+            return rx.await.map_err(|_| ApiError::AgentNotFound);
+        }
+        // Not attested here (another replica, or stopped for good): delete the record; a
+        // replica attesting it stops at its next write.
+        match e.store.verifier_agents().delete(id).await {
+            Ok(()) => {
+                info!(agent_id = id, "agent deleted");
+                Ok(Deletion::Immediate)
+            }
+            Err(StoreError::NotFound { .. }) => Err(ApiError::AgentNotFound),
+            Err(source) => Err(ApiError::Store {
+                doing: "deleting an agent",
+                source,
+            }),
+        }
+    }
+
+    /// `PUT …/stop` or `…/reactivate`, through the node's task when this replica
+    /// attests it, else recorded directly.
+    pub(crate) async fn tenant_action(
+        &self,
+        id: &str,
+        action: TenantAction,
+    ) -> Result<(), ApiError> {
+        let agent = self.agent(id).await?;
+        let e = &self.engine;
+        let (tx, rx) = oneshot::channel();
+        let cmd = match action {
+            TenantAction::Stop => Command::Stop(tx),
+            TenantAction::Reactivate => Command::Reactivate(tx),
+        };
+        if e.command(id, cmd) {
+            return rx.await.map_err(|_| ApiError::AgentNotFound);
+        }
+        if e.uses_leases() {
+            let holder = match e.store.leases().get(id).await {
+                Ok(Some(l)) => l.holder,
+                _ => "no replica yet".to_owned(),
+            };
+            return Err(ApiError::HeldElsewhere {
+                id: id.to_owned(),
+                holder,
+            });
+        }
+        // No task (its enrolment could not be loaded): record the tenant's decision.
+        let t = e.clock.now();
+        let Restored { mut node, .. } = persist::restore(&e.attestation, (&agent).into(), t);
+        let _ = match action {
+            TenantAction::Reactivate => node.reactivate(t),
+            TenantAction::Stop => node.stop(t),
+        };
+        e.store
+            .verifier_agents()
+            .record_round(id, persist::state_only(&node), None)
+            .await
+            .map_err(ApiError::store("recording a tenant action"))?;
+        if action == TenantAction::Reactivate {
+            e.enrolled(id).await;
+        }
+        Ok(())
+    }
+}
