@@ -241,6 +241,39 @@ async fn learned_keys_survive_a_crash(db: String) {
     v.shutdown().await;
 }
 
+/// A replica killed and started again at once with the same `replica_id` finds its
+/// leases held under its own id by no task (the previous process's): it adopts them at
+/// a new epoch and attests its node again, without waiting for them to expire.
+async fn restarted_replica_adopts_its_leases(db: String) {
+    let pki = Pki::new();
+    let Some(n1) = node("verifier_replica_restart", &pki).await else {
+        return;
+    };
+    let mut config = pki.config(&db);
+    // Long enough that the lease cannot simply expire and be taken over in the test.
+    config.lease_ttl = 60;
+    config.replica_id = "r1".into();
+    let r1 = support::start(&config).await;
+    let body = n1.enrolment(&TestAgent::policy_b64(&FILES));
+    assert_eq!(
+        pki.client(true)
+            .call(r1.addr(), "POST", "/v2.6/agents/n1", Some(body))
+            .await
+            .0,
+        200
+    );
+    let before = wait_count(&pki, r1.addr(), "n1", 2).await["attestation_count"]
+        .as_u64()
+        .unwrap();
+    // Dies as a crash would: the lease stays with "r1", unexpired.
+    r1.abort();
+    let r1 = support::start(&config).await;
+    let s = wait_count(&pki, r1.addr(), "n1", before + 2).await;
+    assert_eq!(s["operational_state"], 3, "{s}");
+    assert_eq!(r1.attested_nodes(), 1);
+    r1.shutdown().await;
+}
+
 /// Waits for INVALID_QUOTE (operational state 9) and returns the status.
 async fn wait_invalid(pki: &Pki, addr: std::net::SocketAddr, id: &str) -> Value {
     wait_for(30, "INVALID_QUOTE", || async {
@@ -319,6 +352,7 @@ on_both_backends!(
     restart_keeps_state_and_ima_offset,
     learned_keys_survive_a_crash,
     undelivered_notice_survives_a_restart,
+    restarted_replica_adopts_its_leases,
 );
 
 /// Two replicas over one PostgreSQL split two nodes by leases; when one dies, the
