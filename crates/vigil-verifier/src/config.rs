@@ -113,6 +113,10 @@ pub struct Config {
     pub lease_ttl: u32,
     /// Vigil only: how many free nodes a replica claims per lease tick.
     pub lease_batch: u32,
+    /// Vigil only: a node whose last successful round is older than this many quote
+    /// intervals (and at least 30 s) is reported as not currently attested
+    /// (`attestation_status` TIMEOUT instead of PASS); 0 turns the check off.
+    pub stale_after_intervals: f64,
     /// Log filter (`tracing` syntax).
     pub log: String,
 }
@@ -163,6 +167,7 @@ impl Default for Config {
             replica_id: String::new(),
             lease_ttl: 0,
             lease_batch: 50,
+            stale_after_intervals: 10.0,
             log: "info".into(),
         }
     }
@@ -189,6 +194,7 @@ const SCALAR_KEYS: &[&str] = &[
     "enable_agent_mtls",
     "lease_ttl",
     "lease_batch",
+    "stale_after_intervals",
 ];
 
 fn seconds(key: &str, v: f64) -> Result<Duration, ConfigError> {
@@ -303,6 +309,17 @@ impl Config {
         Duration::try_from_secs_f64(self.request_timeout)
             .unwrap_or(Duration::from_secs(60))
             .max(Duration::from_millis(1))
+    }
+
+    /// How old a node's last successful round may be before the node is reported as
+    /// not currently attested; `None` when the check is off.
+    pub fn stale_after(&self) -> Option<Duration> {
+        if self.stale_after_intervals <= 0.0 || !self.stale_after_intervals.is_finite() {
+            return None;
+        }
+        let limit = Duration::try_from_secs_f64(self.quote_interval * self.stale_after_intervals)
+            .unwrap_or(Duration::MAX);
+        Some(limit.max(Duration::from_secs(30)))
     }
 
     /// The database URL in use.

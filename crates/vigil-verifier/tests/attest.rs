@@ -4,6 +4,7 @@
 
 mod support;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -274,6 +275,42 @@ async fn restarted_replica_adopts_its_leases(db: String) {
     r1.shutdown().await;
 }
 
+/// A node whose rounds stall is not reported as passing: with the verifier's clock moved
+/// past the staleness limit, the status says TIMEOUT until the next good round.
+async fn a_stalled_node_is_not_reported_as_passing(db: String) {
+    let pki = Pki::new();
+    let Some(n1) = node("verifier_stale", &pki).await else {
+        return;
+    };
+    let mut config = pki.config(&db);
+    // Long enough that the next round cannot come between the move and the read.
+    config.quote_interval = 5.0;
+    config.stale_after_intervals = 10.0;
+    let clock = Arc::new(support::OffsetClock::default());
+    let v = support::start_with_clock(&config, clock.clone()).await;
+    let body = n1.enrolment(&TestAgent::policy_b64(&FILES));
+    assert_eq!(
+        pki.client(true)
+            .call(v.addr(), "POST", "/v2.6/agents/n1", Some(body))
+            .await
+            .0,
+        200
+    );
+    let s = wait_count(&pki, v.addr(), "n1", 1).await;
+    assert_eq!(s["attestation_status"], "PASS", "{s}");
+    assert_eq!(s["vigil"]["stale"], false, "{s}");
+    // 51 s later by the verifier's clock, before the node's next round: stale.
+    clock.advance(51);
+    let s = status(&pki, v.addr(), "n1").await;
+    assert_eq!(s["attestation_status"], "TIMEOUT", "{s}");
+    assert_eq!(s["vigil"]["stale"], true, "{s}");
+    assert_eq!(s["operational_state"], 3, "{s}");
+    // The next good round makes it current again.
+    let s = wait_count(&pki, v.addr(), "n1", 2).await;
+    assert_eq!(s["attestation_status"], "PASS", "{s}");
+    v.shutdown().await;
+}
+
 /// Waits for INVALID_QUOTE (operational state 9) and returns the status.
 async fn wait_invalid(pki: &Pki, addr: std::net::SocketAddr, id: &str) -> Value {
     wait_for(30, "INVALID_QUOTE", || async {
@@ -353,6 +390,7 @@ on_both_backends!(
     learned_keys_survive_a_crash,
     undelivered_notice_survives_a_restart,
     restarted_replica_adopts_its_leases,
+    a_stalled_node_is_not_reported_as_passing,
 );
 
 /// Two replicas over one PostgreSQL split two nodes by leases; when one dies, the

@@ -496,7 +496,7 @@ async fn status(tenant: &Tenant, conn: &Conn, id: &str) -> Result<ExitCode> {
             }
         }
         super::print_json(&json!({ id: s2 }))?;
-        return Ok(ExitCode::SUCCESS);
+        return Ok(status_exit(&s));
     }
     let mut out = anstream::stdout().lock();
     let code = s["operational_state"].as_u64();
@@ -523,6 +523,14 @@ async fn status(tenant: &Tenant, conn: &Conn, id: &str) -> Result<ExitCode> {
     writeln!(out, "  attestation_count: {}", field("attestation_count"))?;
     if s.get("attestation_status").is_some() {
         writeln!(out, "  attestation_status: {}", field("attestation_status"))?;
+    }
+    if s["vigil"]["stale"] == true {
+        writeln!(
+            out,
+            "  {}not currently attested{}: no successful round within the verifier's staleness limit",
+            ERROR.render(),
+            ERROR.render_reset()
+        )?;
     }
     writeln!(
         out,
@@ -568,7 +576,18 @@ async fn status(tenant: &Tenant, conn: &Conn, id: &str) -> Result<ExitCode> {
             writeln!(out, "    ... and {n} more")?;
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(status_exit(&s))
+}
+
+/// `status` exits 3 for a node that is not currently attested: its verifier reports no
+/// successful round within its staleness limit (`TIMEOUT`), so a script polling status
+/// cannot mistake a stalled node for a passing one.
+fn status_exit(status: &Value) -> ExitCode {
+    if status["attestation_status"] == "TIMEOUT" {
+        ExitCode::from(3)
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 async fn regstatus(tenant: &Tenant, conn: &Conn, id: &str) -> Result<ExitCode> {

@@ -2,12 +2,15 @@
 //! compat §6.3), every field in Keylime's order, plus Vigil's additions under one
 //! `vigil` key that Keylime clients ignore.
 
+use std::time::Duration;
+
 use serde::Serialize;
 use serde_json::Value;
 
 use super::node::{NodeAttestation, Reachability};
 use super::severity::RatedEvent;
 use super::state::{AttestationStatus, OperationalState};
+use super::time::UnixTime;
 
 /// The enrolment fields the status object shows; they live in the store, not in the
 /// engine.
@@ -55,6 +58,9 @@ pub struct VigilStatus {
     pub last_failures_omitted: u64,
     /// The next IMA entry the verifier will ask for.
     pub ima_next_entry: u64,
+    /// No successful round within the verifier's staleness limit: the node is not
+    /// currently attested, whatever its state says ([`NodeStatus::with_staleness`]).
+    pub stale: bool,
 }
 
 /// The status object. Serialise it for the `results` of the response.
@@ -153,8 +159,28 @@ impl NodeStatus {
                 last_failures: node.last_failures().to_vec(),
                 last_failures_omitted: node.last_failures_omitted(),
                 ima_next_entry: node.ima_state().next_entry,
+                stale: false,
             }),
         }
+    }
+
+    /// Marks a node whose last successful round is older than `limit` at `now` as not
+    /// currently attested: a `PASS` becomes `TIMEOUT` (Keylime's value for "no
+    /// attestation within the allowed interval") and `vigil.stale` is set. A node whose
+    /// polling stalled for any reason (a replica that stopped attesting it, a node that
+    /// keeps timing out) is then never reported as passing.
+    pub fn with_staleness(mut self, now: UnixTime, limit: Duration) -> Self {
+        let age = now
+            .as_secs()
+            .saturating_sub(self.last_successful_attestation);
+        let stale = self.attestation_status == AttestationStatus::Pass && age > limit.as_secs();
+        if stale {
+            self.attestation_status = AttestationStatus::Timeout;
+            if let Some(v) = &mut self.vigil {
+                v.stale = true;
+            }
+        }
+        self
     }
 
     /// Without Vigil's additions: exactly Keylime's fields.

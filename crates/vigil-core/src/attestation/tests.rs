@@ -1566,3 +1566,26 @@ mod evaluate {
         assert_eq!((ima.next_entry, ima.running_pcr), (0, None));
     }
 }
+
+#[test]
+fn a_node_without_a_recent_success_is_reported_as_timed_out_not_passing() {
+    let n = attested(cfg());
+    let last = n.last_successful_attestation();
+    let limit = Duration::from_secs(30);
+    let at = |secs: u64| {
+        NodeStatus::new(StatusEnrolment::default(), &n).with_staleness(t(last + secs), limit)
+    };
+    let fresh = at(30);
+    assert_eq!(fresh.attestation_status, AttestationStatus::Pass);
+    assert!(!fresh.vigil.as_ref().unwrap().stale);
+    let stale = at(31);
+    assert_eq!(stale.attestation_status, AttestationStatus::Timeout);
+    assert_eq!(stale.to_json()["attestation_status"], "TIMEOUT");
+    assert_eq!(stale.to_json()["vigil"]["stale"], true);
+    // A failed or stopped node stays FAIL: staleness only takes PASS away.
+    let mut stopped = attested(cfg());
+    stopped.stop(t(last)).unwrap();
+    let s =
+        NodeStatus::new(StatusEnrolment::default(), &stopped).with_staleness(t(last + 999), limit);
+    assert_eq!(s.attestation_status, AttestationStatus::Fail);
+}

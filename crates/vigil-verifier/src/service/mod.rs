@@ -121,7 +121,7 @@ impl Service {
             record.into(),
             self.engine.clock.now(),
         );
-        NodeStatus::new(
+        let status = NodeStatus::new(
             StatusEnrolment {
                 v: en.v.clone(),
                 ip: en.ip.clone(),
@@ -138,7 +138,11 @@ impl Service {
                 verifier_port: en.verifier_port,
             },
             &node,
-        )
+        );
+        match self.engine.config.stale_after() {
+            Some(limit) => status.with_staleness(self.engine.clock.now(), limit),
+            None => status,
+        }
     }
 
     async fn agent(&self, id: &str) -> Result<VerifierAgent, ApiError> {

@@ -121,6 +121,36 @@ pub async fn start(config: &Config) -> Verifier {
     Verifier::start(config).await.expect("verifier starts")
 }
 
+/// The system clock plus an offset the test moves forward.
+#[derive(Debug, Default)]
+pub struct OffsetClock {
+    offset_secs: std::sync::atomic::AtomicU64,
+}
+
+impl OffsetClock {
+    /// Moves the clock `secs` seconds forward.
+    pub fn advance(&self, secs: u64) {
+        self.offset_secs
+            .fetch_add(secs, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl vigil_verifier::Clock for OffsetClock {
+    fn now(&self) -> vigil_core::attestation::UnixTime {
+        let offset = self.offset_secs.load(std::sync::atomic::Ordering::SeqCst);
+        vigil_verifier::SystemClock
+            .now()
+            .saturating_add(Duration::from_secs(offset))
+    }
+}
+
+/// Starts a verifier reading the time from `clock`.
+pub async fn start_with_clock(config: &Config, clock: Arc<OffsetClock>) -> Verifier {
+    Verifier::start_with(config, clock, Arc::new(vigil_verifier::OsNonces))
+        .await
+        .expect("verifier starts")
+}
+
 /// Polls `f` until it returns `Some`, for at most `secs` seconds.
 pub async fn wait_for<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
 where
