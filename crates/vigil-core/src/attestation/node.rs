@@ -171,6 +171,13 @@ pub enum CommFailure {
     VersionUnsupported,
     /// The answer could not be processed (Keylime's `exception` event).
     BadResponse(String),
+    /// The answer was larger than the verifier accepts from a node (Vigil's
+    /// `answer_too_large` event): refused before it was read whole, so one node cannot
+    /// exhaust the verifier's memory.
+    TooLarge {
+        /// The limit, in bytes.
+        limit: u64,
+    },
 }
 
 impl CommFailure {
@@ -179,7 +186,7 @@ impl CommFailure {
         match self {
             Self::Unreachable(_) | Self::VersionRenegotiated => true,
             Self::Status(s) => matches!(s, 408 | 500 | 599),
-            Self::VersionUnsupported | Self::BadResponse(_) => false,
+            Self::VersionUnsupported | Self::BadResponse(_) | Self::TooLarge { .. } => false,
         }
     }
 
@@ -194,7 +201,14 @@ impl CommFailure {
             Self::Status(s) => format!("HTTP {s}"),
             Self::VersionRenegotiated => "API version renegotiated".into(),
             Self::VersionUnsupported => "API version not supported".into(),
+            Self::TooLarge { limit } => format!("the answer exceeds {limit} bytes"),
         }
+    }
+}
+
+impl std::fmt::Display for CommFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.detail())
     }
 }
 
@@ -660,6 +674,13 @@ impl NodeAttestation {
                 CommFailure::VersionUnsupported => (
                     "version_not_supported",
                     json!({"context": "Agent API version not supported"}),
+                ),
+                CommFailure::TooLarge { limit } => (
+                    "answer_too_large",
+                    json!({
+                        "message": format!("the node's answer exceeds the verifier's limit of {limit} bytes"),
+                        "limit": limit,
+                    }),
                 ),
                 other => (
                     "exception",

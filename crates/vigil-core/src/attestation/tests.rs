@@ -727,6 +727,10 @@ fn other_errors_fail_at_once_with_keylime_event_ids() {
             CommFailure::BadResponse("not JSON".into()),
             "internal.verifier.exception",
         ),
+        (
+            CommFailure::TooLarge { limit: 1 << 20 },
+            "internal.verifier.answer_too_large",
+        ),
     ] {
         let mut n = attested(cfg_with(|c| c.auto_recover = true));
         let (rid, _, _) = quote(&mut n, t(103));

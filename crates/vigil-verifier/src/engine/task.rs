@@ -300,7 +300,7 @@ impl NodeTask {
             } => match exchange.result {
                 Ok(body) => return self.judge(ctx, node, id, nonce, body).await,
                 Err(f) => {
-                    warn!(agent_id = %self.id, "quote request failed: {}", describe(&f));
+                    warn!(agent_id = %self.id, "quote request failed: {f}");
                     let _ = node.request_failed(e.clock.now(), id, f);
                 }
             },
@@ -310,7 +310,7 @@ impl NodeTask {
                     let _ = node.v_delivered(e.clock.now(), id);
                 }
                 Err(f) => {
-                    warn!(agent_id = %self.id, "V delivery failed: {}", describe(&f));
+                    warn!(agent_id = %self.id, "V delivery failed: {f}");
                     let _ = node.request_failed(e.clock.now(), id, f);
                 }
             },
@@ -457,15 +457,6 @@ fn evaluate(
         ignore_tomtou_errors: e.config.ignore_tomtou_errors,
     };
     evaluate_round(node, &answer.as_quote_answer(), &policy, &mut ctx.keyrings)
-}
-
-fn describe(f: &CommFailure) -> String {
-    match f {
-        CommFailure::Unreachable(d) | CommFailure::BadResponse(d) => d.clone(),
-        CommFailure::Status(s) => format!("HTTP {s}"),
-        CommFailure::VersionRenegotiated => "API version renegotiated".into(),
-        CommFailure::VersionUnsupported => "API version not supported".into(),
-    }
 }
 
 /// Logs a failed round as operators need it: every failing event, with its context.
