@@ -2,6 +2,7 @@
 
 use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
+use axum::routing::{put, MethodRouter};
 use vigil_core::attestation::Deletion;
 
 use super::reply::{empty, envelope, json_body, param, query, success};
@@ -62,26 +63,19 @@ pub(super) async fn delete(
     })
 }
 
-pub(super) async fn reactivate(
-    State(s): State<Service>,
-    caller: Caller,
-    Path((_, id)): Path<(String, String)>,
-) -> Reply {
-    caller.admin("reactivate_agent")?;
-    checked(&id)?;
-    s.tenant_action(&id, TenantAction::Reactivate)
-        .await
-        .map(|()| success(empty()))
-}
-
-pub(super) async fn stop(
-    State(s): State<Service>,
-    caller: Caller,
-    Path((_, id)): Path<(String, String)>,
-) -> Reply {
-    caller.admin("stop_agent")?;
-    checked(&id)?;
-    s.tenant_action(&id, TenantAction::Stop)
-        .await
-        .map(|()| success(empty()))
+/// `PUT …/reactivate` or `…/stop`.
+pub(super) fn tenant_action(action: TenantAction) -> MethodRouter<Service> {
+    let name = match action {
+        TenantAction::Reactivate => "reactivate_agent",
+        TenantAction::Stop => "stop_agent",
+    };
+    put(
+        move |State(s): State<Service>, caller: Caller, Path((_, id)): Path<(String, String)>| async move {
+            caller.admin(name)?;
+            checked(&id)?;
+            s.tenant_action(&id, action)
+                .await
+                .map(|()| success(empty()))
+        },
+    )
 }

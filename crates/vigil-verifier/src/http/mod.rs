@@ -16,7 +16,7 @@ use axum::http::request::Parts;
 use axum::http::{StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::Response;
-use axum::routing::{any, get, post, put, MethodRouter};
+use axum::routing::{any, get, post, MethodRouter};
 use axum::Router;
 use tower::ServiceExt as _;
 use tracing::info;
@@ -24,7 +24,7 @@ use vigil_tls::http::Peer;
 
 use crate::error::ApiError;
 use crate::protocol::{served_prefix, CURRENT_VERSION, SUPPORTED_VERSIONS};
-use crate::service::Service;
+use crate::service::{PolicyKind, Service, TenantAction};
 use reply::{empty, envelope, plain, success};
 
 /// Keylime's 405 for a known path and a method it does not serve.
@@ -75,35 +75,27 @@ pub(crate) fn router(service: Service) -> Router {
         )
         .route(
             "/{v}/agents/{id}/reactivate",
-            put(agents::reactivate).fallback(not_implemented_any),
+            agents::tenant_action(TenantAction::Reactivate).fallback(not_implemented_any),
         )
         .route(
             "/{v}/agents/{id}/stop",
-            put(agents::stop).fallback(not_implemented_any),
+            agents::tenant_action(TenantAction::Stop).fallback(not_implemented_any),
         )
         .route(
             "/{v}/allowlists",
-            get(policies::list_runtime).fallback(not_implemented_any),
+            policies::collection(PolicyKind::Runtime).fallback(not_implemented_any),
         )
         .route(
             "/{v}/allowlists/{name}",
-            get(policies::show_runtime)
-                .post(policies::create_runtime)
-                .put(policies::update_runtime)
-                .delete(policies::delete_runtime)
-                .fallback(not_implemented_any),
+            policies::item(PolicyKind::Runtime).fallback(not_implemented_any),
         )
         .route(
             "/{v}/mbpolicies",
-            get(policies::list_mb).fallback(not_implemented_any),
+            policies::collection(PolicyKind::MeasuredBoot).fallback(not_implemented_any),
         )
         .route(
             "/{v}/mbpolicies/{name}",
-            get(policies::show_mb)
-                .post(policies::create_mb)
-                .put(policies::update_mb)
-                .delete(policies::delete_mb)
-                .fallback(not_implemented_any),
+            policies::item(PolicyKind::MeasuredBoot).fallback(not_implemented_any),
         )
         .route(
             "/{v}/verify/identity",

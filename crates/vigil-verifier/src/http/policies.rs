@@ -4,9 +4,10 @@
 use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
+use axum::routing::{get, MethodRouter};
 
 use super::reply::{empty, envelope, json_body, success};
-use super::{Caller, Reply};
+use super::Caller;
 use crate::error::ApiError;
 use crate::protocol::valid_id;
 use crate::service::{PolicyKind, Service};
@@ -23,125 +24,72 @@ fn created() -> axum::response::Response {
     envelope(StatusCode::CREATED, "Created", empty())
 }
 
-async fn list(s: &Service, caller: &Caller, action: &'static str, kind: PolicyKind) -> Reply {
-    caller.admin(action)?;
-    s.policy_names(kind).await.map(success)
+/// Keylime's action names, for the admin check's text.
+struct Actions {
+    list: &'static str,
+    show: &'static str,
+    update: &'static str,
+    delete: &'static str,
 }
 
-async fn show(
-    s: &Service,
-    caller: &Caller,
-    action: &'static str,
-    kind: PolicyKind,
-    name: &str,
-) -> Reply {
-    caller.admin(action)?;
-    checked(name)?;
-    s.policy(kind, name).await.map(success)
-}
-
-async fn put(
-    s: &Service,
-    caller: &Caller,
-    kind: PolicyKind,
-    name: &str,
-    req: Request,
-    create: bool,
-) -> Reply {
-    let action = match kind {
-        PolicyKind::Runtime => "update_allowlist",
-        PolicyKind::MeasuredBoot => "update_mbpolicy",
-    };
-    caller.admin(action)?;
-    checked(name)?;
-    let body = json_body(req, s.config().max_upload_size).await?;
-    let result = match kind {
-        PolicyKind::Runtime => s.put_runtime_policy(name, &body, create).await,
-        PolicyKind::MeasuredBoot => s.put_mb_policy(name, &body, create).await,
-    };
-    result.map(|()| created())
-}
-
-async fn delete(
-    s: &Service,
-    caller: &Caller,
-    action: &'static str,
-    kind: PolicyKind,
-    name: &str,
-) -> Reply {
-    caller.admin(action)?;
-    checked(name)?;
-    s.delete_policy(kind, name)
-        .await
-        .map(|()| StatusCode::NO_CONTENT.into_response())
+fn actions(kind: PolicyKind) -> Actions {
+    match kind {
+        PolicyKind::Runtime => Actions {
+            list: "get_allowlists",
+            show: "get_allowlist",
+            update: "update_allowlist",
+            delete: "delete_allowlist",
+        },
+        PolicyKind::MeasuredBoot => Actions {
+            list: "get_mbpolicies",
+            show: "get_mbpolicy",
+            update: "update_mbpolicy",
+            delete: "delete_mbpolicy",
+        },
+    }
 }
 
 type Named = Path<(String, String)>;
 
-pub(super) async fn list_runtime(State(s): State<Service>, c: Caller) -> Reply {
-    list(&s, &c, "get_allowlists", PolicyKind::Runtime).await
+/// `GET /v2.x/allowlists` or `/v2.x/mbpolicies`.
+pub(super) fn collection(kind: PolicyKind) -> MethodRouter<Service> {
+    get(move |State(s): State<Service>, c: Caller| async move {
+        c.admin(actions(kind).list)?;
+        s.policy_names(kind).await.map(success)
+    })
 }
 
-pub(super) async fn show_runtime(
-    State(s): State<Service>,
-    c: Caller,
-    Path((_, n)): Named,
-) -> Reply {
-    show(&s, &c, "get_allowlist", PolicyKind::Runtime, &n).await
-}
-
-pub(super) async fn create_runtime(
-    State(s): State<Service>,
-    c: Caller,
-    Path((_, n)): Named,
-    req: Request,
-) -> Reply {
-    put(&s, &c, PolicyKind::Runtime, &n, req, true).await
-}
-
-pub(super) async fn update_runtime(
-    State(s): State<Service>,
-    c: Caller,
-    Path((_, n)): Named,
-    req: Request,
-) -> Reply {
-    put(&s, &c, PolicyKind::Runtime, &n, req, false).await
-}
-
-pub(super) async fn delete_runtime(
-    State(s): State<Service>,
-    c: Caller,
-    Path((_, n)): Named,
-) -> Reply {
-    delete(&s, &c, "delete_allowlist", PolicyKind::Runtime, &n).await
-}
-
-pub(super) async fn list_mb(State(s): State<Service>, c: Caller) -> Reply {
-    list(&s, &c, "get_mbpolicies", PolicyKind::MeasuredBoot).await
-}
-
-pub(super) async fn show_mb(State(s): State<Service>, c: Caller, Path((_, n)): Named) -> Reply {
-    show(&s, &c, "get_mbpolicy", PolicyKind::MeasuredBoot, &n).await
-}
-
-pub(super) async fn create_mb(
-    State(s): State<Service>,
-    c: Caller,
-    Path((_, n)): Named,
-    req: Request,
-) -> Reply {
-    put(&s, &c, PolicyKind::MeasuredBoot, &n, req, true).await
-}
-
-pub(super) async fn update_mb(
-    State(s): State<Service>,
-    c: Caller,
-    Path((_, n)): Named,
-    req: Request,
-) -> Reply {
-    put(&s, &c, PolicyKind::MeasuredBoot, &n, req, false).await
-}
-
-pub(super) async fn delete_mb(State(s): State<Service>, c: Caller, Path((_, n)): Named) -> Reply {
-    delete(&s, &c, "delete_mbpolicy", PolicyKind::MeasuredBoot, &n).await
+/// `/v2.x/allowlists/{name}` or `/v2.x/mbpolicies/{name}`: show, create (POST),
+/// replace (PUT), delete.
+pub(super) fn item(kind: PolicyKind) -> MethodRouter<Service> {
+    let put = move |create: bool| {
+        move |State(s): State<Service>, c: Caller, Path((_, name)): Named, req: Request| async move {
+            c.admin(actions(kind).update)?;
+            checked(&name)?;
+            let body = json_body(req, s.config().max_upload_size).await?;
+            let stored = match kind {
+                PolicyKind::Runtime => s.put_runtime_policy(&name, &body, create).await,
+                PolicyKind::MeasuredBoot => s.put_mb_policy(&name, &body, create).await,
+            };
+            stored.map(|()| created())
+        }
+    };
+    get(
+        move |State(s): State<Service>, c: Caller, Path((_, name)): Named| async move {
+            c.admin(actions(kind).show)?;
+            checked(&name)?;
+            s.policy(kind, &name).await.map(success)
+        },
+    )
+    .post(put(true))
+    .put(put(false))
+    .delete(
+        move |State(s): State<Service>, c: Caller, Path((_, name)): Named| async move {
+            c.admin(actions(kind).delete)?;
+            checked(&name)?;
+            s.delete_policy(kind, &name)
+                .await
+                .map(|()| StatusCode::NO_CONTENT.into_response())
+        },
+    )
 }
