@@ -13,7 +13,7 @@ use vigil_store::{Enrolment, NewMbPolicy, NewRuntimePolicy, PolicyRef, Store, St
 use crate::config::Config;
 use crate::context;
 use crate::error::ApiError;
-use crate::protocol::{valid_id, CURRENT_VERSION, SUPPORTED_VERSIONS};
+use crate::protocol::{is_version_number, valid_id, AGENT_VERSIONS, CURRENT_VERSION};
 
 fn req<'a>(b: &'a Map<String, Value>, key: &'static str) -> Result<&'a Value, ApiError> {
     b.get(key).ok_or(ApiError::MissingField(key))
@@ -115,7 +115,14 @@ pub(crate) async fn enrolment(
             .ok_or_else(|| ApiError::invalid("mtls_cert", "is not a PEM certificate"))?;
     }
     let supported_version = match opt_str(b, "supported_version")? {
-        Some(v) if SUPPORTED_VERSIONS.contains(&v) => v.to_owned(),
+        Some(v) if AGENT_VERSIONS.contains(&v) => v.to_owned(),
+        // It goes into request paths: only a version number is an unknown version.
+        Some(v) if !is_version_number(v) => {
+            return Err(ApiError::invalid(
+                "supported_version",
+                "is not an API version (major.minor)",
+            ))
+        }
         // Keylime replaces an unknown version by its current one and negotiates later.
         _ => CURRENT_VERSION.to_owned(),
     };

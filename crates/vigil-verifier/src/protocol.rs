@@ -29,13 +29,25 @@ pub(crate) fn negotiate(ours: &[&str], theirs: &[String]) -> Option<String> {
         .cloned()
 }
 
-/// Keylime's `valid_agent_id`: letters, digits, `_`, `.`, `-`.
+/// `major.minor`, digits only: the shape of every API version.
+pub(crate) fn is_version_number(v: &str) -> bool {
+    v.split_once('.').is_some_and(|(a, b)| {
+        [a, b]
+            .iter()
+            .all(|p| !p.is_empty() && p.len() <= 4 && p.bytes().all(|c| c.is_ascii_digit()))
+    })
+}
+
+/// Keylime's `valid_agent_id` (letters, digits, `_`, `.`, `-`), without names made
+/// only of dots: `.` and `..` are rewritten by every HTTP client, so such a record
+/// could never be reached again.
 pub(crate) fn valid_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 255
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        && !id.bytes().all(|b| b == b'.')
 }
 
 #[cfg(test)]
@@ -56,6 +68,23 @@ mod tests {
     fn ids_and_prefixes() {
         assert!(valid_id("d432fbb3-d2f1-4a97-9ef7-75bd81c00000"));
         assert!(!valid_id("a/b") && !valid_id("") && !valid_id("a b"));
+        assert!(!valid_id(".") && !valid_id("..") && !valid_id("..."));
+        assert!(valid_id("a.b") && valid_id(".a"));
+        for ok in ["2.6", "9.9", "10.12"] {
+            assert!(is_version_number(ok), "{ok}");
+        }
+        for bad in [
+            "abc/../",
+            "2.6/../../version?",
+            "2.6\r\nX: y",
+            "2",
+            "2.",
+            ".6",
+            "v2.6",
+            "",
+        ] {
+            assert!(!is_version_number(bad), "{bad}");
+        }
         for ok in ["v2", "v2.0", "v2.6"] {
             assert!(served_prefix(ok), "{ok}");
         }

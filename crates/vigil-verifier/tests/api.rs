@@ -280,6 +280,17 @@ async fn bad_input_is_rejected_and_stores_nothing(db: String) {
         ("runtime_policy", json!("%%%"), "runtime_policy"),
         ("mb_policy", json!("{not json"), "mb_policy"),
         ("mb_policy_name", json!(3), "mb_policy_name"),
+        ("supported_version", json!("abc/../"), "supported_version"),
+        (
+            "supported_version",
+            json!("2.6/../../version?"),
+            "supported_version",
+        ),
+        (
+            "supported_version",
+            json!("2.6\r\nX: y"),
+            "supported_version",
+        ),
     ];
     for (field, value, want) in cases {
         let mut b = body();
@@ -298,12 +309,46 @@ async fn bad_input_is_rejected_and_stores_nothing(db: String) {
             "{field}"
         );
     }
+    for id in ["bad%20id", "..", "%2E", "..."] {
+        let (code, r) = c
+            .call(a, "POST", &format!("/v2.6/agents/{id}"), Some(body()))
+            .await;
+        assert_eq!(
+            (code, r["status"].as_str()),
+            (400, Some("agent_id not not valid")),
+            "{id}"
+        );
+    }
+    for name in ["..", "%2E%2E"] {
+        let (code, r) = c
+            .call(
+                a,
+                "POST",
+                &format!("/v2.6/allowlists/{name}"),
+                Some(json!({"runtime_policy": "e30="})),
+            )
+            .await;
+        assert_eq!(
+            (code, r["status"].as_str()),
+            (400, Some("Invalid URL")),
+            "{name}"
+        );
+    }
+    // A runtime policy upload with a tpm_policy that is not a PCR policy stores nothing.
+    let policy = support::TestAgent::policy_b64(&[("/bin/sh", b"sh")]);
     let (code, r) = c
-        .call(a, "POST", "/v2.6/agents/bad%20id", Some(body()))
+        .call(
+            a,
+            "POST",
+            "/v2.6/allowlists/withpcrs",
+            Some(json!({"runtime_policy": policy, "tpm_policy": "{"})),
+        )
         .await;
+    assert_eq!(code, 400, "{r}");
+    assert!(r["status"].as_str().unwrap().contains("tpm_policy"), "{r}");
     assert_eq!(
-        (code, r["status"].as_str()),
-        (400, Some("agent_id not not valid"))
+        c.call(a, "GET", "/v2.6/allowlists/withpcrs", None).await.0,
+        404
     );
     assert_eq!(
         c.call(
