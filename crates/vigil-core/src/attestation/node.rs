@@ -497,9 +497,14 @@ impl NodeAttestation {
     }
 
     /// `PUT …/reactivate`: back to START from any state but TERMINATED, retries and the
-    /// notice gate cleared, V delivered again after the first good round.
+    /// notice gate cleared, V delivered again after the first good round. A reactivation
+    /// is the operator's decision to trust the node again, so the TPM clock's
+    /// monotonicity starts afresh too: a node whose TPM was reset without a reboot
+    /// being seen (its clock went backwards) can be brought back without re-enrolling.
     pub fn reactivate(&mut self, now: UnixTime) -> Result<(), Ignored> {
-        self.begin(now)
+        self.begin(now)?;
+        self.clock_info = None;
+        Ok(())
     }
 
     fn begin(&mut self, now: UnixTime) -> Result<(), Ignored> {

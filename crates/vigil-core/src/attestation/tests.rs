@@ -416,6 +416,14 @@ fn round_keeps_algs_clock_and_ima_offset() {
     assert_eq!(n.ima_state().next_entry, 0);
     assert_eq!(n.last_received_quote(), 107);
     assert_eq!(n.last_successful_attestation(), 104);
+
+    // A reactivation trusts the node again: the TPM clock's monotonicity starts afresh
+    // (a TPM reset without a seen reboot no longer needs a delete and re-add), and a
+    // restart from the snapshot keeps it that way.
+    n.reactivate(t(108)).unwrap();
+    assert_eq!(n.tpm_clockinfo(), None);
+    let restored = NodeAttestation::restore(cfg(), n.snapshot(), t(109));
+    assert_eq!(restored.tpm_clockinfo(), None);
 }
 
 #[test]

@@ -167,7 +167,9 @@ impl NodeTask {
                         Command::Reactivate(r) => {
                             // The tenant may have fixed the enrolment's policies.
                             self.rebuild(&mut ctx).await;
-                            let _ = node.reactivate(t);
+                            if node.reactivate(t).is_ok() {
+                                info!(agent_id = %self.id, "reactivated by the tenant: polling restarts, TPM clock monotonicity starts afresh");
+                            }
                             inflight = None;
                             reply = r;
                         }
