@@ -15,7 +15,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteQueryResult,
     SqliteSynchronous,
 };
-use sqlx::Sqlite;
+use sqlx::{Connection, Sqlite};
 
 use crate::sql::{Dialect, SqlStore};
 use crate::{migrations, StoreError};
@@ -66,6 +66,13 @@ pub(crate) async fn open(url: &str) -> Result<SqlStore<Sqlite>, StoreError> {
     } else {
         SqlitePoolOptions::new().max_connections(MAX_CONNECTIONS)
     };
+    // A COMMIT that fails (SQLITE_FULL on a full disk, an I/O error) may leave SQLite
+    // rolled back while sqlx still counts the transaction open, and the rollback sqlx
+    // then sends fails too: such a connection could never begin a transaction again.
+    // A connection still in a transaction when it is handed out is closed instead (a
+    // new one is opened), so the store recovers once the cause is gone.
+    let pool =
+        pool.before_acquire(|conn, _| Box::pin(async move { Ok(!conn.is_in_transaction()) }));
     let pool = pool
         .connect_with(options)
         .await

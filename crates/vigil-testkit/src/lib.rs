@@ -20,6 +20,9 @@
 pub mod db;
 #[cfg(feature = "keylime")]
 pub mod keylime;
+mod tmpfs;
+
+pub use tmpfs::Tmpfs;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

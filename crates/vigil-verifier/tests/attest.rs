@@ -311,6 +311,59 @@ async fn a_stalled_node_is_not_reported_as_passing(db: String) {
     v.shutdown().await;
 }
 
+/// The verifier on SQLite on a filesystem that fills up: `readyz` says so while rounds
+/// cannot be recorded, and once space is freed rounds are recorded again and it is
+/// ready, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_full_disk_is_reported_and_recovered() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(fs) = vigil_testkit::Tmpfs::mount(dir.path(), "16m") else {
+        return;
+    };
+    let pki = Pki::new();
+    let Some(n1) = node("verifier_full_disk", &pki).await else {
+        return;
+    };
+    let db = format!("sqlite://{}?mode=rwc", dir.path().join("cv.db").display());
+    let config = pki.config(&db);
+    let v = support::start(&config).await;
+    let (a, c) = (v.addr(), pki.client(true));
+    let body = n1.enrolment(&TestAgent::policy_b64(&FILES));
+    assert_eq!(
+        c.call(a, "POST", "/v2.6/agents/n1", Some(body)).await.0,
+        200
+    );
+    wait_count(&pki, a, "n1", 2).await;
+    assert_eq!(c.call(a, "GET", "/vigil/v1/readyz", None).await.0, 200);
+
+    let filler = fs.fill("filler");
+    let r = wait_for(30, "not ready while the disk is full", || async {
+        let (code, r) = c.call(a, "GET", "/vigil/v1/readyz", None).await;
+        (code == 503).then_some(r)
+    })
+    .await;
+    assert_eq!(r["results"]["ready"], false, "{r}");
+    assert!(
+        r["results"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("database"),
+        "{r}"
+    );
+
+    std::fs::remove_file(&filler).unwrap();
+    wait_for(30, "ready again", || async {
+        (c.call(a, "GET", "/vigil/v1/readyz", None).await.0 == 200).then_some(())
+    })
+    .await;
+    let count = status(&pki, a, "n1").await["attestation_count"]
+        .as_u64()
+        .unwrap();
+    let s = wait_count(&pki, a, "n1", count + 2).await;
+    assert_eq!(s["operational_state"], 3, "{s}");
+    v.shutdown().await;
+}
+
 /// Waits for INVALID_QUOTE (operational state 9) and returns the status.
 async fn wait_invalid(pki: &Pki, addr: std::net::SocketAddr, id: &str) -> Value {
     wait_for(30, "INVALID_QUOTE", || async {

@@ -82,6 +82,9 @@ pub(crate) struct Engine {
     wake_leases: Notify,
     stop: watch::Receiver<bool>,
     tasks: tokio::sync::Mutex<tokio::task::JoinSet<()>>,
+    /// The last failure to record a round, until a round is recorded again: the
+    /// verifier is not ready while its database refuses writes.
+    store_fault: Mutex<Option<String>>,
     /// Answers judged at once: judging is CPU work on the blocking pool, and an answer
     /// may hold hundreds of megabytes, so more than a core's worth at a time would
     /// only add memory.
@@ -131,6 +134,7 @@ impl Engine {
             config,
             tasks: tokio::sync::Mutex::new(tokio::task::JoinSet::new()),
             judging: Semaphore::new(cores),
+            store_fault: Mutex::new(None),
         })
     }
 
@@ -168,6 +172,27 @@ impl Engine {
         } else {
             self.spawn_node(id.to_owned(), None).await;
         }
+    }
+
+    /// Notes whether the last attempt to record a round worked, logging the changes.
+    pub(crate) fn store_written(&self, result: Result<(), &StoreError>) {
+        let mut fault = self.store_fault.lock().unwrap_or_else(|e| e.into_inner());
+        match (result, fault.is_some()) {
+            (Ok(()), true) => {
+                tracing::info!("the database records rounds again");
+                *fault = None;
+            }
+            (Err(e), _) => *fault = Some(e.to_string()),
+            (Ok(()), false) => {}
+        }
+    }
+
+    /// Why the verifier is not ready (its database refused the last round), if so.
+    pub(crate) fn not_ready(&self) -> Option<String> {
+        self.store_fault
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Whether replicas share nodes through leases.

@@ -392,6 +392,7 @@ impl NodeTask {
             .verifier_agents()
             .record_round(&self.id, update, self.fence.as_ref())
             .await;
+        self.engine.store_written(written.as_ref().map(|_| ()));
         match written {
             Ok(()) => {
                 self.written = Written {
@@ -409,8 +410,9 @@ impl NodeTask {
                 Err(Ended::Deleted)
             }
             Err(err) => {
-                // The next write carries the whole snapshot again.
-                error!(agent_id = %self.id, "recording the round: {err}");
+                // The next write carries the whole snapshot again, so the round is
+                // recorded once the database takes writes again (a full disk freed).
+                error!(agent_id = %self.id, "recording the round: {err}; the verifier is not ready until a round is recorded");
                 Ok(())
             }
         }

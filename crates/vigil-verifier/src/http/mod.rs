@@ -115,6 +115,7 @@ pub(crate) fn router(service: Service) -> Router {
             "/versions",
             get(version).fallback(not_implemented_use("GET")),
         )
+        .route("/vigil/v1/readyz", get(readyz))
         .merge(versioned)
         .fallback(|| async { plain(StatusCode::NOT_FOUND) })
         .with_state(service);
@@ -181,6 +182,19 @@ async fn log_request(req: Request, next: Next) -> Response {
     let code = response.status().as_u16();
     info!(%method, %path, code, client, "request");
     response
+}
+
+/// `GET /vigil/v1/readyz` (public): 200 while the verifier records rounds, 503 with the
+/// reason while its database refuses them.
+async fn readyz(axum::extract::State(s): axum::extract::State<Service>) -> Response {
+    match s.readiness() {
+        Ok(()) => success(serde_json::json!({"ready": true})),
+        Err(reason) => envelope(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Service Unavailable",
+            serde_json::json!({"ready": false, "reason": reason}),
+        ),
+    }
 }
 
 async fn version() -> Response {

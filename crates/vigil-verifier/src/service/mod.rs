@@ -46,6 +46,15 @@ impl Service {
         &self.engine.config
     }
 
+    /// `Err` with the reason when the verifier is not ready: its database refused to
+    /// record the last round (a full disk, a lost connection), until one is recorded.
+    pub(crate) fn readiness(&self) -> Result<(), String> {
+        match self.engine.not_ready() {
+            Some(why) => Err(format!("the database refuses to record rounds: {why}")),
+            None => Ok(()),
+        }
+    }
+
     /// Checks the enrolment body and enrols agent `id`; its attestation starts.
     pub(crate) async fn enrol(&self, id: &str, body: &Map<String, Value>) -> Result<(), ApiError> {
         let e = &self.engine;
