@@ -25,6 +25,13 @@ if ! command -v cargo >/dev/null 2>&1; then
     exit 1
 fi
 
+# scripts/test.sh's supply-chain check (deny.toml). Built from crates.io once: about
+# 5 minutes on 2 cores.
+if ! command -v cargo-deny >/dev/null 2>&1; then
+    echo "setup: installing cargo-deny"
+    cargo install --locked cargo-deny@0.20.2
+fi
+
 # vigil-store's tests also run on PostgreSQL; under CI=true a missing server fails them.
 if command -v pg_isready >/dev/null 2>&1 && pg_isready -q -h 127.0.0.1 -p 5432; then
     :
