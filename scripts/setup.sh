@@ -5,9 +5,9 @@ set -euo pipefail
 
 # libefivar1: Keylime's event-log parser (measured-boot differential tests). cpio and the
 # compressors: the initrds of the policy-creation differential tests (Keylime unpacks them
-# with these tools).
+# with these tools). openssl: the OpenSSL node of vigil-tls's TLS resumption test.
 PACKAGES=(swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config python3 python3-venv python3-gpg
-    libefivar1 cpio gzip xz-utils zstd lz4 bzip2)
+    libefivar1 cpio gzip xz-utils zstd lz4 bzip2 openssl)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -23,6 +23,13 @@ fi
 if ! command -v cargo >/dev/null 2>&1; then
     echo "setup: cargo not found; install Rust (https://rustup.rs) first" >&2
     exit 1
+fi
+
+# scripts/test.sh's supply-chain check (deny.toml). Built from crates.io once: about
+# 5 minutes on 2 cores.
+if ! command -v cargo-deny >/dev/null 2>&1; then
+    echo "setup: installing cargo-deny"
+    cargo install --locked cargo-deny@0.20.2
 fi
 
 # vigil-store's tests also run on PostgreSQL; under CI=true a missing server fails them.

@@ -18,6 +18,22 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+# Supply chain (deny.toml): licences, banned crates and sources always; advisories
+# only against a RustSec database already on this machine (cargo-deny's own copy in
+# $CARGO_HOME/advisory-dbs, fetched by `cargo deny fetch db` where github.com is
+# reachable), since the database cannot be fetched from crates.io.
+echo "== cargo deny"
+cargo deny --locked check bans licenses sources
+cargo deny --locked --manifest-path fuzz/Cargo.toml check bans licenses sources
+cargo deny --locked fetch db >/dev/null 2>&1 || true
+if compgen -G "${CARGO_HOME:-$HOME/.cargo}/advisory-dbs/advisory-db-*" >/dev/null; then
+    cargo deny --locked --offline check advisories
+    cargo deny --locked --offline --manifest-path fuzz/Cargo.toml check advisories
+else
+    skipped_advisories="no RustSec advisory database (github.com unreachable and none in ${CARGO_HOME:-$HOME/.cargo}/advisory-dbs)"
+    echo "SKIPPED: cargo deny advisories: $skipped_advisories"
+fi
+
 if [ "${VIGIL_SKIP_KEYLIME:-0}" != 1 ]; then
     echo "== Keylime 7.14.3 reference peer"
     # shellcheck disable=SC1090
@@ -30,4 +46,9 @@ cargo test --workspace --locked
 if [ "${VIGIL_SKIP_FUZZ:-0}" != 1 ]; then
     echo "== fuzz smoke"
     bash scripts/fuzz-smoke.sh "${VIGIL_FUZZ_SECONDS:-5}"
+fi
+
+# Repeated at the end, where it is seen.
+if [ -n "${skipped_advisories:-}" ]; then
+    echo "SKIPPED: cargo deny advisories: $skipped_advisories"
 fi

@@ -8,8 +8,9 @@
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
-use rsa::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey, LineEnding};
+use der::pem::LineEnding;
 use serde_json::{json, Value};
+use vigil_core::payload::NodePrivateKey;
 use vigil_tpm::AkBlob;
 
 /// The NK's file name in the state directory.
@@ -69,8 +70,8 @@ pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), KeyError> {
 /// The node key and the exact PEM text of its public half.
 #[derive(Clone)]
 pub struct NodeKey {
-    /// The private key (decrypts U and V).
-    pub private: rsa::RsaPrivateKey,
+    /// The private key (decrypts U and V, in aws-lc: constant time).
+    pub private: NodePrivateKey,
     /// `-----BEGIN PUBLIC KEY-----` SPKI PEM: served as `pubkey`, hashed into PCR 16.
     pub public_pem: String,
 }
@@ -84,43 +85,48 @@ impl std::fmt::Debug for NodeKey {
 }
 
 impl NodeKey {
-    /// Loads the NK from `path`, or makes one and writes it there.
+    /// Loads the NK (PKCS#8 PEM) from `path`, or makes an RSA-2048 one and writes it
+    /// there.
     pub fn load_or_create(path: &Path) -> Result<Self, KeyError> {
+        let bad = |message: String| KeyError::Malformed {
+            path: path.to_owned(),
+            message,
+        };
         let private = if path.exists() {
             let text = std::fs::read_to_string(path).map_err(io(path))?;
-            rsa::RsaPrivateKey::from_pkcs8_pem(&text).map_err(|e| KeyError::Malformed {
-                path: path.to_owned(),
-                message: format!("not a PKCS#8 RSA private key: {e}"),
-            })?
+            let der = match der::pem::decode_vec(text.trim().as_bytes()) {
+                Ok(("PRIVATE KEY", der)) => der,
+                Ok((label, _)) => return Err(bad(format!("a {label} block, not PRIVATE KEY"))),
+                Err(e) => return Err(bad(format!("not PEM: {e}"))),
+            };
+            NodePrivateKey::from_pkcs8_der(&der)
+                .map_err(|e| bad(format!("not a PKCS#8 RSA private key: {e}")))?
         } else {
-            let key = generate_rsa2048()?;
-            let pem = key
-                .to_pkcs8_pem(LineEnding::LF)
+            use aws_lc_rs::encoding::AsDer;
+            let generate = |e: aws_lc_rs::error::Unspecified| KeyError::Generate(e.to_string());
+            let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048)
+                .map_err(generate)?;
+            let der = pair.as_der().map_err(generate)?;
+            let key = NodePrivateKey::from_pkcs8_der(der.as_ref())
                 .map_err(|e| KeyError::Generate(e.to_string()))?;
-            write_private(path, pem.as_bytes())?;
+            write_private(path, pem("PRIVATE KEY", der.as_ref())?.as_bytes())?;
             key
         };
-        let public_pem = private
-            .to_public_key()
-            .to_public_key_pem(LineEnding::LF)
+        let spki = private
+            .public_key_der()
             .map_err(|e| KeyError::Generate(e.to_string()))?;
         Ok(Self {
+            public_pem: pem("PUBLIC KEY", &spki)?,
             private,
-            public_pem,
         })
     }
 }
 
-/// RSA-2048 from aws-lc (the RustCrypto generator takes seconds in debug builds), moved
-/// into an `rsa` key through PKCS#8.
-fn generate_rsa2048() -> Result<rsa::RsaPrivateKey, KeyError> {
-    use aws_lc_rs::encoding::AsDer;
-    let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048)
-        .map_err(|e| KeyError::Generate(e.to_string()))?;
-    let der = pair
-        .as_der()
-        .map_err(|e| KeyError::Generate(e.to_string()))?;
-    rsa::RsaPrivateKey::from_pkcs8_der(der.as_ref()).map_err(|e| KeyError::Generate(e.to_string()))
+/// PEM with 64-column lines and LF endings (what the `rsa` crate wrote before, so the
+/// public PEM, which PCR 16 binds, is the same text for an existing key).
+fn pem(label: &'static str, der: &[u8]) -> Result<String, KeyError> {
+    der::pem::encode_string(label, LineEnding::LF, der)
+        .map_err(|e| KeyError::Generate(e.to_string()))
 }
 
 const B64: base64::engine::general_purpose::GeneralPurpose =
@@ -187,6 +193,37 @@ mod tests {
         let b = NodeKey::load_or_create(&nk_path).unwrap();
         assert_eq!(a.public_pem, b.public_pem);
         assert!(a.public_pem.starts_with("-----BEGIN PUBLIC KEY-----\n"));
+        // A key written by earlier versions (the `rsa` crate's PKCS#8 PEM) loads, and
+        // its public PEM is the text they served, so PCR 16 stays bound to it.
+        {
+            use rsa::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey, LineEnding};
+            let text = std::fs::read_to_string(&nk_path).unwrap();
+            let old = rsa::RsaPrivateKey::from_pkcs8_pem(&text).unwrap();
+            let old_path = dir.path().join("old-nk.pem");
+            std::fs::write(
+                &old_path,
+                old.to_pkcs8_pem(LineEnding::LF).unwrap().as_bytes(),
+            )
+            .unwrap();
+            let old_pem = old
+                .to_public_key()
+                .to_public_key_pem(LineEnding::LF)
+                .unwrap();
+            assert_eq!(
+                NodeKey::load_or_create(&old_path).unwrap().public_pem,
+                old_pem
+            );
+            assert_eq!(a.public_pem, old_pem);
+        }
+        std::fs::write(
+            &nk_path,
+            "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
+        )
+        .unwrap();
+        assert!(matches!(
+            NodeKey::load_or_create(&nk_path),
+            Err(KeyError::Malformed { .. })
+        ));
         let ak = dir.path().join(AK_FILE);
         assert_eq!(load_ak(&ak).unwrap(), None);
         let blob = AkBlob {

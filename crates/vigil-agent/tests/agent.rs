@@ -21,7 +21,7 @@ use vigil_core::ima::{AcceptAll, EntryValidator, EntryVerdict, ImaConfig, ImaEnt
 use vigil_core::payload::{encrypt_share, BootstrapKey};
 use vigil_core::policy::runtime::RuntimePolicy;
 use vigil_core::policy::tpm::data_pcr_value;
-use vigil_core::revocation::{RevocationMessage, RevocationNotice};
+use vigil_core::revocation::{RevocationKey, RevocationMessage, RevocationNotice};
 use vigil_core::tpm::quote::{AkPublicKey, KeylimeQuote, QuoteVerifier, VerifiedQuote};
 use vigil_core::HashAlg;
 use vigil_testkit::Swtpm;
@@ -622,6 +622,13 @@ fn marker_dir(dir: &Path) -> PathBuf {
     d
 }
 
+/// A fresh `RevocationNotifier` key.
+fn revocation_key() -> RevocationKey {
+    use aws_lc_rs::encoding::AsDer;
+    let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+    RevocationKey::from_pkcs8_der(pair.as_der().unwrap().as_ref()).unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn payload_then_revocation() {
     let Some(env) = Env::start("agent_payload", &[]).await else {
@@ -693,9 +700,10 @@ async fn payload_then_revocation() {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&action, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
-    let key = rsa::RsaPrivateKey::new(&mut OsRng, 1024).unwrap();
+    let key = revocation_key();
     let pem = key
-        .to_public_key()
+        .public_key()
+        .unwrap()
         .to_public_key_pem(LineEnding::LF)
         .unwrap();
     std::fs::write(env.config.revocation_cert(), pem).unwrap();
@@ -711,8 +719,8 @@ async fn payload_then_revocation() {
         severity_label: None,
         context: None,
     };
-    let impostor = rsa::RsaPrivateKey::new(&mut OsRng, 1024).unwrap();
-    let bad = RevocationNotice::sign(&message, Some(&impostor), &mut OsRng).unwrap();
+    let impostor = revocation_key();
+    let bad = RevocationNotice::sign(&message, Some(&impostor)).unwrap();
     let a = env
         .call(
             "POST",
@@ -721,7 +729,7 @@ async fn payload_then_revocation() {
         )
         .await;
     assert_eq!(a.status, 400, "{}", a.json());
-    let unsigned = RevocationNotice::sign(&message, None, &mut OsRng).unwrap();
+    let unsigned = RevocationNotice::sign(&message, None).unwrap();
     let a = env
         .call(
             "POST",
@@ -731,7 +739,7 @@ async fn payload_then_revocation() {
         .await;
     assert_eq!(a.status, 400);
     assert!(!seen.exists());
-    let good = RevocationNotice::sign(&message, Some(&key), &mut OsRng).unwrap();
+    let good = RevocationNotice::sign(&message, Some(&key)).unwrap();
     let a = env
         .call(
             "POST",

@@ -16,7 +16,7 @@ use rand_core::CryptoRngCore;
 use subtle::ConstantTimeEq;
 
 use crate::hash::HashAlg;
-use crate::tpm::credential::hmac;
+use crate::tpm::credential::{hmac, oaep_decrypt};
 
 const B64: base64::engine::general_purpose::GeneralPurpose =
     base64::engine::general_purpose::STANDARD;
@@ -177,16 +177,55 @@ pub fn encrypt_share(
     Ok(B64.encode(ct))
 }
 
+/// The private half of a node key (NK): what decrypts the shares sent with
+/// [`encrypt_share`]. Shares arrive over the network, so decryption runs in aws-lc,
+/// whose RSA is constant time; the `rsa` crate's is not (RUSTSEC-2023-0071, Marvin).
+#[derive(Clone)]
+pub struct NodePrivateKey(aws_lc_rs::rsa::PrivateDecryptingKey);
+
+impl std::fmt::Debug for NodePrivateKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print key material.
+        write!(f, "NodePrivateKey(RSA-{})", self.0.key_size_bits())
+    }
+}
+
+impl NodePrivateKey {
+    /// An RSA private key (2048 to 8192 bits) in PKCS#8 DER.
+    pub fn from_pkcs8_der(der: &[u8]) -> Result<Self, PayloadError> {
+        aws_lc_rs::rsa::PrivateDecryptingKey::from_pkcs8(der)
+            .map(Self)
+            .map_err(|e| PayloadError::Rsa(format!("not a usable RSA private key: {e}")))
+    }
+
+    /// The key in PKCS#8 DER.
+    pub fn to_pkcs8_der(&self) -> Result<Vec<u8>, PayloadError> {
+        use aws_lc_rs::encoding::AsDer;
+        let der: aws_lc_rs::encoding::Pkcs8V1Der<'_> = self
+            .0
+            .as_der()
+            .map_err(|_| PayloadError::Rsa("cannot encode the private key".into()))?;
+        Ok(der.as_ref().to_vec())
+    }
+
+    /// The public half as a DER SubjectPublicKeyInfo.
+    pub fn public_key_der(&self) -> Result<Vec<u8>, PayloadError> {
+        use aws_lc_rs::encoding::AsDer;
+        let der: aws_lc_rs::encoding::PublicKeyX509Der<'_> = self
+            .0
+            .public_key()
+            .as_der()
+            .map_err(|_| PayloadError::Rsa("cannot encode the public key".into()))?;
+        Ok(der.as_ref().to_vec())
+    }
+}
+
 /// The node's side of [`encrypt_share`].
-pub fn decrypt_share(
-    nk: &rsa::RsaPrivateKey,
-    encrypted_b64: &str,
-) -> Result<Vec<u8>, PayloadError> {
+pub fn decrypt_share(nk: &NodePrivateKey, encrypted_b64: &str) -> Result<Vec<u8>, PayloadError> {
     let ct = B64
         .decode(encrypted_b64.trim())
         .map_err(|e| PayloadError::Base64("encrypted_key", e.to_string()))?;
-    nk.decrypt(rsa::Oaep::new::<sha1::Sha1>(), &ct)
-        .map_err(|e| PayloadError::Rsa(e.to_string()))
+    oaep_decrypt(&nk.0, HashAlg::Sha1, None, &ct).map_err(PayloadError::Rsa)
 }
 
 /// The node's collection of received shares: every U (with its auth tag) is tried with
@@ -334,11 +373,31 @@ mod tests {
 
     #[test]
     fn shares_travel_rsa_oaep_sha1() {
+        use aws_lc_rs::encoding::AsDer;
+        use rsa::pkcs8::DecodePublicKey;
         let mut rng = rng();
-        let nk = rsa::RsaPrivateKey::new(&mut rng, 1024).unwrap();
-        let enc = encrypt_share(&nk.to_public_key(), b"0123456789abcdef", &mut rng).unwrap();
+        let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+        let nk = NodePrivateKey::from_pkcs8_der(pair.as_der().unwrap().as_ref()).unwrap();
+        let public = rsa::RsaPublicKey::from_public_key_der(&nk.public_key_der().unwrap()).unwrap();
+        let enc = encrypt_share(&public, b"0123456789abcdef", &mut rng).unwrap();
         assert_eq!(decrypt_share(&nk, &enc).unwrap(), b"0123456789abcdef");
+        // Re-encoded, the key is the same key.
+        let again = NodePrivateKey::from_pkcs8_der(&nk.to_pkcs8_der().unwrap()).unwrap();
+        assert_eq!(decrypt_share(&again, &enc).unwrap(), b"0123456789abcdef");
+        // A wrong length, an altered ciphertext, not base64: errors, never panics.
         assert!(decrypt_share(&nk, "AAAA").is_err());
+        let mut altered = B64.decode(&enc).unwrap();
+        altered[5] ^= 1;
+        assert_eq!(
+            decrypt_share(&nk, &B64.encode(&altered)),
+            Err(PayloadError::Rsa("decryption error".into()))
+        );
+        assert!(matches!(
+            decrypt_share(&nk, "%%"),
+            Err(PayloadError::Base64(..))
+        ));
+        // Debug output never shows key material.
+        assert_eq!(format!("{nk:?}"), "NodePrivateKey(RSA-2048)");
     }
 
     #[test]

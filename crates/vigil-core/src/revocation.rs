@@ -5,9 +5,16 @@
 //! RSA-PSS (MGF1-SHA-256, maximum salt length) over SHA-256 of the `msg` bytes, made with
 //! the `RevocationNotifier` key from the tenant's certificate package. A receiver acts
 //! only on a notice whose signature verifies with the `RevocationNotifier` certificate.
+//!
+//! Signing is a private-key operation on a long-lived key, so it runs in aws-lc
+//! ([`RevocationKey`]), whose RSA is constant time; the `rsa` crate's is not
+//! (RUSTSEC-2023-0071). aws-lc draws the PSS salt from its own generator, which cannot
+//! be seeded: a notice's signature is the one output of this crate that a test cannot
+//! reproduce, so tests check signatures by verifying them. Verification is a public-key
+//! operation and stays on the `rsa` crate, which also takes keys smaller than aws-lc's
+//! 2048-bit minimum.
 
 use base64::Engine;
-use rand_core::CryptoRngCore;
 use rsa::pkcs8::DecodePublicKey;
 use rsa::traits::PublicKeyParts;
 use serde::{Deserialize, Serialize};
@@ -72,25 +79,84 @@ pub struct RevocationMessage {
     pub context: Option<String>,
 }
 
+/// RSA-PSS over SHA-256 with MGF1-SHA-256 and the longest salt the key allows
+/// (`emLen - hLen - 2`, Python's `PSS.MAX_LENGTH`), as Keylime signs notices.
+static NOTICE_PSS: aws_lc_rs::signature::RsaSignatureEncoding =
+    aws_lc_rs::signature::RSA_PSS_SHA256
+        .with_pss_salt_length(aws_lc_rs::signature::RsaPssSaltLength::Max);
+
+/// The `RevocationNotifier` private key that signs notices (Keylime's
+/// `revocation_key`): RSA, 2048 to 8192 bits.
+pub struct RevocationKey(aws_lc_rs::signature::RsaKeyPair);
+
+impl std::fmt::Debug for RevocationKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print key material.
+        write!(f, "RevocationKey(RSA-{})", self.0.public_modulus_len() * 8)
+    }
+}
+
+impl RevocationKey {
+    /// A PEM RSA private key, PKCS#8 (`PRIVATE KEY`) or PKCS#1 (`RSA PRIVATE KEY`), as
+    /// Keylime's tenant sends it.
+    pub fn from_pem(pem: &str) -> Result<Self, RevocationError> {
+        let bad = |e: String| RevocationError::Key(format!("not a PEM RSA private key: {e}"));
+        let (label, der) =
+            der::pem::decode_vec(pem.trim().as_bytes()).map_err(|e| bad(e.to_string()))?;
+        let pair = match label {
+            "PRIVATE KEY" => aws_lc_rs::signature::RsaKeyPair::from_pkcs8(&der),
+            "RSA PRIVATE KEY" => aws_lc_rs::signature::RsaKeyPair::from_der(&der),
+            other => return Err(bad(format!("a {other} block"))),
+        };
+        pair.map(Self).map_err(|e| bad(e.to_string()))
+    }
+
+    /// An RSA private key in PKCS#8 DER.
+    pub fn from_pkcs8_der(der: &[u8]) -> Result<Self, RevocationError> {
+        aws_lc_rs::signature::RsaKeyPair::from_pkcs8(der)
+            .map(Self)
+            .map_err(|e| RevocationError::Key(format!("not a usable RSA private key: {e}")))
+    }
+
+    /// The public half, which verifies this key's notices.
+    pub fn public_key(&self) -> Result<rsa::RsaPublicKey, RevocationError> {
+        use aws_lc_rs::encoding::AsDer;
+        use aws_lc_rs::signature::KeyPair;
+        let der: aws_lc_rs::encoding::PublicKeyX509Der<'_> = self
+            .0
+            .public_key()
+            .as_der()
+            .map_err(|_| RevocationError::Key("cannot encode the public key".into()))?;
+        public_key(der.as_ref())
+    }
+
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, RevocationError> {
+        let mut sig = vec![0; self.0.public_modulus_len()];
+        // The random-number argument is unused by aws-lc; it draws the salt itself.
+        self.0
+            .sign(
+                &NOTICE_PSS,
+                &aws_lc_rs::rand::SystemRandom::new(),
+                msg,
+                &mut sig,
+            )
+            .map_err(|_| RevocationError::Key("RSA-PSS signing failed".into()))?;
+        Ok(sig)
+    }
+}
+
 impl RevocationNotice {
     /// Serialises `message` and signs it with `key` (no key: an unsigned notice, as
     /// Keylime sends when the node has no certificate package).
     pub fn sign(
         message: &RevocationMessage,
-        key: Option<&rsa::RsaPrivateKey>,
-        rng: &mut impl CryptoRngCore,
+        key: Option<&RevocationKey>,
     ) -> Result<Self, RevocationError> {
         let msg =
             serde_json::to_string(message).map_err(|e| RevocationError::Message(e.to_string()))?;
         let signature = match key {
             None => String::new(),
-            Some(key) => {
-                let digest = crate::HashAlg::Sha256.hash(msg.as_bytes());
-                let sig = key
-                    .sign_with_rng(rng, pss_max_salt(key), digest.as_bytes())
-                    .map_err(|e| RevocationError::Key(e.to_string()))?;
-                B64.encode(sig)
-            }
+            Some(key) => B64.encode(key.sign(msg.as_bytes())?),
         };
         Ok(Self { msg, signature })
     }
@@ -183,8 +249,6 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
 
 #[cfg(test)]
 mod tests {
-    use rand_core::SeedableRng;
-
     use super::*;
 
     const RK: &str = concat!(
@@ -212,10 +276,16 @@ mod tests {
         assert_eq!(unsigned.verify(&key), Err(RevocationError::Unsigned));
     }
 
+    /// A fresh 2048-bit key (aws-lc makes it in milliseconds even unoptimised).
+    fn fresh_key() -> RevocationKey {
+        use aws_lc_rs::encoding::AsDer;
+        let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+        RevocationKey::from_pkcs8_der(pair.as_der().unwrap().as_ref()).unwrap()
+    }
+
     #[test]
     fn signed_notices_round_trip_and_bind_every_byte() {
-        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(3);
-        let key = rsa::RsaPrivateKey::new(&mut rng, 1024).unwrap();
+        let key = fresh_key();
         let message = RevocationMessage {
             kind: "revocation".into(),
             ip: "127.0.0.1".into(),
@@ -228,20 +298,66 @@ mod tests {
             severity_label: Some("emergency".into()),
             context: Some(r#"{"message": "File not found in allowlist: /bin/x"}"#.into()),
         };
-        let notice = RevocationNotice::sign(&message, Some(&key), &mut rng).unwrap();
-        let got = notice.verify(&key.to_public_key()).unwrap();
+        let notice = RevocationNotice::sign(&message, Some(&key)).unwrap();
+        let got = notice.verify(&key.public_key().unwrap()).unwrap();
         assert_eq!(
             serde_json::from_value::<RevocationMessage>(got).unwrap(),
             message
         );
-        let stranger = rsa::RsaPrivateKey::new(&mut rng, 1024).unwrap();
-        assert!(notice.verify(&stranger.to_public_key()).is_err());
-        let unsigned = RevocationNotice::sign(&message, None, &mut rng).unwrap();
+        let stranger = fresh_key();
+        assert!(notice.verify(&stranger.public_key().unwrap()).is_err());
+        let unsigned = RevocationNotice::sign(&message, None).unwrap();
         assert_eq!(unsigned.signature, "");
         // Not JSON inside a valid signature is still refused.
-        let mut odd = RevocationNotice::sign(&message, Some(&key), &mut rng).unwrap();
+        let mut odd = RevocationNotice::sign(&message, Some(&key)).unwrap();
         odd.msg = "[1]".into();
-        assert!(odd.verify(&key.to_public_key()).is_err());
+        assert!(odd.verify(&key.public_key().unwrap()).is_err());
+    }
+
+    #[test]
+    fn signatures_use_the_maximum_salt_length() {
+        // Receivers (rust-keylime, Keylime's agent) verify with exactly the maximum salt
+        // length, as `verify` does: aws-lc's default, a digest-length salt, must fail.
+        let key = fresh_key();
+        let public = key.public_key().unwrap();
+        let msg = r#"{"type": "revocation"}"#;
+        let notice = |sig: Vec<u8>| RevocationNotice {
+            msg: msg.into(),
+            signature: B64.encode(sig),
+        };
+        notice(key.sign(msg.as_bytes()).unwrap())
+            .verify(&public)
+            .unwrap();
+        let mut default_salt = vec![0; key.0.public_modulus_len()];
+        key.0
+            .sign(
+                &aws_lc_rs::signature::RSA_PSS_SHA256,
+                &aws_lc_rs::rand::SystemRandom::new(),
+                msg.as_bytes(),
+                &mut default_salt,
+            )
+            .unwrap();
+        assert_eq!(
+            notice(default_salt).verify(&public),
+            Err(RevocationError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn revocation_keys_load_from_pkcs8_and_pkcs1_pem_only() {
+        use rsa::pkcs1::DecodeRsaPrivateKey;
+        use rsa::pkcs8::{EncodePrivateKey, LineEnding};
+        // rust-keylime's fixture key, PKCS#1, and the same key as PKCS#8.
+        let pkcs1 = std::fs::read_to_string(format!("{RK}test-rsa.pem")).unwrap();
+        let parsed = rsa::RsaPrivateKey::from_pkcs1_pem(&pkcs1).unwrap();
+        let pkcs8 = parsed.to_pkcs8_pem(LineEnding::LF).unwrap();
+        let a = RevocationKey::from_pem(&pkcs1).unwrap();
+        let b = RevocationKey::from_pem(&pkcs8).unwrap();
+        assert_eq!(a.public_key().unwrap(), parsed.to_public_key());
+        assert_eq!(b.public_key().unwrap(), parsed.to_public_key());
+        let cert = std::fs::read_to_string(format!("{RK}test-cert.pem")).unwrap();
+        assert!(RevocationKey::from_pem(&cert).is_err());
+        assert!(RevocationKey::from_pem("not a key").is_err());
     }
 
     #[test]

@@ -63,10 +63,32 @@ fn key_file(name: &str) -> (vigil_core::ima::keyring::ImaPublicKey, Option<u32>)
     parse_ima_key(&bytes).unwrap().expect("a key")
 }
 
+/// A PKCS#1 RSA private key wrapped as PKCS#8 (`PrivateKeyInfo`, version 0).
+fn pkcs8_rsa(pkcs1: &[u8]) -> Vec<u8> {
+    use der::Encode;
+    let info = rsa::pkcs8::PrivateKeyInfo::new(
+        rsa::pkcs8::AlgorithmIdentifierRef {
+            oid: rsa::pkcs1::ALGORITHM_OID,
+            parameters: Some(der::asn1::AnyRef::NULL),
+        },
+        pkcs1,
+    );
+    info.to_der().unwrap()
+}
+
 #[test]
 fn key_ids_are_derived_as_keylime_derives_them() {
     let (rsa, _) = key_file("rsa2048pub.pem");
     assert_eq!(rsa.derived_keyid(), 4_081_397_027);
+    // A private key file gives its public half, PKCS#1 or PKCS#8 (read, not computed).
+    let (from_private, _) = key_file("rsa2048.pem");
+    assert_eq!(from_private.derived_keyid(), 4_081_397_027);
+    let pkcs1 = std::fs::read_to_string(format!("{KEYS}rsa2048.pem")).unwrap();
+    let (_, der) = der::pem::decode_vec(pkcs1.as_bytes()).unwrap();
+    let pkcs8 =
+        der::pem::encode_string("PRIVATE KEY", der::pem::LineEnding::LF, &pkcs8_rsa(&der)).unwrap();
+    let (from_pkcs8, _) = parse_ima_key(pkcs8.as_bytes()).unwrap().unwrap();
+    assert_eq!(from_pkcs8.derived_keyid(), 4_081_397_027);
     let (k1, _) = key_file("secp256k1.pem");
     assert_eq!(k1.derived_keyid(), 1_394_556_965);
     // A certificate's key id is the tail of its Subject Key Identifier.

@@ -6,11 +6,12 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
+use aws_lc_rs::encoding::AsDer;
 use rand_core::SeedableRng;
-use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
+use rsa::pkcs8::{DecodePublicKey, LineEnding};
 use serde_json::{json, Value};
-use vigil_core::payload::{decrypt_share, encrypt_share, BootstrapKey};
-use vigil_core::revocation::{asctime, RevocationMessage, RevocationNotice};
+use vigil_core::payload::{decrypt_share, encrypt_share, BootstrapKey, NodePrivateKey};
+use vigil_core::revocation::{asctime, RevocationKey, RevocationMessage, RevocationNotice};
 
 fn keylime(request: &Value) -> Option<Value> {
     let Some(python) = std::env::var_os("VIGIL_KEYLIME_PYTHON") else {
@@ -46,7 +47,13 @@ fn keylime(request: &Value) -> Option<Value> {
 #[test]
 fn payloads_shares_tags_and_notices_interoperate_with_keylime() {
     let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(11);
-    let nk = rsa::RsaPrivateKey::new(&mut rng, 2048).unwrap();
+    // One RSA key plays the node key and the revocation key, as both are RSA.
+    let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+    let pkcs8 = pair.as_der().unwrap();
+    let nk = NodePrivateKey::from_pkcs8_der(pkcs8.as_ref()).unwrap();
+    let revocation_key = RevocationKey::from_pkcs8_der(pkcs8.as_ref()).unwrap();
+    let nk_public = rsa::RsaPublicKey::from_public_key_der(&nk.public_key_der().unwrap()).unwrap();
+    let pem = |label, der: &[u8]| der::pem::encode_string(label, LineEnding::LF, der).unwrap();
     let k = BootstrapKey::generate(&mut rng);
     let message = RevocationMessage {
         kind: "revocation".into(),
@@ -60,16 +67,16 @@ fn payloads_shares_tags_and_notices_interoperate_with_keylime() {
         severity_label: Some("emergency".into()),
         context: Some("{}".into()),
     };
-    let notice = RevocationNotice::sign(&message, Some(&nk), &mut rng).unwrap();
+    let notice = RevocationNotice::sign(&message, Some(&revocation_key)).unwrap();
     let request = json!({
         "key_hex": hex::encode(k.as_bytes()),
         "plaintext": "payload bytes",
         "agent_id": message.agent_id,
         "challenge": "Ai5M5SjYjnkyv4P7itH1",
-        "nk_private_pem": nk.to_pkcs8_pem(LineEnding::LF).unwrap().as_str(),
-        "nk_public_pem": nk.to_public_key().to_public_key_pem(LineEnding::LF).unwrap(),
+        "nk_private_pem": pem("PRIVATE KEY", pkcs8.as_ref()),
+        "nk_public_pem": pem("PUBLIC KEY", &nk.public_key_der().unwrap()),
         "payload_by_vigil": k.encrypt_payload(b"made by vigil", &mut rng),
-        "share_by_vigil": encrypt_share(&nk.to_public_key(), k.as_bytes(), &mut rng).unwrap(),
+        "share_by_vigil": encrypt_share(&nk_public, k.as_bytes(), &mut rng).unwrap(),
         "notice_msg": notice.msg,
         "vigil_notice": notice,
     });
@@ -97,6 +104,6 @@ fn payloads_shares_tags_and_notices_interoperate_with_keylime() {
         msg: request["notice_msg"].as_str().unwrap().into(),
         signature: text("notice_signature_by_keylime"),
     };
-    let got = keylime_notice.verify(&nk.to_public_key()).unwrap();
+    let got = keylime_notice.verify(&nk_public).unwrap();
     assert_eq!(got["event_id"], "pcr_validation.invalid_pcr_7");
 }

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use rand_core::{OsRng, RngCore};
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    BasicConstraints, CertificateParams, DnType, DnValue, ExtendedKeyUsagePurpose, IsCa, KeyPair,
     KeyUsagePurpose, SanType, SerialNumber,
 };
 use time::{Duration, OffsetDateTime};
@@ -243,16 +243,80 @@ fn issuer(ca: &CaDir) -> Result<(rcgen::Certificate, KeyPair), TlsError> {
         message: e.to_string(),
     })?;
     let ca_cert_path = ca.ca_cert();
-    // rcgen signs with an issuer certificate object: rebuild it from the CA's own
-    // subject and key (the issued certificate carries the same issuer name and
-    // authority key id as the original CA certificate).
-    let ca_params =
-        CertificateParams::from_ca_cert_pem(&read(&ca_cert_path)?).map_err(|e| TlsError::Pem {
-            path: ca_cert_path.clone(),
-            message: e.to_string(),
-        })?;
+    let ca_params = issuer_params(&read(&ca_cert_path)?).map_err(|message| TlsError::Pem {
+        path: ca_cert_path.clone(),
+        message,
+    })?;
     let issuer = ca_params.self_signed(&ca_key).map_err(gen_err("ca"))?;
     Ok((issuer, ca_key))
+}
+
+/// What rcgen takes from an issuer when it signs, read from the CA certificate (PEM):
+/// its subject (written as the issued certificate's issuer, so it is copied attribute
+/// by attribute with each value's string type: chain building compares the encoded
+/// names), its subject key identifier (the issued certificate's authority key id) and
+/// its key usages (a CRL needs `cRLSign`). rcgen can read a certificate itself only
+/// through its `x509-parser` feature, which would link a third crypto library (ring).
+fn issuer_params(pem: &str) -> Result<CertificateParams, String> {
+    use x509_cert::der::{DecodePem, Tag, Tagged};
+    use x509_cert::ext::pkix::{KeyUsage, KeyUsages, SubjectKeyIdentifier};
+
+    let cert = x509_cert::Certificate::from_pem(pem).map_err(|e| e.to_string())?;
+    let tbs = &cert.tbs_certificate;
+    let mut p = CertificateParams::default();
+    for rdn in tbs.subject.0.iter() {
+        let [atv] = rdn.0.as_slice() else {
+            return Err("a multi-valued name component in the CA subject".into());
+        };
+        let oid: Vec<u64> = atv.oid.arcs().map(u64::from).collect();
+        let bytes = atv.value.value();
+        let text = || String::from_utf8(bytes.to_vec()).map_err(|e| e.to_string());
+        let bad = |e: rcgen::Error| e.to_string();
+        let value = match atv.value.tag() {
+            Tag::Utf8String => DnValue::Utf8String(text()?),
+            Tag::PrintableString => DnValue::PrintableString(text()?.try_into().map_err(bad)?),
+            Tag::Ia5String => DnValue::Ia5String(text()?.try_into().map_err(bad)?),
+            Tag::TeletexString => DnValue::TeletexString(text()?.try_into().map_err(bad)?),
+            Tag::BmpString => {
+                DnValue::BmpString(rcgen::BmpString::from_utf16be(bytes.to_vec()).map_err(bad)?)
+            }
+            other => return Err(format!("CA subject attribute {} is a {other}", atv.oid)),
+        };
+        p.distinguished_name.push(DnType::from_oid(&oid), value);
+    }
+    if let Some((_, ski)) = tbs
+        .get::<SubjectKeyIdentifier>()
+        .map_err(|e| e.to_string())?
+    {
+        p.key_identifier_method = rcgen::KeyIdMethod::PreSpecified(ski.0.as_bytes().to_vec());
+    }
+    if let Some((_, KeyUsage(flags))) = tbs.get::<KeyUsage>().map_err(|e| e.to_string())? {
+        p.key_usages = [
+            (
+                KeyUsages::DigitalSignature,
+                KeyUsagePurpose::DigitalSignature,
+            ),
+            (
+                KeyUsages::NonRepudiation,
+                KeyUsagePurpose::ContentCommitment,
+            ),
+            (KeyUsages::KeyEncipherment, KeyUsagePurpose::KeyEncipherment),
+            (
+                KeyUsages::DataEncipherment,
+                KeyUsagePurpose::DataEncipherment,
+            ),
+            (KeyUsages::KeyAgreement, KeyUsagePurpose::KeyAgreement),
+            (KeyUsages::KeyCertSign, KeyUsagePurpose::KeyCertSign),
+            (KeyUsages::CRLSign, KeyUsagePurpose::CrlSign),
+            (KeyUsages::EncipherOnly, KeyUsagePurpose::EncipherOnly),
+            (KeyUsages::DecipherOnly, KeyUsagePurpose::DecipherOnly),
+        ]
+        .into_iter()
+        .filter(|(bit, _)| flags.contains(*bit))
+        .map(|(_, purpose)| purpose)
+        .collect();
+    }
+    Ok(p)
 }
 
 /// Signs a certificate revocation list revoking `serials` (big-endian bytes) and
@@ -433,5 +497,34 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(crate::peer_subject(&der).unwrap().contains("CN=tenant-2"));
+    }
+
+    #[test]
+    fn issued_certificates_name_the_ca_exactly() {
+        use x509_cert::der::{DecodePem, Encode};
+        use x509_cert::ext::pkix::{AuthorityKeyIdentifier, SubjectKeyIdentifier};
+        let tmp = tempfile::tempdir().unwrap();
+        let ca = init_ca(tmp.path(), false, KeyType::Rsa2048).unwrap();
+        issue_with(&ca, "node", Kind::Any, &[], false, KeyType::Rsa2048).unwrap();
+        let load =
+            |path: PathBuf| x509_cert::Certificate::from_pem(std::fs::read(path).unwrap()).unwrap();
+        let (root, leaf) = (load(ca.ca_cert()), load(ca.cert("node")));
+        // Chain building compares the encoded names byte for byte.
+        assert_eq!(
+            leaf.tbs_certificate.issuer.to_der().unwrap(),
+            root.tbs_certificate.subject.to_der().unwrap()
+        );
+        let (_, ski) = root
+            .tbs_certificate
+            .get::<SubjectKeyIdentifier>()
+            .unwrap()
+            .unwrap();
+        let (_, aki) = leaf
+            .tbs_certificate
+            .get::<AuthorityKeyIdentifier>()
+            .unwrap()
+            .unwrap();
+        assert_eq!(aki.key_identifier.unwrap(), ski.0);
+        assert!(issuer_params("not a certificate").is_err());
     }
 }

@@ -2,6 +2,14 @@
 //! recorded it. Keylime's tenant and verifier do the same (that certificate is the only
 //! CA and host names are not checked); handshake signatures are still checked with the
 //! certificate's key.
+//!
+//! These are the configurations for connections to nodes, and they never resume a TLS
+//! session. rust-keylime's agent (OpenSSL) requires a client certificate and issues
+//! session tickets but sets no session id context, so OpenSSL aborts every resumed
+//! handshake with an `internal_error` alert; rustls' default client session cache
+//! would make every connection after the first to that node fail. Keylime's own
+//! clients never resume either, and a full handshake per request costs the node little
+//! at a quote every few seconds.
 
 use std::sync::Arc;
 
@@ -11,7 +19,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 
 /// A client configuration that accepts only `cert` (DER) from the server, whatever its
-/// names and validity, and presents `identity` (certificate chain and key) when given.
+/// names and validity, presents `identity` (certificate chain and key) when given, and
+/// never resumes a session (see the module documentation).
 pub fn pinned_client_config(
     cert: CertificateDer<'static>,
     identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
@@ -25,10 +34,12 @@ pub fn pinned_client_config(
         .with_safe_default_protocol_versions()?
         .dangerous()
         .with_custom_certificate_verifier(verifier);
-    Ok(match identity {
+    let mut config = match identity {
         Some((chain, key)) => builder.with_client_auth_cert(chain, key)?,
         None => builder.with_no_client_auth(),
-    })
+    };
+    config.resumption = rustls::client::Resumption::disabled();
+    Ok(config)
 }
 
 #[derive(Debug)]

@@ -12,6 +12,7 @@ use serde_json::Value;
 use vigil_core::ima::keyring::{ImaKeyring, ImaKeyrings};
 use vigil_core::policy::runtime::RuntimePolicy;
 use vigil_core::policy::tpm::TpmPolicy;
+use vigil_core::revocation::RevocationKey;
 use vigil_core::tpm::quote::{AkPublicKey, QuoteVerifier};
 use vigil_store::{Store, VerifierAgent};
 
@@ -128,7 +129,7 @@ pub(crate) struct NodeContext {
     pub(crate) supported_version: String,
     pub(crate) verifier: QuoteVerifier,
     pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
-    pub(crate) revocation_key: Option<Arc<rsa::RsaPrivateKey>>,
+    pub(crate) revocation_key: Option<Arc<RevocationKey>>,
     pub(crate) keyrings: ImaKeyrings,
     pub(crate) generation: u64,
 }
@@ -168,12 +169,8 @@ pub(crate) fn quote_mask(text: &str, policy: &TpmPolicy, runtime_policy: bool) -
 }
 
 /// Reads a PEM RSA private key (PKCS#8 or PKCS#1), as Keylime's `revocation_key`.
-pub(crate) fn revocation_key(pem: &str) -> Result<rsa::RsaPrivateKey, String> {
-    use rsa::pkcs1::DecodeRsaPrivateKey;
-    use rsa::pkcs8::DecodePrivateKey;
-    rsa::RsaPrivateKey::from_pkcs8_pem(pem)
-        .or_else(|_| rsa::RsaPrivateKey::from_pkcs1_pem(pem))
-        .map_err(|e| format!("not a PEM RSA private key: {e}"))
+pub(crate) fn revocation_key(pem: &str) -> Result<RevocationKey, String> {
+    RevocationKey::from_pem(pem).map_err(|e| e.to_string())
 }
 
 /// The store's checksum of a policy text (the same function the store uses).

@@ -64,10 +64,7 @@ async fn attests_then_detects_a_changed_file(db: String) {
     assert_eq!(v.parsed_runtime_policies(), 1);
     // V was delivered encrypted to the node key.
     let vkey = agent.vkey().expect("V delivered");
-    let nk = {
-        use rsa::pkcs8::DecodePrivateKey;
-        rsa::RsaPrivateKey::from_pkcs8_der(&agent.nk_private_der).unwrap()
-    };
+    let nk = vigil_core::payload::NodePrivateKey::from_pkcs8_der(&agent.nk_private_der).unwrap();
     assert_eq!(
         vigil_core::payload::decrypt_share(&nk, &vkey).unwrap(),
         [7u8; 32]

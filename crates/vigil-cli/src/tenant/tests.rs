@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use base64::Engine;
 use rand_core::SeedableRng;
 use serde_json::{json, Value};
-use vigil_core::payload::{decrypt_share, encrypt_share, BootstrapKey};
+use vigil_core::payload::{decrypt_share, encrypt_share, BootstrapKey, NodePrivateKey};
 
 use super::body::{self, Enrolment};
 use super::identity::{self, AcceptLists, IdentityError, IdentityQuote, RegistrarRecord};
@@ -295,10 +295,9 @@ fn registrar_and_node_answers_are_read_strictly() {
 }
 
 /// An RSA node key (aws-lc generates it quickly): (public PEM, private key).
-fn node_key() -> (String, rsa::RsaPrivateKey) {
-    use rsa::pkcs8::DecodePrivateKey;
+fn node_key() -> (String, NodePrivateKey) {
     let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
-    let private = rsa::RsaPrivateKey::from_pkcs8_der(&kp.serialize_der()).unwrap();
+    let private = NodePrivateKey::from_pkcs8_der(&kp.serialize_der()).unwrap();
     (kp.public_key_pem(), private)
 }
 
@@ -465,11 +464,8 @@ fn certificate_package_and_payload() {
         &std::fs::read(ca_dir.join("RevocationNotifier-cert.crt")).unwrap(),
     )
     .unwrap();
-    {
-        use rsa::pkcs8::DecodePrivateKey;
-        let private = rsa::RsaPrivateKey::from_pkcs8_pem(&secrets.revocation_key).unwrap();
-        assert_eq!(private.to_public_key(), rev_key);
-    }
+    let private = vigil_core::revocation::RevocationKey::from_pem(&secrets.revocation_key);
+    assert_eq!(private.unwrap().public_key().unwrap(), rev_key);
     // A second package reuses the CA and the node's certificate.
     let again = certpkg::build(&ca_dir, id, None).unwrap();
     assert_eq!(again.metadata, secrets.metadata);

@@ -158,18 +158,14 @@ pub fn parse_ima_key(bytes: &[u8]) -> Result<Option<(ImaPublicKey, Option<u32>)>
                     .ok()
                     .and_then(|k| spki_of(&k))
             }
-            "RSA PRIVATE KEY" => {
-                use rsa::pkcs1::DecodeRsaPrivateKey;
-                rsa::RsaPrivateKey::from_pkcs1_der(&der)
-                    .ok()
-                    .and_then(|k| spki_of(&k.to_public_key()))
-            }
+            "RSA PRIVATE KEY" => rsa_private_spki(&der),
             "EC PRIVATE KEY" => ec_private_spki(&der, false),
             "PRIVATE KEY" => ec_private_spki(&der, true).or_else(|| {
-                use rsa::pkcs8::DecodePrivateKey;
-                rsa::RsaPrivateKey::from_pkcs8_der(&der)
+                use rsa::pkcs8::der::Decode;
+                rsa::pkcs8::PrivateKeyInfo::from_der(&der)
                     .ok()
-                    .and_then(|k| spki_of(&k.to_public_key()))
+                    .filter(|info| info.algorithm.oid == rsa::pkcs1::ALGORITHM_OID)
+                    .and_then(|info| rsa_private_spki(info.private_key))
             }),
             _ => None,
         };
@@ -178,6 +174,19 @@ pub fn parse_ima_key(bytes: &[u8]) -> Result<Option<(ImaPublicKey, Option<u32>)>
         }
     }
     Ok(None)
+}
+
+/// The SPKI of a PKCS#1 RSA private key's public half, read from its modulus and public
+/// exponent fields only: nothing is computed with the private values.
+fn rsa_private_spki(pkcs1_der: &[u8]) -> Option<Vec<u8>> {
+    use rsa::pkcs1::der::Decode;
+    let key = rsa::pkcs1::RsaPrivateKey::from_der(pkcs1_der).ok()?;
+    let public = rsa::RsaPublicKey::new(
+        rsa::BigUint::from_bytes_be(key.modulus.as_bytes()),
+        rsa::BigUint::from_bytes_be(key.public_exponent.as_bytes()),
+    )
+    .ok()?;
+    spki_of(&public)
 }
 
 fn spki_of(key: &impl rsa::pkcs8::EncodePublicKey) -> Option<Vec<u8>> {

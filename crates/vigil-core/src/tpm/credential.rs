@@ -457,6 +457,33 @@ fn rsa_public(modulus: &[u8], exponent: u32) -> Result<rsa::RsaPublicKey, Creden
     .map_err(|e| CredentialError::InvalidEkKey(e.to_string()))
 }
 
+/// RSA-OAEP decryption in aws-lc (constant time), MGF1 with the same hash as OAEP:
+/// the software activation here (label `IDENTITY`) and the node's share decryption
+/// ([`crate::payload::decrypt_share`], SHA-1, no label). The error says only that the
+/// ciphertext does not decrypt, as it must.
+pub(crate) fn oaep_decrypt(
+    key: &aws_lc_rs::rsa::PrivateDecryptingKey,
+    alg: HashAlg,
+    label: Option<&[u8]>,
+    ciphertext: &[u8],
+) -> Result<Vec<u8>, String> {
+    use aws_lc_rs::rsa as lc;
+    let algorithm = match alg {
+        HashAlg::Sha1 => &lc::OAEP_SHA1_MGF1SHA1,
+        HashAlg::Sha256 => &lc::OAEP_SHA256_MGF1SHA256,
+        HashAlg::Sha384 => &lc::OAEP_SHA384_MGF1SHA384,
+        HashAlg::Sha512 => &lc::OAEP_SHA512_MGF1SHA512,
+        HashAlg::Sm3_256 => return Err("RSA-OAEP with SM3 is not available in software".into()),
+    };
+    let key = lc::OaepPrivateDecryptingKey::new(key.clone())
+        .map_err(|_| "the key cannot decrypt RSA-OAEP".to_owned())?;
+    let mut out = vec![0; key.min_output_size()];
+    let plain = key
+        .decrypt(algorithm, ciphertext, &mut out, label)
+        .map_err(|_| "decryption error".to_owned())?;
+    Ok(plain.to_vec())
+}
+
 fn oaep(alg: HashAlg) -> rsa::Oaep {
     // The label includes its terminating NUL, as the TPM's OAEP labels do.
     let label = format!("{IDENTITY}\0");
@@ -570,8 +597,9 @@ fn ecc_seed(
 /// tests; a real agent asks its TPM).
 #[derive(Debug, Clone)]
 pub enum EkPrivateKey {
-    /// RSA.
-    Rsa(Box<rsa::RsaPrivateKey>),
+    /// RSA, 2048 bits or more: decrypted with aws-lc's constant-time RSA-OAEP (SHA-1,
+    /// SHA-256, SHA-384 or SHA-512 as the EK's name algorithm; aws-lc has no SM3).
+    Rsa(Box<aws_lc_rs::rsa::PrivateDecryptingKey>),
     /// ECC P-256.
     P256(p256::SecretKey),
     /// ECC P-384.
@@ -591,9 +619,17 @@ pub fn activate_credential(
     let seed_bits = u16::try_from(params.name_alg.digest_len() * 8).unwrap_or(u16::MAX);
     let seed_err = |m: String| CredentialError::EncryptedSeed(m);
     let seed = match (ek_key, &ek.key) {
-        (EkPrivateKey::Rsa(key), PublicKey::Rsa { .. }) => key
-            .decrypt(oaep(params.name_alg), &blob.encrypted_secret)
-            .map_err(|e| CredentialError::Oaep(e.to_string()))?,
+        (EkPrivateKey::Rsa(key), PublicKey::Rsa { .. }) => {
+            // The label includes its terminating NUL, as the TPM's OAEP labels do.
+            let label = format!("{IDENTITY}\0");
+            oaep_decrypt(
+                key,
+                params.name_alg,
+                Some(label.as_bytes()),
+                &blob.encrypted_secret,
+            )
+            .map_err(CredentialError::Oaep)?
+        }
         (EkPrivateKey::P256(_) | EkPrivateKey::P384(_), PublicKey::Ecc { curve, x, .. }) => {
             let size = coordinate_size(*curve)?;
             let mut r = Reader::new(&blob.encrypted_secret, "TPMS_ECC_POINT");

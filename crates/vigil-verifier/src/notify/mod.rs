@@ -20,7 +20,6 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rand_core::OsRng;
 use serde_json::Value;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -150,7 +149,7 @@ impl Notifiers {
             severity_label: Some(n.event.severity_label.clone()),
             context: Some(n.event.context.to_string()),
         };
-        let notice = RevocationNotice::sign(&message, ctx.revocation_key.as_deref(), &mut OsRng)
+        let notice = RevocationNotice::sign(&message, ctx.revocation_key.as_deref())
             .map_err(|e| e.to_string())
             .and_then(|n| serde_json::to_string(&n).map_err(|e| e.to_string()));
         let notice = match notice {

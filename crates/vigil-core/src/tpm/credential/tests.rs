@@ -229,15 +229,19 @@ fn rsa_ek(name_alg: HashAlg, sym_bits: u16) -> (TpmPublic, EkPrivateKey) {
         "/../../../shared/testdata/keylime/test/data/ima_keys/rsa2048.pem"
     ))
     .unwrap();
+    // Parsed with the `rsa` crate (only to re-encode it as PKCS#8); aws-lc decrypts.
     let key = rsa::RsaPrivateKey::from_pkcs1_pem(&pem).unwrap();
+    use rsa::pkcs8::EncodePrivateKey;
     use rsa::traits::PublicKeyParts;
     let public = PublicKey::Rsa {
         modulus: key.n().to_bytes_be(),
         exponent: 65537,
     };
+    let pkcs8 = key.to_pkcs8_der().unwrap();
+    let private = aws_lc_rs::rsa::PrivateDecryptingKey::from_pkcs8(pkcs8.as_bytes()).unwrap();
     (
         ek_public(&public, name_alg, sym_bits),
-        EkPrivateKey::Rsa(Box::new(key)),
+        EkPrivateKey::Rsa(Box::new(private)),
     )
 }
 
