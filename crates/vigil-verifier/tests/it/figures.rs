@@ -2,7 +2,7 @@
 //! it measured, asserting nothing about time. Both need swtpm.
 //!
 //! ```sh
-//! cargo test --release -p vigil-verifier --test figures -- --ignored --nocapture --test-threads 1
+//! cargo test --release -p vigil-verifier --test it figures:: -- --ignored --nocapture --test-threads 1
 //! ```
 //!
 //! - `detection_latency`: the verifier in-process on SQLite with `quote_interval` 2 s,
@@ -17,7 +17,7 @@
 //!   policy). The answer is a real swtpm quote over the extended PCR 10. Fetching,
 //!   the HTTP/TLS exchange and the store write are not included.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -22,7 +22,7 @@
 //! Needs swtpm and the Keylime reference venv (`VIGIL_KEYLIME_PYTHON`); without them it
 //! skips with a note, except under `CI`, where it fails.
 
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

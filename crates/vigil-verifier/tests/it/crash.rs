@@ -6,7 +6,7 @@
 //! must ask from the stored IMA entry, not from 0. Without swtpm the test skips with a
 //! note, except under `CI`.
 
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;

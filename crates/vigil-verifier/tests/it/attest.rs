@@ -2,7 +2,7 @@
 //! vigil-tpm, an IMA log extended into PCR 10), on SQLite and PostgreSQL.
 //! Without swtpm the tests skip with a note, except under `CI`.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -301,7 +301,12 @@ async fn a_stalled_node_is_not_reported_as_passing(db: String) {
     let s = status(&pki, v.addr(), "n1").await;
     assert_eq!(s["attestation_status"], "TIMEOUT", "{s}");
     assert_eq!(s["vigil"]["stale"], true, "{s}");
-    assert_eq!(s["operational_state"], 3, "{s}");
+    // The state itself still reads as healthy (GET_QUOTE, or PROVIDE_V for a node with
+    // a V): only the status says it is not current.
+    assert!(
+        matches!(s["operational_state"].as_u64(), Some(3 | 5)),
+        "{s}"
+    );
     // The next good round makes it current again.
     let s = wait_count(&pki, v.addr(), "n1", 2).await;
     assert_eq!(s["attestation_status"], "PASS", "{s}");

@@ -2,7 +2,7 @@
 //! every field, status, list and bulk, policies CRUD, every bad input a 400 (or
 //! Keylime's 404/409) that stores nothing, admin routes refused without mTLS.
 
-mod support;
+use crate::support;
 
 use base64::Engine as _;
 use serde_json::{json, Value};
