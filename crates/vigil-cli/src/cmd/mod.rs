@@ -1,7 +1,10 @@
 //! Subcommands, one module each.
 
+use std::io::Read;
+use std::path::Path;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 mod ca;
@@ -70,9 +73,7 @@ pub(crate) const MAX_POLICY_FILE: u64 = 1 << 30;
 
 /// Reads a whole file, refusing one over `limit` bytes: a wrong path (a disk image,
 /// `/dev/zero`) is bad input, not a reason to exhaust memory.
-pub(crate) fn read_file(path: &std::path::Path, limit: u64) -> anyhow::Result<Vec<u8>> {
-    use anyhow::Context;
-    use std::io::Read;
+pub(crate) fn read_file(path: &Path, limit: u64) -> anyhow::Result<Vec<u8>> {
     let file =
         std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut bytes = Vec::new();
@@ -86,7 +87,7 @@ pub(crate) fn read_file(path: &std::path::Path, limit: u64) -> anyhow::Result<Ve
             format!("{} KiB", limit >> 10)
         };
         anyhow::bail!(
-            "{} is larger than {size}, the most read here",
+            "{} is larger than {size}, the limit for this input",
             path.display()
         );
     }
