@@ -408,6 +408,142 @@ fn quote_check_keylime_vector() {
     assert_eq!(out.status.code(), Some(2));
 }
 
+/// A file of `len` bytes that takes no disk space (a hole): for the size limits.
+fn sparse_file(p: &Path, len: u64) {
+    std::fs::File::create(p).unwrap().set_len(len).unwrap();
+}
+
+#[test]
+fn quote_check_malformed_input_exits_2() {
+    let files = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/testdata/keylime/test-data/files");
+    let f = |n: &str| files.join(n);
+    let dir = tempfile::tempdir().unwrap();
+    let (ak, nonce) = (f("akpub.pem"), f("rand.out"));
+    let real = [f("quote.out"), f("quotesig.out"), f("quotepcr.out")];
+    let check = |parts: &[PathBuf; 3]| {
+        vigil(&[
+            "quote",
+            "check",
+            "--attest",
+            path(&parts[0]),
+            "--sig",
+            path(&parts[1]),
+            "--pcrs",
+            path(&parts[2]),
+            "--ak",
+            path(&ak),
+            "--nonce-file",
+            path(&nonce),
+        ])
+    };
+    assert_eq!(check(&real).status.code(), Some(0));
+    for (i, part) in ["attest", "sig", "pcrs"].into_iter().enumerate() {
+        let bytes = std::fs::read(&real[i]).unwrap();
+        for (case, content) in [
+            ("empty", Vec::new()),
+            ("truncated", bytes[..bytes.len() - 1].to_vec()),
+            ("garbage", b"not a TPM structure at all".to_vec()),
+        ] {
+            let bad = dir.path().join(format!("{part}-{case}"));
+            std::fs::write(&bad, content).unwrap();
+            let mut parts = real.clone();
+            parts[i] = bad.clone();
+            let out = check(&parts);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{part} {case}: {stderr}");
+            assert!(
+                stderr.contains(&format!("malformed quote in {}", bad.display())),
+                "{part} {case}: {stderr}"
+            );
+            assert!(
+                out.stdout.is_empty(),
+                "{part} {case}: no verdict is printed"
+            );
+        }
+        let big = dir.path().join(format!("{part}-oversized"));
+        sparse_file(&big, (64 << 10) + 1);
+        let mut parts = real.clone();
+        parts[i] = big;
+        let out = check(&parts);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{part} oversized: {stderr}");
+        assert!(stderr.contains("larger than 64 KiB"), "{part}: {stderr}");
+    }
+    // A well-formed quote that fails a check is invalid, not bad input.
+    let mut sig = std::fs::read(&real[1]).unwrap();
+    *sig.last_mut().unwrap() ^= 1;
+    let flipped = dir.path().join("sig-flipped");
+    std::fs::write(&flipped, sig).unwrap();
+    let out = check(&[real[0].clone(), flipped, real[2].clone()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("INVALID"));
+    // --quote: base64 parts that are not the structures, one part cut short, or two
+    // parts swapped.
+    let read = |i: usize| std::fs::read(&real[i]).unwrap();
+    let string = |attest, signature, pcr_blob| {
+        vigil_core::tpm::quote::KeylimeQuote {
+            attest,
+            signature,
+            pcr_blob,
+        }
+        .to_keylime_string()
+    };
+    for quote in [
+        "rAAAA:AAAA:AAAA".to_owned(),
+        "r::".to_owned(),
+        string(read(0), read(1), read(2)[..100].to_vec()),
+        string(read(0), read(2), read(1)),
+    ] {
+        let out = vigil(&[
+            "quote",
+            "check",
+            "--quote",
+            &quote,
+            "--ak",
+            path(&ak),
+            "--nonce-file",
+            path(&nonce),
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{quote}: {stderr}");
+        assert!(stderr.contains("malformed quote in --quote"), "{stderr}");
+    }
+}
+
+#[test]
+fn policy_validate_and_eventlog_refuse_empty_zero_and_oversized_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |n: &str| dir.path().join(n);
+    for (name, content) in [("empty.json", ""), ("blank.json", " \n\n")] {
+        std::fs::write(d(name), content).unwrap();
+        let out = vigil(&["policy", "validate", path(&d(name))]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {stderr}");
+        assert!(stderr.contains("is empty"), "{name}: {stderr}");
+    }
+    // 4 KiB of zeros would read as one empty event into PCR 0.
+    std::fs::write(d("zeros.bin"), [0u8; 4096]).unwrap();
+    for command in ["replay", "dump"] {
+        let out = vigil(&["eventlog", command, path(&d("zeros.bin"))]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{command}: {stderr}");
+        assert!(
+            stderr.contains("not a TCG event log"),
+            "{command}: {stderr}"
+        );
+        assert!(out.stdout.is_empty(), "{command}");
+    }
+    sparse_file(&d("huge.bin"), (64 << 20) + 1);
+    let out = vigil(&["eventlog", "replay", path(&d("huge.bin"))]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("larger than 64 MiB"));
+    sparse_file(&d("huge.json"), (1 << 30) + 1);
+    let out = vigil(&["policy", "validate", path(&d("huge.json"))]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("larger than 1024 MiB"));
+}
+
 #[test]
 fn credential_make_and_parse() {
     let files = Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -211,40 +211,26 @@ pub fn public_key(cert_or_key: &[u8]) -> Result<rsa::RsaPublicKey, RevocationErr
         .map_err(|e| bad(format!("not an RSA certificate or public key: {e}")))
 }
 
-/// `time.asctime()` of a Unix time, in UTC: `Mon Aug  3 08:08:39 2026`.
+/// `time.asctime()` of a Unix time, in UTC: `Mon Aug  3 08:08:39 2026`. A time outside
+/// the years -9999 to 9999 is given as its number of seconds.
 pub fn asctime(unix_seconds: i64) -> String {
-    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
-    let days = unix_seconds.div_euclid(86_400);
-    let secs = unix_seconds.rem_euclid(86_400);
-    let (year, month, day) = civil_from_days(days);
+    let Ok(t) = time::OffsetDateTime::from_unix_timestamp(unix_seconds) else {
+        return format!("{unix_seconds} s since 1970-01-01T00:00:00Z");
+    };
     format!(
         "{} {} {:>2} {:02}:{:02}:{:02} {}",
-        DAYS[days.rem_euclid(7) as usize],
-        MONTHS[(month - 1) as usize],
-        day,
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60,
-        year
+        DAYS[usize::from(t.weekday().number_days_from_monday())],
+        MONTHS[usize::from(u8::from(t.month()) - 1)],
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.year()
     )
-}
-
-/// (year, month 1–12, day 1–31) of a day count since 1970-01-01 (Howard Hinnant's
-/// algorithm for the proleptic Gregorian calendar).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]
@@ -366,5 +352,10 @@ mod tests {
         assert_eq!(asctime(0), "Thu Jan  1 00:00:00 1970");
         assert_eq!(asctime(1_785_744_519), "Mon Aug  3 08:08:39 2026");
         assert_eq!(asctime(951_782_400), "Tue Feb 29 00:00:00 2000");
+        assert_eq!(asctime(-1), "Wed Dec 31 23:59:59 1969");
+        assert_eq!(
+            asctime(i64::MAX),
+            format!("{} s since 1970-01-01T00:00:00Z", i64::MAX)
+        );
     }
 }

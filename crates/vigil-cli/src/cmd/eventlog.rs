@@ -16,7 +16,8 @@ use super::style::EM;
 pub(crate) enum EventlogCommand {
     /// Replay a log to the PCR values it implies, per bank.
     ///
-    /// Exit status: 0 on success, 2 on a malformed log.
+    /// Exit status: 0 on success, 2 on a malformed log (or bytes that are not one: a
+    /// log starts with the Spec ID event, or with a measurement for a SHA-1 log).
     Replay(ReplayArgs),
     /// Print every event, decoded, as `tpm2_eventlog` prints it (YAML), or as JSON.
     ///
@@ -72,8 +73,7 @@ pub(crate) fn run(cmd: EventlogCommand) -> Result<ExitCode> {
 }
 
 fn dump(args: &DumpArgs) -> Result<ExitCode> {
-    let bytes = std::fs::read(&args.file)
-        .with_context(|| format!("cannot read {}", args.file.display()))?;
+    let bytes = super::read_file(&args.file, super::MAX_EVENT_LOG)?;
     let log = eventlog::parse(&bytes)
         .with_context(|| format!("malformed event log {}", args.file.display()))?;
     let opts = eventlog::RenderOptions {
@@ -96,8 +96,7 @@ fn dump(args: &DumpArgs) -> Result<ExitCode> {
 }
 
 fn replay(args: &ReplayArgs) -> Result<ExitCode> {
-    let bytes = std::fs::read(&args.file)
-        .with_context(|| format!("cannot read {}", args.file.display()))?;
+    let bytes = super::read_file(&args.file, super::MAX_EVENT_LOG)?;
     let log = eventlog::parse(&bytes)
         .with_context(|| format!("malformed event log {}", args.file.display()))?;
     let banks = log.replay();

@@ -1,7 +1,10 @@
 //! Subcommands, one module each.
 
+use std::io::Read;
+use std::path::Path;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 mod ca;
@@ -55,6 +58,40 @@ enum Command {
     /// attests a node, then shows the verifier catching an unknown script and a
     /// modified file; stops everything it started.
     Demo(demo::DemoArgs),
+}
+
+/// The most a TPM structure file holds (attestation, signature, PCR values, key, nonce):
+/// real ones are a few KiB.
+pub(crate) const MAX_TPM_FILE: u64 = 64 << 10;
+/// The most a small JSON or PEM input holds (a `tpm_policy`, a golden PCR set, a key).
+pub(crate) const MAX_SMALL_FILE: u64 = 16 << 20;
+/// The most a UEFI event log holds: real ones are tens to hundreds of KiB.
+pub(crate) const MAX_EVENT_LOG: u64 = 64 << 20;
+/// The most a runtime policy, allowlist or exclude list holds: a whole distribution's
+/// is a few hundred MiB.
+pub(crate) const MAX_POLICY_FILE: u64 = 1 << 30;
+
+/// Reads a whole file, refusing one over `limit` bytes: a wrong path (a disk image,
+/// `/dev/zero`) is bad input, not a reason to exhaust memory.
+pub(crate) fn read_file(path: &Path, limit: u64) -> anyhow::Result<Vec<u8>> {
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut bytes = Vec::new();
+    file.take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    if bytes.len() as u64 > limit {
+        let size = if limit >= 1 << 20 {
+            format!("{} MiB", limit >> 20)
+        } else {
+            format!("{} KiB", limit >> 10)
+        };
+        anyhow::bail!(
+            "{} is larger than {size}, the limit for this input",
+            path.display()
+        );
+    }
+    Ok(bytes)
 }
 
 /// Prints one JSON value on its own line: the `--json` output of every subcommand.

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
@@ -42,7 +42,8 @@ pub(crate) enum PolicyCommand {
     /// Validate a policy file: a runtime policy (v1 JSON, DSSE-signed or a legacy
     /// allowlist) or a measured-boot reference state.
     ///
-    /// Exit status: 0 valid, 1 invalid (each problem is named), 2 unreadable input.
+    /// Exit status: 0 valid, 1 invalid (each problem is named), 2 unreadable, empty or
+    /// oversized input.
     Validate(policy_file::ValidateArgs),
     /// Store a named policy at the verifier (POST, or PUT with --update).
     ///
@@ -352,8 +353,8 @@ async fn delete(a: NamedArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn read_log(path: &PathBuf) -> Result<Vec<u8>> {
-    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+fn read_log(path: &Path) -> Result<Vec<u8>> {
+    super::read_file(path, super::MAX_EVENT_LOG)
 }
 
 fn create_mb(args: &CreateMbArgs) -> Result<ExitCode> {

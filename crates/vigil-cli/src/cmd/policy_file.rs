@@ -121,8 +121,9 @@ pub(crate) struct ValidateArgs {
     json: bool,
 }
 
+/// Reads a policy, key or exclude list (bounded: runtime policies are the largest).
 fn read(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+    super::read_file(path, super::MAX_POLICY_FILE)
 }
 
 fn write_out(path: &Path, text: &[u8]) -> Result<()> {
@@ -279,6 +280,14 @@ impl Report {
 
 pub(crate) fn validate(a: &ValidateArgs) -> Result<ExitCode> {
     let bytes = read(&a.file)?;
+    if bytes.trim_ascii().is_empty() {
+        // It would read as a legacy allowlist with no entries: valid, and trusting
+        // nothing. An empty file is a wrong path or a failed download, not a policy.
+        bail!(
+            "{} is empty: not a runtime policy, allowlist or reference state",
+            a.file.display()
+        );
+    }
     let key = a.key.as_deref().map(read).transpose()?;
     let excludes = match &a.excludelist {
         Some(p) => Some(

@@ -11,7 +11,7 @@ use serde_json::json;
 use vigil_core::failure::Failure;
 use vigil_core::policy::golden::GoldenPcrs;
 use vigil_core::policy::tpm::{check_pcrs, ImaPcr, PcrCheck, TpmPolicy};
-use vigil_core::tpm::quote::{AkPublicKey, KeylimeQuote, QuoteVerifier, VerifiedQuote};
+use vigil_core::tpm::quote::{AkPublicKey, KeylimeQuote, QuotePart, QuoteVerifier, VerifiedQuote};
 use vigil_core::HashAlg;
 
 use super::style::{EM, ERROR, OK};
@@ -21,7 +21,9 @@ use super::style::{EM, ERROR, OK};
 pub(crate) enum QuoteCommand {
     /// Verify a quote's signature, nonce and PCR digest with an attestation key.
     ///
-    /// Exit status: 0 valid, 1 invalid, 2 bad input.
+    /// Exit status: 0 valid, 1 invalid (a well-formed quote that fails a check), 2 bad
+    /// input (a file that cannot be read or is oversized, a quote string or structure
+    /// that does not parse).
     Check(CheckArgs),
 }
 
@@ -87,8 +89,9 @@ pub(crate) fn run(cmd: QuoteCommand) -> Result<ExitCode> {
     }
 }
 
+/// Reads a TPM structure file (bounded: they are a few KiB).
 fn read(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+    super::read_file(path, super::MAX_TPM_FILE)
 }
 
 fn check(args: &CheckArgs) -> Result<ExitCode> {
@@ -108,6 +111,17 @@ fn check(args: &CheckArgs) -> Result<ExitCode> {
         },
         _ => bail!("give --quote, or --attest with --sig and --pcrs"),
     };
+    // A structure that does not parse is bad input (exit 2); only a well-formed quote
+    // gets a verdict.
+    if let Err(e) = quote.parse_parts() {
+        let given = match (e.part, &args.attest, &args.sig, &args.pcrs) {
+            (QuotePart::Attest, Some(path), ..)
+            | (QuotePart::Signature, _, Some(path), _)
+            | (QuotePart::Pcrs, .., Some(path)) => path.display().to_string(),
+            _ => "--quote".to_owned(),
+        };
+        return Err(anyhow::Error::new(e).context(format!("malformed quote in {given}")));
+    }
     let nonce = match (&args.nonce, &args.nonce_file) {
         (Some(n), _) => n.as_bytes().to_vec(),
         (None, Some(f)) => read(f)?,
@@ -195,8 +209,10 @@ impl PcrChecks {
             None => None,
             Some(text) => {
                 let json = match text.strip_prefix('@') {
-                    Some(file) => String::from_utf8(read(Path::new(file))?)
-                        .with_context(|| format!("{file} is not UTF-8"))?,
+                    Some(file) => {
+                        String::from_utf8(super::read_file(Path::new(file), super::MAX_SMALL_FILE)?)
+                            .with_context(|| format!("{file} is not UTF-8"))?
+                    }
                     None => text.clone(),
                 };
                 Some(TpmPolicy::from_json(&json).context("invalid --tpm-policy")?)
@@ -205,15 +221,18 @@ impl PcrChecks {
         let data_key = match &args.data_key {
             None => None,
             Some(f) => Some(
-                String::from_utf8(read(f)?)
+                String::from_utf8(super::read_file(f, super::MAX_SMALL_FILE)?)
                     .with_context(|| format!("{} is not a PEM text", f.display()))?,
             ),
         };
         let golden = match &args.golden {
             None => None,
             Some(f) => Some(
-                GoldenPcrs::from_json(&String::from_utf8_lossy(&read(f)?))
-                    .with_context(|| format!("invalid golden PCR set {}", f.display()))?,
+                GoldenPcrs::from_json(&String::from_utf8_lossy(&super::read_file(
+                    f,
+                    super::MAX_SMALL_FILE,
+                )?))
+                .with_context(|| format!("invalid golden PCR set {}", f.display()))?,
             ),
         };
         Ok(Self {

@@ -79,8 +79,9 @@ pub(crate) struct Policies {
     pub(crate) mb_policy_name: String,
 }
 
-/// Keylime's `readPolicy`: PCR keys 0–24 (10 and 16 reserved), a value or a list of
-/// values, lowercased; the mask of the keys.
+/// Keylime's `readPolicy`: PCR keys (10 and 16 reserved), a value or a list of values,
+/// lowercased; the mask of the keys. Stricter than Keylime where a policy could never
+/// pass (PCR 24, values that are no bank's digest): see `TpmPolicy::from_value`.
 pub(crate) fn read_tpm_policy(text: &str) -> Result<(Map<String, Value>, u32)> {
     let value: Value =
         serde_json::from_str(text).with_context(|| format!("--tpm-policy is not JSON: {text}"))?;

@@ -90,19 +90,17 @@ fn request_bodies_equal_keylime_tenants() {
         "{\"scrtm_and_bios\":[{\"scrtm\":\"0x11\"}],\n \"kernels\": [], \"note\": \"caf\u{e9}\"}",
     );
     let ak = std::fs::read(format!("{KEYLIME_DATA}/ak.pub")).unwrap();
+    // Values are SHA-256 digests, upper and lower case (Keylime lowercases them).
+    let (upper, ones, zeros) = ("AB".repeat(32), "ff".repeat(32), "00".repeat(32));
+    let mixed = format!(r#"{{"15": "{upper}", "22": ["{ones}", "{zeros}"]}}"#);
+    let pcr23 = format!(r#"{{"23": "{zeros}"}}"#);
     let cases = [
         // (tpm_policy, runtime file, runtime name, mb file, mb name)
         (None, None, None, None, None),
-        (
-            Some(r#"{"15": "ABCD", "22": ["ff", "00"]}"#),
-            Some(&runtime),
-            Some("rt"),
-            None,
-            None,
-        ),
+        (Some(mixed.as_str()), Some(&runtime), Some("rt"), None, None),
         (None, None, Some("stored"), None, Some("mbstored")),
         (
-            Some(r#"{"23": "00"}"#),
+            Some(pcr23.as_str()),
             Some(&runtime),
             None,
             Some(&mb),
@@ -229,11 +227,12 @@ fn tpm_policy_rules_follow_keylime() {
         resolve("{}").unwrap().tpm_policy_string(),
         r#"{"mask": "0x0"}"#
     );
+    let (ab, cd) = ("ab".repeat(32), "cd".repeat(32));
     assert_eq!(
-        resolve(r#"{"7": "AB", "0": ["cd"]}"#)
+        resolve(&format!(r#"{{"7": "{}", "0": ["{cd}"]}}"#, "AB".repeat(32)))
             .unwrap()
             .tpm_policy_string(),
-        r#"{"7": ["ab"], "0": ["cd"], "mask": "0x81"}"#
+        format!(r#"{{"7": ["{ab}"], "0": ["{cd}"], "mask": "0x81"}}"#)
     );
     for bad in [
         r#"{"16": "00"}"#,
@@ -243,6 +242,9 @@ fn tpm_policy_rules_follow_keylime() {
         "[]",
         "{",
         r#"{"1": "zz"}"#,
+        // Not a digest of any bank, and PCR 24, which no quote can select.
+        r#"{"1": "00"}"#,
+        r#"{"24": "00"}"#,
     ] {
         assert!(resolve(bad).is_err(), "{bad} accepted");
     }
@@ -250,11 +252,15 @@ fn tpm_policy_rules_follow_keylime() {
     let dir = tempfile::tempdir().unwrap();
     let mb = tmpfile(&dir, "mb.json", "{}");
     let clash = PolicyArgs {
-        tpm_policy: Some(r#"{"7": "00"}"#.into()),
+        tpm_policy: Some(format!(r#"{{"7": "{}"}}"#, "00".repeat(32))),
         mb_policy: Some(mb),
         ..PolicyArgs::default()
     };
-    assert!(clash.resolve().unwrap_err().to_string().contains("PCR 7"));
+    let err = clash.resolve().unwrap_err().to_string();
+    assert!(
+        err.contains("PCR 7") && err.contains("measured boot"),
+        "{err}"
+    );
     // A runtime policy that is not one is refused before anything is sent.
     let bad = tmpfile(&dir, "bad.json", r#"{"meta": {}}"#);
     let args = PolicyArgs {

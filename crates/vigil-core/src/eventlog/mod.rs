@@ -6,7 +6,9 @@
 //!   (`TCG_PCClientPCREvent`); in a crypto-agile log that event is an `EV_NO_ACTION`
 //!   carrying the `Spec ID Event03` structure, which lists the banks and their digest
 //!   sizes, and every later event is a `TCG_PCR_EVENT2` with one digest per bank. Without
-//!   it the whole log is SHA-1 events (legacy firmware). Firmware may leave zero padding
+//!   it the whole log is SHA-1 events (legacy firmware), whose first event must then be a
+//!   measurement (into PCR 0–23, with data) — otherwise the bytes are not an event log
+//!   (zero bytes would read as one empty event). Firmware may leave zero padding
 //!   after the last event; like `tpm2_eventlog` (through which Keylime reads logs), Vigil
 //!   also ignores a trailing fragment shorter than an event header.
 //! - [`EventLog::replay`] extends every digest of every event into its bank, except

@@ -9,6 +9,8 @@ use super::{event_type_name, EV_NO_ACTION, SPEC_ID_SIGNATURE};
 const MIN_EVENT_HEADER: usize = 12;
 /// More banks than any TPM has: a Spec ID event claiming more is corrupt.
 const MAX_ALGORITHMS: u32 = 16;
+/// The highest PCR of a PC Client TPM.
+const MAX_PCR: u32 = 23;
 
 /// Why a log could not be parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -32,6 +34,20 @@ pub enum EventLogError {
         offset: usize,
         /// Bytes left in the log.
         left: usize,
+    },
+    /// The first event is neither the Spec ID event that starts a crypto-agile log nor
+    /// a measurement that can start a SHA-1 log (4 KiB of zeros, for one).
+    #[error(
+        "not a TCG event log: the first event (PCR {pcr}, type 0x{event_type:08x}, {size} \
+         bytes of data) is neither the Spec ID event nor a SHA-1 log's first measurement"
+    )]
+    NotAnEventLog {
+        /// The first event's PCR index.
+        pcr: u32,
+        /// Its event type.
+        event_type: u32,
+        /// Its data size.
+        size: usize,
     },
     /// A malformed Spec ID event.
     #[error("invalid Spec ID event: {0}")]
@@ -148,6 +164,16 @@ pub fn parse(bytes: &[u8]) -> Result<EventLog<'_>, EventLogError> {
     let first = parse_sha1_event(&mut c, 0)?;
     let mut spec_id = match (first.event_type, first.data.get(..16)) {
         (EV_NO_ACTION, Some(sig)) if sig == SPEC_ID_SIGNATURE => Some(parse_spec_id(first.data)?),
+        // A SHA-1 log starts with a measurement: into a PCR the TPM has, of something
+        // (every event type the PC Client specifications define carries data). Zero
+        // bytes read as an empty event into PCR 0; they are not a log.
+        _ if first.pcr > MAX_PCR || first.data.is_empty() => {
+            return Err(EventLogError::NotAnEventLog {
+                pcr: first.pcr,
+                event_type: first.event_type,
+                size: first.data.len(),
+            })
+        }
         _ => None,
     };
     if let Some(spec) = &mut spec_id {

@@ -113,6 +113,35 @@ mod tests {
     }
 
     #[test]
+    fn a_log_must_start_with_the_spec_id_event_or_a_measurement() {
+        // Zero bytes would read as one empty event into PCR 0, then padding.
+        let err = parse(&[0; 4096]).unwrap_err();
+        assert_eq!(
+            err,
+            EventLogError::NotAnEventLog {
+                pcr: 0,
+                event_type: 0,
+                size: 0
+            }
+        );
+        assert!(err.to_string().contains("not a TCG event log"), "{err}");
+        // A first event into a PCR no TPM has.
+        let mut log = Vec::new();
+        log.extend_from_slice(&24u32.to_le_bytes());
+        log.extend_from_slice(&0x0000_0008u32.to_le_bytes());
+        log.extend_from_slice(HashAlg::Sha1.hash(b"v").as_bytes());
+        log.extend_from_slice(&1u32.to_le_bytes());
+        log.push(b'v');
+        assert!(matches!(
+            parse(&log),
+            Err(EventLogError::NotAnEventLog { pcr: 24, .. })
+        ));
+        // The same event into PCR 0 starts a SHA-1 log.
+        log[..4].copy_from_slice(&0u32.to_le_bytes());
+        assert_eq!(parse(&log).unwrap().events.len(), 1);
+    }
+
+    #[test]
     fn legacy_sha1_log_replays() {
         let mut log = Vec::new();
         for (pcr, data) in [(0u32, b"first".as_slice()), (0, b"second"), (7, b"third")] {

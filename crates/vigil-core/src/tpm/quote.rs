@@ -31,6 +31,50 @@ const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STA
 #[error("malformed quote string: {0}")]
 pub struct QuoteStringError(pub String);
 
+/// One of a quote's three structures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuotePart {
+    /// The `TPMS_ATTEST`.
+    Attest,
+    /// The `TPMT_SIGNATURE`.
+    Signature,
+    /// The PCR blob.
+    Pcrs,
+}
+
+impl std::fmt::Display for QuotePart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Attest => "attestation (TPMS_ATTEST)",
+            Self::Signature => "signature (TPMT_SIGNATURE)",
+            Self::Pcrs => "PCR blob",
+        })
+    }
+}
+
+/// A quote part that is not the structure it must be: the quote is malformed, as
+/// opposed to well-formed and failing a check.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the quote's {part} is malformed: {source}")]
+pub struct QuotePartError {
+    /// Which part.
+    pub part: QuotePart,
+    /// Why it does not parse.
+    #[source]
+    pub source: CodecError,
+}
+
+/// The three structures of a quote, parsed and not yet checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuoteParts<'a> {
+    /// The attestation.
+    pub attest: QuoteAttest<'a>,
+    /// The signature over it.
+    pub signature: TpmSignature<'a>,
+    /// The PCR values.
+    pub pcrs: PcrBlob,
+}
+
 /// The three parts of a Keylime quote, decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeylimeQuote {
@@ -93,6 +137,17 @@ impl KeylimeQuote {
             B64.encode(&self.signature),
             B64.encode(&self.pcr_blob),
         ]
+    }
+
+    /// Parses the three structures. [`QuoteVerifier::verify`] does this first; a caller
+    /// that must tell a malformed quote from an invalid one calls it before.
+    pub fn parse_parts(&self) -> Result<QuoteParts<'_>, QuotePartError> {
+        let part = |part| move |source| QuotePartError { part, source };
+        Ok(QuoteParts {
+            attest: QuoteAttest::parse(&self.attest).map_err(part(QuotePart::Attest))?,
+            signature: TpmSignature::parse(&self.signature).map_err(part(QuotePart::Signature))?,
+            pcrs: PcrBlob::parse(&self.pcr_blob).map_err(part(QuotePart::Pcrs))?,
+        })
     }
 
     /// The string form.
@@ -340,9 +395,12 @@ impl QuoteVerifier {
         nonce: &[u8],
         bank: HashAlg,
     ) -> Result<VerifiedQuote, String> {
-        let attest = QuoteAttest::parse(&quote.attest).map_err(|e| e.to_string())?;
-        let sig = TpmSignature::parse(&quote.signature).map_err(|e| e.to_string())?;
-        let blob = PcrBlob::parse(&quote.pcr_blob).map_err(|e| e.to_string())?;
+        // The reason is the structure's own error, as it always was.
+        let QuoteParts {
+            attest,
+            signature: sig,
+            pcrs: blob,
+        } = quote.parse_parts().map_err(|e| e.source.to_string())?;
         if sig.hash() != bank {
             return Err(format!(
                 "the quote is signed with {}, but {bank} was expected",

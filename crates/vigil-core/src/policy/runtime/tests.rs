@@ -132,14 +132,25 @@ fn bad_excludes_fail_at_load() {
 }
 
 #[test]
-fn truncated_policies_never_panic() {
-    let bytes = read("sign-runtime-policy/runtime-policy.json");
-    for cut in 0..bytes.len() {
-        let _ = RuntimePolicy::from_json(&bytes[..cut]);
-    }
-    let env = read("runtime-policy-test-signed.json");
-    for cut in (0..env.len()).step_by(7) {
-        let _ = RuntimePolicy::from_json(&env[..cut]);
+fn truncated_policies_are_refused() {
+    // Every cut inside the JSON value is refused (a typed error, not a panic); only
+    // cuts into the trailing whitespace leave a whole document, which must still load.
+    for (file, step) in [
+        ("sign-runtime-policy/runtime-policy.json", 1),
+        ("runtime-policy-test-signed.json", 7),
+    ] {
+        let bytes = read(file);
+        let end = bytes.trim_ascii_end().len();
+        for cut in (0..end).step_by(step) {
+            assert!(
+                RuntimePolicy::from_json(&bytes[..cut]).is_err(),
+                "{file} cut at {cut} of {end} bytes was accepted"
+            );
+        }
+        for cut in end..=bytes.len() {
+            RuntimePolicy::from_json(&bytes[..cut])
+                .unwrap_or_else(|e| panic!("{file} cut at {cut} (whitespace only): {e}"));
+        }
     }
 }
 

@@ -27,8 +27,10 @@ pub const DATA_PCR: u32 = 16;
 pub const IMA_PCR: u32 = 10;
 /// The PCRs Keylime collects for measured boot (`MEASUREDBOOT_PCRS`): 0–9 and 11–15.
 pub const MEASURED_BOOT_PCRS: [u32; 15] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13, 14, 15];
-/// The highest PCR number a `tpm_policy` may name (Keylime's limit).
-const MAX_POLICY_PCR: u32 = 24;
+/// The highest PCR a `tpm_policy` may name, and the highest a quote mask may select: a
+/// mask has 24 bits, one per PCR of a PC Client TPM. (Keylime's tenant lets PCR 24
+/// through, and its agent then refuses the resulting mask on every quote.)
+const MAX_POLICY_PCR: u32 = 23;
 
 /// A `tpm_policy` that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,12 +38,18 @@ pub enum TpmPolicyError {
     /// Not a JSON object.
     #[error("tpm_policy is not a JSON object: {0}")]
     NotAnObject(String),
-    /// A key other than `mask` or a PCR number 0–24.
-    #[error("tpm_policy key {0:?} is not a PCR number from 0 to 24")]
+    /// A key other than `mask` or a PCR number 0–23.
+    #[error("tpm_policy key {0:?} is not a PCR number from 0 to 23")]
     BadPcr(String),
     /// PCR 10 or 16, which Keylime reserves.
     #[error("tpm_policy names PCR {0}, which is reserved ({1})")]
     Reserved(u32, &'static str),
+    /// `mask` is not a hex string (`"0x408000"`).
+    #[error("tpm_policy mask {0} is not a hex string like \"0x400\"")]
+    MaskNotHex(String),
+    /// `mask` selects PCRs above 23: it is longer than 24 bits.
+    #[error("tpm_policy mask {0:?} selects PCRs above 23 (a mask has at most 24 bits)")]
+    MaskTooWide(String),
     /// A value that is not a hex digest (or a list of them).
     #[error("tpm_policy PCR {pcr}: {reason}")]
     BadValue {
@@ -49,6 +57,27 @@ pub enum TpmPolicyError {
         pcr: u32,
         /// What is wrong with it.
         reason: String,
+    },
+    /// A hex value whose length is not the digest size of any bank Vigil knows.
+    #[error(
+        "tpm_policy PCR {pcr}: a {len}-byte value is no bank's digest \
+         (sha1 20, sha256 and sm3_256 32, sha384 48, sha512 64 bytes)"
+    )]
+    DigestLength {
+        /// The PCR whose value is wrong.
+        pcr: u32,
+        /// The value's length in bytes.
+        len: usize,
+    },
+    /// A value whose length does not fit the bank the node quotes in.
+    #[error("tpm_policy PCR {pcr}: a {len}-byte value can never match a {bank} PCR ({} bytes)", bank.digest_len())]
+    WrongBank {
+        /// The PCR whose value is wrong.
+        pcr: u32,
+        /// The value's length in bytes.
+        len: usize,
+        /// The bank.
+        bank: HashAlg,
     },
 }
 
@@ -65,8 +94,9 @@ impl TpmPolicy {
         Self::default()
     }
 
-    /// Parses Keylime's JSON form. `mask` is accepted and ignored (it is derived from
-    /// the keys); values are lowercased as Keylime does, and must be hex.
+    /// Parses Keylime's JSON form. `mask` must be a hex PCR mask of at most 24 bits
+    /// (`0x` optional) but is otherwise ignored (it is derived from the keys); values are
+    /// lowercased as Keylime does, and must be hex digests of a bank Vigil knows.
     pub fn from_json(text: &str) -> Result<Self, TpmPolicyError> {
         let value: Value =
             serde_json::from_str(text).map_err(|e| TpmPolicyError::NotAnObject(e.to_string()))?;
@@ -81,6 +111,7 @@ impl TpmPolicy {
         let mut allowed = BTreeMap::new();
         for (key, values) in map {
             if key == "mask" {
+                check_mask(values)?;
                 continue;
             }
             let pcr = key
@@ -118,6 +149,22 @@ impl TpmPolicy {
         &self.allowed
     }
 
+    /// Checks that every value can hold a PCR of `bank`: parsing accepts the digest
+    /// size of any bank, but a node quotes in one, and a value of another size fails
+    /// every round. For the bank a node was enrolled or negotiated with.
+    pub fn check_bank(&self, bank: HashAlg) -> Result<(), TpmPolicyError> {
+        for (&pcr, values) in &self.allowed {
+            if let Some(v) = values.iter().find(|v| v.len() != 2 * bank.digest_len()) {
+                return Err(TpmPolicyError::WrongBank {
+                    pcr,
+                    len: v.len() / 2,
+                    bank,
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Checks `pcr` against the policy; `None` when it is not listed.
     fn check(&self, pcr: u32, value: &Digest, failure: &mut Failure) -> Option<()> {
         let allowed = self.allowed.get(&pcr)?;
@@ -139,6 +186,26 @@ impl TpmPolicy {
     }
 }
 
+/// Checks a `mask`: hex with or without `0x` (Keylime writes `hex(mask)`; its agent
+/// strips `0x` and reads hex), selecting PCRs 0–23 only.
+fn check_mask(mask: &Value) -> Result<(), TpmPolicyError> {
+    let text = mask
+        .as_str()
+        .ok_or_else(|| TpmPolicyError::MaskNotHex(mask.to_string()))?;
+    let digits = text
+        .strip_prefix("0x")
+        .or_else(|| text.strip_prefix("0X"))
+        .unwrap_or(text);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(TpmPolicyError::MaskNotHex(format!("{text:?}")));
+    }
+    // Leading zeros select nothing; after them, PCRs 0–23 (24 bits) take six digits.
+    if digits.trim_start_matches('0').len() > 6 {
+        return Err(TpmPolicyError::MaskTooWide(text.to_owned()));
+    }
+    Ok(())
+}
+
 fn parse_values(pcr: u32, values: &Value) -> Result<Vec<String>, TpmPolicyError> {
     let bad = |reason: String| TpmPolicyError::BadValue { pcr, reason };
     let list: Vec<&Value> = match values {
@@ -151,14 +218,17 @@ fn parse_values(pcr: u32, values: &Value) -> Result<Vec<String>, TpmPolicyError>
                 .as_str()
                 .ok_or_else(|| bad(format!("{v} is not a hex string")))?
                 .to_ascii_lowercase();
-            let ok = !text.is_empty()
+            let hex = !text.is_empty()
                 && text.len() % 2 == 0
                 && text.bytes().all(|b| b.is_ascii_hexdigit());
-            if ok {
-                Ok(text)
-            } else {
-                Err(bad(format!("{text:?} is not a hex digest")))
+            if !hex {
+                return Err(bad(format!("{text:?} is not a hex digest")));
             }
+            let len = text.len() / 2;
+            if !HashAlg::ALL.iter().any(|h| h.digest_len() == len) {
+                return Err(TpmPolicyError::DigestLength { pcr, len });
+            }
+            Ok(text)
         })
         .collect()
 }

@@ -66,10 +66,104 @@ fn bad_policies_name_the_problem() {
         (r#"{"7": 5}"#, "PCR 7"),
         (r#"{"7": ["zz"]}"#, "not a hex digest"),
         (r#"{"7": "abc"}"#, "not a hex digest"),
+        (r#"{"24": "00"}"#, "\"24\""),
     ] {
         let err = TpmPolicy::from_json(text).unwrap_err().to_string();
         assert!(err.contains(needle), "{text}: {err}");
     }
+}
+
+#[test]
+fn masks_must_be_hex_of_at_most_24_bits() {
+    let policy = |mask: &str| TpmPolicy::from_json(&format!(r#"{{"mask": {mask}}}"#));
+    for bad in [
+        r#""0xZZ""#,
+        r#""0x""#,
+        r#""""#,
+        r#""0x 400""#,
+        r#""-0x1""#,
+        "1024",
+        "null",
+    ] {
+        let err = policy(bad).unwrap_err();
+        assert!(matches!(err, TpmPolicyError::MaskNotHex(_)), "{bad}: {err}");
+        assert!(err.to_string().contains("mask"), "{bad}: {err}");
+    }
+    for wide in ["0x1000000", "0xffffffff", "0x10000000000000000", "1000000"] {
+        let err = policy(&format!("{wide:?}")).unwrap_err();
+        assert_eq!(err, TpmPolicyError::MaskTooWide(wide.into()));
+        assert!(err.to_string().contains(wide), "{err}");
+    }
+    // What Keylime's tenant writes (`hex(mask)`), any case, with or without `0x`, and
+    // leading zeros: all select PCRs 0-23 only.
+    for ok in [
+        "0x0",
+        "0x400",
+        "0x408000",
+        "0xffffff",
+        "0XFFFFFF",
+        "400",
+        "0x000000ffffff",
+    ] {
+        assert!(policy(&format!("{ok:?}")).is_ok(), "{ok}");
+    }
+}
+
+#[test]
+fn values_must_be_digests_of_a_known_bank() {
+    for len in [20, 32, 48, 64] {
+        let text = format!(r#"{{"7": ["{}"]}}"#, "ab".repeat(len));
+        assert!(TpmPolicy::from_json(&text).is_ok(), "{len} bytes");
+    }
+    for len in [1, 2, 19, 21, 31, 33, 47, 49, 63, 65, 128] {
+        let text = format!(
+            r#"{{"7": ["{}"], "8": "{}"}}"#,
+            "00".repeat(32),
+            "ab".repeat(len)
+        );
+        let err = TpmPolicy::from_json(&text).unwrap_err();
+        assert_eq!(err, TpmPolicyError::DigestLength { pcr: 8, len }, "{len}");
+        assert!(err.to_string().contains("PCR 8"), "{err}");
+    }
+    // Non-hex values are refused before their length is looked at.
+    let err = TpmPolicy::from_json(&format!(r#"{{"9": "{}"}}"#, "zz".repeat(32))).unwrap_err();
+    assert!(
+        matches!(err, TpmPolicyError::BadValue { pcr: 9, .. }),
+        "{err}"
+    );
+}
+
+#[test]
+fn values_are_checked_against_the_bank_in_use() {
+    let policy = TpmPolicy::from_json(&format!(
+        r#"{{"0": ["{}", "{}"], "7": "{}"}}"#,
+        "11".repeat(32),
+        "22".repeat(32),
+        "33".repeat(20)
+    ))
+    .unwrap();
+    assert_eq!(
+        policy.check_bank(HashAlg::Sha256),
+        Err(TpmPolicyError::WrongBank {
+            pcr: 7,
+            len: 20,
+            bank: HashAlg::Sha256
+        })
+    );
+    assert_eq!(
+        policy.check_bank(HashAlg::Sha1),
+        Err(TpmPolicyError::WrongBank {
+            pcr: 0,
+            len: 32,
+            bank: HashAlg::Sha1
+        })
+    );
+    let err = policy.check_bank(HashAlg::Sha1).unwrap_err().to_string();
+    assert!(err.contains("PCR 0") && err.contains("sha1"), "{err}");
+    let sha256_only = TpmPolicy::from_json(&format!(r#"{{"0": "{}"}}"#, "11".repeat(32))).unwrap();
+    assert_eq!(sha256_only.check_bank(HashAlg::Sha256), Ok(()));
+    assert_eq!(sha256_only.check_bank(HashAlg::Sm3_256), Ok(()));
+    assert_eq!(TpmPolicy::empty().check_bank(HashAlg::Sha384), Ok(()));
 }
 
 #[test]

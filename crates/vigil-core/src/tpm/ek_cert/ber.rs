@@ -89,7 +89,7 @@ impl<'a> Tlv<'a> {
     }
 
     /// Fails unless the tag is `expected`.
-    pub(crate) fn expect(self, expected: u8, what: &str) -> Result<Self, BerError> {
+    pub(crate) fn check_tag(self, expected: u8, what: &str) -> Result<Self, BerError> {
         if self.tag == expected {
             Ok(self)
         } else {
@@ -256,13 +256,13 @@ impl<'a> Reader<'a> {
     }
 
     /// Reads the next value and checks its tag.
-    pub(crate) fn expect(
+    pub(crate) fn next_tagged(
         &mut self,
         notes: &mut Notes,
         tag: u8,
         what: &str,
     ) -> Result<Tlv<'a>, BerError> {
-        self.next(notes)?.expect(tag, what)
+        self.next(notes)?.check_tag(tag, what)
     }
 
     /// Reads the next value if it has `tag`.

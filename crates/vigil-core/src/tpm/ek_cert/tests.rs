@@ -1,4 +1,12 @@
+use base64::Engine;
+
+use super::ber::{Notes, Reader};
+use super::cert::{PEM_BEGIN, PEM_END};
+use super::signature::{parse_sig_alg, pss};
 use super::*;
+use crate::hash::HashAlg;
+use crate::tpm::public::TpmPublic;
+use crate::tpm::quote::pkcs1v15;
 
 const TESTDATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/testdata/");
 

@@ -1,50 +1,28 @@
-//! Calendar arithmetic for certificate validity: ASN.1 UTCTime/GeneralizedTime and
-//! RFC 3339 to Unix seconds and back. Pure functions; the clock is the caller's.
+//! Times for certificate validity: ASN.1 UTCTime/GeneralizedTime and RFC 3339 to Unix
+//! seconds and back. The text forms are read here; the calendar is the `time` crate's.
+//! Pure functions; the clock is the caller's.
+
+use time::{Date, Month, OffsetDateTime, Time};
 
 use super::ber::{tag, Notes, Tlv};
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// The date of a day count since 1970-01-01.
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
-fn days_in_month(y: i64, m: i64) -> i64 {
-    match m {
-        2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Unix seconds of a calendar time, or `None` when a field is out of range.
+/// Unix seconds of a UTC calendar time, or `None` when a field is out of range.
 fn to_unix(y: i64, mo: i64, d: i64, h: i64, mi: i64, s: i64) -> Option<i64> {
-    let ok = (1..=12).contains(&mo)
-        && (1..=days_in_month(y, mo)).contains(&d)
-        && (0..24).contains(&h)
-        && (0..60).contains(&mi)
-        // 60 is a leap second; it is counted as the next second.
-        && (0..=60).contains(&s);
-    ok.then(|| days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + s)
+    // 60 is a leap second; it is counted as the next second.
+    let (s, leap) = if s == 60 { (59, 1) } else { (s, 0) };
+    let date = Date::from_calendar_date(
+        i32::try_from(y).ok()?,
+        Month::try_from(u8::try_from(mo).ok()?).ok()?,
+        u8::try_from(d).ok()?,
+    )
+    .ok()?;
+    let time = Time::from_hms(
+        u8::try_from(h).ok()?,
+        u8::try_from(mi).ok()?,
+        u8::try_from(s).ok()?,
+    )
+    .ok()?;
+    Some(date.with_time(time).assume_utc().unix_timestamp() + leap)
 }
 
 fn digits(s: &[u8]) -> Option<i64> {
@@ -104,16 +82,22 @@ pub(crate) fn parse_asn1_time(t: &Tlv<'_>, notes: &mut Notes, what: &str) -> Opt
     }
 }
 
-/// Formats Unix seconds as RFC 3339 UTC (`2030-10-24T23:59:59Z`).
+/// Formats Unix seconds as RFC 3339 UTC (`2030-10-24T23:59:59Z`). A time outside the
+/// years -9999 to 9999, which no certificate or RFC 3339 text can hold, is shown as
+/// its number of seconds.
 pub fn format_unix_time(t: i64) -> String {
-    let (days, secs) = (t.div_euclid(86_400), t.rem_euclid(86_400));
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
+    match OffsetDateTime::from_unix_timestamp(t) {
+        Ok(u) => format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+            u.year(),
+            u8::from(u.month()),
+            u.day(),
+            u.hour(),
+            u.minute(),
+            u.second()
+        ),
+        Err(_) => format!("{t} s since 1970-01-01T00:00:00Z"),
+    }
 }
 
 /// Parses an RFC 3339 timestamp (`2026-01-02T03:04:05Z`, `…+01:00`, fractions
@@ -179,6 +163,9 @@ mod tests {
         assert_eq!(asn1(&utc), (Some(1_919_116_799), vec![]));
         let gen = [&[0x18, 15][..], b"99991231235959Z"].concat();
         assert_eq!(asn1(&gen).0, Some(253_402_300_799));
+        // A leap second counts as the next second.
+        let leap = [&[0x17, 13][..], b"301024235960Z"].concat();
+        assert_eq!(asn1(&leap).0, Some(1_919_116_800));
         let old = [&[0x17, 13][..], b"700101000000Z"].concat();
         assert_eq!(asn1(&old).0, Some(0));
         let no_secs = [&[0x17, 11][..], b"0501010000Z"].concat();
@@ -204,6 +191,10 @@ mod tests {
             assert_eq!(parse_rfc3339(&format_unix_time(t)), Some(t));
         }
         assert_eq!(format_unix_time(1_919_116_799), "2030-10-24T23:59:59Z");
+        assert_eq!(
+            format_unix_time(i64::MIN),
+            format!("{} s since 1970-01-01T00:00:00Z", i64::MIN)
+        );
         assert_eq!(
             parse_rfc3339("2030-10-25T01:59:59.5+02:00"),
             Some(1_919_116_799)

@@ -90,6 +90,49 @@ fn every_tampering_is_quote_validation() {
 }
 
 #[test]
+fn malformed_parts_are_told_from_failed_checks() {
+    let (quote, nonce, v) = vector();
+    let parts = quote.parse_parts().unwrap();
+    assert_eq!(parts.pcrs.values.len(), 3);
+    // Each part cut short, emptied or replaced by garbage is named as malformed, and
+    // verify() still reports it as Keylime's quote_validation with the same reason.
+    for part in [QuotePart::Attest, QuotePart::Signature, QuotePart::Pcrs] {
+        for bad in [Vec::new(), vec![0xa5; 7], {
+            let mut q = quote.clone();
+            let field = part_bytes(&mut q, part);
+            field.pop();
+            field.clone()
+        }] {
+            let mut q = quote.clone();
+            *part_bytes(&mut q, part) = bad.clone();
+            let err = q.parse_parts().unwrap_err();
+            assert_eq!(err.part, part, "{bad:02x?}");
+            assert!(err.to_string().contains("malformed"), "{err}");
+            let f = v.verify(&q, &nonce, HashAlg::Sha256).unwrap_err();
+            assert_eq!(
+                f.events()[0].context["error"],
+                err.source.to_string(),
+                "{part}"
+            );
+        }
+    }
+    // A well-formed quote that fails a check is not malformed.
+    let mut flipped = quote.clone();
+    let last = flipped.signature.len() - 1;
+    flipped.signature[last] ^= 1;
+    assert!(flipped.parse_parts().is_ok());
+    assert!(v.verify(&flipped, &nonce, HashAlg::Sha256).is_err());
+}
+
+fn part_bytes(q: &mut KeylimeQuote, part: QuotePart) -> &mut Vec<u8> {
+    match part {
+        QuotePart::Attest => &mut q.attest,
+        QuotePart::Signature => &mut q.signature,
+        QuotePart::Pcrs => &mut q.pcr_blob,
+    }
+}
+
+#[test]
 fn unsigned_pcr_values_are_rejected() {
     let (quote, nonce, v) = vector();
     // Claim PCR 0 in the blob's selection (bit 0 of the first select byte): the TPM did
