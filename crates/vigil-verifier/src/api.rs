@@ -5,7 +5,7 @@
 #![allow(clippy::result_large_err)]
 
 use std::sync::Arc;
-use vigil_tls::http::Peer;
+use vigil_service::server::Peer;
 
 use axum::body::Body;
 use axum::extract::{Request, State};

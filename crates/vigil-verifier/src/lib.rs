@@ -164,7 +164,7 @@ impl Verifier {
         let app = axum::Router::new()
             .fallback(api::dispatch)
             .with_state(state);
-        let server = tokio::spawn(vigil_tls::http::serve(
+        let server = tokio::spawn(vigil_service::server::serve(
             listener,
             Some(TlsAcceptor::from(Arc::new(tls))),
             app,
