@@ -483,12 +483,7 @@ impl Client {
             let _ = conn.await;
         }));
         let resp = sender.send_request(req).await.map_err(http)?;
-        let declared = resp
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > limit as u64) {
+        if crate::reply::declares_more_than(resp.headers(), limit) {
             return Err(too_large());
         }
         let status = resp.status().as_u16();

@@ -7,7 +7,7 @@
 //! wordings, so a service's texts are chosen once and not copied.
 
 use axum::body::Body;
-use axum::http::{header, Request, StatusCode};
+use axum::http::{header, HeaderMap, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Map, Value};
@@ -91,12 +91,7 @@ pub async fn json_object(
     dialect: Dialect,
 ) -> Result<Map<String, Value>, Response> {
     let too_large = || bad_request(dialect.too_large(limit));
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
+    if declares_more_than(req.headers(), limit) {
         return Err(too_large());
     }
     let bytes = axum::body::to_bytes(req.into_body(), limit)
@@ -114,6 +109,16 @@ pub async fn json_object(
         Ok(_) => Err(bad_request(dialect.not_object())),
         Err(e) => Err(bad_request(dialect.not_json(&e))),
     }
+}
+
+/// Whether `headers` declare a body (`Content-Length`) over `limit` bytes: such a
+/// body is refused without reading it, by the services and by the client.
+pub(crate) fn declares_more_than(headers: &HeaderMap, limit: usize) -> bool {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n > limit as u64)
 }
 
 /// A query string's parameters, percent- and `+`-decoded (`form_urlencoded`).
