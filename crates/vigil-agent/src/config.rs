@@ -9,7 +9,7 @@ use serde::Deserialize;
 use vigil_core::HashAlg;
 use vigil_tpm::{AkAlg, AkKey, EkAlg, EkSource};
 
-pub use vigil_tls::settings::ConfigError;
+pub use vigil_service::settings::ConfigError;
 
 /// The environment prefix of overrides: `VIGIL_AGENT_PORT=9003`.
 pub const ENV_PREFIX: &str = "VIGIL_AGENT_";
@@ -166,10 +166,10 @@ impl Config {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
-        vigil_tls::settings::load(
+        vigil_service::settings::load(
             file,
             env,
-            vigil_tls::settings::EnvKeys {
+            vigil_service::settings::EnvKeys {
                 prefix: ENV_PREFIX,
                 lists: LIST_KEYS,
                 scalars: SCALAR_KEYS,

@@ -271,15 +271,13 @@ impl Agent {
             revocations: watch::channel(Vec::new()).0,
         });
 
-        let app = axum::Router::new()
-            .fallback(api::dispatch)
-            .with_state(state.clone());
+        let app = api::router(state.clone());
         let (stop, stopped) = watch::channel(false);
         let (acceptor, mtls_cert) = match tls {
             Some((a, pem)) => (Some(a), Some(pem)),
             None => (None, None),
         };
-        let mut tasks = vec![tokio::spawn(vigil_tls::http::serve(
+        let mut tasks = vec![tokio::spawn(vigil_service::server::serve(
             listener,
             acceptor,
             app,

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use tokio::signal::unix::{signal, SignalKind};
 use vigil_agent::{Agent, Config};
+use vigil_service::{Signal, Signals};
 
 /// Vigil's node agent: Keylime's agent REST API (quotes, IMA and UEFI logs, payloads,
 /// revocation actions) over mTLS, registering with a Keylime-compatible registrar.
@@ -43,21 +43,16 @@ fn main() -> ExitCode {
         config.tpm_tcti = t;
     }
     let log = config.log.clone();
-    vigil_tls::service::run("vigil-agent", &log, || run(config))
+    vigil_service::run("vigil-agent", &log, || run(config))
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
     let agent = Agent::start(&config).await.context("cannot start")?;
-    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
-    loop {
-        tokio::select! {
-            _ = term.recv() => break,
-            r = tokio::signal::ctrl_c() => { r.context("cannot handle SIGINT")?; break }
-            _ = hup.recv() => match agent.ima_rescan().await {
-                Ok(n) => tracing::info!(entries = n, "IMA emulation: rescan on SIGHUP"),
-                Err(e) => tracing::warn!("IMA emulation rescan: {e}"),
-            },
+    let mut signals = Signals::with_hangup()?;
+    while signals.next().await? == Signal::Hangup {
+        match agent.ima_rescan().await {
+            Ok(n) => tracing::info!(entries = n, "IMA emulation: rescan on SIGHUP"),
+            Err(e) => tracing::warn!("IMA emulation rescan: {e}"),
         }
     }
     agent.shutdown().await;

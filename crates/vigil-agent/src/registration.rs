@@ -8,10 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
+use hyper::Method;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
-use vigil_tls::http::{request, Answer};
+use vigil_service::client::{Answer, Client, ClientError, Endpoint};
 use vigil_tpm::Tpm;
 
 /// The registrar API versions this client speaks, oldest first.
@@ -131,8 +132,21 @@ impl Identity {
     }
 }
 
+/// One request to the registrar (plain HTTP, as Keylime's agents register), with the
+/// client's default limits.
+async fn request(
+    registrar: SocketAddr,
+    method: Method,
+    path: &str,
+    body: Option<Vec<u8>>,
+) -> Result<Answer, ClientError> {
+    Client::default()
+        .request(&Endpoint::addr(registrar), method, path, body)
+        .await
+}
+
 async fn attempt(registrar: SocketAddr, id: &Identity, tpm: &Arc<Tpm>) -> Result<String, Failure> {
-    let version = match request(registrar, None, "GET", "/version", None).await {
+    let version = match request(registrar, Method::GET, "/version", None).await {
         Ok(a) if a.status == 200 => negotiate(&a.json()["results"]).ok_or_else(|| Failure {
             message: format!(
                 "the registrar supports none of API versions {REGISTRAR_VERSIONS:?}: {}",
@@ -146,7 +160,7 @@ async fn attempt(registrar: SocketAddr, id: &Identity, tpm: &Arc<Tpm>) -> Result
     };
     let path = format!("/v{version}/agents/{}", id.uuid);
     let body = serde_json::to_vec(&id.body()).unwrap_or_default();
-    let a = request(registrar, None, "POST", &path, Some(body))
+    let a = request(registrar, Method::POST, &path, Some(body))
         .await
         .map_err(|e| fail(format!("registration request failed: {e}")))?;
     match a.status {
@@ -185,7 +199,7 @@ async fn attempt(registrar: SocketAddr, id: &Identity, tpm: &Arc<Tpm>) -> Result
         .map_err(|e| fail(format!("ActivateCredential failed: {e}")))?;
     let tag = vigil_core::tpm::credential::auth_tag(&secret, &id.uuid);
     let body = serde_json::to_vec(&json!({ "auth_tag": tag })).unwrap_or_default();
-    let a = request(registrar, None, "PUT", &path, Some(body))
+    let a = request(registrar, Method::PUT, &path, Some(body))
         .await
         .map_err(|e| fail(format!("activation request failed: {e}")))?;
     match a.status {

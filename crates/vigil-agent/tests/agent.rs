@@ -24,8 +24,8 @@ use vigil_core::policy::tpm::data_pcr_value;
 use vigil_core::revocation::{RevocationKey, RevocationMessage, RevocationNotice};
 use vigil_core::tpm::quote::{AkPublicKey, KeylimeQuote, QuoteVerifier, VerifiedQuote};
 use vigil_core::HashAlg;
+use vigil_service::client::{Answer, Client, ClientError, Endpoint};
 use vigil_testkit::Swtpm;
-use vigil_tls::http::{request, Answer, ClientTls};
 
 const PAYLOAD_ZIP: &str =
     "../../../shared/testdata/rust-keylime/keylime-agent/test-data/payload.zip";
@@ -103,26 +103,20 @@ impl Env {
         self.agent().addr()
     }
 
-    fn tls(&self, identity: Option<&str>) -> ClientTls {
+    /// The agent over TLS, its certificate trusted as the only CA, presenting
+    /// `identity`'s certificate.
+    fn tls(&self, identity: Option<&str>) -> Endpoint {
         let cert = self.config.state_dir.join("server-cert.crt");
         let id = identity.map(|n| (self.ca.cert(n), self.ca.key(n)));
-        ClientTls {
-            config: Arc::new(
-                vigil_tls::client_config(
-                    &cert,
-                    id.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
-                )
-                .unwrap(),
-            ),
-            server_name: rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap(),
-        }
+        let config =
+            vigil_tls::client_config(&cert, id.as_ref().map(|(c, k)| (c.as_path(), k.as_path())))
+                .unwrap();
+        Endpoint::addr(self.addr()).with_tls(Arc::new(config))
     }
 
     async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Answer {
-        let tls = self.tls(Some("client"));
         request(
-            self.addr(),
-            Some(&tls),
+            &self.tls(Some("client")),
             method,
             path,
             body.map(|b| serde_json::to_vec(&b).unwrap()),
@@ -208,25 +202,18 @@ async fn registers_quotes_and_emulates_ima() {
     env.wait_active().await;
     // The registrar holds the agent, active, with the agent's own certificate.
     let reg = env.registrar.as_ref().unwrap();
-    let admin = ClientTls {
-        config: Arc::new(
+    let admin = Endpoint::addr(reg.https_addr())
+        .with_tls(Arc::new(
             vigil_tls::client_config(
                 &env.ca.ca_cert(),
                 Some((&env.ca.cert("client"), &env.ca.key("client"))),
             )
             .unwrap(),
-        ),
-        server_name: rustls_pki_types::ServerName::try_from("localhost").unwrap(),
-    };
-    let a = request(
-        reg.https_addr(),
-        Some(&admin),
-        "GET",
-        &format!("/v2.6/agents/{UUID}"),
-        None,
-    )
-    .await
-    .unwrap();
+        ))
+        .with_server_name(rustls_pki_types::ServerName::try_from("localhost").unwrap());
+    let a = request(&admin, "GET", &format!("/v2.6/agents/{UUID}"), None)
+        .await
+        .unwrap();
     assert_eq!(a.status, 200, "{}", a.json());
     let rec = &a.json()["results"];
     assert_eq!(rec["port"], env.addr().port());
@@ -579,24 +566,30 @@ async fn validates_input() {
     assert_eq!(v["results"]["tpm_hash_alg"], "sha256");
     // No client certificate, or one from another CA: no TLS session.
     let no_cert = env.tls(None);
-    assert!(request(env.addr(), Some(&no_cert), "GET", "/version", None)
-        .await
-        .is_err());
+    assert!(request(&no_cert, "GET", "/version", None).await.is_err());
     let other = vigil_tls::ca::init(&env.dir.path().join("other_ca"), &[], false).unwrap();
-    let foreign = ClientTls {
-        config: Arc::new(
-            vigil_tls::client_config(
-                &env.config.state_dir.join("server-cert.crt"),
-                Some((&other.cert("client"), &other.key("client"))),
-            )
-            .unwrap(),
-        ),
-        server_name: rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap(),
-    };
-    assert!(request(env.addr(), Some(&foreign), "GET", "/version", None)
-        .await
-        .is_err());
+    let foreign = Endpoint::addr(env.addr()).with_tls(Arc::new(
+        vigil_tls::client_config(
+            &env.config.state_dir.join("server-cert.crt"),
+            Some((&other.cert("client"), &other.key("client"))),
+        )
+        .unwrap(),
+    ));
+    assert!(request(&foreign, "GET", "/version", None).await.is_err());
     env.stop().await;
+}
+
+/// One request with the client's default limits.
+async fn request(
+    endpoint: &Endpoint,
+    method: &str,
+    path: &str,
+    body: Option<Vec<u8>>,
+) -> Result<Answer, ClientError> {
+    let method = hyper::Method::from_bytes(method.as_bytes()).expect("method");
+    Client::default()
+        .request(endpoint, method, path, body)
+        .await
 }
 
 async fn wait_for<T: Clone>(

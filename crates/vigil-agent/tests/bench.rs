@@ -83,16 +83,15 @@ async fn quote_latency_and_idle_rss() {
     let t = Instant::now();
     let agent = Agent::start(&config).await.unwrap();
     println!("start with 10k emulated measurements: {:?}", t.elapsed());
-    let tls = vigil_tls::http::ClientTls {
-        config: std::sync::Arc::new(
+    let endpoint =
+        vigil_service::client::Endpoint::addr(agent.addr()).with_tls(std::sync::Arc::new(
             vigil_tls::client_config(
                 &config.state_dir.join("server-cert.crt"),
                 Some((&ca.cert("client"), &ca.key("client"))),
             )
             .unwrap(),
-        ),
-        server_name: rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap(),
-    };
+        ));
+    let client = vigil_service::client::Client::default();
     for (name, path) in [
         ("identity", "/v2.6/quotes/identity?nonce=bench1".to_owned()),
         (
@@ -108,7 +107,8 @@ async fn quote_latency_and_idle_rss() {
         let mut times = Vec::new();
         for _ in 0..20 {
             let t = Instant::now();
-            let a = vigil_tls::http::request(agent.addr(), Some(&tls), "GET", &path, None)
+            let a = client
+                .request(&endpoint, hyper::Method::GET, &path, None)
                 .await
                 .unwrap();
             times.push(t.elapsed());

@@ -31,9 +31,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use vigil_agent::{Agent, Config, Registration};
+use vigil_service::client::{Client, Endpoint};
 use vigil_testkit::keylime::{KeylimeEnv, KeylimeService, TenantRun};
 use vigil_testkit::Swtpm;
-use vigil_tls::http::{request, ClientTls};
 
 /// The event id both Keylime's verifier and Vigil's give a file whose digest the
 /// runtime policy does not list.
@@ -257,26 +257,20 @@ impl Deployment {
     /// CA's client certificate.
     async fn verifier_status(&self) -> Value {
         let ca = self.keylime.ca();
-        let tls = ClientTls {
-            config: Arc::new(
-                vigil_tls::client_config(
-                    &ca.ca_cert(),
-                    Some((&ca.cert("client"), &ca.key("client"))),
-                )
-                .unwrap(),
-            ),
-            server_name: rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap(),
-        };
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.verifier.port()));
-        let a = request(
-            addr,
-            Some(&tls),
-            "GET",
-            &format!("/v2.6/agents/{}", self.uuid),
-            None,
-        )
-        .await
-        .expect("verifier status");
+        let endpoint = Endpoint::addr(addr).with_tls(Arc::new(
+            vigil_tls::client_config(&ca.ca_cert(), Some((&ca.cert("client"), &ca.key("client"))))
+                .unwrap(),
+        ));
+        let a = Client::default()
+            .request(
+                &endpoint,
+                hyper::Method::GET,
+                &format!("/v2.6/agents/{}", self.uuid),
+                None,
+            )
+            .await
+            .expect("verifier status");
         assert_eq!(a.status, 200, "{}\n{}", a.json(), self.logs());
         a.json()["results"].clone()
     }

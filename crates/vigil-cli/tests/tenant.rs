@@ -17,10 +17,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
+use vigil_service::client::{Client, Endpoint};
 
 const B64: base64::engine::general_purpose::GeneralPurpose =
     base64::engine::general_purpose::STANDARD;
@@ -44,7 +42,7 @@ fn vigil_json(args: &[&str]) -> Value {
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("vigil {args:?}: {e}: {out}"))
 }
 
-/// One HTTP/1.1 request, plain or over TLS; status and JSON body.
+/// One HTTP/1.1 request to 127.0.0.1, plain or over TLS; status and JSON body.
 async fn request(
     port: u16,
     tls: Option<Arc<rustls::ClientConfig>>,
@@ -52,43 +50,19 @@ async fn request(
     path: &str,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+    let endpoint =
+        Endpoint::addr((std::net::Ipv4Addr::LOCALHOST, port).into()).with_optional_tls(tls);
+    let method = hyper::Method::from_bytes(method.as_bytes()).unwrap();
+    let answer = Client::default()
+        .request(
+            &endpoint,
+            method,
+            path,
+            body.map(|b| b.to_string().into_bytes()),
+        )
         .await
         .unwrap();
-    let req = hyper::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", "127.0.0.1")
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(
-            body.map(|b| b.to_string()).unwrap_or_default(),
-        )))
-        .unwrap();
-    async fn send<IO>(io: IO, req: hyper::Request<Full<Bytes>>) -> (u16, Value)
-    where
-        IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    {
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
-        tokio::spawn(conn);
-        let resp = sender.send_request(req).await.unwrap();
-        let status = resp.status().as_u16();
-        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
-    }
-    match tls {
-        None => send(TokioIo::new(tcp), req).await,
-        Some(config) => {
-            let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
-            let s = tokio_rustls::TlsConnector::from(config)
-                .connect(name, tcp)
-                .await
-                .unwrap();
-            send(TokioIo::new(s), req).await
-        }
-    }
+    (answer.status, answer.json())
 }
 
 fn p(path: &Path) -> &str {

@@ -1,6 +1,7 @@
-//! The REST API: Keylime's registrar routes, envelope, status codes and texts
-//! (compat §1.3, §1.5), dispatched by hand so versions, trailing slashes and
-//! 404/405 behave as in Keylime.
+//! The REST API: Keylime's registrar routes (compat §1.3, §1.5) as axum routes, one
+//! set per API version in the path (`/v2.1/agents/{id}`, `/v3/agents`), each with and
+//! without its trailing slash; the router's fallbacks give Keylime's 404 for an
+//! unknown path or version and 405 for a method a route does not serve.
 
 // Early returns carry a ready `Response` as their error, the axum idiom; its size is
 // irrelevant next to a network round trip.
@@ -8,16 +9,20 @@
 
 use std::sync::Arc;
 
-use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{header, Method, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::http::StatusCode;
+use axum::middleware::from_fn;
+use axum::response::Response;
+use axum::routing::{any, get, post, put, MethodRouter};
+use axum::Router;
 use base64::Engine;
 use rand_core::OsRng;
 use serde_json::{json, Map, Value};
 use tracing::{error, info, warn};
 use vigil_core::tpm::credential::{self, make_credential, random_challenge};
+use vigil_service::reply::{self, empty, envelope, plain, success, Dialect};
+use vigil_service::routing::{self, with_slash, RawParams};
+use vigil_service::server::Peer;
 use vigil_store::{RegisterOutcome, Store, StoreError};
 
 use crate::register::{self, check_agent_id, Checks, FieldError};
@@ -40,37 +45,10 @@ pub(crate) struct AppState {
     pub(crate) max_upload_size: usize,
 }
 
-/// How the request arrived, set by the listener on every request.
-type Transport = vigil_tls::http::Peer;
-
-/// `{"code", "status", "results"}` with the HTTP status `code`.
-fn envelope(code: StatusCode, status: impl Into<String>, results: Value) -> Response {
-    let body = json!({"code": code.as_u16(), "status": status.into(), "results": results});
-    (code, Json(body)).into_response()
-}
-
-fn success(results: Value) -> Response {
-    envelope(StatusCode::OK, "Success", results)
-}
-
-fn empty() -> Value {
-    Value::Object(Map::new())
-}
-
-fn reason(code: StatusCode) -> &'static str {
-    code.canonical_reason().unwrap_or("Error")
-}
-
-fn plain(code: StatusCode) -> Response {
-    envelope(code, reason(code), empty())
-}
+type AppRouter = Router<Arc<AppState>>;
 
 fn bad_request(message: impl std::fmt::Display) -> Response {
-    envelope(
-        StatusCode::BAD_REQUEST,
-        format!("Bad Request: {message}"),
-        empty(),
-    )
+    reply::bad_request(format!("Bad Request: {message}"))
 }
 
 fn internal(what: &str, e: &dyn std::fmt::Display) -> Response {
@@ -82,57 +60,57 @@ fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-/// The routes, after the version prefix.
-#[derive(Debug, PartialEq, Eq)]
-enum Route {
-    Version,
-    VersionRoot { major: u8 },
-    Agents { major: u8 },
-    Agent { major: u8, id: String },
-    Activate { major: u8, id: String },
+/// The router: `/version`, then the routes of each version prefix — `v2` and `v2.0`
+/// to `v2.6` (the v2 routes, where `POST`/`PUT /agents/{id}` register and activate),
+/// `v3` and `v3.0` (the RFC 9110 routes only).
+pub(crate) fn router(state: Arc<AppState>) -> Router {
+    let mut app = with_slash(Router::new(), "/version", get(version));
+    for v in ["2", "3"].into_iter().chain(SUPPORTED_VERSIONS) {
+        app = versioned(app, &format!("/v{v}"), v.starts_with('2'));
+    }
+    app.fallback(routing::not_found)
+        .method_not_allowed_fallback(routing::method_not_allowed)
+        .layer(from_fn(routing::log_requests))
+        .with_state(state)
 }
 
-/// `v2`, `v2.0`…`v2.6`, `v3`, `v3.0` → the major version.
-fn api_major(prefix: &str) -> Option<u8> {
-    let v = prefix.strip_prefix('v')?;
-    match v {
-        "2" | "3" => v.parse().ok(),
-        _ => SUPPORTED_VERSIONS
-            .contains(&v)
-            .then(|| v[..1].parse().ok())
-            .flatten(),
-    }
+/// The routes under `prefix`; `v2` adds Keylime's legacy registration routes.
+fn versioned(app: AppRouter, prefix: &str, v2: bool) -> AppRouter {
+    let root = if v2 {
+        any(routing::not_found)
+    } else {
+        // `GET /v3/`: v3 is supported (Keylime means 200 here).
+        get(|| async { success(empty()) }).fallback(routing::not_found)
+    };
+    let agent: MethodRouter<Arc<AppState>> = get(show).delete(delete);
+    let (agent, activation) = if v2 {
+        (
+            agent.post(register_at_path).put(activate),
+            put(activate).post(activate),
+        )
+    } else {
+        (agent, post(activate))
+    };
+    // `/v2` alone is no route (404); `/v2/` is the version root.
+    let app = app.route(&format!("{prefix}/"), root);
+    let app = with_slash(
+        app,
+        &format!("{prefix}/agents"),
+        get(list).post(register_from_body),
+    );
+    let app = with_slash(app, &format!("{prefix}/agents/{{id}}"), agent);
+    with_slash(app, &format!("{prefix}/agents/{{id}}/activate"), activation)
 }
 
-fn parse_route(path: &str) -> Option<Route> {
-    let trimmed = path.strip_suffix('/').unwrap_or(path);
-    let mut parts = trimmed.strip_prefix('/')?.split('/');
-    let first = parts.next()?;
-    let rest: Vec<&str> = parts.collect();
-    if rest.iter().any(|s| s.is_empty()) {
-        return None;
-    }
-    if first == "version" && rest.is_empty() {
-        return Some(Route::Version);
-    }
-    let major = api_major(first)?;
-    match rest.as_slice() {
-        [] if path.ends_with('/') => Some(Route::VersionRoot { major }),
-        ["agents"] => Some(Route::Agents { major }),
-        ["agents", id] => Some(Route::Agent {
-            major,
-            id: (*id).to_owned(),
-        }),
-        ["agents", id, "activate"] => Some(Route::Activate {
-            major,
-            id: (*id).to_owned(),
-        }),
-        _ => None,
-    }
+async fn version() -> Response {
+    success(json!({
+        "current_version": CURRENT_VERSION,
+        "supported_versions": SUPPORTED_VERSIONS,
+    }))
 }
 
 /// Admin routes need the TLS port and a verified client certificate.
-fn admin(t: &Transport, action: &str) -> Result<(), Response> {
+fn admin(t: &Peer, action: &str) -> Result<(), Response> {
     if !t.https {
         // Keylime answers 400 when an HTTPS-only route is asked for over HTTP.
         return Err(bad_request(
@@ -150,113 +128,49 @@ fn admin(t: &Transport, action: &str) -> Result<(), Response> {
 }
 
 /// The request body as a JSON object (`{}` when empty), or a 400.
-async fn json_body(req: Request, limit: usize) -> Result<Map<String, Value>, Response> {
-    let too_big = || {
-        bad_request(format!(
-            "the request body exceeds max_upload_size ({limit} bytes)"
-        ))
-    };
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(too_big());
-    }
-    let bytes = axum::body::to_bytes(req.into_body(), limit)
+async fn json_body(state: &AppState, req: Request) -> Result<Map<String, Value>, Response> {
+    reply::json_object(req, state.max_upload_size, Dialect::Registrar)
         .await
-        .map_err(|_| too_big())?;
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Map::new());
-    }
-    match serde_json::from_slice::<Value>(&bytes) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(envelope(
-            StatusCode::BAD_REQUEST,
-            "Malformed Request Parameter: the body must be a JSON object",
-            empty(),
-        )),
-        Err(e) => Err(envelope(
-            StatusCode::BAD_REQUEST,
-            format!("Malformed Request Parameter: the body is not valid JSON: {e}"),
-            empty(),
-        )),
-    }
+        .map_err(Response::from)
 }
 
-/// Every request comes here; see the module docs.
-pub(crate) async fn dispatch(State(state): State<Arc<AppState>>, req: Request<Body>) -> Response {
-    let transport = req
-        .extensions()
-        .get::<Transport>()
-        .cloned()
-        .unwrap_or_default();
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    let response = route(&state, &transport, req).await;
-    let code = response.status().as_u16();
-    match &transport.client {
-        Some(client) => info!(%method, %path, code, client = %client, "request"),
-        None => info!(%method, %path, code, https = transport.https, "request"),
-    }
-    response
-}
-
-async fn route(state: &AppState, t: &Transport, req: Request) -> Response {
-    let Some(route) = parse_route(req.uri().path()) else {
-        return plain(StatusCode::NOT_FOUND);
-    };
-    let method = req.method().clone();
-    let limit = state.max_upload_size;
+/// `POST /v{2,3}/agents`: the id is in the body.
+async fn register_from_body(State(state): State<Arc<AppState>>, req: Request) -> Response {
     let result: Result<Response, Response> = async {
-        Ok(match (route, method) {
-            (Route::Version, Method::GET) => success(json!({
-                "current_version": CURRENT_VERSION,
-                "supported_versions": SUPPORTED_VERSIONS,
-            })),
-            (Route::VersionRoot { major: 3 }, Method::GET) => success(empty()),
-            (Route::VersionRoot { .. }, _) => plain(StatusCode::NOT_FOUND),
-            (Route::Agents { .. }, Method::GET) => {
-                admin(t, "list_registrations")?;
-                list(state).await
-            }
-            (Route::Agents { .. }, Method::POST) => {
-                let body = json_body(req, limit).await?;
-                let id = register::opt_str(&body, "agent_id")
-                    .map_err(field_error)?
-                    .ok_or_else(|| {
-                        field_error(FieldError {
-                            field: "agent_id",
-                            message: "is required".into(),
-                        })
-                    })?
-                    .to_owned();
-                register(state, &id, &body).await
-            }
-            (Route::Agent { id, .. }, Method::GET) => {
-                admin(t, "read_registration")?;
-                show(state, &id).await
-            }
-            (Route::Agent { id, .. }, Method::DELETE) => {
-                admin(t, "delete_registration")?;
-                delete(state, &id).await
-            }
-            (Route::Agent { major: 2, id }, Method::POST) => {
-                let body = json_body(req, limit).await?;
-                register(state, &id, &body).await
-            }
-            (Route::Agent { major: 2, id }, Method::PUT)
-            | (Route::Activate { major: 2, id }, Method::PUT)
-            | (Route::Activate { id, .. }, Method::POST) => {
-                let body = json_body(req, limit).await?;
-                activate(state, &id, &body).await
-            }
-            _ => plain(StatusCode::METHOD_NOT_ALLOWED),
-        })
+        let body = json_body(&state, req).await?;
+        let id = register::opt_str(&body, "agent_id")
+            .map_err(field_error)?
+            .ok_or_else(|| {
+                field_error(FieldError {
+                    field: "agent_id",
+                    message: "is required".into(),
+                })
+            })?
+            .to_owned();
+        Ok(register(&state, &id, &body).await)
     }
     .await;
     result.unwrap_or_else(|r| r)
+}
+
+/// `POST /v2/agents/{id}`.
+async fn register_at_path(
+    State(state): State<Arc<AppState>>,
+    params: RawParams,
+    req: Request,
+) -> Response {
+    match json_body(&state, req).await {
+        Ok(body) => register(&state, params.get("id"), &body).await,
+        Err(r) => r,
+    }
+}
+
+/// `PUT /v2/agents/{id}`, `PUT /v2/agents/{id}/activate`, `POST …/activate`.
+async fn activate(State(state): State<Arc<AppState>>, params: RawParams, req: Request) -> Response {
+    match json_body(&state, req).await {
+        Ok(body) => activate_with(&state, params.get("id"), &body).await,
+        Err(r) => r,
+    }
 }
 
 fn field_error(e: FieldError) -> Response {
@@ -271,7 +185,10 @@ fn checked_id(id: &str) -> Result<(), Response> {
     check_agent_id(id).map_err(bad_request)
 }
 
-async fn list(state: &AppState) -> Response {
+async fn list(State(state): State<Arc<AppState>>, peer: Peer) -> Response {
+    if let Err(r) = admin(&peer, "list_registrations") {
+        return r;
+    }
     match state.store.registrar_agents().list().await {
         Ok(ids) => success(json!({ "uuids": ids })),
         Err(e) => internal("listing agents", &e),
@@ -286,7 +203,11 @@ fn not_found(id: &str) -> Response {
     )
 }
 
-async fn show(state: &AppState, id: &str) -> Response {
+async fn show(State(state): State<Arc<AppState>>, peer: Peer, params: RawParams) -> Response {
+    let id = params.get("id");
+    if let Err(r) = admin(&peer, "read_registration") {
+        return r;
+    }
     if let Err(r) = checked_id(id) {
         return r;
     }
@@ -314,7 +235,11 @@ async fn show(state: &AppState, id: &str) -> Response {
     }))
 }
 
-async fn delete(state: &AppState, id: &str) -> Response {
+async fn delete(State(state): State<Arc<AppState>>, peer: Peer, params: RawParams) -> Response {
+    let id = params.get("id");
+    if let Err(r) = admin(&peer, "delete_registration") {
+        return r;
+    }
     if let Err(r) = checked_id(id) {
         return r;
     }
@@ -373,7 +298,7 @@ async fn register(state: &AppState, id: &str, body: &Map<String, Value>) -> Resp
     }
 }
 
-async fn activate(state: &AppState, id: &str, body: &Map<String, Value>) -> Response {
+async fn activate_with(state: &AppState, id: &str, body: &Map<String, Value>) -> Response {
     let tag = match body.get("auth_tag") {
         Some(Value::String(s)) => s.as_str(),
         _ => return bad_request("auth_tag is required (a hex string)"),
@@ -422,41 +347,75 @@ async fn activate(state: &AppState, id: &str, body: &Map<String, Value>) -> Resp
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::Method;
+    use tower::ServiceExt;
 
-    #[test]
-    fn routes() {
-        let agent = |major, id: &str| Route::Agent {
-            major,
-            id: id.into(),
+    /// Every route and version prefix reaches its handler (an admin route asked for
+    /// over plain HTTP answers the handler's 400); unknown paths and versions are 404
+    /// and unserved methods 405, as Keylime's router answers.
+    #[tokio::test]
+    async fn routes() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("r.sqlite").display()
+        );
+        let store = Store::open(&url).await.unwrap();
+        let app = router(Arc::new(AppState {
+            store: store.clone(),
+            checks: Checks {
+                malformed_cert_action: crate::MalformedCertAction::Warn,
+                trust_store: None,
+                require_ek_cert: false,
+                check_ak_attributes: true,
+            },
+            max_upload_size: 1 << 20,
+        }));
+        let call = |method: Method, path: &str| {
+            let req = Request::builder()
+                .method(method)
+                .uri(path)
+                .body(axum::body::Body::empty())
+                .unwrap();
+            let app = app.clone();
+            async move { app.oneshot(req).await.unwrap().status().as_u16() }
         };
-        assert_eq!(parse_route("/version"), Some(Route::Version));
-        assert_eq!(parse_route("/version/"), Some(Route::Version));
-        assert_eq!(
-            parse_route("/v2.6/agents/"),
-            Some(Route::Agents { major: 2 })
-        );
-        assert_eq!(parse_route("/v2/agents"), Some(Route::Agents { major: 2 }));
-        assert_eq!(parse_route("/v2.1/agents/a1"), Some(agent(2, "a1")));
-        assert_eq!(parse_route("/v3.0/agents/a1/"), Some(agent(3, "a1")));
-        assert_eq!(
-            parse_route("/v2.0/agents/a1/activate"),
-            Some(Route::Activate {
-                major: 2,
-                id: "a1".into()
-            })
-        );
-        assert_eq!(parse_route("/v3/"), Some(Route::VersionRoot { major: 3 }));
-        for bad in [
-            "/",
-            "",
-            "/v1.0/agents/",
-            "/v2.7/agents",
-            "/v4/agents",
-            "/v2.6/x",
-            "/v2.6/agents/a/b",
-            "/v2.6/agents//",
+        let admin_over_http = 400;
+        for (method, path, code) in [
+            (Method::GET, "/version", 200),
+            (Method::GET, "/version/", 200),
+            (Method::GET, "/v3/", 200),
+            (Method::GET, "/v3.0/", 200),
+            (Method::GET, "/v2.6/agents/", admin_over_http),
+            (Method::GET, "/v2/agents", admin_over_http),
+            (Method::GET, "/v2.1/agents/a1", admin_over_http),
+            (Method::DELETE, "/v3.0/agents/a1/", admin_over_http),
+            // Activation without auth_tag: the handler's 400.
+            (Method::PUT, "/v2.0/agents/a1/activate", 400),
+            (Method::PUT, "/v2.0/agents/a1", 400),
+            (Method::POST, "/v3/agents/a1/activate/", 400),
+            (Method::POST, "/v2.6/agents", 400),
+            (Method::GET, "/", 404),
+            (Method::GET, "/v3", 404),
+            (Method::GET, "/v2/", 404),
+            (Method::POST, "/v2.6/", 404),
+            (Method::GET, "/v1.0/agents/", 404),
+            (Method::GET, "/v2.7/agents", 404),
+            (Method::GET, "/v4/agents", 404),
+            (Method::PATCH, "/v4/agents", 404),
+            (Method::GET, "/v2.6/x", 404),
+            (Method::GET, "/v2.6/agents/a/b", 404),
+            (Method::GET, "/v2.6/agents//", 404),
+            (Method::GET, "/version/x", 404),
+            (Method::DELETE, "/version", 405),
+            (Method::PATCH, "/v2.6/agents/a1", 405),
+            (Method::POST, "/v3/agents/a1", 405),
+            (Method::PUT, "/v3.0/agents/a1", 405),
+            (Method::PUT, "/v3/agents/a1/activate", 405),
+            (Method::DELETE, "/v2.6/agents", 405),
         ] {
-            assert_eq!(parse_route(bad), None, "{bad}");
+            assert_eq!(call(method.clone(), path).await, code, "{method} {path}");
         }
+        store.close().await;
     }
 }

@@ -10,7 +10,7 @@ use serde::Deserialize;
 /// The environment prefix of overrides: `VIGIL_REGISTRAR_PORT=9000`.
 pub const ENV_PREFIX: &str = "VIGIL_REGISTRAR_";
 
-pub use vigil_tls::settings::ConfigError;
+pub use vigil_service::settings::ConfigError;
 
 /// What to do with certificates that are not DER (Keylime's `malformed_cert_action`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -102,10 +102,10 @@ impl Config {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
-        vigil_tls::settings::load(
+        vigil_service::settings::load(
             file,
             env,
-            vigil_tls::settings::EnvKeys {
+            vigil_service::settings::EnvKeys {
                 prefix: ENV_PREFIX,
                 lists: LIST_KEYS,
                 scalars: SCALAR_KEYS,

@@ -34,7 +34,7 @@ pub use config::{Config, ConfigError, MalformedCertAction};
 
 use api::AppState;
 use register::Checks;
-use vigil_tls::http::serve;
+use vigil_service::server::serve;
 
 /// Why the registrar cannot start. Each variant names the file, address or URL part.
 #[derive(Debug, thiserror::Error)]
@@ -165,9 +165,7 @@ impl Registrar {
             },
             max_upload_size: config.max_upload_size,
         });
-        let app = axum::Router::new()
-            .fallback(api::dispatch)
-            .with_state(state);
+        let app = api::router(state);
 
         let http = bind(SocketAddr::new(config.ip, config.port)).await?;
         let https = bind(SocketAddr::new(config.ip, config.tls_port)).await?;

@@ -1,6 +1,6 @@
 //! # vigil-tls
 //!
-//! TLS material for Vigil's services and clients:
+//! TLS material and trust for Vigil's services and clients:
 //!
 //! - [`ca`]: a certificate authority laid out like Keylime's `tls_dir = generate`
 //!   directory (`cv_ca`): `cacert.crt`, `server-cert.crt` / `server-private.pem`,
@@ -9,9 +9,6 @@
 //!   certificate;
 //! - [`server_config`] and [`client_config`]: rustls configurations from PEM files —
 //!   Vigil's own or an existing Keylime `cv_ca`;
-//! - [`http`]: the HTTP/1.1 accept loop of the services and a one-request client;
-//! - [`settings`]: TOML configuration files with environment overrides;
-//! - [`service`]: the `main` the service binaries share (logging, runtime, signals).
 //! - [`load_cert_store`]: a TPM vendor trust store (Keylime's `tpm_cert_store`).
 //!
 //! Everything uses rustls' aws-lc-rs provider, the crypto library the core already
@@ -21,10 +18,7 @@
 
 pub mod ca;
 mod config;
-pub mod http;
 mod pinned;
-pub mod service;
-pub mod settings;
 mod trust;
 
 pub use config::{client_config, client_config_any_name, peer_subject, server_config, ClientAuth};

@@ -1,7 +1,10 @@
 //! Keylime's agent API as the verifier speaks it (compat §1.5): the integrity quote
 //! request, V delivery, and API version negotiation on the agent's "API version not
-//! supported" 400 (§1.2). Transport is [`crate::client`]'s; this file knows paths,
-//! query strings and answers, and maps every outcome to the engine's [`CommFailure`].
+//! supported" 400 (§1.2). Transport is `vigil_service::client`'s (one connection per
+//! request, TLS pinned to the node's certificate, no session resumption, a limit on
+//! the answer's size); this file knows paths, query strings and answers, and maps every
+//! outcome to the engine's [`CommFailure`] — an answer over `max_answer_size` is
+//! [`CommFailure::TooLarge`], not an unreachable node.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,8 +13,9 @@ use std::time::Duration;
 use hyper::body::Bytes;
 use serde_json::Value;
 use vigil_core::attestation::CommFailure;
+use vigil_service::client::{Answer, Client, ClientError, Endpoint, Limits};
 
-use crate::client::{self, ClientIdentity};
+use crate::node_tls::ClientIdentity;
 use crate::protocol::{negotiate, AGENT_VERSIONS};
 
 /// Where a node is and how to reach it, copied from its context for one request.
@@ -36,12 +40,23 @@ pub(crate) struct Exchange<T> {
 #[derive(Debug, Clone)]
 pub(crate) struct AgentClient {
     identity: Option<ClientIdentity>,
-    timeout: Duration,
+    client: Client,
 }
 
 impl AgentClient {
-    pub(crate) fn new(identity: Option<ClientIdentity>, timeout: Duration) -> Self {
-        Self { identity, timeout }
+    /// Requests of at most `timeout` each (connecting included), reading answers of at
+    /// most `max_answer` bytes.
+    pub(crate) fn new(
+        identity: Option<ClientIdentity>,
+        timeout: Duration,
+        max_answer: usize,
+    ) -> Self {
+        let client = Client::new(Limits {
+            connect_timeout: timeout,
+            timeout,
+            body_limit: max_answer,
+        });
+        Self { identity, client }
     }
 
     /// The verifier's client certificate and key, presented to nodes.
@@ -114,18 +129,17 @@ impl AgentClient {
         method: hyper::Method,
         path: &str,
         body: Option<Vec<u8>>,
-    ) -> Result<client::Answer, CommFailure> {
-        client::request(
-            addr,
-            &addr.to_string(),
-            node.tls.clone(),
-            method,
-            path,
-            body,
-            self.timeout,
-        )
-        .await
-        .map_err(|e| CommFailure::Unreachable(e.to_string()))
+    ) -> Result<Answer, CommFailure> {
+        let endpoint = Endpoint::addr(addr).with_optional_tls(node.tls.clone());
+        self.client
+            .request(&endpoint, method, path, body)
+            .await
+            .map_err(|e| match e {
+                ClientError::TooLarge { limit, .. } => CommFailure::TooLarge {
+                    limit: u64::try_from(limit).unwrap_or(u64::MAX),
+                },
+                other => CommFailure::Unreachable(other.to_string()),
+            })
     }
 
     /// Maps a non-200 answer to the engine's failure, negotiating the API version on
@@ -134,7 +148,7 @@ impl AgentClient {
         &self,
         addr: SocketAddr,
         node: &NodeTarget,
-        answer: &client::Answer,
+        answer: &Answer,
         renegotiated: &mut Option<String>,
     ) -> CommFailure {
         let status = serde_json::from_slice::<Value>(&answer.body)

@@ -13,27 +13,7 @@ use vigil_core::attestation::{AttestationConfig, SeverityConfig, SeverityRule};
 /// The environment prefix of overrides: `VIGIL_VERIFIER_PORT=9000`.
 pub const ENV_PREFIX: &str = "VIGIL_VERIFIER_";
 
-/// Why the configuration is unusable. Each variant names the file, variable or key.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file cannot be read.
-    #[error("cannot read {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The file is not TOML, or a key is unknown or has the wrong type.
-    #[error("{origin}: {message}")]
-    Invalid {
-        /// The file, or "environment".
-        origin: String,
-        /// What is wrong (names the key).
-        message: String,
-    },
-}
+pub use vigil_service::settings::ConfigError;
 
 /// When the measured-boot policy is evaluated (Keylime's `measured_boot_evaluate`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -113,6 +93,9 @@ pub struct Config {
     pub lease_ttl: u32,
     /// Vigil only: how many free nodes a replica claims per lease tick.
     pub lease_batch: u32,
+    /// Vigil only: the largest answer read from a node, in bytes; a larger one fails
+    /// the round as `internal.verifier.answer_too_large` without being read whole.
+    pub max_answer_size: usize,
     /// Vigil only: a node whose last successful round is older than this many quote
     /// intervals (and at least 30 s) is reported as not currently attested
     /// (`attestation_status` TIMEOUT instead of PASS); 0 turns the check off.
@@ -167,6 +150,7 @@ impl Default for Config {
             replica_id: String::new(),
             lease_ttl: 0,
             lease_batch: 50,
+            max_answer_size: 256 << 20,
             stale_after_intervals: 10.0,
             log: "info".into(),
         }
@@ -195,6 +179,7 @@ const SCALAR_KEYS: &[&str] = &[
     "lease_ttl",
     "lease_batch",
     "stale_after_intervals",
+    "max_answer_size",
 ];
 
 fn seconds(key: &str, v: f64) -> Result<Duration, ConfigError> {
@@ -211,81 +196,36 @@ impl Config {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
-        let (origin, text) = match file {
-            Some(path) => (
-                path.display().to_string(),
-                std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                    path: path.to_owned(),
-                    source,
-                })?,
-            ),
-            None => ("defaults".to_owned(), String::new()),
-        };
-        let mut table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Invalid {
-            origin: origin.clone(),
-            message: e.message().to_owned(),
-        })?;
-        let mut from_env = false;
-        for (name, value) in env {
-            let Some(key) = name.strip_prefix(ENV_PREFIX) else {
-                continue;
-            };
-            let key = key.to_ascii_lowercase();
-            let value = if LIST_KEYS.contains(&key.as_str()) {
-                toml::Value::Array(
-                    value
-                        .split(',')
-                        .map(|s| toml::Value::String(s.trim().to_owned()))
-                        .collect(),
-                )
-            } else if SCALAR_KEYS.contains(&key.as_str()) {
-                toml::from_str::<toml::Table>(&format!("v = {value}"))
-                    .ok()
-                    .and_then(|mut t| t.remove("v"))
-                    .unwrap_or(toml::Value::String(value))
-            } else {
-                toml::Value::String(value)
-            };
-            table.insert(key, value);
-            from_env = true;
-        }
-        let origin = if from_env {
-            format!("{origin} with {ENV_PREFIX}* overrides")
-        } else {
-            origin
-        };
-        let config: Self =
-            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
-                ConfigError::Invalid {
-                    origin: origin.clone(),
-                    message: format!("{}: {}", e.path(), e.inner().message()),
-                }
-            })?;
-        // Fail at start, naming the key, rather than at the first round.
-        config
-            .attestation()
-            .map_err(|message| ConfigError::Invalid {
-                origin: origin.clone(),
-                message,
-            })?;
-        config
-            .measured_boot_policy_name
+        vigil_service::settings::load_checked(
+            file,
+            env,
+            vigil_service::settings::EnvKeys {
+                prefix: ENV_PREFIX,
+                lists: LIST_KEYS,
+                scalars: SCALAR_KEYS,
+            },
+            // Fail at start, naming the key, rather than at the first round.
+            Self::check,
+        )
+    }
+
+    /// What the types do not say: the severities, the measured-boot policy's name and
+    /// the revocation channels.
+    fn check(&self) -> Result<(), String> {
+        self.attestation()?;
+        self.measured_boot_policy_name
             .parse::<vigil_core::policy::measured_boot::MbPolicy>()
-            .map_err(|e| ConfigError::Invalid {
-                origin: origin.clone(),
-                message: format!("measured_boot_policy_name: {e}"),
-            })?;
-        for channel in &config.enabled_revocation_notifications {
-            if !matches!(channel.as_str(), "agent" | "webhook") {
-                return Err(ConfigError::Invalid {
-                    origin,
-                    message: format!(
-                        "enabled_revocation_notifications: unknown channel '{channel}' (known: agent, webhook)"
-                    ),
-                });
-            }
+            .map_err(|e| format!("measured_boot_policy_name: {e}"))?;
+        match self
+            .enabled_revocation_notifications
+            .iter()
+            .find(|c| !matches!(c.as_str(), "agent" | "webhook"))
+        {
+            Some(channel) => Err(format!(
+                "enabled_revocation_notifications: unknown channel '{channel}' (known: agent, webhook)"
+            )),
+            None => Ok(()),
         }
-        Ok(config)
     }
 
     /// The engine's configuration.

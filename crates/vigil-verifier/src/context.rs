@@ -16,7 +16,7 @@ use vigil_core::revocation::RevocationKey;
 use vigil_core::tpm::quote::{AkPublicKey, QuoteVerifier};
 use vigil_store::{Store, VerifierAgent};
 
-use crate::client::{self, ClientIdentity};
+use crate::node_tls::{self, ClientIdentity};
 
 /// Why a node's enrolment cannot be turned into a context; each names the field.
 #[derive(Debug, thiserror::Error)]
@@ -225,10 +225,10 @@ pub(crate) async fn build(
     let ak = AkPublicKey::from_spki_or_tpm2b(&e.ak_tpm)?;
     let tls = match e.mtls_cert.as_deref() {
         Some(pem) if pem != "disabled" && !pem.is_empty() => {
-            let der = client::cert_der(pem.as_bytes())
+            let der = node_tls::cert_der(pem.as_bytes())
                 .ok_or_else(|| ContextError::MtlsCert("not a PEM or DER certificate".into()))?;
             Some(
-                client::pinned_config(der, identity)
+                node_tls::pinned_config(der, identity)
                     .map_err(|err| ContextError::MtlsCert(err.to_string()))?,
             )
         }

@@ -111,7 +111,7 @@ pub(crate) async fn enrolment(
         ));
     }
     if let Some(c) = mtls_cert.filter(|c| *c != "disabled") {
-        crate::client::cert_der(c.as_bytes())
+        crate::node_tls::cert_der(c.as_bytes())
             .ok_or_else(|| ApiError::invalid("mtls_cert", "is not a PEM certificate"))?;
     }
     let supported_version = match opt_str(b, "supported_version")? {

@@ -30,7 +30,6 @@
 #![warn(missing_docs)]
 
 mod agent_client;
-mod client;
 pub mod clock;
 pub mod config;
 mod context;
@@ -38,6 +37,7 @@ mod engine;
 mod enrol;
 mod error;
 mod http;
+mod node_tls;
 mod notify;
 mod protocol;
 mod service;
@@ -110,7 +110,7 @@ impl std::fmt::Debug for Verifier {
     }
 }
 
-fn load_identity(config: &Config) -> Result<client::ClientIdentity, String> {
+fn load_identity(config: &Config) -> Result<node_tls::ClientIdentity, String> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let cert = config.tls_file(&config.client_cert);
@@ -120,7 +120,7 @@ fn load_identity(config: &Config) -> Result<client::ClientIdentity, String> {
         .map_err(|e| format!("client_cert {}: {e}", cert.display()))?;
     let key = PrivateKeyDer::from_pem_file(&key)
         .map_err(|e| format!("client_key {}: {e}", key.display()))?;
-    Ok(client::ClientIdentity { chain, key })
+    Ok(node_tls::ClientIdentity { chain, key })
 }
 
 impl Verifier {
@@ -176,7 +176,11 @@ impl Verifier {
         );
         let engine = engine::Engine::new(engine::EngineParts {
             store: store.clone(),
-            agents: agent_client::AgentClient::new(Some(identity), config.request_timeout()),
+            agents: agent_client::AgentClient::new(
+                Some(identity),
+                config.request_timeout(),
+                config.max_answer_size,
+            ),
             config: config.clone(),
             attestation,
             notifiers,
@@ -192,7 +196,7 @@ impl Verifier {
             .local_addr()
             .map_err(|source| StartError::Bind { addr, source })?;
         let app = http::router(service::Service::new(engine.clone()));
-        let server = tokio::spawn(vigil_tls::http::serve(
+        let server = tokio::spawn(vigil_service::server::serve(
             listener,
             Some(TlsAcceptor::from(Arc::new(tls))),
             app,

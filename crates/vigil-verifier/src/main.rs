@@ -35,9 +35,9 @@ fn main() -> ExitCode {
         config.database_url = url;
     }
     let log = config.log.clone();
-    vigil_tls::service::run("vigil-verifier", &log, || async move {
+    vigil_service::run("vigil-verifier", &log, || async move {
         let verifier = Verifier::start(&config).await.context("cannot start")?;
-        vigil_tls::service::shutdown_signal().await?;
+        vigil_service::shutdown_signal().await?;
         verifier.shutdown().await;
         Ok(())
     })

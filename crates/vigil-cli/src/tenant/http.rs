@@ -1,57 +1,17 @@
-//! A small HTTP/1.1 client for Keylime's REST APIs: one request per connection (as
-//! Keylime's tenant does), plain or over rustls, with a timeout, answering the status
-//! code and the JSON envelope.
+//! The tenant's side of Keylime's REST APIs: the shared client of `vigil-service` (one
+//! request per connection, as Keylime's tenant does, plain or over rustls, with a
+//! timeout and a body limit) answering the status code and the JSON envelope, and the
+//! tenant's TLS files.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::CertificateDer;
 use serde_json::Value;
-use tokio::net::TcpStream;
+use vigil_service::client::{self, ClientError, Endpoint, Limits};
 
 /// Largest response body read (a bulk status of many nodes, or a large policy).
 const MAX_BODY: usize = 256 << 20;
-
-/// Why a request got no HTTP answer.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum HttpError {
-    /// No TCP connection.
-    #[error("cannot connect to {addr}: {source}")]
-    Connect {
-        /// host:port.
-        addr: String,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The TLS handshake failed (wrong CA, name or client certificate).
-    #[error("TLS handshake with {addr} failed: {message}")]
-    Tls {
-        /// host:port.
-        addr: String,
-        /// rustls' reason.
-        message: String,
-    },
-    /// The exchange failed after connecting.
-    #[error("{addr}: {message}")]
-    Exchange {
-        /// host:port.
-        addr: String,
-        /// What failed.
-        message: String,
-    },
-    /// No answer in time.
-    #[error("{addr} did not answer within {secs} s")]
-    Timeout {
-        /// host:port.
-        addr: String,
-        /// The timeout.
-        secs: u64,
-    },
-}
 
 /// An answer: status code and body (`Value::Null` when empty or not JSON).
 #[derive(Debug, Clone)]
@@ -83,26 +43,26 @@ impl Response {
     }
 }
 
-/// A server to talk to: `host:port`, plain or TLS.
+/// A server to talk to: `host:port`, plain or TLS (the certificate checked for the
+/// host, or pinned).
 #[derive(Clone)]
 pub(crate) struct Client {
-    host: String,
-    port: u16,
-    tls: Option<Arc<rustls::ClientConfig>>,
-    timeout: Duration,
+    endpoint: Endpoint,
+    client: client::Client,
 }
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
             .field("addr", &self.addr())
-            .field("tls", &self.tls.is_some())
+            .field("tls", &self.endpoint.is_https())
             .finish()
     }
 }
 
 impl Client {
-    /// A client for `host:port`; TLS when `tls` is given.
+    /// A client for `host:port` (a name, or an IP address with or without brackets);
+    /// TLS when `tls` is given. `timeout` bounds the connection and each whole request.
     pub(crate) fn new(
         host: &str,
         port: u16,
@@ -110,25 +70,23 @@ impl Client {
         timeout: Duration,
     ) -> Self {
         Self {
-            host: host.trim_matches(|c| c == '[' || c == ']').to_owned(),
-            port,
-            tls,
-            timeout,
+            endpoint: Endpoint::host(host, port).with_optional_tls(tls),
+            client: client::Client::new(Limits {
+                connect_timeout: timeout,
+                timeout,
+                body_limit: MAX_BODY,
+            }),
         }
     }
 
     /// `host:port` (IPv6 in brackets), for messages.
     pub(crate) fn addr(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
+        self.endpoint.authority()
     }
 
     /// The URL scheme, for messages.
     pub(crate) fn scheme(&self) -> &'static str {
-        if self.tls.is_some() {
+        if self.endpoint.is_https() {
             "https"
         } else {
             "http"
@@ -136,7 +94,7 @@ impl Client {
     }
 
     /// `GET path`.
-    pub(crate) async fn get(&self, path: &str) -> Result<Response, HttpError> {
+    pub(crate) async fn get(&self, path: &str) -> Result<Response, ClientError> {
         self.request("GET", path, None).await
     }
 
@@ -146,95 +104,23 @@ impl Client {
         method: &str,
         path: &str,
         body: Option<String>,
-    ) -> Result<Response, HttpError> {
-        let addr = self.addr();
-        let fut = self.exchange(method, path, body);
-        match tokio::time::timeout(self.timeout, fut).await {
-            Ok(r) => r,
-            Err(_) => Err(HttpError::Timeout {
-                addr,
-                secs: self.timeout.as_secs(),
-            }),
-        }
-    }
-
-    async fn exchange(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<String>,
-    ) -> Result<Response, HttpError> {
-        let addr = self.addr();
-        let tcp = TcpStream::connect((self.host.as_str(), self.port))
-            .await
-            .map_err(|source| HttpError::Connect {
-                addr: addr.clone(),
-                source,
+    ) -> Result<Response, ClientError> {
+        let method =
+            hyper::Method::from_bytes(method.as_bytes()).map_err(|e| ClientError::Request {
+                peer: self.endpoint.to_string(),
+                message: format!("bad method {method}: {e}"),
             })?;
-        let mut req = hyper::Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", &addr)
-            .header("accept", "application/json");
-        if body.is_some() {
-            req = req.header("content-type", "application/json");
-        }
-        let req = req
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .map_err(|e| HttpError::Exchange {
-                addr: addr.clone(),
-                message: format!("bad request {method} {path}: {e}"),
-            })?;
-        match &self.tls {
-            None => send(TokioIo::new(tcp), req, &addr).await,
-            Some(config) => {
-                let name = ServerName::try_from(self.host.clone()).map_err(|e| HttpError::Tls {
-                    addr: addr.clone(),
-                    message: format!("'{}' is not a valid server name: {e}", self.host),
-                })?;
-                let stream = tokio_rustls::TlsConnector::from(config.clone())
-                    .connect(name, tcp)
-                    .await
-                    .map_err(|e| HttpError::Tls {
-                        addr: addr.clone(),
-                        message: e.to_string(),
-                    })?;
-                send(TokioIo::new(stream), req, &addr).await
-            }
-        }
+        let answer = self
+            .client
+            .request(&self.endpoint, method, path, body.map(String::into_bytes))
+            .await?;
+        let text = String::from_utf8_lossy(&answer.body).into_owned();
+        Ok(Response {
+            status: answer.status,
+            body: answer.json(),
+            text,
+        })
     }
-}
-
-async fn send<IO>(
-    io: IO,
-    req: hyper::Request<Full<Bytes>>,
-    addr: &str,
-) -> Result<Response, HttpError>
-where
-    IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let fail = |message: String| HttpError::Exchange {
-        addr: addr.to_owned(),
-        message,
-    };
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
-        .await
-        .map_err(|e| fail(format!("HTTP handshake: {e}")))?;
-    let driver = tokio::spawn(conn);
-    let resp = sender
-        .send_request(req)
-        .await
-        .map_err(|e| fail(format!("request failed: {e}")))?;
-    let status = resp.status().as_u16();
-    let bytes = Limited::new(resp.into_body(), MAX_BODY)
-        .collect()
-        .await
-        .map_err(|e| fail(format!("reading the answer: {e}")))?
-        .to_bytes();
-    driver.abort();
-    let text = String::from_utf8_lossy(&bytes).into_owned();
-    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    Ok(Response { status, body, text })
 }
 
 /// The TLS material of the tenant in Keylime's `cv_ca` layout.

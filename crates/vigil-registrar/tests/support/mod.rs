@@ -176,11 +176,15 @@ pub(crate) async fn request(
     path: &str,
     body: Option<Vec<u8>>,
 ) -> Result<(u16, Value), String> {
-    let tls = tls.map(|config| vigil_tls::http::ClientTls {
-        config,
-        server_name: rustls::pki_types::ServerName::try_from("localhost").expect("name"),
-    });
-    let answer = vigil_tls::http::request(addr, tls.as_ref(), method, path, body)
+    let endpoint = match tls {
+        Some(config) => vigil_service::client::Endpoint::addr(addr)
+            .with_tls(config)
+            .with_server_name(rustls::pki_types::ServerName::try_from("localhost").expect("name")),
+        None => vigil_service::client::Endpoint::addr(addr),
+    };
+    let method = hyper::Method::from_bytes(method.as_bytes()).map_err(|e| e.to_string())?;
+    let answer = vigil_service::client::Client::default()
+        .request(&endpoint, method, path, body)
         .await
         .map_err(|e| e.to_string())?;
     Ok((answer.status, answer.json()))

@@ -6,130 +6,110 @@
 
 mod agents;
 mod policies;
-pub(crate) mod reply;
+mod reply;
 mod verify;
 
-use std::collections::HashMap;
-
-use axum::extract::{FromRequestParts, Path, Request};
-use axum::http::request::Parts;
-use axum::http::{StatusCode, Uri};
+use axum::extract::Request;
+use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::{any, get, post, MethodRouter};
 use axum::Router;
-use tower::ServiceExt as _;
-use tracing::info;
-use vigil_tls::http::Peer;
+use vigil_service::reply::{empty, envelope, plain, success, Query};
+use vigil_service::routing::{log_requests, with_slash, RawParams};
+use vigil_service::server::Peer;
 
 use crate::error::ApiError;
 use crate::protocol::{served_prefix, CURRENT_VERSION, SUPPORTED_VERSIONS};
 use crate::service::{PolicyKind, Service, TenantAction};
-use reply::{empty, envelope, plain, success};
 
 /// Keylime's 405 for a known path and a method it does not serve.
 fn not_implemented(text: &'static str) -> MethodRouter<Service> {
     any(move || async move { envelope(StatusCode::METHOD_NOT_ALLOWED, text, empty()) })
 }
 
-/// How the request arrived (never fails: a request without TLS has no client).
-pub(crate) struct Caller(pub(crate) Peer);
-
-impl<S: Send + Sync> FromRequestParts<S> for Caller {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self(
-            parts.extensions.get::<Peer>().cloned().unwrap_or_default(),
-        ))
+/// Admin routes need a verified client certificate (Keylime's admin mTLS).
+pub(crate) fn admin(peer: &Peer, action: &'static str) -> Result<(), ApiError> {
+    match peer.client {
+        Some(_) => Ok(()),
+        None => Err(ApiError::AdminRequired(action)),
     }
 }
 
-impl Caller {
-    /// Admin routes need a verified client certificate (Keylime's admin mTLS).
-    pub(crate) fn admin(&self, action: &'static str) -> Result<(), ApiError> {
-        match self.0.client {
-            Some(_) => Ok(()),
-            None => Err(ApiError::AdminRequired(action)),
-        }
-    }
+/// The query string as Keylime reads it.
+pub(crate) fn query(req: &Request) -> Query {
+    Query::parse_qsl(req.uri().query())
 }
 
-/// The API router over `service`.
+/// The API router over `service`. Every route is served with and without one
+/// trailing slash, as Keylime does.
 pub(crate) fn router(service: Service) -> Router {
-    let versioned = Router::new()
-        .route(
+    let versioned: [(&str, MethodRouter<Service>); 12] = [
+        (
             "/{v}",
             not_implemented("Not Implemented: Use /agents/ interface instead"),
-        )
-        .route(
+        ),
+        (
             "/{v}/agents",
             get(agents::list).fallback(not_implemented_any),
-        )
-        .route(
+        ),
+        (
             "/{v}/agents/{id}",
             get(agents::show)
                 .post(agents::enrol)
                 .delete(agents::delete)
                 .fallback(not_implemented_any),
-        )
-        .route(
+        ),
+        (
             "/{v}/agents/{id}/reactivate",
             agents::tenant_action(TenantAction::Reactivate).fallback(not_implemented_any),
-        )
-        .route(
+        ),
+        (
             "/{v}/agents/{id}/stop",
             agents::tenant_action(TenantAction::Stop).fallback(not_implemented_any),
-        )
-        .route(
+        ),
+        (
             "/{v}/allowlists",
             policies::collection(PolicyKind::Runtime).fallback(not_implemented_any),
-        )
-        .route(
+        ),
+        (
             "/{v}/allowlists/{name}",
             policies::item(PolicyKind::Runtime).fallback(not_implemented_any),
-        )
-        .route(
+        ),
+        (
             "/{v}/mbpolicies",
             policies::collection(PolicyKind::MeasuredBoot).fallback(not_implemented_any),
-        )
-        .route(
+        ),
+        (
             "/{v}/mbpolicies/{name}",
             policies::item(PolicyKind::MeasuredBoot).fallback(not_implemented_any),
-        )
-        .route(
+        ),
+        (
             "/{v}/verify/identity",
             get(verify::identity).fallback(not_implemented_use("GET")),
-        )
-        .route(
+        ),
+        (
             "/{v}/verify/evidence",
             post(verify::evidence).fallback(not_implemented_use("POST")),
-        )
+        ),
+        ("/vigil/v1/readyz", get(readyz)),
+    ];
+    let versioned = versioned
+        .into_iter()
+        .fold(Router::new(), |r, (path, methods)| {
+            with_slash(r, path, methods)
+        })
         .route_layer(axum::middleware::from_fn(served_version));
-    let routes = Router::new()
-        .route(
-            "/version",
-            get(version).fallback(not_implemented_use("GET")),
-        )
-        .route(
-            "/versions",
-            get(version).fallback(not_implemented_use("GET")),
-        )
-        .route("/vigil/v1/readyz", get(readyz))
+    let unversioned = ["/version", "/versions"]
+        .into_iter()
+        .fold(Router::new(), |r, path| {
+            with_slash(r, path, get(version).fallback(not_implemented_use("GET")))
+        });
+    unversioned
         .merge(versioned)
         .fallback(|| async { plain(StatusCode::NOT_FOUND) })
-        .with_state(service);
-    // Keylime serves every path with or without one trailing slash: strip it before
-    // routing.
-    let routes = routes.map_request(|mut req: Request| {
-        if let Some(trimmed) = strip_trailing_slash(req.uri()) {
-            *req.uri_mut() = trimmed;
-        }
-        req
-    });
-    Router::new()
-        .fallback_service(routes)
-        .layer(axum::middleware::from_fn(log_request))
+        .with_state(service)
+        .layer(axum::middleware::from_fn(log_requests))
 }
 
 async fn not_implemented_any() -> Response {
@@ -146,42 +126,14 @@ fn not_implemented_use(method: &'static str) -> impl Fn() -> std::future::Ready<
     }
 }
 
-/// `/a/b/` → `/a/b` (one slash, and not the root).
-fn strip_trailing_slash(uri: &Uri) -> Option<Uri> {
-    let path = uri.path();
-    let trimmed = path.strip_suffix('/').filter(|p| !p.is_empty())?;
-    let rebuilt = match uri.query() {
-        Some(q) => format!("{trimmed}?{q}"),
-        None => trimmed.to_owned(),
-    };
-    rebuilt.parse().ok()
-}
-
-/// A route under a version prefix this verifier does not serve is Keylime's 404.
-async fn served_version(
-    Path(params): Path<HashMap<String, String>>,
-    req: Request,
-    next: Next,
-) -> Response {
+/// A route under a version prefix this verifier does not serve is Keylime's 404
+/// (`/vigil/v1/…` has no `{v}` and passes).
+async fn served_version(params: RawParams, req: Request, next: Next) -> Response {
     match params.get("v") {
-        Some(v) if served_prefix(v) => next.run(req).await,
+        "" => next.run(req).await,
+        v if served_prefix(v) => next.run(req).await,
         _ => plain(StatusCode::NOT_FOUND),
     }
-}
-
-/// One log line per request, with the answer's code and the client certificate.
-async fn log_request(req: Request, next: Next) -> Response {
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    let client = req
-        .extensions()
-        .get::<Peer>()
-        .and_then(|p| p.client.clone())
-        .unwrap_or_else(|| "-".to_owned());
-    let response = next.run(req).await;
-    let code = response.status().as_u16();
-    info!(%method, %path, code, client, "request");
-    response
 }
 
 /// `GET /vigil/v1/readyz` (public): 200 while the verifier records rounds, 503 with the
@@ -206,17 +158,3 @@ async fn version() -> Response {
 
 /// A handler's answer: a response, or the refusal `reply` turns into one.
 pub(crate) type Reply = Result<Response, ApiError>;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn one_trailing_slash_is_stripped() {
-        let strip = |s: &str| strip_trailing_slash(&s.parse().unwrap()).map(|u| u.to_string());
-        assert_eq!(strip("/v2.6/agents/").as_deref(), Some("/v2.6/agents"));
-        assert_eq!(strip("/versions/?a=1").as_deref(), Some("/versions?a=1"));
-        assert_eq!(strip("/v2.6/agents"), None);
-        assert_eq!(strip("/"), None);
-    }
-}

@@ -1,20 +1,24 @@
 //! `/v2.x/allowlists…` (runtime policies) and `/v2.x/mbpolicies…` (measured-boot
 //! policies): list, show, create, update, delete (admin).
 
-use axum::extract::{Path, Request, State};
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, MethodRouter};
 
-use super::reply::{empty, envelope, json_body, success};
-use super::Caller;
+use super::admin;
 use crate::error::ApiError;
 use crate::protocol::valid_id;
 use crate::service::{PolicyKind, Service};
+use vigil_service::reply::{empty, envelope, json_object, success, Dialect};
+use vigil_service::routing::RawParams;
+use vigil_service::server::Peer;
 
-fn checked(name: &str) -> Result<(), ApiError> {
+/// The `{name}` of the path, as sent, if it is a valid one.
+fn checked(params: &RawParams) -> Result<&str, ApiError> {
+    let name = params.get("name");
     if valid_id(name) {
-        Ok(())
+        Ok(name)
     } else {
         Err(ApiError::InvalidName)
     }
@@ -49,12 +53,10 @@ fn actions(kind: PolicyKind) -> Actions {
     }
 }
 
-type Named = Path<(String, String)>;
-
 /// `GET /v2.x/allowlists` or `/v2.x/mbpolicies`.
 pub(super) fn collection(kind: PolicyKind) -> MethodRouter<Service> {
-    get(move |State(s): State<Service>, c: Caller| async move {
-        c.admin(actions(kind).list)?;
+    get(move |State(s): State<Service>, peer: Peer| async move {
+        admin(&peer, actions(kind).list)?;
         s.policy_names(kind).await.map(success)
     })
 }
@@ -63,31 +65,31 @@ pub(super) fn collection(kind: PolicyKind) -> MethodRouter<Service> {
 /// replace (PUT), delete.
 pub(super) fn item(kind: PolicyKind) -> MethodRouter<Service> {
     let put = move |create: bool| {
-        move |State(s): State<Service>, c: Caller, Path((_, name)): Named, req: Request| async move {
-            c.admin(actions(kind).update)?;
-            checked(&name)?;
-            let body = json_body(req, s.config().max_upload_size).await?;
+        move |State(s): State<Service>, peer: Peer, params: RawParams, req: Request| async move {
+            admin(&peer, actions(kind).update)?;
+            let name = checked(&params)?;
+            let body = json_object(req, s.config().max_upload_size, Dialect::Verifier).await?;
             let stored = match kind {
-                PolicyKind::Runtime => s.put_runtime_policy(&name, &body, create).await,
-                PolicyKind::MeasuredBoot => s.put_mb_policy(&name, &body, create).await,
+                PolicyKind::Runtime => s.put_runtime_policy(name, &body, create).await,
+                PolicyKind::MeasuredBoot => s.put_mb_policy(name, &body, create).await,
             };
             stored.map(|()| created())
         }
     };
     get(
-        move |State(s): State<Service>, c: Caller, Path((_, name)): Named| async move {
-            c.admin(actions(kind).show)?;
-            checked(&name)?;
-            s.policy(kind, &name).await.map(success)
+        move |State(s): State<Service>, peer: Peer, params: RawParams| async move {
+            admin(&peer, actions(kind).show)?;
+            let name = checked(&params)?;
+            s.policy(kind, name).await.map(success)
         },
     )
     .post(put(true))
     .put(put(false))
     .delete(
-        move |State(s): State<Service>, c: Caller, Path((_, name)): Named| async move {
-            c.admin(actions(kind).delete)?;
-            checked(&name)?;
-            s.delete_policy(kind, &name)
+        move |State(s): State<Service>, peer: Peer, params: RawParams| async move {
+            admin(&peer, actions(kind).delete)?;
+            let name = checked(&params)?;
+            s.delete_policy(kind, name)
                 .await
                 .map(|()| StatusCode::NO_CONTENT.into_response())
         },

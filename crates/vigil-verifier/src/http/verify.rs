@@ -4,16 +4,16 @@ use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use serde_json::{json, Value};
 
-use super::reply::{envelope, json_body, param, query, success};
-use super::Reply;
+use super::{query, Reply};
 use crate::error::ApiError;
 use crate::service::{EvidenceVerdict, Service};
+use vigil_service::reply::{envelope, json_object, success, Dialect};
 
 pub(super) async fn identity(State(s): State<Service>, req: Request) -> Reply {
     let q = query(&req);
     let mut args = Vec::new();
     for k in ["agent_uuid", "quote", "nonce", "hash_alg"] {
-        match param(&q, k) {
+        match q.get(k) {
             Some(v) => args.push(v),
             None => {
                 return Err(ApiError::BadRequest(format!(
@@ -31,7 +31,7 @@ pub(super) async fn identity(State(s): State<Service>, req: Request) -> Reply {
 }
 
 pub(super) async fn evidence(State(s): State<Service>, req: Request) -> Reply {
-    let body = json_body(req, s.config().max_upload_size).await?;
+    let body = json_object(req, s.config().max_upload_size, Dialect::Verifier).await?;
     s.verify_evidence(body).await.map(answer)
 }
 

@@ -8,7 +8,9 @@ use tracing::info;
 use vigil_store::Store;
 
 use super::{ChannelFuture, Notifier, Origin};
-use crate::client::{self, ClientIdentity};
+use vigil_service::client::{Client, Endpoint, Limits};
+
+use crate::node_tls::{self, ClientIdentity};
 
 pub(super) struct AgentChannel {
     store: Store,
@@ -53,22 +55,27 @@ impl AgentChannel {
         };
         let addr = std::net::SocketAddr::new(ip, port);
         let tls = match e.mtls_cert.as_deref() {
-            Some(pem) if pem != "disabled" && !pem.is_empty() => client::cert_der(pem.as_bytes())
-                .and_then(|der| client::pinned_config(der, self.identity.as_ref()).ok()),
+            Some(pem) if pem != "disabled" && !pem.is_empty() => node_tls::cert_der(pem.as_bytes())
+                .and_then(|der| node_tls::pinned_config(der, self.identity.as_ref()).ok()),
             _ => None,
         };
         let path = format!("/v{}/notifications/revocation", e.supported_version);
-        match client::request(
-            addr,
-            &addr.to_string(),
-            tls,
-            hyper::Method::POST,
-            &path,
-            Some(body.as_bytes().to_vec()),
-            self.timeout,
-        )
-        .await
-        {
+        let client = Client::new(Limits {
+            connect_timeout: self.timeout,
+            timeout: self.timeout,
+            // An agent answers a notice with a short envelope.
+            body_limit: 1 << 20,
+        });
+        let endpoint = Endpoint::addr(addr).with_optional_tls(tls);
+        let sent = client
+            .request(
+                &endpoint,
+                hyper::Method::POST,
+                &path,
+                Some(body.as_bytes().to_vec()),
+            )
+            .await;
+        match sent {
             Ok(a) if a.status == 200 => Ok(()),
             Ok(a) => Err(format!("HTTP {}", a.status)),
             Err(err) => Err(err.to_string()),

@@ -28,10 +28,10 @@ use vigil_core::attestation::{AttestationConfig, Notification, NotificationKind,
 use vigil_core::revocation::{asctime, RevocationMessage, RevocationNotice};
 use vigil_store::{NewNotice, PendingNotice, Store, StoreError};
 
-use crate::client::ClientIdentity;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::context::NodeContext;
+use crate::node_tls::ClientIdentity;
 
 /// The node a notice is about (what a channel may need besides the notice).
 #[derive(Debug, Clone)]

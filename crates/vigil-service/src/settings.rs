@@ -1,6 +1,7 @@
 //! Service configuration files: a TOML file, then `<PREFIX><KEY>` environment
-//! overrides, then the defaults of the service's `#[serde(default)]` struct. Shared by
-//! the registrar and the agent (every service already links this crate).
+//! overrides, then the defaults of the service's `#[serde(default)]` struct. One loader
+//! for the registrar, the verifier and the agent, so a key is read, typed and named in
+//! errors the same way by every service.
 
 use std::path::{Path, PathBuf};
 
@@ -45,6 +46,18 @@ pub fn load<T: DeserializeOwned>(
     file: Option<&Path>,
     env: impl IntoIterator<Item = (String, String)>,
     keys: EnvKeys<'_>,
+) -> Result<T, ConfigError> {
+    load_checked(file, env, keys, |_| Ok(()))
+}
+
+/// [`load`], then `check` on the result: a value that parses but means nothing (an
+/// unknown policy name, inconsistent severities) fails at start-up, its message
+/// (which names the key) reported with the same origin as a type error.
+pub fn load_checked<T: DeserializeOwned>(
+    file: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+    keys: EnvKeys<'_>,
+    check: impl FnOnce(&T) -> Result<(), String>,
 ) -> Result<T, ConfigError> {
     let (origin, text) = match file {
         Some(path) => (
@@ -97,10 +110,14 @@ pub fn load<T: DeserializeOwned>(
     } else {
         origin
     };
-    serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Invalid {
-        origin,
-        message: format!("{}: {}", e.path(), e.inner().message()),
-    })
+    let value: T = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+        ConfigError::Invalid {
+            origin: origin.clone(),
+            message: format!("{}: {}", e.path(), e.inner().message()),
+        }
+    })?;
+    check(&value).map_err(|message| ConfigError::Invalid { origin, message })?;
+    Ok(value)
 }
 
 fn line_col(text: &str, offset: usize) -> String {
@@ -108,4 +125,79 @@ fn line_col(text: &str, offset: usize) -> String {
     let line = before.matches('\n').count() + 1;
     let col = before.rsplit('\n').next().map_or(0, str::len) + 1;
     format!("line {line}, column {col}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(default, deny_unknown_fields)]
+    struct Demo {
+        port: u16,
+        names: Vec<String>,
+        mode: String,
+    }
+
+    impl Default for Demo {
+        fn default() -> Self {
+            Self {
+                port: 1,
+                names: Vec::new(),
+                mode: "a".into(),
+            }
+        }
+    }
+
+    const KEYS: EnvKeys<'static> = EnvKeys {
+        prefix: "DEMO_",
+        lists: &["names"],
+        scalars: &["port"],
+    };
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn file_then_environment_then_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("demo.toml");
+        std::fs::write(&file, "port = 7\nmode = \"b\"\n").unwrap();
+        let d: Demo = load(
+            Some(&file),
+            env(&[("DEMO_NAMES", "x, ,y"), ("OTHER_PORT", "9")]),
+            KEYS,
+        )
+        .unwrap();
+        assert_eq!(
+            (d.port, d.names, d.mode.as_str()),
+            (7, vec!["x".into(), "y".into()], "b")
+        );
+
+        let e = load::<Demo>(None, env(&[("DEMO_PORT", "x")]), KEYS).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "defaults with DEMO_* overrides: port: invalid type: string \"x\", expected u16"
+        );
+        let check = |d: &Demo| match d.mode.as_str() {
+            "a" | "b" => Ok(()),
+            other => Err(format!("mode: unknown mode '{other}'")),
+        };
+        let e =
+            load_checked::<Demo>(Some(&file), env(&[("DEMO_MODE", "z")]), KEYS, check).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{} with DEMO_* overrides: mode: unknown mode 'z'",
+                file.display()
+            )
+        );
+        std::fs::write(&file, "port = \n").unwrap();
+        let e = load::<Demo>(Some(&file), env(&[]), KEYS).unwrap_err();
+        assert!(e.to_string().contains("(at line 1, column"), "{e}");
+    }
 }

@@ -1,0 +1,565 @@
+//! The one outbound HTTP/1.1 client of Vigil: the agent registering with a registrar,
+//! the tenant talking to the services and nodes, the verifier's webhook (and its
+//! requests to nodes). One request per connection, as Keylime's nodes and services
+//! expect (they close connections), on hyper over TCP or rustls with the caller's
+//! `ClientConfig`.
+//!
+//! Every request is bounded: [`Limits::connect_timeout`] for name resolution, the TCP
+//! connection and the TLS handshake, [`Limits::timeout`] for the whole exchange, and
+//! [`Limits::body_limit`] for the answer's body, whose excess is its own error
+//! ([`ClientError::TooLarge`]) so a caller can tell an oversized answer from a peer
+//! that cannot be reached.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Bytes;
+use hyper::{header, HeaderMap, Method};
+use hyper_util::rt::TokioIo;
+use rustls_pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+
+/// How long a request may take and how much it may read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Name resolution, TCP connection and TLS handshake together.
+    pub connect_timeout: Duration,
+    /// The whole exchange, connection included.
+    pub timeout: Duration,
+    /// The largest answer body read, in bytes.
+    pub body_limit: usize,
+}
+
+impl Default for Limits {
+    /// 10 s to connect, 60 s in all, 64 MiB of body.
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(10),
+            timeout: Duration::from_secs(60),
+            body_limit: 64 << 20,
+        }
+    }
+}
+
+/// Why a request got no usable answer. Each variant names the peer (`http://host:port`)
+/// or the URL.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The URL cannot be used: not `http` or `https`, no host.
+    #[error("invalid URL {url}: {reason}")]
+    Url {
+        /// The URL.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// An `https` endpoint without a TLS configuration.
+    #[error("{peer}: https needs a TLS configuration")]
+    NoTls {
+        /// The peer.
+        peer: String,
+    },
+    /// The host name does not resolve.
+    #[error("cannot resolve {peer}: {source}")]
+    Resolve {
+        /// The peer.
+        peer: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// No TCP connection to any of the peer's addresses.
+    #[error("cannot connect to {peer}: {source}")]
+    Connect {
+        /// The peer.
+        peer: String,
+        /// The last address's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The host cannot be a TLS server name.
+    #[error("{peer}: '{host}' is not a valid TLS server name")]
+    ServerName {
+        /// The peer.
+        peer: String,
+        /// The host.
+        host: String,
+    },
+    /// The TLS handshake failed (certificate refused either way, protocol error).
+    #[error("TLS handshake with {peer} failed: {source}")]
+    Tls {
+        /// The peer.
+        peer: String,
+        /// rustls' reason.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The request cannot be built (a method or path hyper refuses).
+    #[error("bad request to {peer}: {message}")]
+    Request {
+        /// The peer.
+        peer: String,
+        /// Why.
+        message: String,
+    },
+    /// The HTTP exchange failed after connecting (connection closed, malformed answer).
+    #[error("HTTP with {peer}: {source}")]
+    Http {
+        /// The peer.
+        peer: String,
+        /// hyper's error.
+        #[source]
+        source: hyper::Error,
+    },
+    /// The answer's body is larger than [`Limits::body_limit`].
+    #[error("the answer of {peer} exceeds {limit} bytes")]
+    TooLarge {
+        /// The peer.
+        peer: String,
+        /// The limit.
+        limit: usize,
+    },
+    /// No connection (or TLS session) within [`Limits::connect_timeout`].
+    #[error("no connection to {peer} within {timeout:?}")]
+    ConnectTimeout {
+        /// The peer.
+        peer: String,
+        /// The limit.
+        timeout: Duration,
+    },
+    /// No whole answer within [`Limits::timeout`].
+    #[error("no answer from {peer} within {timeout:?}")]
+    Timeout {
+        /// The peer.
+        peer: String,
+        /// The limit.
+        timeout: Duration,
+    },
+}
+
+/// The host part of an endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Host {
+    Ip(IpAddr),
+    Name(String),
+}
+
+/// Where a request goes: a host (an address, or a name resolved at each request) and
+/// port, plain or over TLS.
+#[derive(Clone)]
+pub struct Endpoint {
+    host: Host,
+    port: u16,
+    https: bool,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    server_name: Option<ServerName<'static>>,
+}
+
+impl fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("peer", &self.to_string())
+            .field("tls", &self.tls.is_some())
+            .field("server_name", &self.server_name)
+            .finish()
+    }
+}
+
+impl fmt::Display for Endpoint {
+    /// `http://host:port` or `https://host:port` (an IPv6 address in brackets).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.https { "https" } else { "http" };
+        write!(f, "{scheme}://{}", self.authority())
+    }
+}
+
+impl Endpoint {
+    /// Plain HTTP to `addr`.
+    pub fn addr(addr: SocketAddr) -> Self {
+        Self {
+            host: Host::Ip(addr.ip()),
+            port: addr.port(),
+            https: false,
+            tls: None,
+            server_name: None,
+        }
+    }
+
+    /// Plain HTTP to `host` (an IP address, bracketed or not, or a name resolved
+    /// asynchronously at each request) and `port`.
+    pub fn host(host: &str, port: u16) -> Self {
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let host = match bare.parse::<IpAddr>() {
+            Ok(ip) => Host::Ip(ip),
+            Err(_) => Host::Name(host.to_owned()),
+        };
+        Self {
+            host,
+            port,
+            https: false,
+            tls: None,
+            server_name: None,
+        }
+    }
+
+    /// The endpoint of an `http://` or `https://` URL (IPv6 literals in brackets; the
+    /// scheme's port by default) and the request target (path and query). An `https`
+    /// endpoint needs [`with_tls`](Self::with_tls) before a request.
+    pub fn url(url: &str) -> Result<(Self, String), ClientError> {
+        let bad = |reason: &str| ClientError::Url {
+            url: url.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let parsed = url::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
+        let https = match parsed.scheme() {
+            "http" => false,
+            "https" => true,
+            _ => return Err(bad("the scheme must be http or https")),
+        };
+        let host = match parsed.host() {
+            Some(url::Host::Ipv4(ip)) => Host::Ip(ip.into()),
+            Some(url::Host::Ipv6(ip)) => Host::Ip(ip.into()),
+            Some(url::Host::Domain(name)) => Host::Name(name.to_owned()),
+            None => return Err(bad("no host")),
+        };
+        let port = parsed
+            .port_or_known_default()
+            .ok_or_else(|| bad("no port"))?;
+        let target = match parsed.query() {
+            Some(q) => format!("{}?{q}", parsed.path()),
+            None => parsed.path().to_owned(),
+        };
+        let endpoint = Self {
+            host,
+            port,
+            https,
+            tls: None,
+            server_name: None,
+        };
+        Ok((endpoint, target))
+    }
+
+    /// Over TLS with `config`. The server name verified is the host (an IP address
+    /// or a DNS name) unless [`with_server_name`](Self::with_server_name) says
+    /// otherwise; a pinned configuration (a node's certificate) checks no name.
+    pub fn with_tls(mut self, config: Arc<rustls::ClientConfig>) -> Self {
+        self.https = true;
+        self.tls = Some(config);
+        self
+    }
+
+    /// [`with_tls`](Self::with_tls) if `config` is given, else unchanged.
+    pub fn with_optional_tls(self, config: Option<Arc<rustls::ClientConfig>>) -> Self {
+        match config {
+            Some(c) => self.with_tls(c),
+            None => self,
+        }
+    }
+
+    /// The name the server's certificate must carry, when it is not the host (a
+    /// service reached at 127.0.0.1 with a certificate for `localhost`).
+    pub fn with_server_name(mut self, name: ServerName<'static>) -> Self {
+        self.server_name = Some(name);
+        self
+    }
+
+    /// Whether requests go over TLS.
+    pub fn is_https(&self) -> bool {
+        self.https
+    }
+
+    /// `host:port`, an IPv6 address in brackets: the `Host` header.
+    pub fn authority(&self) -> String {
+        match &self.host {
+            Host::Ip(IpAddr::V6(ip)) => format!("[{ip}]:{}", self.port),
+            Host::Ip(ip) => format!("{ip}:{}", self.port),
+            Host::Name(name) => format!("{name}:{}", self.port),
+        }
+    }
+
+    fn server_name(&self) -> Result<ServerName<'static>, ClientError> {
+        if let Some(name) = &self.server_name {
+            return Ok(name.clone());
+        }
+        match &self.host {
+            Host::Ip(ip) => Ok(ServerName::IpAddress((*ip).into())),
+            Host::Name(name) => {
+                ServerName::try_from(name.clone()).map_err(|_| ClientError::ServerName {
+                    peer: self.to_string(),
+                    host: name.clone(),
+                })
+            }
+        }
+    }
+
+    /// The addresses to try, in order.
+    async fn resolve(&self) -> Result<Vec<SocketAddr>, ClientError> {
+        match &self.host {
+            Host::Ip(ip) => Ok(vec![SocketAddr::new(*ip, self.port)]),
+            Host::Name(name) => {
+                let addrs: Vec<SocketAddr> = tokio::net::lookup_host((name.as_str(), self.port))
+                    .await
+                    .map_err(|source| ClientError::Resolve {
+                        peer: self.to_string(),
+                        source,
+                    })?
+                    .collect();
+                if addrs.is_empty() {
+                    return Err(ClientError::Resolve {
+                        peer: self.to_string(),
+                        source: std::io::Error::other("no address"),
+                    });
+                }
+                Ok(addrs)
+            }
+        }
+    }
+}
+
+/// An answer: status, headers and body.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// The HTTP status code.
+    pub status: u16,
+    /// The response headers.
+    pub headers: HeaderMap,
+    /// The body (at most [`Limits::body_limit`] bytes).
+    pub body: Bytes,
+}
+
+impl Answer {
+    /// The body as JSON (`Null` when it is not JSON).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// The client: [`Limits`] applied to every request. Cheap to copy; holds no
+/// connection.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Client {
+    limits: Limits,
+}
+
+/// Aborts the connection task when the request ends, however it ends.
+struct Driver(JoinHandle<()>);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Client {
+    /// A client with these limits.
+    pub fn new(limits: Limits) -> Self {
+        Self { limits }
+    }
+
+    /// Its limits.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Sends one request on a fresh connection and reads the whole answer. A `body`
+    /// is sent as JSON (`Content-Type: application/json`); a request without one has
+    /// no content type, since Keylime answers 400 to a JSON content type with an
+    /// empty body.
+    pub async fn request(
+        &self,
+        endpoint: &Endpoint,
+        method: Method,
+        path_and_query: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Answer, ClientError> {
+        let timeout = self.limits.timeout;
+        tokio::time::timeout(
+            timeout,
+            self.exchange(endpoint, method, path_and_query, body),
+        )
+        .await
+        .map_err(|_| ClientError::Timeout {
+            peer: endpoint.to_string(),
+            timeout,
+        })?
+    }
+
+    async fn exchange(
+        &self,
+        endpoint: &Endpoint,
+        method: Method,
+        path_and_query: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Answer, ClientError> {
+        let peer = endpoint.to_string();
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(path_and_query)
+            .header(header::HOST, endpoint.authority())
+            .header(header::ACCEPT, "application/json");
+        if body.is_some() {
+            req = req.header(header::CONTENT_TYPE, "application/json");
+        }
+        let req = req
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| ClientError::Request {
+                peer: peer.clone(),
+                message: e.to_string(),
+            })?;
+        let connect_timeout = self.limits.connect_timeout;
+        let connecting = tokio::time::timeout(connect_timeout, self.connect(endpoint));
+        let io = connecting.await.map_err(|_| ClientError::ConnectTimeout {
+            peer: peer.clone(),
+            timeout: connect_timeout,
+        })??;
+        match io {
+            Stream::Plain(tcp) => self.send(&peer, TokioIo::new(tcp), req).await,
+            Stream::Tls(tls) => self.send(&peer, TokioIo::new(*tls), req).await,
+        }
+    }
+
+    async fn connect(&self, endpoint: &Endpoint) -> Result<Stream, ClientError> {
+        let peer = endpoint.to_string();
+        // Checked before any traffic: an https endpoint never falls back to plain.
+        let tls = match (&endpoint.tls, endpoint.https) {
+            (Some(config), _) => Some((config.clone(), endpoint.server_name()?)),
+            (None, true) => return Err(ClientError::NoTls { peer }),
+            (None, false) => None,
+        };
+        let mut last = None;
+        let mut tcp = None;
+        for addr in endpoint.resolve().await? {
+            match TcpStream::connect(addr).await {
+                Ok(s) => {
+                    tcp = Some(s);
+                    break;
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        let tcp = tcp.ok_or_else(|| ClientError::Connect {
+            peer: peer.clone(),
+            source: last.unwrap_or_else(|| std::io::Error::other("no address")),
+        })?;
+        // Requests are small and answered at once: no Nagle delay.
+        let _ = tcp.set_nodelay(true);
+        match tls {
+            None => Ok(Stream::Plain(tcp)),
+            Some((config, name)) => tokio_rustls::TlsConnector::from(config)
+                .connect(name, tcp)
+                .await
+                .map(|s| Stream::Tls(Box::new(s)))
+                .map_err(|source| ClientError::Tls { peer, source }),
+        }
+    }
+
+    async fn send<IO>(
+        &self,
+        peer: &str,
+        io: IO,
+        req: hyper::Request<Full<Bytes>>,
+    ) -> Result<Answer, ClientError>
+    where
+        IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    {
+        let http = |source| ClientError::Http {
+            peer: peer.to_owned(),
+            source,
+        };
+        let limit = self.limits.body_limit;
+        let too_large = || ClientError::TooLarge {
+            peer: peer.to_owned(),
+            limit,
+        };
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(http)?;
+        let _driver = Driver(tokio::spawn(async move {
+            let _ = conn.await;
+        }));
+        let resp = sender.send_request(req).await.map_err(http)?;
+        if crate::reply::declares_more_than(resp.headers(), limit) {
+            return Err(too_large());
+        }
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = Limited::new(resp.into_body(), limit)
+            .collect()
+            .await
+            .map_err(|e| match e.downcast::<hyper::Error>() {
+                Ok(e) => http(*e),
+                Err(e) if e.is::<LengthLimitError>() => too_large(),
+                Err(e) => ClientError::Request {
+                    peer: peer.to_owned(),
+                    message: format!("reading the answer: {e}"),
+                },
+            })?
+            .to_bytes();
+        Ok(Answer {
+            status,
+            headers,
+            body,
+        })
+    }
+}
+
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_name_host_port_and_target() {
+        let (e, t) = Endpoint::url("http://[::1]:8080/x?y=1").unwrap();
+        assert_eq!(e.host, Host::Ip("::1".parse().unwrap()));
+        assert_eq!((e.port, e.https, t.as_str()), (8080, false, "/x?y=1"));
+        assert_eq!(e.authority(), "[::1]:8080");
+        assert_eq!(e.to_string(), "http://[::1]:8080");
+        let (e, t) = Endpoint::url("https://hooks.example/").unwrap();
+        assert_eq!(e.host, Host::Name("hooks.example".into()));
+        assert_eq!((e.port, e.https, t.as_str()), (443, true, "/"));
+        let (e, t) = Endpoint::url("http://10.0.0.7").unwrap();
+        assert_eq!((e.port, t.as_str()), (80, "/"));
+        assert_eq!(e.host, Host::Ip("10.0.0.7".parse().unwrap()));
+        for bad in [
+            "ftp://x/",
+            "not a url",
+            "http://[::1/",
+            "file:///etc/passwd",
+        ] {
+            assert!(
+                matches!(Endpoint::url(bad), Err(ClientError::Url { .. })),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn hosts_are_addresses_or_names() {
+        assert_eq!(
+            Endpoint::host("[fe80::1]", 1).host,
+            Host::Ip("fe80::1".parse().unwrap())
+        );
+        assert_eq!(
+            Endpoint::host("::1", 1).host,
+            Host::Ip("::1".parse().unwrap())
+        );
+        assert_eq!(Endpoint::host("::1", 9).authority(), "[::1]:9");
+        assert_eq!(
+            Endpoint::host("registrar.local", 1).host,
+            Host::Name("registrar.local".into())
+        );
+        let e = Endpoint::addr("127.0.0.1:8890".parse().unwrap());
+        assert_eq!(e.to_string(), "http://127.0.0.1:8890");
+        assert!(!e.is_https());
+    }
+}

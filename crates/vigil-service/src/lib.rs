@@ -1,0 +1,29 @@
+//! # vigil-service
+//!
+//! What Vigil's three services (registrar, verifier, agent) and their clients share,
+//! so each service is only its routes and its logic:
+//!
+//! - [`settings`]: TOML configuration files with environment overrides, one loader
+//!   for every service;
+//! - [`run`], [`Signals`] and [`shutdown_signal`]: the service `main` (logging, the
+//!   runtime, exit codes) and the signals that stop or refresh a service;
+//! - [`server`]: the HTTP/1.1 accept loop over TCP or TLS, with [`server::Peer`]
+//!   saying how each request arrived;
+//! - [`reply`]: Keylime's response envelope, request bodies and query strings;
+//! - [`routing`]: Keylime's 404/405 answers for axum's fallbacks and the routing
+//!   helpers the services' routers use;
+//! - [`client`]: the one outbound HTTP client (timeouts, a body limit, http and https,
+//!   IPv6 literals, asynchronous name resolution).
+//!
+//! TLS material and trust (certificates, rustls configurations) stay in `vigil-tls`.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod client;
+mod process;
+pub mod reply;
+pub mod routing;
+pub mod server;
+pub mod settings;
+
+pub use process::{run, shutdown_signal, Signal, Signals};

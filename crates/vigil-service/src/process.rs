@@ -1,0 +1,97 @@
+//! The `main` every service binary shares: logging, a tokio runtime, the service's
+//! body, the signals that stop it, and exit codes, so `vigil-registrar`,
+//! `vigil-verifier` and `vigil-agent` differ only in what they start.
+
+use std::future::Future;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use tokio::signal::unix::{signal, Signal as UnixSignal, SignalKind};
+
+/// Runs a service: logs at `RUST_LOG` (else `log`, the configured filter), builds a
+/// multi-threaded tokio runtime and runs `body` on it. Errors are printed as
+/// `<name>: <error and its causes>`; the exit status is 0 on success, 1 on failure.
+pub fn run<F, Fut>(name: &str, log: &str, body: F) -> ExitCode
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| log.to_owned());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{name}: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(body()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// What a signal asks of a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// SIGTERM or SIGINT: shut down gracefully.
+    Stop,
+    /// SIGHUP, when asked for ([`Signals::with_hangup`]): the service's own refresh
+    /// (the agent re-measures its IMA emulation targets).
+    Hangup,
+}
+
+/// The signals a service listens to, installed once at start so none is missed
+/// between two waits.
+#[derive(Debug)]
+pub struct Signals {
+    term: UnixSignal,
+    hangup: Option<UnixSignal>,
+}
+
+impl Signals {
+    /// SIGTERM and SIGINT only: SIGHUP keeps its default action. Needs a running tokio
+    /// runtime.
+    pub fn stop_only() -> anyhow::Result<Self> {
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+            hangup: None,
+        })
+    }
+
+    /// SIGTERM and SIGINT, and SIGHUP as [`Signal::Hangup`].
+    pub fn with_hangup() -> anyhow::Result<Self> {
+        let mut signals = Self::stop_only()?;
+        signals.hangup = Some(signal(SignalKind::hangup()).context("cannot handle SIGHUP")?);
+        Ok(signals)
+    }
+
+    /// Waits for the next signal.
+    pub async fn next(&mut self) -> anyhow::Result<Signal> {
+        let Self { term, hangup } = self;
+        let hangup = async {
+            match hangup {
+                Some(h) => h.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => Ok(Signal::Stop),
+            r = tokio::signal::ctrl_c() => r.context("cannot handle SIGINT").map(|()| Signal::Stop),
+            _ = hangup => Ok(Signal::Hangup),
+        }
+    }
+}
+
+/// Waits for SIGTERM or SIGINT: the services' signal to shut down gracefully.
+pub async fn shutdown_signal() -> anyhow::Result<()> {
+    Signals::stop_only()?.next().await.map(drop)
+}
