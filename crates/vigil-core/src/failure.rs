@@ -93,10 +93,34 @@ impl Event {
     }
 }
 
+/// How many events a [`Failure`] keeps whole. Past it, an event is kept only when no
+/// kept event has its id and recoverability — all that rating a failure reads
+/// ([`crate::attestation::SeverityConfig::rate`]) — and is otherwise only counted: a
+/// hostile log of millions of failing lines costs bounded memory, and the verdict, the
+/// severity and the event that sets it are the same as with every event kept.
+pub const MAX_KEPT_EVENTS: usize = 4096;
+
 /// The failures of one attestation step; empty means it passed.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct Failure {
     events: Vec<Event>,
+    /// Events counted but not kept (past [`MAX_KEPT_EVENTS`]).
+    #[serde(skip_serializing_if = "is_zero")]
+    omitted: u64,
+    /// The (id, recoverable) kinds kept, once the cap is reached.
+    #[serde(skip)]
+    kinds: Option<std::collections::HashSet<(String, bool)>>,
+}
+
+impl PartialEq for Failure {
+    /// The events kept and the count of the others (`kinds` only caches the former).
+    fn eq(&self, other: &Self) -> bool {
+        self.events == other.events && self.omitted == other.omitted
+    }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Failure {
@@ -105,14 +129,42 @@ impl Failure {
         Self::default()
     }
 
-    /// Records one event.
+    /// Records one event (whole, or only counted past [`MAX_KEPT_EVENTS`] when its kind
+    /// is already kept).
     pub fn push(&mut self, event: Event) {
-        self.events.push(event);
+        if self.events.len() < MAX_KEPT_EVENTS {
+            self.events.push(event);
+            return;
+        }
+        let kinds = self.kinds.get_or_insert_with(|| {
+            self.events
+                .iter()
+                .map(|e| (e.event_id.clone(), e.recoverable))
+                .collect()
+        });
+        if kinds.insert((event.event_id.clone(), event.recoverable)) {
+            self.events.push(event);
+        } else {
+            self.omitted += 1;
+        }
     }
 
     /// Appends every event of `other`.
     pub fn merge(&mut self, other: Self) {
-        self.events.extend(other.events);
+        self.omitted += other.omitted;
+        for event in other.events {
+            self.push(event);
+        }
+    }
+
+    /// How many events were recorded, kept or not.
+    pub fn recorded(&self) -> u64 {
+        self.events.len() as u64 + self.omitted
+    }
+
+    /// How many events were counted but not kept.
+    pub fn omitted(&self) -> u64 {
+        self.omitted
     }
 
     /// The events, in the order they were found.
@@ -161,6 +213,33 @@ mod tests {
         f.push(q);
         assert!(f.is_irrecoverable());
         assert_eq!(f.events().len(), 2);
+    }
+
+    #[test]
+    fn past_the_cap_only_new_kinds_are_kept_and_the_rest_counted() {
+        let ev = |name: &str, recoverable| {
+            Event::new(Component::Ima, &[], name, Value::Null, recoverable)
+        };
+        let mut f = Failure::new();
+        for _ in 0..MAX_KEPT_EVENTS + 10 {
+            f.push(ev("not_in_allowlist", true));
+        }
+        f.push(ev("ima_hash", true));
+        f.push(ev("not_in_allowlist", false));
+        f.push(ev("ima_hash", true));
+        assert_eq!(f.events().len(), MAX_KEPT_EVENTS + 2);
+        assert_eq!(f.omitted(), 11);
+        assert_eq!(f.recorded(), MAX_KEPT_EVENTS as u64 + 13);
+        assert!(f.is_irrecoverable(), "the irrecoverable kind is kept");
+        let mut g = Failure::new();
+        g.push(ev("x", true));
+        g.merge(f);
+        assert_eq!(g.recorded(), MAX_KEPT_EVENTS as u64 + 14);
+        assert_eq!(serde_json::to_value(&g).unwrap()["omitted"], 12);
+        assert!(serde_json::to_value(Failure::new())
+            .unwrap()
+            .get("omitted")
+            .is_none());
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::{header, HeaderMap, Method};
 use hyper_util::rt::TokioIo;
@@ -488,18 +488,22 @@ impl Client {
         }
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        let body = Limited::new(resp.into_body(), limit)
-            .collect()
-            .await
-            .map_err(|e| match e.downcast::<hyper::Error>() {
-                Ok(e) => http(*e),
-                Err(e) if e.is::<LengthLimitError>() => too_large(),
-                Err(e) => ClientError::Request {
-                    peer: peer.to_owned(),
-                    message: format!("reading the answer: {e}"),
-                },
-            })?
-            .to_bytes();
+        // Read into one buffer sized from the declared length (capped by the limit):
+        // collecting frames and then joining them would hold the body twice.
+        let capacity = crate::reply::declared_length(&headers)
+            .map_or(0, |n| usize::try_from(n).unwrap_or(limit).min(limit));
+        let mut buf = Vec::with_capacity(capacity);
+        let mut body = resp.into_body();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(http)?;
+            if let Some(data) = frame.data_ref() {
+                if buf.len() + data.len() > limit {
+                    return Err(too_large());
+                }
+                buf.extend_from_slice(data);
+            }
+        }
+        let body = Bytes::from(buf);
         Ok(Answer {
             status,
             headers,

@@ -879,7 +879,7 @@ impl NodeAttestation {
         let total = rated.events.len();
         let mut events = rated.events;
         events.truncate(MAX_KEPT_FAILURES);
-        self.last_failures_omitted = (total - events.len()) as u64;
+        self.last_failures_omitted = (total - events.len()) as u64 + rated.omitted;
         self.last_failures = events;
         if rated.stops_polling {
             self.next = Next::Idle;

@@ -169,7 +169,10 @@ impl SeverityConfig {
             .iter()
             .map(|e| self.rate_event(e))
             .collect();
-        RatedFailure::from_events(events, self.max_level())
+        RatedFailure {
+            omitted: failure.omitted(),
+            ..RatedFailure::from_events(events, self.max_level())
+        }
     }
 
     /// Rates one event.
@@ -235,6 +238,8 @@ pub struct RatedFailure {
     /// True when the verifier stops polling: an irrecoverable event, or the highest
     /// level reached the last label.
     pub stops_polling: bool,
+    /// Events of the failure counted but not kept ([`Failure::omitted`]).
+    pub omitted: u64,
 }
 
 impl RatedFailure {
@@ -258,6 +263,7 @@ impl RatedFailure {
             events,
             highest,
             recoverable,
+            omitted: 0,
         }
     }
 

@@ -576,7 +576,7 @@ impl<'s, V: EntryValidator> ImaReplay<'s, V> {
             line_no: self.line_no,
         });
 
-        let events_before = self.failure.events().len();
+        let events_before = self.failure.recorded();
         // A fixed-size compare, so no `memcmp` call for every entry.
         if <[u8; 2]>::try_from(entry.pcr.as_bytes()).ok() != Some(*b"10") {
             self.counts.wrong_pcr += 1;
@@ -639,7 +639,7 @@ impl<'s, V: EntryValidator> ImaReplay<'s, V> {
                 }
             }
         }
-        if self.failure.events().len() > events_before {
+        if self.failure.recorded() > events_before {
             self.counts.note_failed(entry.template);
         }
     }

@@ -16,6 +16,13 @@
 //!   from the stored running PCR 10 and check each against a 10,010-path runtime
 //!   policy). The answer is a real swtpm quote over the extended PCR 10. Fetching,
 //!   the HTTP/TLS exchange and the store write are not included.
+//! - `answer_memory`: the memory the verifier spends judging one hostile answer of
+//!   25 MB and 250 MB — a genuine swtpm quote whose `ima_measurement_list` carries that
+//!   much of well-formed ima-ng lines for files no policy allows (every one a failure,
+//!   the PCR no longer matching): peak RSS above the body while the answer is parsed
+//!   and judged (`/proc/self/clear_refs` resets the peak), and resident RSS after the
+//!   round, once everything is dropped. The body itself, which the HTTP read holds
+//!   (preallocated to its length), is not counted in the peak.
 
 use crate::support;
 
@@ -230,4 +237,98 @@ async fn round_cpu_10k() {
         wall[0].as_secs_f64() * 1e3,
         max.as_secs_f64() * 1e3,
     );
+}
+
+/// `VmRSS` and `VmHWM` of this process, in MiB.
+fn rss_and_peak_mib() -> (f64, f64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kib = |key: &str| -> f64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<f64>().ok())
+            .unwrap()
+    };
+    (kib("VmRSS:") / 1024.0, kib("VmHWM:") / 1024.0)
+}
+
+#[tokio::test(flavor = "current_thread")]
+#[ignore = "a figure, not a test: run it explicitly (see the file's docs)"]
+async fn answer_memory() {
+    let pki = Pki::new();
+    let Some(agent) =
+        TestAgent::new("verifier_figure_memory", &pki.tls_dir().join("cacert.crt")).await
+    else {
+        return;
+    };
+    agent.measure("/usr/bin/a", b"a");
+    let policy = RuntimePolicy::from_json(
+        TestAgent::policy(&[("/usr/bin/a", b"a")])
+            .to_string()
+            .as_bytes(),
+    )
+    .unwrap();
+    let verifier = QuoteVerifier::new(AkPublicKey::from_spki_or_tpm2b(&agent.ak_tpm).unwrap());
+    let tpm_policy = TpmPolicy::from_json("{\"mask\": \"0x400\"}").unwrap();
+    let algs = (
+        vec!["sha256".to_owned()],
+        vec!["rsa".to_owned()],
+        vec!["rsassa".to_owned()],
+    );
+    let nonce = "memory-nonce";
+    let genuine: serde_json::Value =
+        serde_json::from_slice(&agent.integrity_answer(nonce, 0x400, false, 0)).unwrap();
+    for mb in [25usize, 250] {
+        let mut answer = genuine.clone();
+        let mut list = answer["results"]["ima_measurement_list"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let mut i = 0u64;
+        while list.len() < mb << 20 {
+            list.push_str(&format!(
+                "10 {:040x} ima-ng sha256:{:064x} /usr/lib/hostile/file-{i:09}.so\n",
+                i, i
+            ));
+            i += 1;
+        }
+        answer["results"]["ima_measurement_list"] = serde_json::Value::String(list);
+        let body = serde_json::to_vec(&answer).unwrap();
+        drop(answer);
+        let node = NodeAttestation::new(Arc::new(AttestationConfig::default()), false);
+        let (before, _) = rss_and_peak_mib();
+        std::fs::write("/proc/self/clear_refs", "5").unwrap();
+        let start = Instant::now();
+        let parsed = NodeAnswer::parse(&body).unwrap();
+        let outcome = evaluate_round(
+            &node,
+            &parsed.as_quote_answer(),
+            &RoundPolicy {
+                verifier: &verifier,
+                nonce: nonce.as_bytes(),
+                accept_hash_algs: Some(&algs.0),
+                accept_enc_algs: Some(&algs.1),
+                accept_sign_algs: Some(&algs.2),
+                bind_public_key: true,
+                tpm_policy: &tpm_policy,
+                runtime_policy: Some(&policy),
+                measured_boot: None,
+                ignore_tomtou_errors: false,
+            },
+            &mut ImaKeyrings::new(),
+        );
+        let elapsed = start.elapsed();
+        let (_, peak) = rss_and_peak_mib();
+        assert!(!outcome.failure.is_empty(), "a hostile answer fails");
+        let events = outcome.failure.events().len();
+        drop((parsed, outcome));
+        let body_mib = body.len() as f64 / 1048576.0;
+        drop(body);
+        let (after, _) = rss_and_peak_mib();
+        println!(
+            "answer {body_mib:.0} MiB ({i} extra entries): judged in {:.2} s, {events} failure events kept; RSS before {before:.0} MiB (body included), peak {peak:.0} MiB = {:.1}x the body above it; resident after the round {after:.0} MiB",
+            elapsed.as_secs_f64(),
+            (peak - before) / body_mib,
+        );
+    }
 }
