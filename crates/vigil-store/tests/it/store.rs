@@ -117,11 +117,11 @@ macro_rules! on_both_backends {
         mod $name {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sqlite() {
-                crate::run_sqlite(super::$name).await;
+                crate::store::run_sqlite(super::$name).await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
-                crate::run_postgres(super::$name).await;
+                crate::store::run_postgres(super::$name).await;
             }
         }
     )*};
