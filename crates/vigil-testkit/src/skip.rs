@@ -35,7 +35,7 @@ pub fn skip(test: &str, reason: &str) {
 /// [`skip`] with the caller's location taken earlier, for an `async` function (which
 /// cannot be `#[track_caller]`): a `#[track_caller]` function that returns its future.
 pub fn skip_at(caller: &Location<'_>, test: &str, reason: &str) {
-    assert!(!under_ci(), "{test}: {reason}");
+    assert!(!under_ci(), "{test} ({caller}): {reason}");
     let line = format!("SKIPPED: {}: {reason}\n", caller.file());
     // Not `eprint!`: libtest would capture it, and a passing test's output is dropped.
     let _ = std::io::stderr().write_all(line.as_bytes());
