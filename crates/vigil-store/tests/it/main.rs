@@ -2,4 +2,5 @@
 //! links the crate's whole dependency tree, so one per crate keeps a cold build short). One
 //! suite: `cargo test -p vigil-store --test it store::`.
 
+mod full_disk;
 mod store;
