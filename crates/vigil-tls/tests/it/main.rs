@@ -3,3 +3,9 @@
 //! suite: `cargo test -p vigil-tls --test it resumption::`.
 
 mod resumption;
+
+// vigil-testkit's skip reporting, included by path (public, as in vigil-testkit): a
+// dev-dependency on vigil-testkit would be a cycle (its `keylime` feature needs
+// vigil-tls).
+#[path = "../../../vigil-testkit/src/skip.rs"]
+pub mod skip;
