@@ -5,10 +5,11 @@
 //!
 //! The PostgreSQL server is `VIGIL_TEST_DATABASE_URL`, else
 //! `postgres://postgres@127.0.0.1:5432/test`, else the same as user `root`. Without
-//! one, [`with_postgres`] prints a note and returns without running the body, except
-//! under `CI`, where it panics.
+//! one, [`with_postgres`] returns without running the body, after [`crate::skip`]ping
+//! the calling test file's PostgreSQL half, except under `CI`, where it panics.
 
 use std::future::Future;
+use std::panic::Location;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use sqlx::Connection;
@@ -27,9 +28,9 @@ where
     body(url).await;
 }
 
-/// An admin connection to the test PostgreSQL and the URL it used, or `None` (after
-/// printing why) when there is none outside CI.
-async fn postgres_admin() -> Option<(sqlx::PgConnection, String)> {
+/// An admin connection to the test PostgreSQL and the URL it used, or `None` when there
+/// is none (after [`crate::skip`]ping the file at `caller`; a panic under `CI`).
+async fn connect_admin(caller: &'static Location<'static>) -> Option<(sqlx::PgConnection, String)> {
     let candidates = match std::env::var("VIGIL_TEST_DATABASE_URL") {
         Ok(url) => vec![url],
         Err(_) => vec![
@@ -44,21 +45,36 @@ async fn postgres_admin() -> Option<(sqlx::PgConnection, String)> {
             Err(e) => errors.push(format!("{url}: {e}")),
         }
     }
-    let why = errors.join("; ");
-    assert!(!crate::under_ci(), "PostgreSQL is required under CI: {why}");
-    eprintln!("note: PostgreSQL test skipped, no server: {why}");
+    crate::skip_at(
+        caller,
+        "PostgreSQL",
+        &format!(
+            "no PostgreSQL server ({}); set VIGIL_TEST_DATABASE_URL",
+            errors.join("; ")
+        ),
+    );
     None
 }
 
 /// Runs `body` with the URL of a PostgreSQL schema of its own; the schema is dropped
-/// afterwards and a panic in `body` is re-raised after the cleanup.
-pub async fn with_postgres<F, Fut>(body: F)
+/// afterwards and a panic in `body` is re-raised after the cleanup. Not an `async fn`,
+/// which could not be `#[track_caller]`: a skip names the caller's file.
+#[track_caller]
+pub fn with_postgres<F, Fut>(body: F) -> impl Future<Output = ()>
+where
+    F: FnOnce(String) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    in_schema(Location::caller(), body)
+}
+
+async fn in_schema<F, Fut>(caller: &'static Location<'static>, body: F)
 where
     F: FnOnce(String) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
     static SEQ: AtomicU32 = AtomicU32::new(0);
-    let Some((mut admin, base)) = postgres_admin().await else {
+    let Some((mut admin, base)) = connect_admin(caller).await else {
         return;
     };
     let nanos = std::time::SystemTime::now()

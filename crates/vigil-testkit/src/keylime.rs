@@ -20,7 +20,7 @@
 //!
 //! The venv comes from `VIGIL_KEYLIME_PYTHON` (set by sourcing the env file
 //! `scripts/keylime-reference.sh` prints). Without it [`KeylimeEnv::new`] returns `None`
-//! so the test can skip with a note, except under `CI`, where it panics.
+//! so the test can skip ([`crate::skip`]), except under `CI`, where it panics.
 
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
@@ -30,24 +30,15 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::under_ci;
-
 /// How long a Keylime service may take to listen (Python start-up, migrations, on a
 /// loaded 2-core machine).
 const START_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// The Keylime venv's `bin` directory, from `VIGIL_KEYLIME_PYTHON`; `None` (after a
-/// skip note naming `test`) when unset, a panic under `CI`.
+/// The Keylime venv's `bin` directory, from `VIGIL_KEYLIME_PYTHON`; `None` when unset
+/// (after [`crate::skip`]ping `test`; a panic under `CI`).
+#[track_caller]
 pub fn venv_bin(test: &str) -> Option<PathBuf> {
-    let Some(python) = std::env::var_os("VIGIL_KEYLIME_PYTHON") else {
-        let msg = format!(
-            "{test}: VIGIL_KEYLIME_PYTHON is not set (no Keylime reference venv); \
-             run: . \"$(bash scripts/keylime-reference.sh)\""
-        );
-        assert!(!under_ci(), "{msg}");
-        eprintln!("SKIPPED {msg}");
-        return None;
-    };
+    let python = crate::keylime_python(test)?;
     let bin = Path::new(&python)
         .parent()
         .expect("VIGIL_KEYLIME_PYTHON is a file in the venv's bin directory")
@@ -79,6 +70,7 @@ pub struct KeylimeEnv {
 impl KeylimeEnv {
     /// A fresh `KEYLIME_DIR` with a CA in `cv_ca` (server certificate for `localhost`
     /// and `127.0.0.1`), or `None` when there is no venv outside CI.
+    #[track_caller]
     pub fn new(test: &str) -> Option<Self> {
         let bin = venv_bin(test)?;
         let dir = tempfile::tempdir().expect("temp dir");

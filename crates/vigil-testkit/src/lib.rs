@@ -6,9 +6,10 @@
 //!
 //! Tests never share a TPM, so they run in parallel without a global lock.
 //!
-//! When a needed tool is missing, the constructors return `None` so the test can skip
-//! with a printed note, except under `CI`, where they panic: CI must never stop
-//! testing silently. `scripts/setup.sh` installs swtpm, swtpm-tools and tpm2-tools.
+//! When a needed tool is missing, the constructors return `None` so the test can skip,
+//! after a `SKIPPED` line that `scripts/test.sh` repeats at the end of the run ([`skip`]),
+//! except under `CI`, where they panic: CI must never stop testing silently.
+//! `scripts/setup.sh` installs swtpm, swtpm-tools and tpm2-tools.
 //!
 //! Dev-only (`publish = false`): it panics on any harness failure, as tests want.
 //!
@@ -20,6 +21,7 @@
 pub mod db;
 #[cfg(feature = "keylime")]
 pub mod keylime;
+mod skip;
 mod tmpfs;
 
 pub use tmpfs::Tmpfs;
@@ -27,27 +29,24 @@ pub use tmpfs::Tmpfs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+pub use skip::{keylime_python, skip, skip_at, under_ci};
 pub use vigil_swtpm::MANUFACTURE_TOOLS;
 
-/// Whether this is a CI run (`CI` set to anything but empty, `0` or `false`), where a
-/// missing tool or database fails the test instead of skipping it.
-pub fn under_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
-}
-
-/// Whether every tool in `tools` is installed. If not: under `CI` this panics; otherwise
-/// it prints a skip note naming `test` and returns `false`.
+/// Whether every tool in `tools` is installed. If not, [`skip`]s `test` (a panic under
+/// `CI`) and returns `false`.
+#[track_caller]
 pub fn require(test: &str, tools: &[&str]) -> bool {
     let missing = vigil_swtpm::missing_tools(tools);
     if missing.is_empty() {
         return true;
     }
-    let msg = format!(
-        "{test}: swtpm/tpm2-tools missing ({}); install them with scripts/setup.sh",
-        missing.join(", ")
+    skip(
+        test,
+        &format!(
+            "swtpm/tpm2-tools missing ({}); install them with scripts/setup.sh",
+            missing.join(", ")
+        ),
     );
-    assert!(!under_ci(), "{msg}");
-    eprintln!("SKIPPED {msg}");
     false
 }
 
@@ -62,6 +61,7 @@ pub struct Swtpm {
 impl Swtpm {
     /// Starts a fresh TPM (manufactured by swtpm itself on first start, no EK
     /// certificates), or `None` when one of `tools` (or swtpm) is missing outside CI.
+    #[track_caller]
     pub fn start(test: &str, tools: &[&str]) -> Option<Self> {
         if !require(test, &[&["swtpm"], tools].concat()) {
             return None;
@@ -76,6 +76,7 @@ impl Swtpm {
     /// SHA-256 PCR bank active. swtpm_setup makes an RSA-2048 EK (certificate at NV
     /// `0x01c00002`) and an ECC P-384 EK (persisted at `0x81010016`, certificate at
     /// `0x01c00016`).
+    #[track_caller]
     pub fn manufactured(test: &str, tools: &[&str]) -> Option<Self> {
         if !require(test, &[MANUFACTURE_TOOLS, tools].concat()) {
             return None;

@@ -19,19 +19,6 @@ const B64: base64::engine::general_purpose::GeneralPurpose =
     base64::engine::general_purpose::STANDARD;
 const KEYLIME_DATA: &str = "../../../shared/testdata/keylime/test-data/files";
 
-/// The Keylime venv's Python, or `None` (skipped locally; required under CI).
-fn keylime_python() -> Option<std::ffi::OsString> {
-    let python = std::env::var_os("VIGIL_KEYLIME_PYTHON");
-    if python.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "VIGIL_KEYLIME_PYTHON is not set: source $(bash scripts/keylime-reference.sh)"
-        );
-        eprintln!("SKIPPED: VIGIL_KEYLIME_PYTHON is not set (no Keylime reference venv)");
-    }
-    python
-}
-
 fn python(python: &std::ffi::OsStr, script: &str, input: &str) -> String {
     let mut child = Command::new(python)
         .arg("-c")
@@ -75,7 +62,7 @@ fn tmpfile(dir: &tempfile::TempDir, name: &str, text: &str) -> std::path::PathBu
 
 #[test]
 fn request_bodies_equal_keylime_tenants() {
-    let Some(py) = keylime_python() else {
+    let Some(py) = vigil_testkit::keylime_python("request_bodies_equal_keylime_tenants") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -499,7 +486,8 @@ except ImportError:
     pass
 print(json.dumps(out))
 "#;
-    let py = keylime_python().unwrap_or_else(|| "python3".into());
+    let py = vigil_testkit::keylime_python("certificate_package_and_payload")
+        .unwrap_or_else(|| "python3".into());
     let out = Command::new(&py)
         .args(["-c", script])
         .arg(&zip_path)

@@ -49,7 +49,7 @@ fn keylime_answers() -> Option<Value> {
     let text = if let Ok(path) = std::env::var("VIGIL_IMA_DIFF") {
         std::fs::read_to_string(path).unwrap()
     } else {
-        let python = std::env::var_os("VIGIL_KEYLIME_PYTHON")?;
+        let python = crate::skip::keylime_python("ima_keylime_diff")?;
         let out = std::env::temp_dir().join(format!("vigil-ima-diff-{}.json", std::process::id()));
         let script = concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -74,12 +74,6 @@ fn keylime_answers() -> Option<Value> {
 #[test]
 fn matches_keylime() {
     let Some(doc) = keylime_answers() else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "VIGIL_KEYLIME_PYTHON is not set under CI: scripts/test.sh must install the \
-             Keylime reference before cargo test"
-        );
-        eprintln!("skipped: source the env file of scripts/keylime-reference.sh to compare");
         return;
     };
     let mut checked = 0;

@@ -4,7 +4,7 @@
 //! `TPM2_Certify` of Keylime's test AK signed by the IAK. Accepted when everything
 //! holds; each broken link is a 400 naming its field, with nothing stored.
 
-mod support;
+use crate::support;
 
 use p256::ecdsa::{signature::hazmat::PrehashSigner, Signature, SigningKey};
 use p256::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};

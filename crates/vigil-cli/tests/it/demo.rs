@@ -4,7 +4,7 @@
 //!
 //! The services are other packages' binaries, which cargo builds only for their own
 //! tests: `cargo test --workspace` has them next to `vigil` already, and this test asks
-//! cargo to build them (a no-op then) so that `cargo test -p vigil-cli --test demo`
+//! cargo to build them (a no-op then) so that `cargo test -p vigil-cli --test it demo::`
 //! does not run stale ones. Without swtpm the test skips with a note, except under CI.
 
 use std::path::{Path, PathBuf};

@@ -29,18 +29,15 @@ impl Drop for OpensslNode {
     }
 }
 
-/// Whether the suite must run here (CI) rather than skip.
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
-}
-
 /// Starts a node like rust-keylime's agent: client certificate required (chained to
 /// `client_ca`), TLS 1.3 session tickets issued, no session id context; `-www` answers
 /// each request with a status page.
 fn start_node(cert: &Path, key: &Path, client_ca: &Path) -> Option<OpensslNode> {
     if Command::new("openssl").arg("version").output().is_err() {
-        assert!(!in_ci(), "openssl is needed for the TLS resumption test");
-        eprintln!("SKIPPED: TLS resumption against an OpenSSL node: no openssl binary");
+        crate::skip::skip(
+            "TLS resumption against an OpenSSL node",
+            "no openssl binary (scripts/setup.sh installs it)",
+        );
         return None;
     }
     let addr = TcpListener::bind("127.0.0.1:0")

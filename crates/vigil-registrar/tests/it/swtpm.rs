@@ -5,7 +5,7 @@
 //!
 //! Without swtpm and tpm2-tools the test skips with a note, except under `CI`.
 
-mod support;
+use crate::support;
 
 use serde_json::json;
 use support::{b64, status_text, Env};

@@ -10,7 +10,7 @@
 //! Both need swtpm, tpm2-tools and the Keylime reference venv (`VIGIL_KEYLIME_PYTHON`);
 //! without them they skip with a note, except under `CI`, where they fail.
 
-mod support;
+use crate::support;
 
 use std::net::{Ipv4Addr, SocketAddr};
 

@@ -3,15 +3,13 @@
 //! of its own (created and dropped per test, so parallel runs never collide).
 //!
 //! PostgreSQL: `VIGIL_TEST_DATABASE_URL`, else postgres://postgres@127.0.0.1:5432/test,
-//! else the same as user root. When none answers the PostgreSQL half is skipped with a
-//! note — except under `CI`, where that is a failure.
+//! else the same as user root (`vigil_testkit::db`). When none answers the PostgreSQL
+//! half is skipped with a `SKIPPED` line — except under `CI`, where that is a failure.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use sha2::Digest;
-use sqlx::Connection;
 use vigil_store::{
     checksum, Backend, Enrolment, Entity, FailureRecord, IdentityField, ImaProgress, NewMbPolicy,
     NewNotice, NewRuntimePolicy, PolicyRef, QuoteAlgs, RegisterOutcome, Registration, RoundOutcome,
@@ -29,68 +27,22 @@ where
     F: FnOnce(TestDb) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let url = format!(
-        "sqlite://{}?mode=rwc",
-        dir.path().join("vigil.db").display()
-    );
-    let store = Store::open(&url).await.expect("open SQLite store");
-    assert_eq!(store.backend(), Backend::Sqlite);
-    body(TestDb { store, url }).await;
+    vigil_testkit::db::with_sqlite(|url| async move {
+        let store = Store::open(&url).await.expect("open SQLite store");
+        assert_eq!(store.backend(), Backend::Sqlite);
+        body(TestDb { store, url }).await;
+    })
+    .await;
 }
 
-fn under_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
-}
-
-/// An admin connection to the test PostgreSQL and the URL it used, or `None` (after
-/// printing why) when there is none outside CI.
-async fn postgres_admin() -> Option<(sqlx::PgConnection, String)> {
-    let candidates = match std::env::var("VIGIL_TEST_DATABASE_URL") {
-        Ok(url) => vec![url],
-        Err(_) => vec![
-            "postgres://postgres@127.0.0.1:5432/test".to_owned(),
-            "postgres://root@127.0.0.1:5432/test".to_owned(),
-        ],
-    };
-    let mut errors = Vec::new();
-    for url in candidates {
-        match sqlx::PgConnection::connect(&url).await {
-            Ok(conn) => return Some((conn, url)),
-            Err(e) => errors.push(format!("{url}: {e}")),
-        }
-    }
-    let why = errors.join("; ");
-    assert!(!under_ci(), "PostgreSQL is required under CI: {why}");
-    eprintln!("note: PostgreSQL test skipped, no server: {why}");
-    None
-}
-
+/// Skipped, after a `SKIPPED` line naming this file, when no PostgreSQL server answers
+/// (a failure under `CI`).
 async fn run_postgres<F, Fut>(body: F)
 where
     F: FnOnce(TestDb) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    static SEQ: AtomicU32 = AtomicU32::new(0);
-    let Some((mut admin, base)) = postgres_admin().await else {
-        return;
-    };
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let schema = format!(
-        "vigil_test_{}_{}_{nanos}",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    );
-    sqlx::query(&format!("CREATE SCHEMA {schema}"))
-        .execute(&mut admin)
-        .await
-        .expect("create test schema");
-    let sep = if base.contains('?') { '&' } else { '?' };
-    let url = format!("{base}{sep}options[search_path]={schema}");
-    // The body runs as its own task so a failed assertion still reaches the cleanup.
-    let result = tokio::spawn(async move {
+    vigil_testkit::db::with_postgres(|url| async move {
         let store = Store::open(&url).await.expect("open PostgreSQL store");
         assert_eq!(store.backend(), Backend::Postgres);
         body(TestDb {
@@ -101,13 +53,6 @@ where
         store.close().await;
     })
     .await;
-    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
-        .execute(&mut admin)
-        .await
-        .expect("drop test schema");
-    if let Err(e) = result {
-        std::panic::resume_unwind(e.into_panic());
-    }
 }
 
 /// Declares each test body once and runs it on both backends (`<name>::sqlite`,
@@ -117,11 +62,11 @@ macro_rules! on_both_backends {
         mod $name {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sqlite() {
-                crate::run_sqlite(super::$name).await;
+                crate::store::run_sqlite(super::$name).await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
-                crate::run_postgres(super::$name).await;
+                crate::store::run_postgres(super::$name).await;
             }
         }
     )*};

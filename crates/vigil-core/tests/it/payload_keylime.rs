@@ -14,14 +14,7 @@ use vigil_core::payload::{decrypt_share, encrypt_share, BootstrapKey, NodePrivat
 use vigil_core::revocation::{asctime, RevocationKey, RevocationMessage, RevocationNotice};
 
 fn keylime(request: &Value) -> Option<Value> {
-    let Some(python) = std::env::var_os("VIGIL_KEYLIME_PYTHON") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "VIGIL_KEYLIME_PYTHON is not set: source $(bash scripts/keylime-reference.sh)"
-        );
-        eprintln!("SKIPPED: VIGIL_KEYLIME_PYTHON is not set (no Keylime reference venv)");
-        return None;
-    };
+    let python = crate::skip::keylime_python("payload_keylime")?;
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../tests/keylime/payload_oracle.py"

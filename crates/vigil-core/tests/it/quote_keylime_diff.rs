@@ -408,15 +408,7 @@ fn comparable(fault: &str, rsa_ak: bool) -> bool {
 
 #[test]
 fn verdicts_match_checkquote() {
-    let Some(python) = std::env::var_os("VIGIL_KEYLIME_PYTHON") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "VIGIL_KEYLIME_PYTHON is not set under CI: scripts/test.sh must install the \
-             Keylime reference before cargo test"
-        );
-        eprintln!(
-            "skipped: run `. \"$(bash scripts/keylime-reference.sh)\"` to compare with Keylime"
-        );
+    let Some(python) = crate::skip::keylime_python("verdicts_match_checkquote") else {
         return;
     };
     let mut rng = ChaCha20Rng::seed_from_u64(SEED);

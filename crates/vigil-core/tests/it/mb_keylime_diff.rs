@@ -180,8 +180,7 @@ fn refstate_variants(created: Option<&Value>) -> Vec<(String, Value)> {
     out
 }
 
-fn run_oracle(cases: &Value) -> Option<Vec<Value>> {
-    let python = std::env::var_os("VIGIL_KEYLIME_PYTHON")?;
+fn run_oracle(python: &std::ffi::OsStr, cases: &Value) -> Vec<Value> {
     let dir = std::env::temp_dir();
     let input = dir.join(format!("vigil-mb-cases-{}.json", std::process::id()));
     std::fs::write(&input, cases.to_string()).unwrap();
@@ -200,20 +199,14 @@ fn run_oracle(cases: &Value) -> Option<Vec<Value>> {
         "mb_oracle.py failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    Some(serde_json::from_slice(&out.stdout).unwrap())
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 #[test]
 fn matches_keylime() {
-    if std::env::var_os("VIGIL_KEYLIME_PYTHON").is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "VIGIL_KEYLIME_PYTHON is not set under CI: scripts/test.sh must install the \
-             Keylime reference before cargo test"
-        );
-        eprintln!("skipped: source the env file of scripts/keylime-reference.sh to compare");
+    let Some(python) = crate::skip::keylime_python("mb_keylime_diff") else {
         return;
-    }
+    };
     let tmp = tempfile::tempdir().unwrap();
     let mut all_logs = logs();
     all_logs.extend(planted_logs(tmp.path()));
@@ -225,7 +218,7 @@ fn matches_keylime() {
             cases.push(json!({"op": "create", "log": log, "without_secureboot": without}));
         }
     }
-    let kl = run_oracle(&json!(cases)).unwrap();
+    let kl = run_oracle(&python, &json!(cases));
     let mut created = Vec::new();
     let (mut compared, mut unparsed) = (0, 0);
     for (i, log) in all_logs.iter().enumerate() {
@@ -290,7 +283,7 @@ fn matches_keylime() {
             }
         }
     }
-    let kl = run_oracle(&json!(cases)).unwrap();
+    let kl = run_oracle(&python, &json!(cases));
     let (mut same, mut failing, mut skipped, mut example_passes) = (0, 0, 0, 0);
     for ((ctx, f), k) in ours.iter().zip(&kl) {
         if !k["error"].is_null() {

@@ -1,5 +1,5 @@
 //! Figures for docs/benchmarks.md (ignored by default; run with
-//! `cargo test -p vigil-agent --test bench -- --ignored --nocapture`): quote latency on
+//! `cargo test -p vigil-agent --test it bench:: -- --ignored --nocapture`): quote latency on
 //! swtpm, serving `ima_ml_entry=N` from a 100k-entry list, and the agent's RSS at idle.
 
 use std::time::{Duration, Instant};

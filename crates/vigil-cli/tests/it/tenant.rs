@@ -2,13 +2,13 @@
 //!
 //! - Vigil's registrar in-process (SQLite) with a swtpm-backed identity registered and
 //!   activated by tpm2-tools: `regstatus`, `reglist`, `regdelete`;
-//! - Keylime 7.14.3's verifier (from the reference venv, `VIGIL_KEYLIME_BIN`), started
+//! - Keylime 7.14.3's verifier (from the reference venv, `VIGIL_KEYLIME_PYTHON`), started
 //!   with a configuration in a temporary directory and killed by process group:
 //!   policies, `list`, `status`, `stop`, `reactivate`, `delete`.
 //!
 //! The Keylime harness is deliberately small and local to this file so that the shared
-//! one in vigil-testkit can replace it. Without swtpm or the venv the tests skip with a
-//! note (and fail under CI).
+//! one in vigil-testkit can replace it. Without swtpm or the venv the tests skip
+//! (`vigil_testkit::skip`; they fail under CI).
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -232,15 +232,7 @@ fn free_port() -> u16 {
 
 impl KeylimeVerifier {
     fn start() -> Option<Self> {
-        let Some(bin) = std::env::var_os("VIGIL_KEYLIME_BIN") else {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "VIGIL_KEYLIME_BIN is not set: source $(bash scripts/keylime-reference.sh)"
-            );
-            eprintln!("SKIPPED: VIGIL_KEYLIME_BIN is not set (no Keylime reference venv)");
-            return None;
-        };
-        let bin = PathBuf::from(bin);
+        let bin = vigil_testkit::keylime::venv_bin("policies_and_nodes_at_keylimes_verifier")?;
         let dir = tempfile::tempdir().unwrap();
         // Keylime reads tls_dir = default as WORK_DIR/cv_ca: a Vigil CA there.
         let ca = vigil_tls::ca::init(

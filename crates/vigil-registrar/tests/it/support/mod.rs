@@ -1,8 +1,6 @@
 //! A registrar in-process on ephemeral ports, with a fresh CA from `vigil-tls`, and a
 //! minimal HTTP/1.1 client (plain, TLS, or mTLS) to drive it over real sockets.
 
-#![allow(dead_code)] // each test binary uses a different part
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 

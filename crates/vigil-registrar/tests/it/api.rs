@@ -3,7 +3,7 @@
 //! registration and activation), identity immutability, the bad-auth-tag deletion,
 //! every bad-input 400 with nothing stored, v3 routes and the mTLS split.
 
-mod support;
+use crate::support;
 
 use rand_core::OsRng;
 use serde_json::{json, Value};

@@ -1,0 +1,6 @@
+//! vigil-store's integration tests: one binary, one module per suite (each test binary
+//! links the crate's whole dependency tree, so one per crate keeps a cold build short). One
+//! suite: `cargo test -p vigil-store --test it store::`.
+
+mod full_disk;
+mod store;

@@ -1,0 +1,5 @@
+//! vigil-tpm's integration tests: one binary, one module per suite (each test binary links
+//! the crate's whole dependency tree, so one per crate keeps a cold build short). One
+//! suite: `cargo test -p vigil-tpm --test it swtpm::`.
+
+mod swtpm;
