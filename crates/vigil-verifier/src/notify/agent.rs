@@ -4,10 +4,9 @@
 
 use std::time::Duration;
 
-use tracing::info;
 use vigil_store::Store;
 
-use super::{ChannelFuture, Notifier, Origin};
+use super::{ChannelFuture, Notifier, Origin, Sent};
 use vigil_service::client::{Client, Endpoint, Limits};
 
 use crate::node_tls::{self, ClientIdentity};
@@ -34,7 +33,7 @@ impl AgentChannel {
         }
     }
 
-    async fn deliver(&self, body: &str, id: &str) -> Result<(), String> {
+    async fn deliver(&self, body: &str, id: &str) -> Result<Sent, String> {
         let agent = self
             .store
             .verifier_agents()
@@ -44,15 +43,14 @@ impl AgentChannel {
         let e = match agent {
             Some(agent) => agent.enrolment,
             // A node deleted since has nobody left to tell: done.
-            None => {
-                info!(agent_id = %id, "revocation notice target no longer enrolled; skipped");
-                return Ok(());
-            }
+            None => return Ok(Sent::Declined("the node is no longer enrolled".into())),
         };
         let (Some(ip), Some(port)) = (e.ip.as_deref().and_then(|i| i.parse().ok()), e.port) else {
-            info!(agent_id = %id, "revocation notice target has no address; skipped");
-            return Ok(());
+            return Ok(Sent::Declined("the node has no address".into()));
         };
+        // Without a revocation key the node was enrolled without a --cert package, so
+        // it has no RevocationNotifier certificate to verify notices with.
+        let can_verify = e.revocation_key.as_deref().is_some_and(|k| !k.is_empty());
         let addr = std::net::SocketAddr::new(ip, port);
         let tls = match e.mtls_cert.as_deref() {
             Some(pem) if pem != "disabled" && !pem.is_empty() => node_tls::cert_der(pem.as_bytes())
@@ -76,7 +74,14 @@ impl AgentChannel {
             )
             .await;
         match sent {
-            Ok(a) if a.status == 200 => Ok(()),
+            Ok(a) if a.status == 200 => Ok(Sent::Delivered),
+            // The refusal such a node answers (Keylime's agent too): expected, and no
+            // retry changes it.
+            Ok(a) if a.status == 400 && !can_verify => Ok(Sent::Declined(
+                "the node refused it (HTTP 400), as expected: it was enrolled without \
+                 --cert, so it has no certificate to verify notices with"
+                    .into(),
+            )),
             Ok(a) => Err(format!("HTTP {}", a.status)),
             Err(err) => Err(err.to_string()),
         }
@@ -98,7 +103,7 @@ impl Notifier for AgentChannel {
         })
     }
 
-    fn send<'a>(&'a self, notice: &'a str, target: &'a str) -> ChannelFuture<'a, ()> {
+    fn send<'a>(&'a self, notice: &'a str, target: &'a str) -> ChannelFuture<'a, Sent> {
         Box::pin(self.deliver(notice, target))
     }
 }

@@ -39,6 +39,16 @@ pub(crate) struct Origin {
     pub(crate) agent_id: String,
 }
 
+/// How a delivery attempt ended the notice's delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Sent {
+    /// The target accepted the notice.
+    Delivered,
+    /// Not delivered, for a reason no retry changes (the target is gone, or cannot
+    /// verify notices): said at info level, not as a failure.
+    Declined(String),
+}
+
 /// A channel's answer, boxed so channels can be trait objects.
 pub(crate) type ChannelFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, String>> + Send + 'a>>;
 
@@ -50,7 +60,7 @@ pub(crate) trait Notifier: Send + Sync {
     fn targets<'a>(&'a self, origin: &'a Origin) -> ChannelFuture<'a, Vec<String>>;
     /// One attempt at delivering `notice` (the signed JSON, as recorded) to `target`;
     /// retries are the caller's.
-    fn send<'a>(&'a self, notice: &'a str, target: &'a str) -> ChannelFuture<'a, ()>;
+    fn send<'a>(&'a self, notice: &'a str, target: &'a str) -> ChannelFuture<'a, Sent>;
 }
 
 /// The enabled channels, and the durable delivery of their notices.
@@ -252,9 +262,14 @@ impl Shared {
             };
             let fields = (&row.agent_id, channel.name(), &row.target);
             let done = match result {
-                Ok(()) => {
+                Ok(Sent::Delivered) => {
                     info!(agent_id = %fields.0, channel = fields.1, target = %fields.2,
                         "revocation notice delivered");
+                    self.store.notices().delivered(row.id).await.map(|_| None)
+                }
+                Ok(Sent::Declined(why)) => {
+                    info!(agent_id = %fields.0, channel = fields.1, target = %fields.2,
+                        "revocation notice not delivered: {why}");
                     self.store.notices().delivered(row.id).await.map(|_| None)
                 }
                 Err(e) if row.attempts + 1 >= self.attempts => {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use hyper::Method;
 use vigil_service::client::{Client, Endpoint, Limits};
 
-use super::{ChannelFuture, Notifier, Origin};
+use super::{ChannelFuture, Notifier, Origin, Sent};
 use crate::config::Config;
 
 /// Webhook answers are a status line and a short body.
@@ -64,7 +64,7 @@ impl Notifier for Webhook {
         Box::pin(async move { Ok(vec![self.url.clone()]) })
     }
 
-    fn send<'a>(&'a self, notice: &'a str, url: &'a str) -> ChannelFuture<'a, ()> {
+    fn send<'a>(&'a self, notice: &'a str, url: &'a str) -> ChannelFuture<'a, Sent> {
         Box::pin(async move {
             let (endpoint, target) = Endpoint::url(url).map_err(|e| format!("webhook_url: {e}"))?;
             let endpoint = if endpoint.is_https() {
@@ -78,7 +78,7 @@ impl Notifier for Webhook {
                 .request(&endpoint, Method::POST, &target, body)
                 .await
             {
-                Ok(a) if a.status == 200 || a.status == 202 => Ok(()),
+                Ok(a) if a.status == 200 || a.status == 202 => Ok(Sent::Delivered),
                 Ok(a) => Err(format!("HTTP {}", a.status)),
                 Err(e) => Err(e.to_string()),
             }
