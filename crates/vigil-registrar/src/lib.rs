@@ -52,7 +52,7 @@ pub enum StartError {
     #[error("database: {0}")]
     Store(#[from] vigil_store::StoreError),
     /// The TLS material cannot be loaded.
-    #[error("TLS (tls_dir {tls_dir}): {source}")]
+    #[error("TLS (tls_dir {tls_dir}): {source}{}", source.setup_hint(tls_dir))]
     Tls {
         /// The TLS directory in use.
         tls_dir: PathBuf,

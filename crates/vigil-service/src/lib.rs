@@ -13,7 +13,9 @@
 //! - [`routing`]: Keylime's 404/405 answers for axum's fallbacks and the routing
 //!   helpers the services' routers use;
 //! - [`client`]: the one outbound HTTP client (timeouts, a body limit, http and https,
-//!   IPv6 literals, asynchronous name resolution).
+//!   IPv6 literals, asynchronous name resolution);
+//! - [`report`]: an error and its causes on one line, each cause once (the services'
+//!   and the `vigil` command's error messages).
 //!
 //! TLS material and trust (certificates, rustls configurations) stay in `vigil-tls`.
 #![forbid(unsafe_code)]
@@ -22,6 +24,7 @@
 pub mod client;
 mod process;
 pub mod reply;
+pub mod report;
 pub mod routing;
 pub mod server;
 pub mod settings;

@@ -33,7 +33,7 @@ where
     match runtime.block_on(body()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("{name}: {e:#}");
+            eprintln!("{name}: {}", crate::report::chain(&e));
             ExitCode::FAILURE
         }
     }

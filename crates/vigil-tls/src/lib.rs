@@ -76,3 +76,19 @@ pub enum TlsError {
         message: String,
     },
 }
+
+impl TlsError {
+    /// What to do when a service's TLS files in `tls_dir` are missing: create them
+    /// with `vigil ca init` (a missing file is the usual first-run mistake). Empty for
+    /// other errors.
+    pub fn setup_hint(&self, tls_dir: &std::path::Path) -> String {
+        match self {
+            Self::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => format!(
+                "; run `vigil ca init --dir {}` first (or set tls_dir to an existing \
+                 Keylime cv_ca)",
+                tls_dir.display()
+            ),
+            _ => String::new(),
+        }
+    }
+}

@@ -161,7 +161,7 @@ impl Verifier {
             &cas,
             vigil_tls::ClientAuth::Optional,
         )
-        .map_err(|e| tls_err(e.to_string()))?;
+        .map_err(|e| tls_err(format!("{e}{}", e.setup_hint(&config.tls_dir()))))?;
         let identity = load_identity(config).map_err(tls_err)?;
         let store = Store::open(&config.database_url()).await?;
         let (stop, stopped) = watch::channel(false);
