@@ -33,6 +33,9 @@ pub(crate) struct DumpArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Yaml)]
     format: Format,
+    /// JSON output: the same as --format json (every other command's spelling).
+    #[arg(long, conflicts_with = "format")]
+    json: bool,
     /// tpm2_eventlog's `--eventlog-version`: 1 prints variable data as hex, 2 decodes
     /// it (what Keylime uses).
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=2))]
@@ -60,7 +63,8 @@ enum DevicePaths {
 pub(crate) struct ReplayArgs {
     /// The binary event log.
     file: PathBuf,
-    /// Print `{"<bank>": {"<pcr>": "<hex>", ...}, ...}` instead of a table.
+    /// Print `{"<bank>": {"<pcr>": "<hex>", ...}, ..., "boot_aggregates": {"<bank>":
+    /// ["<hex>", ...]}}` instead of a table.
     #[arg(long)]
     json: bool,
 }
@@ -84,7 +88,8 @@ fn dump(args: &DumpArgs) -> Result<ExitCode> {
             DevicePaths::Efivar39 => eventlog::DevicePathStyle::Efivar39,
         },
     };
-    match args.format {
+    let format = if args.json { Format::Json } else { args.format };
+    match format {
         Format::Yaml => {
             let mut out = std::io::stdout().lock();
             out.write_all(eventlog::to_yaml(&log, opts).as_bytes())?;
@@ -100,6 +105,7 @@ fn replay(args: &ReplayArgs) -> Result<ExitCode> {
     let log = eventlog::parse(&bytes)
         .with_context(|| format!("malformed event log {}", args.file.display()))?;
     let banks = log.replay();
+    let aggregates = eventlog::boot_aggregates(&banks);
     if args.json {
         let mut out = Map::new();
         for (alg, pcrs) in &banks {
@@ -109,6 +115,16 @@ fn replay(args: &ReplayArgs) -> Result<ExitCode> {
                 .collect();
             out.insert(alg.name().to_owned(), Value::Object(pcrs));
         }
+        // As the text: IMA's boot_aggregate per bank (over PCRs 0-7, then 0-9).
+        let forms: Map<String, Value> = aggregates
+            .iter()
+            .filter(|(_, f)| !f.is_empty())
+            .map(|(alg, forms)| {
+                let forms = forms.iter().map(|d| Value::String(d.to_hex())).collect();
+                (alg.name().to_owned(), Value::Array(forms))
+            })
+            .collect();
+        out.insert("boot_aggregates".to_owned(), Value::Object(forms));
         super::print_json(&out)?;
     } else {
         let mut out = anstream::stdout().lock();
@@ -125,7 +141,6 @@ fn replay(args: &ReplayArgs) -> Result<ExitCode> {
                 writeln!(out, "  {i:>2}: {d}")?;
             }
         }
-        let aggregates = eventlog::boot_aggregates(&banks);
         for (alg, forms) in aggregates.iter().filter(|(_, f)| !f.is_empty()) {
             writeln!(out, "{em}boot_aggregate {alg}{r} (PCRs 0-7, then 0-9)")?;
             for d in forms {

@@ -120,7 +120,21 @@ impl<V> Annotating<'_, V> {
 fn load_policy(args: &CheckArgs) -> Result<RuntimePolicy> {
     let read = |p: &Path| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
     if let Some(path) = &args.policy {
-        return RuntimePolicy::from_json(&read(path)?)
+        let bytes = read(path)?;
+        // Not JSON at all: say what a policy is rather than where JSON parsing stopped.
+        if bytes.trim_ascii_start().first() != Some(&b'{') {
+            let hint = if looks_like_ima_log(&bytes) {
+                "; it looks like an IMA measurement list: pass that as --log"
+            } else {
+                ""
+            };
+            bail!(
+                "{} is not a runtime policy (a JSON object: Keylime format v1, or a DSSE \
+                 envelope holding one; `vigil policy create runtime` makes one){hint}",
+                path.display()
+            );
+        }
+        return RuntimePolicy::from_json(&bytes)
             .with_context(|| format!("invalid runtime policy {}", path.display()));
     }
     let allowlist = args
@@ -136,6 +150,19 @@ fn load_policy(args: &CheckArgs) -> Result<RuntimePolicy> {
         .with_context(|| format!("invalid allowlist/excludelist {}", allowlist.display()))
 }
 
+/// Whether `bytes` start like an `ascii_runtime_measurements` line: a PCR number, then
+/// a hex template hash.
+fn looks_like_ima_log(bytes: &[u8]) -> bool {
+    let line = bytes.split(|b| *b == b'\n').next().unwrap_or_default();
+    let mut fields = line.split(|b| *b == b' ');
+    let pcr = fields.next().unwrap_or_default();
+    let hash = fields.next().unwrap_or_default();
+    !pcr.is_empty()
+        && pcr.iter().all(u8::is_ascii_digit)
+        && hash.len() >= 40
+        && hash.iter().all(u8::is_ascii_hexdigit)
+}
+
 fn parse_pcr(what: &str, hex: &str, bank: HashAlg) -> Result<Digest> {
     Digest::from_hex_for(bank, hex.trim()).with_context(|| format!("invalid {what}"))
 }
@@ -144,9 +171,14 @@ fn bank_for(args: &CheckArgs) -> Result<HashAlg> {
     if let Some(bank) = args.bank {
         return Ok(bank);
     }
-    let Some(pcr) = args.pcr.as_deref().or(args.from_pcr.as_deref()) else {
-        return Ok(HashAlg::Sha256);
+    let (flag, pcr) = match (args.pcr.as_deref(), args.from_pcr.as_deref()) {
+        (Some(pcr), _) => ("--pcr", pcr),
+        (None, Some(pcr)) => ("--from-pcr", pcr),
+        (None, None) => return Ok(HashAlg::Sha256),
     };
+    if !pcr.trim().bytes().all(|b| b.is_ascii_hexdigit()) {
+        bail!("{flag} '{pcr}' is not hex (a PCR value as the TPM quoted it, e.g. 64 hex digits for sha256)");
+    }
     Ok(match pcr.trim().len() {
         40 => HashAlg::Sha1,
         64 => HashAlg::Sha256,
@@ -208,6 +240,22 @@ fn check(args: &CheckArgs) -> Result<ExitCode> {
     let mut reader = ImaLogReader::new(input).with_first_entry(first_entry);
     let verdict = process_reader(cfg, Some(&mut state), &mut reader, quoted, validator)
         .with_context(|| format!("cannot read {}", args.log.display()))?;
+    // Every line failed to parse: this is not a measurement list (a policy given as
+    // --log, say), which is bad input, not an untrusted node.
+    if verdict.counts.lines > 0 && verdict.counts.entries == 0 {
+        let first = verdict
+            .failure
+            .events()
+            .first()
+            .map(|e| describe(e, ""))
+            .unwrap_or_default();
+        bail!(
+            "{} is not an IMA measurement list: none of its {} lines parses ({first}); \
+             --log takes the list (ascii_runtime_measurements), --policy the runtime policy",
+            args.log.display(),
+            verdict.counts.lines
+        );
+    }
     if args.timings {
         let check = loaded.elapsed().as_secs_f64();
         eprintln!(
@@ -225,7 +273,7 @@ fn check(args: &CheckArgs) -> Result<ExitCode> {
     };
     let trusted = verdict.is_ok();
     if args.json {
-        print_json(&verdict, trusted, bank, next_entry, &next_pcr)?;
+        print_json(&verdict, trusted, bank, next_entry, &next_pcr, &notes)?;
     } else {
         print_human(args, &verdict, trusted, bank, quoted.is_some(), &notes)?;
     }
@@ -236,21 +284,46 @@ fn check(args: &CheckArgs) -> Result<ExitCode> {
     })
 }
 
+/// The line and file name noted for the event at `index`, when it concerns an entry.
+fn note_of(notes: &[(usize, usize, String)], index: usize) -> Option<(usize, &str)> {
+    // Notes are recorded in event order, so a binary search finds an event's note.
+    notes
+        .binary_search_by_key(&index, |(i, _, _)| *i)
+        .ok()
+        .and_then(|at| notes.get(at))
+        .map(|(_, line, name)| (*line, name.as_str()))
+}
+
 fn print_json(
     v: &ImaVerdict,
     trusted: bool,
     bank: HashAlg,
     next_entry: u64,
     next_pcr: &Digest,
+    notes: &[(usize, usize, String)],
 ) -> Result<()> {
     let c = &v.counts;
+    let failures: Vec<_> = v
+        .failure
+        .events()
+        .iter()
+        .enumerate()
+        .map(|(index, e)| {
+            let mut failure = json!({"event_id": e.event_id, "context": e.context});
+            // As the text output: the entry's line and file (Keylime's contexts do not
+            // always name it).
+            if let Some((line, name)) = note_of(notes, index) {
+                failure["line"] = json!(line);
+                failure["file"] = json!(name);
+            }
+            failure
+        })
+        .collect();
     let out = json!({
         "trusted": trusted,
+        "empty": c.lines == 0,
         "pcr_match": v.pcr_match,
-        "failures": v.failure.events().iter().map(|e| json!({
-            "event_id": e.event_id,
-            "context": e.context,
-        })).collect::<Vec<_>>(),
+        "failures": failures,
         "counts": {
             "entries": c.entries,
             "good": c.good,
@@ -292,15 +365,21 @@ fn print_human(
     for (index, event) in v.failure.events().iter().enumerate() {
         let (bad, rr) = (ERROR.render(), ERROR.render_reset());
         write!(out, "  {bad}FAIL{rr} {em}{}{r}", event.event_id)?;
-        // Notes are recorded in event order, so a binary search finds an event's note.
-        match notes
-            .binary_search_by_key(&index, |(i, _, _)| *i)
-            .ok()
-            .and_then(|at| notes.get(at))
-        {
-            Some((_, line, name)) => writeln!(out, "  line {line}: {}", describe(event, name))?,
+        match note_of(notes, index) {
+            Some((line, name)) => writeln!(out, "  line {line}: {}", describe(event, name))?,
             None => writeln!(out, "  {}", describe(event, ""))?,
         }
+    }
+    if v.counts.lines == 0 {
+        writeln!(
+            out,
+            "  the measurement list is empty: nothing was measured{}",
+            if quoted {
+                ", so PCR 10 must hold its initial value"
+            } else {
+                ""
+            }
+        )?;
     }
     let (w, wr) = (WARN.render(), WARN.render_reset());
     match (quoted, v.pcr_match) {

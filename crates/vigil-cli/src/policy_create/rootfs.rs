@@ -99,12 +99,26 @@ fn unescape_mount(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Directories every root filesystem has: a --rootfs with none of them is likely a
+/// subdirectory given by mistake.
+const ROOT_MARKS: [&str; 4] = ["etc", "usr", "bin", "lib"];
+
 /// The files under `rootfs` to hash, keyed as Keylime keys them: the path inside the
 /// root filesystem, with spaces replaced by `_` (as IMA writes them in its log).
 pub(crate) fn collect(rootfs: &Path, skip_paths: &[String]) -> Result<Vec<FileJob>> {
     let root = abspath(rootfs)?;
     if !root.is_dir() {
         bail!("--rootfs {}: not a directory", rootfs.display());
+    }
+    if !ROOT_MARKS.iter().any(|d| root.join(d).is_dir()) {
+        eprintln!(
+            "warning: --rootfs {} has none of {}/: it is taken as the root of a tree, so \
+             its files are recorded from / (a file {}/x as /x), which a node's IMA log will \
+             not show; pass the root of the filesystem (e.g. / or a mounted image)",
+            rootfs.display(),
+            ROOT_MARKS.join("/, "),
+            rootfs.display()
+        );
     }
     let root_str = root.to_string_lossy().into_owned();
     let mut excluded: Vec<String> = Vec::new();
