@@ -3,17 +3,14 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::RootCertStore;
-use rustls::{DigitallySignedStruct, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::TlsError;
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
@@ -24,7 +21,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TlsError + '_ {
     }
 }
 
-fn pem_err(path: &Path, message: impl Into<String>) -> TlsError {
+pub(crate) fn pem_err(path: &Path, message: impl Into<String>) -> TlsError {
     TlsError::Pem {
         path: path.to_owned(),
         message: message.into(),
@@ -32,7 +29,7 @@ fn pem_err(path: &Path, message: impl Into<String>) -> TlsError {
 }
 
 /// Every certificate of a PEM file (at least one).
-fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub(crate) fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let bytes = std::fs::read(path).map_err(io(path))?;
     let certs = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
@@ -44,12 +41,12 @@ fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 }
 
 /// The private key of a PEM file (PKCS#8, PKCS#1 or SEC1).
-fn key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+pub(crate) fn key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     let bytes = std::fs::read(path).map_err(io(path))?;
     PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| pem_err(path, format!("no private key: {e}")))
 }
 
-fn roots(paths: &[&Path]) -> Result<RootCertStore, TlsError> {
+pub(crate) fn roots(paths: &[&Path]) -> Result<RootCertStore, TlsError> {
     let mut store = RootCertStore::empty();
     for path in paths {
         for cert in certs(path)? {
@@ -111,84 +108,6 @@ pub fn client_config(
         Some((cert, key_path)) => builder.with_client_auth_cert(certs(cert)?, key(key_path)?)?,
         None => builder.with_no_client_auth(),
     })
-}
-
-/// [`client_config`] checking the server's chain to `ca` but not its names, as
-/// Keylime's clients do (`check_hostname = False`): Keylime's services are often
-/// reached by an address their certificate does not list, and the CA alone says who
-/// they are.
-pub fn client_config_any_name(
-    ca: &Path,
-    identity: Option<(&Path, &Path)>,
-) -> Result<rustls::ClientConfig, TlsError> {
-    let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
-        Arc::new(roots(&[ca])?),
-        provider(),
-    )
-    .build()
-    .map_err(|e| pem_err(ca, format!("unusable CA: {e}")))?;
-    let builder = rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(ChainOnly { inner }));
-    Ok(match identity {
-        Some((cert, key_path)) => builder.with_client_auth_cert(certs(cert)?, key(key_path)?)?,
-        None => builder.with_no_client_auth(),
-    })
-}
-
-/// The verifier of [`client_config_any_name`].
-#[derive(Debug)]
-struct ChainOnly {
-    inner: Arc<rustls::client::WebPkiServerVerifier>,
-}
-
-impl ServerCertVerifier for ChainOnly {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        use rustls::CertificateError as E;
-        match self.inner.verify_server_cert(
-            end_entity,
-            intermediates,
-            server_name,
-            ocsp_response,
-            now,
-        ) {
-            // Only a name mismatch is forgiven: rustls checks the chain first.
-            Err(rustls::Error::InvalidCertificate(
-                E::NotValidForName | E::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
-            other => other,
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
 }
 
 /// The subject of a DER certificate as RFC 4514 text (`CN=client,...`), for logs.

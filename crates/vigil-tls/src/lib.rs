@@ -8,7 +8,8 @@
 //!   has working mTLS without openssl, and [`ca::self_signed`] for an agent's own
 //!   certificate;
 //! - [`server_config`] and [`client_config`]: rustls configurations from PEM files —
-//!   Vigil's own or an existing Keylime `cv_ca`;
+//!   Vigil's own or an existing Keylime `cv_ca`; [`danger`] holds the client
+//!   configuration that does not check the server's name (Keylime's clients' habit);
 //! - [`load_cert_store`]: a TPM vendor trust store (Keylime's `tpm_cert_store`).
 //!
 //! Everything uses rustls' aws-lc-rs provider, the crypto library the core already
@@ -18,10 +19,11 @@
 
 pub mod ca;
 mod config;
+pub mod danger;
 mod pinned;
 mod trust;
 
-pub use config::{client_config, client_config_any_name, peer_subject, server_config, ClientAuth};
+pub use config::{client_config, peer_subject, server_config, ClientAuth};
 pub use pinned::pinned_client_config;
 pub use trust::load_cert_store;
 

@@ -31,7 +31,8 @@ pub(crate) struct InitArgs {
     #[arg(long, value_name = "DIR", default_value = DEFAULT_DIR)]
     dir: PathBuf,
     /// Subject alternative names of the server certificate (DNS names or IP
-    /// addresses), repeatable; clients check the one they connect to.
+    /// addresses), repeatable: every name clients reach the services by, since
+    /// `vigil tenant` checks the one it connects to.
     #[arg(long = "san", value_name = "NAME", default_values = ["localhost", "127.0.0.1", "::1"])]
     sans: Vec<String>,
     /// Replace an existing CA (every certificate it issued stops being trusted).

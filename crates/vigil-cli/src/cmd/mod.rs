@@ -12,6 +12,7 @@ mod credential;
 mod demo;
 mod ekcert;
 mod eventlog;
+mod generate;
 mod ima;
 mod policy;
 mod policy_file;
@@ -52,12 +53,69 @@ enum Command {
     #[command(subcommand)]
     Ca(ca::CaCommand),
     /// Nodes at the verifier and registrar: enrol (add), status, list, stop, delete
-    /// (Keylime's keylime_tenant; `-c add` style also accepted).
+    /// (Keylime's keylime_tenant; `-c add` style also accepted); defaults from
+    /// /etc/vigil/tenant.toml and ~/.config/vigil/tenant.toml.
     Tenant(Box<tenant::TenantArgs>),
     /// Runs a whole deployment on this machine (swtpm, registrar, verifier, agent),
     /// attests a node, then shows the verifier catching an unknown script and a
     /// modified file; stops everything it started.
     Demo(demo::DemoArgs),
+    /// Prints a shell completion script: `vigil completions bash >
+    /// /etc/bash_completion.d/vigil` (zsh: into a directory of $fpath as `_vigil`;
+    /// fish: ~/.config/fish/completions/vigil.fish).
+    Completions(generate::CompletionsArgs),
+    /// Writes manual pages (vigil.1 and one per command) into a directory.
+    Man(generate::ManArgs),
+}
+
+/// The command line as parsed, documented and completed: [`Cli`] with each `vigil
+/// policy push|list|show|delete` showing only the options that apply to it. They share
+/// the tenant's connection and policy options, whose other members stay accepted
+/// (`keylime_tenant -c addruntimepolicy -r ... -rp ...` passes them) but hidden.
+pub(crate) fn command() -> clap::Command {
+    use clap::CommandFactory;
+    const NOT_FOR_POLICIES: [&str; 6] = [
+        "registrar_ip",
+        "registrar_port",
+        "verifier_id",
+        "max_retries",
+        "retry_interval",
+        "exponential_backoff",
+    ];
+    // Keylime's spellings of push's positional NAME and FILE, and what push ignores.
+    const NOT_FOR_PUSH: [&str; 5] = [
+        "runtime_policy",
+        "runtime_policy_name",
+        "mb_policy",
+        "mb_policy_name",
+        "tpm_policy",
+    ];
+    fn hide(cmd: clap::Command, ids: &[&str]) -> clap::Command {
+        ids.iter()
+            .fold(cmd, |cmd, id| cmd.mut_arg(*id, |a| a.hide(true)))
+    }
+    Cli::command().mut_subcommand("policy", |policy| {
+        ["push", "list", "show", "delete"]
+            .into_iter()
+            .fold(policy, |policy, name| {
+                policy.mut_subcommand(name, |sub| {
+                    let sub = hide(sub, &NOT_FOR_POLICIES);
+                    if name == "push" {
+                        hide(sub, &NOT_FOR_PUSH)
+                    } else {
+                        sub
+                    }
+                })
+            })
+    })
+}
+
+/// Parses `args` (after [`keylime_argv`]) with [`command`], exiting with clap's usage
+/// message on an error, as `Cli::parse_from` does.
+pub(crate) fn parse(args: Vec<std::ffi::OsString>) -> Cli {
+    use clap::FromArgMatches;
+    let matches = command().get_matches_from(keylime_argv(args));
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
 
 /// The most a TPM structure file holds (attestation, signature, PCR values, key, nonce):
@@ -115,6 +173,8 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ca(cmd) => ca::run(cmd),
         Command::Tenant(args) => tenant::run(*args),
         Command::Demo(args) => demo::run(args),
+        Command::Completions(args) => generate::completions(&args),
+        Command::Man(args) => generate::man(&args),
     }
 }
 
@@ -152,7 +212,7 @@ pub(crate) fn keylime_argv(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsStr
         "add" | "update" | "delete" | "status" | "reactivate" | "regstatus" | "reglist"
         | "regdelete" => &[],
         "cvstatus" => &["status"],
-        "cvlist" => &["list"],
+        "cvlist" => &["list", "--keylime-format"],
         "bulkinfo" => &["list", "--bulk"],
         "addruntimepolicy" | "addallowlist" => &["policy", "push", "runtime"],
         "updateruntimepolicy" => &["policy", "push", "runtime", "--update"],
@@ -201,6 +261,10 @@ mod tests {
         assert_eq!(
             keylime_argv(argv("vigil tenant -u A --command=cvstatus")),
             argv("vigil tenant status -u A")
+        );
+        assert_eq!(
+            keylime_argv(argv("vigil tenant -c cvlist")),
+            argv("vigil tenant list --keylime-format")
         );
         assert_eq!(
             keylime_argv(argv("vigil tenant -c bulkinfo")),

@@ -48,7 +48,7 @@ pub(crate) enum PolicyCommand {
     /// Store a named policy at the verifier (POST, or PUT with --update).
     ///
     /// Exit status: 0 stored, 1 refused (exists, or unknown with --update), 2 bad input.
-    Push(PushArgs),
+    Push(Box<PushArgs>),
     /// List the named policies stored at the verifier.
     List(ListArgs),
     /// Show a named policy stored at the verifier.
@@ -204,7 +204,7 @@ pub(crate) fn run(cmd: PolicyCommand) -> Result<ExitCode> {
         PolicyCommand::Sign(SignCommand::Runtime(args)) => policy_file::sign(&args),
         PolicyCommand::Convert(args) => policy_file::convert(&args),
         PolicyCommand::Validate(args) => policy_file::validate(&args),
-        PolicyCommand::Push(args) => tenant::finish(tenant::block_on(push(args))),
+        PolicyCommand::Push(args) => tenant::finish(tenant::block_on(push(*args))),
         PolicyCommand::List(args) => tenant::finish(tenant::block_on(list(args))),
         PolicyCommand::Show(args) => tenant::finish(tenant::block_on(show(args))),
         PolicyCommand::Delete(args) => tenant::finish(tenant::block_on(delete(args))),
@@ -361,8 +361,16 @@ fn create_mb(args: &CreateMbArgs) -> Result<ExitCode> {
     let bytes = read_log(&args.eventlog)?;
     let log = eventlog::parse(&bytes)
         .with_context(|| format!("malformed event log {}", args.eventlog.display()))?;
-    let created = measured_boot::create_refstate(&LogView::new(&log), args.without_secureboot)
-        .with_context(|| format!("no reference state from {}", args.eventlog.display()))?;
+    let created =
+        match measured_boot::create_refstate(&LogView::new(&log), args.without_secureboot) {
+            Err(measured_boot::CreateError::SecureBootDisabled) => anyhow::bail!(
+                "no reference state from {}: its log has Secure Boot disabled; pass \
+             -i/--without-secureboot to make one that requires it off",
+                args.eventlog.display()
+            ),
+            other => other
+                .with_context(|| format!("no reference state from {}", args.eventlog.display()))?,
+        };
     for w in &created.warnings {
         anstream::eprintln!("{}warning:{} {w}", WARN.render(), WARN.render_reset());
     }

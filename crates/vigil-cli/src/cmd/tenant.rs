@@ -3,7 +3,8 @@
 //! share. The client logic lives in `crate::tenant`.
 //!
 //! Exit status: 0 done, 1 refused (a service said no, a node failed a check, or the
-//! node is unknown), 2 bad input or a service that cannot be reached.
+//! node is unknown), 2 bad input or a service that cannot be reached; `status` has its
+//! own (see `status_exit`).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -17,111 +18,273 @@ use vigil_core::attestation::OperationalState;
 
 use super::style::{EM, ERROR, OK, WARN};
 use crate::tenant::flow::{AddPlan, Delivery, Refused, Retry, Tenant};
-use crate::tenant::http::{Client, TlsFiles};
+use crate::tenant::http::{Client, Peer, TlsFiles, Unreachable};
 use crate::tenant::identity::AcceptLists;
 use crate::tenant::policy::PolicyArgs;
 
-/// Where the verifier and registrar are, and how to reach them.
+/// Where the verifier and registrar are, and how to reach them. Each value comes from
+/// the flag, else a `VIGIL_TENANT_*` variable, else `~/.config/vigil/tenant.toml`, else
+/// `/etc/vigil/tenant.toml`, else the default shown (see [`Settings`]).
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Connection (defaults from tenant.toml)")]
 pub(crate) struct Conn {
-    /// The verifier's address.
-    #[arg(
-        long,
-        short = 'v',
-        alias = "cv",
-        value_name = "IP",
-        default_value = "127.0.0.1",
-        global = true
-    )]
-    verifier_ip: String,
-    /// The verifier's port.
-    #[arg(
-        long,
-        alias = "cvport",
-        value_name = "PORT",
-        default_value_t = 8881,
-        global = true
-    )]
-    verifier_port: u16,
+    /// The verifier's address [default: 127.0.0.1].
+    #[arg(long, short = 'v', alias = "cv", value_name = "IP", global = true)]
+    verifier_ip: Option<String>,
+    /// The verifier's port [default: 8881].
+    #[arg(long, alias = "cvport", value_name = "PORT", global = true)]
+    verifier_port: Option<u16>,
     /// List only nodes of this verifier id (`list`).
     #[arg(long, alias = "cvid", value_name = "ID", global = true)]
     verifier_id: Option<String>,
-    /// The registrar's address.
+    /// The registrar's address [default: 127.0.0.1].
     #[arg(
         long,
         short = 'r',
         alias = "registrarhost",
         value_name = "IP",
-        default_value = "127.0.0.1",
         global = true
     )]
-    registrar_ip: String,
-    /// The registrar's TLS port.
-    #[arg(
-        long,
-        alias = "registrarport",
-        value_name = "PORT",
-        default_value_t = 8891,
-        global = true
-    )]
-    registrar_port: u16,
+    registrar_ip: Option<String>,
+    /// The registrar's TLS port [default: 8891].
+    #[arg(long, alias = "registrarport", value_name = "PORT", global = true)]
+    registrar_port: Option<u16>,
     /// The tenant's TLS files in Keylime's cv_ca layout: cacert.crt (the services' CA),
     /// client-cert.crt and client-private.pem [default: STATE_DIR/cv_ca].
     #[arg(long, value_name = "DIR", global = true)]
     tls_dir: Option<PathBuf>,
-    /// Vigil's state directory (TLS files, the --cert CA, the EK vendor CA store).
-    #[arg(
-        long,
-        value_name = "DIR",
-        default_value = "/var/lib/vigil",
-        env = "VIGIL_STATE_DIR",
-        global = true
-    )]
-    state_dir: PathBuf,
+    /// Vigil's state directory (TLS files, the --cert CA, the EK vendor CA store)
+    /// [default: /var/lib/vigil].
+    #[arg(long, value_name = "DIR", env = "VIGIL_STATE_DIR", global = true)]
+    state_dir: Option<PathBuf>,
+    /// Accept a verifier or registrar certificate that does not name the address it is
+    /// reached by, as Keylime's tenant does (warns: any certificate from the CA, a
+    /// node's included, then passes for the service).
+    #[arg(long, global = true)]
+    tls_no_name_check: bool,
     /// Talk plain HTTP to the verifier and registrar (tests only: admin routes need
     /// mTLS in Keylime and Vigil).
     #[arg(long, global = true)]
     insecure_no_tls: bool,
-    /// Seconds a request may take.
-    #[arg(long, value_name = "SECS", default_value_t = 60, global = true)]
-    timeout: u64,
-    /// Attempts when waiting for a node or the verifier.
-    #[arg(long, value_name = "N", default_value_t = 5, global = true)]
-    max_retries: u32,
-    /// Seconds between attempts (doubled each time with --exponential-backoff).
-    #[arg(long, value_name = "SECS", default_value_t = 2.0, global = true)]
-    retry_interval: f64,
+    /// Seconds a request may take [default: 60].
+    #[arg(long, value_name = "SECS", global = true)]
+    timeout: Option<u64>,
+    /// Attempts when waiting for a node or the verifier [default: 5].
+    #[arg(long, value_name = "N", global = true)]
+    max_retries: Option<u32>,
+    /// Seconds between attempts (doubled each time with --exponential-backoff)
+    /// [default: 2].
+    #[arg(long, value_name = "SECS", global = true)]
+    retry_interval: Option<f64>,
     /// Double the wait after each failed attempt.
     #[arg(long, global = true)]
     exponential_backoff: bool,
     /// Print JSON instead of text.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Output")]
     pub(crate) json: bool,
 }
 
+/// The tenant's configuration file (`tenant.toml`), also read from `VIGIL_TENANT_<KEY>`
+/// variables: the connection options, so that a call need not repeat them (Keylime's
+/// `tenant.conf`). A key left out keeps the value of the file before it.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct Settings {
+    verifier_ip: Option<String>,
+    verifier_port: Option<u16>,
+    verifier_id: Option<String>,
+    registrar_ip: Option<String>,
+    registrar_port: Option<u16>,
+    tls_dir: Option<PathBuf>,
+    state_dir: Option<PathBuf>,
+    tls_no_name_check: Option<bool>,
+    timeout: Option<u64>,
+    max_retries: Option<u32>,
+    retry_interval: Option<f64>,
+    exponential_backoff: Option<bool>,
+}
+
+/// How `VIGIL_TENANT_*` values are typed.
+const ENV_KEYS: vigil_service::settings::EnvKeys<'static> = vigil_service::settings::EnvKeys {
+    prefix: "VIGIL_TENANT_",
+    lists: &[],
+    scalars: &[
+        "verifier_port",
+        "registrar_port",
+        "tls_no_name_check",
+        "timeout",
+        "max_retries",
+        "retry_interval",
+        "exponential_backoff",
+    ],
+};
+
+/// The system-wide configuration file.
+const SYSTEM_SETTINGS: &str = "/etc/vigil/tenant.toml";
+
+impl Settings {
+    /// `/etc/vigil/tenant.toml`, then the user's (`$XDG_CONFIG_HOME/vigil/tenant.toml`,
+    /// else `~/.config/vigil/tenant.toml`), then the `VIGIL_TENANT_*` variables of
+    /// `env`, each overriding the keys it sets. Missing files are skipped.
+    pub(crate) fn load(env: &[(String, String)]) -> Result<Self> {
+        let get = |name: &str| {
+            env.iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| PathBuf::from(v))
+                .filter(|p| p.is_absolute())
+        };
+        let user = get("XDG_CONFIG_HOME")
+            .or_else(|| get("HOME").map(|h| h.join(".config")))
+            .map(|dir| dir.join("vigil/tenant.toml"));
+        let files: Vec<PathBuf> = std::iter::once(PathBuf::from(SYSTEM_SETTINGS))
+            .chain(user)
+            .filter(|f| f.exists())
+            .collect();
+        let mut merged = Self::default();
+        // The variables apply with the last file (or alone): they override every file.
+        let layers: Vec<Option<&std::path::Path>> = if files.is_empty() {
+            vec![None]
+        } else {
+            files.iter().map(|f| Some(f.as_path())).collect()
+        };
+        let last = layers.len() - 1;
+        for (i, file) in layers.into_iter().enumerate() {
+            let vars = if i == last { env.to_vec() } else { Vec::new() };
+            let layer: Self = vigil_service::settings::load(file, vars, ENV_KEYS)?;
+            merged = layer.over(merged);
+        }
+        Ok(merged)
+    }
+
+    /// `self`'s keys, and `base`'s where `self` has none.
+    fn over(self, base: Self) -> Self {
+        Self {
+            verifier_ip: self.verifier_ip.or(base.verifier_ip),
+            verifier_port: self.verifier_port.or(base.verifier_port),
+            verifier_id: self.verifier_id.or(base.verifier_id),
+            registrar_ip: self.registrar_ip.or(base.registrar_ip),
+            registrar_port: self.registrar_port.or(base.registrar_port),
+            tls_dir: self.tls_dir.or(base.tls_dir),
+            state_dir: self.state_dir.or(base.state_dir),
+            tls_no_name_check: self.tls_no_name_check.or(base.tls_no_name_check),
+            timeout: self.timeout.or(base.timeout),
+            max_retries: self.max_retries.or(base.max_retries),
+            retry_interval: self.retry_interval.or(base.retry_interval),
+            exponential_backoff: self.exponential_backoff.or(base.exponential_backoff),
+        }
+    }
+}
+
 impl Conn {
+    /// The flags given over `settings`, and the defaults under both.
+    pub(crate) fn resolve(&self, settings: Settings) -> Connection {
+        let flags = Settings {
+            verifier_ip: self.verifier_ip.clone(),
+            verifier_port: self.verifier_port,
+            verifier_id: self.verifier_id.clone(),
+            registrar_ip: self.registrar_ip.clone(),
+            registrar_port: self.registrar_port,
+            tls_dir: self.tls_dir.clone(),
+            state_dir: self.state_dir.clone(),
+            tls_no_name_check: self.tls_no_name_check.then_some(true),
+            timeout: self.timeout,
+            max_retries: self.max_retries,
+            retry_interval: self.retry_interval,
+            exponential_backoff: self.exponential_backoff.then_some(true),
+        };
+        let s = flags.over(settings);
+        let state_dir = s
+            .state_dir
+            .unwrap_or_else(|| PathBuf::from("/var/lib/vigil"));
+        Connection {
+            verifier_ip: s.verifier_ip.unwrap_or_else(|| "127.0.0.1".into()),
+            verifier_port: s.verifier_port.unwrap_or(8881),
+            verifier_id: s.verifier_id,
+            registrar_ip: s.registrar_ip.unwrap_or_else(|| "127.0.0.1".into()),
+            registrar_port: s.registrar_port.unwrap_or(8891),
+            tls_dir: s.tls_dir.unwrap_or_else(|| state_dir.join("cv_ca")),
+            state_dir,
+            tls_no_name_check: s.tls_no_name_check.unwrap_or(false),
+            insecure_no_tls: self.insecure_no_tls,
+            timeout: s.timeout.unwrap_or(60),
+            max_retries: s.max_retries.unwrap_or(5),
+            retry_interval: s.retry_interval.unwrap_or(2.0),
+            exponential_backoff: s.exponential_backoff.unwrap_or(false),
+            json: self.json,
+        }
+    }
+
+    /// [`Self::resolve`] with the configuration files and this process's environment.
+    pub(crate) fn load(&self) -> Result<Connection> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        Ok(self.resolve(Settings::load(&env).context("the tenant's configuration is unusable")?))
+    }
+}
+
+/// A [`Conn`] resolved ([`Conn::resolve`]): every value set.
+#[derive(Debug, Clone)]
+pub(crate) struct Connection {
+    verifier_ip: String,
+    verifier_port: u16,
+    verifier_id: Option<String>,
+    registrar_ip: String,
+    registrar_port: u16,
+    tls_dir: PathBuf,
+    state_dir: PathBuf,
+    tls_no_name_check: bool,
+    insecure_no_tls: bool,
+    timeout: u64,
+    max_retries: u32,
+    retry_interval: f64,
+    exponential_backoff: bool,
+    pub(crate) json: bool,
+}
+
+impl Connection {
     fn tenant(&self) -> Result<Tenant> {
         let timeout = Duration::from_secs(self.timeout.max(1));
-        let tls_dir = self
-            .tls_dir
-            .clone()
-            .unwrap_or_else(|| self.state_dir.join("cv_ca"));
-        let files = TlsFiles::in_dir(&tls_dir);
+        let files = TlsFiles::in_dir(&self.tls_dir);
         let config = if self.insecure_no_tls {
             None
         } else {
-            Some(files.service_config()?)
+            if self.tls_no_name_check {
+                crate::tenant::warn(
+                    "not checking that the verifier's and registrar's certificates name the \
+                     address they are reached by (--tls-no-name-check): any certificate from \
+                     the CA passes",
+                );
+            }
+            Some(files.service_config(!self.tls_no_name_check)?)
         };
         let interval = Duration::try_from_secs_f64(self.retry_interval.max(0.0))
             .context("--retry-interval is not a number of seconds")?;
+        let verifier = Peer {
+            name: "the verifier",
+            hint: "is the verifier running there? check -v/--verifier-ip and --verifier-port \
+                   (or verifier_ip and verifier_port in tenant.toml)"
+                .to_owned(),
+        };
+        let registrar = Peer {
+            name: "the registrar",
+            hint: "is the registrar running there? check -r/--registrar-ip and \
+                   --registrar-port (or registrar_ip and registrar_port in tenant.toml)"
+                .to_owned(),
+        };
         Ok(Tenant {
             verifier: Client::new(
+                verifier,
                 &self.verifier_ip,
                 self.verifier_port,
                 config.clone(),
                 timeout,
             ),
-            registrar: Client::new(&self.registrar_ip, self.registrar_port, config, timeout),
+            registrar: Client::new(
+                registrar,
+                &self.registrar_ip,
+                self.registrar_port,
+                config,
+                timeout,
+            ),
             verifier_ip: self.verifier_ip.clone(),
             verifier_port: self.verifier_port,
             tls: (!self.insecure_no_tls).then_some(files),
@@ -149,7 +312,12 @@ pub(crate) fn block_on<T>(f: impl std::future::Future<Output = Result<T>>) -> Re
 pub(crate) fn finish(result: Result<ExitCode>) -> Result<ExitCode> {
     match result {
         Err(e) if e.downcast_ref::<Refused>().is_some() => {
-            anstream::eprintln!("{}error:{} {e:#}", ERROR.render(), ERROR.render_reset());
+            anstream::eprintln!(
+                "{}error:{} {}",
+                ERROR.render(),
+                ERROR.render_reset(),
+                vigil_service::report::chain(&e)
+            );
             Ok(ExitCode::from(1))
         }
         other => other,
@@ -182,6 +350,12 @@ enum TenantCommand {
     #[command(alias = "cvlist")]
     List(ListArgs),
     /// A node's attestation status at the verifier (and Vigil's failure details).
+    ///
+    /// Exit status: 0 attested (polled, attestation_status PASS, at least one
+    /// successful round); 1 failed (Failed, Invalid Quote, or stopped: Tenant Quote
+    /// Failed) or not enrolled; 2 bad input; 3 not attested yet or not now (Start, a
+    /// retry, PENDING, TIMEOUT: no successful round within the verifier's staleness
+    /// limit) or the verifier did not answer.
     #[command(alias = "cvstatus")]
     Status(IdArg),
     /// A node's record at the registrar.
@@ -204,6 +378,9 @@ struct ListArgs {
     /// The full status of every node (Keylime's `bulkinfo`).
     #[arg(long)]
     bulk: bool,
+    /// With --json, Keylime's `{"uuids": [[id, ...]]}` (set by `-c cvlist`).
+    #[arg(long, hide = true)]
+    keylime_format: bool,
 }
 
 #[derive(Debug, Args)]
@@ -257,7 +434,7 @@ struct AddArgs {
 }
 
 pub(crate) fn run(args: TenantArgs) -> Result<ExitCode> {
-    let conn = args.conn;
+    let conn = args.conn.load()?;
     finish(block_on(async move {
         let tenant = conn.tenant()?;
         match args.command {
@@ -294,7 +471,7 @@ pub(crate) fn run(args: TenantArgs) -> Result<ExitCode> {
                     json!({"agent_id": a.uuid, "stopped": true}),
                 )
             }
-            TenantCommand::List(a) => list(&tenant, &conn, a.bulk).await,
+            TenantCommand::List(a) => list(&tenant, &conn, &a).await,
             TenantCommand::Status(a) => status(&tenant, &conn, &a.uuid).await,
             TenantCommand::Regstatus(a) => regstatus(&tenant, &conn, &a.uuid).await,
             TenantCommand::Reglist => {
@@ -325,7 +502,7 @@ pub(crate) fn run(args: TenantArgs) -> Result<ExitCode> {
     }))
 }
 
-fn done(conn: &Conn, id: &str, what: &str, value: Value) -> Result<ExitCode> {
+fn done(conn: &Connection, id: &str, what: &str, value: Value) -> Result<ExitCode> {
     if conn.json {
         super::print_json(&value)?;
     } else {
@@ -345,7 +522,7 @@ fn print_ids(ids: &[String], what: &str) -> Result<()> {
     Ok(())
 }
 
-async fn add(tenant: &Tenant, conn: &Conn, a: AddArgs, update: bool) -> Result<ExitCode> {
+async fn add(tenant: &Tenant, conn: &Connection, a: AddArgs, update: bool) -> Result<ExitCode> {
     let policies = a.policy.resolve()?;
     let delivery = match (&a.cert, &a.payload) {
         (Some(dir), _) => Delivery::Cert {
@@ -449,7 +626,18 @@ fn state_text(v: &Value) -> String {
         )
 }
 
-async fn list(tenant: &Tenant, conn: &Conn, bulk: bool) -> Result<ExitCode> {
+async fn list(tenant: &Tenant, conn: &Connection, a: &ListArgs) -> Result<ExitCode> {
+    let bulk = a.bulk;
+    if conn.json && !bulk && !a.keylime_format {
+        // Vigil's own: one object per node, with its state and times.
+        let results = tenant.cv_list(true).await?;
+        let nodes: Vec<Value> = results
+            .as_object()
+            .map(|map| map.iter().map(|(id, s)| list_entry(id, s)).collect())
+            .unwrap_or_default();
+        super::print_json(&nodes)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let results = tenant.cv_list(bulk).await?;
     if conn.json {
         super::print_json(&results)?;
@@ -480,8 +668,41 @@ async fn list(tenant: &Tenant, conn: &Conn, bulk: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn status(tenant: &Tenant, conn: &Conn, id: &str) -> Result<ExitCode> {
-    let Some(s) = tenant.cv_status(id).await? else {
+/// A node of `list --json`: its id, state (text and code), attestation status and
+/// count, and the times of its last quote and last successful attestation (Unix
+/// seconds, 0 = never).
+fn list_entry(id: &str, s: &Value) -> Value {
+    let state = s["operational_state"]
+        .as_u64()
+        .and_then(|c| OperationalState::from_code(c).ok());
+    json!({
+        "agent_id": id,
+        "operational_state": state.map(OperationalState::description),
+        "operational_state_code": s["operational_state"],
+        "attestation_status": s.get("attestation_status"),
+        "attestation_count": s["attestation_count"],
+        "last_received_quote": s["last_received_quote"],
+        "last_successful_attestation": s["last_successful_attestation"],
+        "ip": s["ip"],
+        "port": s["port"],
+    })
+}
+
+async fn status(tenant: &Tenant, conn: &Connection, id: &str) -> Result<ExitCode> {
+    let answer = match tenant.cv_status(id).await {
+        // No answer: whether the node is attested is not known (exit 3, not 2).
+        Err(e) if e.downcast_ref::<Unreachable>().is_some_and(|u| u.no_answer) => {
+            anstream::eprintln!(
+                "{}error:{} {}",
+                ERROR.render(),
+                ERROR.render_reset(),
+                vigil_service::report::chain(&e)
+            );
+            return Ok(ExitCode::from(NOT_ATTESTED));
+        }
+        other => other?,
+    };
+    let Some(s) = answer else {
         return Err(anyhow::Error::new(Refused(format!(
             "{id} is not enrolled at the verifier at {}:{} (enrol it with `vigil tenant add`)",
             conn.verifier_ip, conn.verifier_port
@@ -498,13 +719,29 @@ async fn status(tenant: &Tenant, conn: &Conn, id: &str) -> Result<ExitCode> {
         super::print_json(&json!({ id: s2 }))?;
         return Ok(status_exit(&s));
     }
-    let mut out = anstream::stdout().lock();
+    write_status(&mut anstream::stdout().lock(), id, &s)?;
+    Ok(status_exit(&s))
+}
+
+/// The text of `status`: the state (and the last failed round's event), the status
+/// fields, and Vigil's failure details.
+fn write_status(out: &mut impl Write, id: &str, s: &Value) -> std::io::Result<()> {
     let code = s["operational_state"].as_u64();
     let bad = matches!(code, Some(7 | 9 | 10));
     let style = if bad { ERROR } else { OK };
+    // The last failed round's own first event (Vigil's verifier): `last_event_id` is
+    // the event that raised `severity_level`, which Keylime (and so Vigil) keeps until
+    // a more severe one, so it may be an earlier round's.
+    let last_round = s["vigil"]["last_failures"]
+        .as_array()
+        .and_then(|f| f.first())
+        .and_then(|f| f["event_id"].as_str());
+    let headline_event = last_round
+        .filter(|_| bad)
+        .map_or_else(String::new, |e| format!(": {e}"));
     writeln!(
         out,
-        "{}{id}{}: {}{}{}",
+        "{}{id}{}: {}{}{headline_event}{}",
         EM.render(),
         EM.render_reset(),
         style.render(),
@@ -543,7 +780,18 @@ async fn status(tenant: &Tenant, conn: &Conn, id: &str) -> Result<ExitCode> {
         when("last_successful_attestation")
     )?;
     writeln!(out, "  severity_level: {}", field("severity_level"))?;
-    writeln!(out, "  last_event_id: {}", field("last_event_id"))?;
+    let in_last_round = |event: &str| {
+        s["vigil"]["last_failures"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|f| f["event_id"] == event))
+    };
+    let earlier = match s["last_event_id"].as_str() {
+        Some(last) if last_round.is_some() && !in_last_round(last) => {
+            " (the event that set severity_level, in an earlier round)"
+        }
+        _ => "",
+    };
+    writeln!(out, "  last_event_id: {}{earlier}", field("last_event_id"))?;
     writeln!(out, "  node: {}:{}", field("ip"), field("port"))?;
     if let Some(failures) = s["vigil"]["last_failures"]
         .as_array()
@@ -576,21 +824,48 @@ async fn status(tenant: &Tenant, conn: &Conn, id: &str) -> Result<ExitCode> {
             writeln!(out, "    ... and {n} more")?;
         }
     }
-    Ok(status_exit(&s))
+    Ok(())
 }
 
-/// `status` exits 3 for a node that is not currently attested: its verifier reports no
-/// successful round within its staleness limit (`TIMEOUT`), so a script polling status
-/// cannot mistake a stalled node for a passing one.
+/// `status`'s exit code for a node that failed attestation (or was stopped).
+const FAILED: u8 = 1;
+/// `status`'s exit code for a node not (or no longer) known to be attested, or a
+/// verifier that does not answer.
+const NOT_ATTESTED: u8 = 3;
+
+/// `status`'s exit code, so that a script can act on it (as `vigil gate check` will):
+/// 0 attested — polled normally (`Get Quote`, `Provide V`) with `attestation_status`
+/// `PASS`; 1 failed — `Failed`, `Invalid Quote` or stopped (`Tenant Quote Failed`);
+/// 3 not attested yet or not now — just added (`Start`, `Saved`), retrying an
+/// unreachable node, `PENDING`, or no successful round within the verifier's staleness
+/// limit (`TIMEOUT`), so a stalled node is never mistaken for a passing one.
 fn status_exit(status: &Value) -> ExitCode {
-    if status["attestation_status"] == "TIMEOUT" {
-        ExitCode::from(3)
-    } else {
-        ExitCode::SUCCESS
-    }
+    let state = status["operational_state"]
+        .as_u64()
+        .and_then(|c| OperationalState::from_code(c).ok());
+    let code = match state {
+        Some(
+            OperationalState::Failed
+            | OperationalState::InvalidQuote
+            | OperationalState::TenantFailed,
+        ) => FAILED,
+        // Keylime reports PASS in these states before the first quote is checked: a
+        // node with no successful round is not attested yet. Before API 2.5 there is
+        // no attestation_status, and the state alone says it.
+        Some(OperationalState::GetQuote | OperationalState::ProvideV)
+            if status["attestation_count"].as_u64().unwrap_or(0) > 0 =>
+        {
+            match status.get("attestation_status").and_then(Value::as_str) {
+                None | Some("PASS") => 0,
+                Some(_) => NOT_ATTESTED,
+            }
+        }
+        _ => NOT_ATTESTED,
+    };
+    ExitCode::from(code)
 }
 
-async fn regstatus(tenant: &Tenant, conn: &Conn, id: &str) -> Result<ExitCode> {
+async fn regstatus(tenant: &Tenant, conn: &Connection, id: &str) -> Result<ExitCode> {
     let Some(r) = tenant.reg_status(id).await? else {
         return Err(anyhow::Error::new(Refused(format!(
             "{id} does not exist at the registrar at {}:{}; check the node's log for its \
@@ -638,5 +913,131 @@ async fn regstatus(tenant: &Tenant, conn: &Conn, id: &str) -> Result<ExitCode> {
 
 /// For `vigil policy push|list|show|delete`.
 pub(crate) fn tenant_for(conn: &Conn) -> Result<Tenant> {
-    conn.tenant()
+    conn.load()?.tenant()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exit(status: Value) -> ExitCode {
+        status_exit(&status)
+    }
+
+    #[test]
+    fn status_exit_codes_say_attested_failed_or_not_yet() {
+        let attested = json!({"operational_state": 3, "attestation_status": "PASS",
+                              "attestation_count": 4});
+        assert_eq!(exit(attested.clone()), ExitCode::SUCCESS);
+        let mut provide_v = attested.clone();
+        provide_v["operational_state"] = json!(5);
+        assert_eq!(exit(provide_v), ExitCode::SUCCESS);
+        // Before API 2.5: no attestation_status.
+        assert_eq!(
+            exit(json!({"operational_state": 3, "attestation_count": 1})),
+            ExitCode::SUCCESS
+        );
+        for failed in [7, 9, 10] {
+            let s = json!({"operational_state": failed, "attestation_status": "FAIL",
+                           "attestation_count": 4});
+            assert_eq!(exit(s), ExitCode::from(FAILED), "state {failed}");
+        }
+        for not_yet in [0, 1, 2, 4, 6, 8] {
+            let s = json!({"operational_state": not_yet, "attestation_status": "PENDING",
+                           "attestation_count": 4});
+            assert_eq!(exit(s), ExitCode::from(NOT_ATTESTED), "state {not_yet}");
+        }
+        // Polled but never attested, stale, or pending.
+        let mut never = attested.clone();
+        never["attestation_count"] = json!(0);
+        assert_eq!(exit(never), ExitCode::from(NOT_ATTESTED));
+        for status in ["TIMEOUT", "PENDING"] {
+            let mut s = attested.clone();
+            s["attestation_status"] = json!(status);
+            assert_eq!(exit(s), ExitCode::from(NOT_ATTESTED), "{status}");
+        }
+        assert_eq!(exit(json!({})), ExitCode::from(NOT_ATTESTED));
+    }
+
+    #[test]
+    fn status_headline_is_the_last_rounds_event() {
+        // The demo's last verdict: Keylime keeps the event that raised severity_level
+        // (an earlier round's not_in_allowlist) while the last round failed on a hash.
+        let s = json!({
+            "operational_state": 9, "attestation_status": "FAIL", "attestation_count": 3,
+            "severity_level": 6,
+            "last_event_id": "ima.validation.ima-ng.not_in_allowlist",
+            "vigil": {"last_failures": [{
+                "event_id": "ima.validation.ima-ng.runtime_policy_hash",
+                "severity_label": "emergency",
+                "context": {"message": "Hash not found in runtime policy"},
+                "file": "/demo/app.conf",
+            }]},
+        });
+        let mut out = Vec::new();
+        write_status(&mut out, "node", &s).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains(
+                "Invalid Quote (INVALID_QUOTE): ima.validation.ima-ng.runtime_policy_hash"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "last_event_id: ima.validation.ima-ng.not_in_allowlist (the event that set \
+                 severity_level, in an earlier round)"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("file: /demo/app.conf"), "{text}");
+        // When the last round holds last_event_id, nothing is added.
+        let mut same = s.clone();
+        same["last_event_id"] = json!("ima.validation.ima-ng.runtime_policy_hash");
+        let mut out = Vec::new();
+        write_status(&mut out, "node", &same).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(!text.contains("earlier round"), "{text}");
+    }
+
+    #[test]
+    fn settings_layer_files_then_variables_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let user = dir.path().join("vigil/tenant.toml");
+        std::fs::create_dir_all(user.parent().unwrap()).unwrap();
+        std::fs::write(
+            &user,
+            "verifier_ip = \"10.0.0.1\"\nverifier_port = 7\nregistrar_port = 8\n",
+        )
+        .unwrap();
+        let env = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        let xdg = dir.path().to_str().unwrap();
+        let settings = Settings::load(&env(&[
+            ("XDG_CONFIG_HOME", xdg),
+            ("VIGIL_TENANT_VERIFIER_PORT", "9"),
+        ]))
+        .unwrap();
+        use clap::Parser;
+        #[derive(Debug, Parser)]
+        struct Flags {
+            #[command(flatten)]
+            conn: Conn,
+        }
+        let flags = Flags::parse_from(["t", "--registrar-port", "10"]);
+        let c = flags.conn.resolve(settings);
+        assert_eq!(
+            (c.verifier_ip.as_str(), c.verifier_port, c.registrar_port),
+            ("10.0.0.1", 9, 10)
+        );
+        assert_eq!(c.registrar_ip, "127.0.0.1");
+        assert_eq!(c.tls_dir, PathBuf::from("/var/lib/vigil/cv_ca"));
+        std::fs::write(&user, "verifier_prot = 7\n").unwrap();
+        let e = Settings::load(&env(&[("XDG_CONFIG_HOME", xdg)])).unwrap_err();
+        assert!(format!("{e:#}").contains("verifier_prot"), "{e:#}");
+    }
 }

@@ -465,7 +465,13 @@ impl Tenant {
                 None
             }
         };
-        Ok(Client::new(host, port, tls, self.timeout))
+        let peer = super::http::Peer {
+            name: "the node",
+            hint: "is vigil-agent (or keylime_agent) running there? check -t/--targethost and \
+                   --port"
+                .to_owned(),
+        };
+        Ok(Client::new(peer, host, port, tls, self.timeout))
     }
 
     /// A GET to the node, retried while it cannot be reached.
@@ -479,8 +485,7 @@ impl Tenant {
                 }
                 Err(e) if attempt + 1 >= self.retry.max => {
                     return Err(anyhow::Error::new(e).context(format!(
-                        "cannot reach the node at {}://{}{path} after {} tries; is vigil-agent \
-                         (or keylime_agent) running there?",
+                        "no answer from {}://{}{path} after {} tries",
                         node.scheme(),
                         node.addr(),
                         self.retry.max

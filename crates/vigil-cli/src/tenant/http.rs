@@ -43,12 +43,40 @@ impl Response {
     }
 }
 
+/// A service that cannot be reached, or whose TLS handshake failed: which service,
+/// why (each cause once), and what to check.
+#[derive(Debug, thiserror::Error)]
+#[error("{reason}: {hint}")]
+pub(crate) struct Unreachable {
+    /// The client's error, rendered with its causes.
+    reason: String,
+    /// What to check, naming the options.
+    hint: String,
+    /// Nothing answered (as opposed to an answer that could not be trusted or read):
+    /// `vigil tenant status` exits 3 for it.
+    pub(crate) no_answer: bool,
+}
+
+/// Who a [`Client`] talks to, for messages: "the verifier", and the options that set
+/// its address.
+#[derive(Debug, Clone)]
+pub(crate) struct Peer {
+    /// "the verifier", "the registrar", "the node".
+    pub(crate) name: &'static str,
+    /// What runs there and the options that say where: "is the verifier running there?
+    /// check -v/--verifier-ip and --verifier-port".
+    pub(crate) hint: String,
+}
+
 /// A server to talk to: `host:port`, plain or TLS (the certificate checked for the
 /// host, or pinned).
 #[derive(Clone)]
 pub(crate) struct Client {
     endpoint: Endpoint,
     client: client::Client,
+    peer: Peer,
+    /// The host as given, for messages.
+    host: String,
 }
 
 impl std::fmt::Debug for Client {
@@ -61,9 +89,11 @@ impl std::fmt::Debug for Client {
 }
 
 impl Client {
-    /// A client for `host:port` (a name, or an IP address with or without brackets);
-    /// TLS when `tls` is given. `timeout` bounds the connection and each whole request.
+    /// A client for `peer` at `host:port` (a name, or an IP address with or without
+    /// brackets); TLS when `tls` is given. `timeout` bounds the connection and each
+    /// whole request.
     pub(crate) fn new(
+        peer: Peer,
         host: &str,
         port: u16,
         tls: Option<Arc<rustls::ClientConfig>>,
@@ -76,6 +106,8 @@ impl Client {
                 timeout,
                 body_limit: MAX_BODY,
             }),
+            peer,
+            host: host.to_owned(),
         }
     }
 
@@ -94,7 +126,7 @@ impl Client {
     }
 
     /// `GET path`.
-    pub(crate) async fn get(&self, path: &str) -> Result<Response, ClientError> {
+    pub(crate) async fn get(&self, path: &str) -> Result<Response, Unreachable> {
         self.request("GET", path, None).await
     }
 
@@ -104,22 +136,55 @@ impl Client {
         method: &str,
         path: &str,
         body: Option<String>,
-    ) -> Result<Response, ClientError> {
+    ) -> Result<Response, Unreachable> {
         let method =
             hyper::Method::from_bytes(method.as_bytes()).map_err(|e| ClientError::Request {
                 peer: self.endpoint.to_string(),
                 message: format!("bad method {method}: {e}"),
-            })?;
-        let answer = self
-            .client
-            .request(&self.endpoint, method, path, body.map(String::into_bytes))
-            .await?;
+            });
+        let answer = match method {
+            Ok(method) => {
+                self.client
+                    .request(&self.endpoint, method, path, body.map(String::into_bytes))
+                    .await
+            }
+            Err(e) => Err(e),
+        }
+        .map_err(|e| self.unreachable(&e))?;
         let text = String::from_utf8_lossy(&answer.body).into_owned();
         Ok(Response {
             status: answer.status,
             body: answer.json(),
             text,
         })
+    }
+}
+
+impl Client {
+    /// `e` with what to check. The client's errors already show their cause in their
+    /// message, so the cause is not chained again (it would print twice).
+    fn unreachable(&self, e: &ClientError) -> Unreachable {
+        let no_answer = matches!(
+            e,
+            ClientError::Resolve { .. }
+                | ClientError::Connect { .. }
+                | ClientError::ConnectTimeout { .. }
+                | ClientError::Timeout { .. }
+        );
+        let hint = match e {
+            ClientError::Tls { .. } if self.endpoint.is_https() => format!(
+                "{} must present a certificate from the tenant's CA (--tls-dir) that names \
+                 {} (`vigil ca init --san`); connect by a name it lists, or pass \
+                 --tls-no-name-check to accept any name",
+                self.peer.name, self.host
+            ),
+            _ => self.peer.hint.clone(),
+        };
+        Unreachable {
+            reason: format!("cannot reach {}: {e}", self.peer.name),
+            hint,
+            no_answer,
+        }
     }
 }
 
@@ -164,20 +229,29 @@ impl TlsFiles {
     }
 
     /// A configuration for the verifier and the registrar: their certificates must
-    /// chain to `ca` (names are not checked, as in Keylime), and the client
+    /// chain to `ca` and name the address they are reached by, unless `check_names` is
+    /// false (Keylime's clients' habit, asked for with --tls-no-name-check); the client
     /// certificate is presented.
-    pub(crate) fn service_config(&self) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    pub(crate) fn service_config(
+        &self,
+        check_names: bool,
+    ) -> anyhow::Result<Arc<rustls::ClientConfig>> {
         use anyhow::Context;
-        let config = vigil_tls::client_config_any_name(&self.ca, Some((&self.cert, &self.key)))
-            .with_context(|| {
-                format!(
-                    "cannot load the tenant's TLS files (CA {}, certificate {}, key {}); \
+        let identity = Some((self.cert.as_path(), self.key.as_path()));
+        let config = if check_names {
+            vigil_tls::client_config(&self.ca, identity)
+        } else {
+            vigil_tls::danger::client_config_any_name(&self.ca, identity)
+        }
+        .with_context(|| {
+            format!(
+                "cannot load the tenant's TLS files (CA {}, certificate {}, key {}); \
                      create them with `vigil ca init` or point --tls-dir at a Keylime cv_ca",
-                    self.ca.display(),
-                    self.cert.display(),
-                    self.key.display()
-                )
-            })?;
+                self.ca.display(),
+                self.cert.display(),
+                self.key.display()
+            )
+        })?;
         Ok(Arc::new(config))
     }
 }

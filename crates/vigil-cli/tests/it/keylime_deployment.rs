@@ -476,6 +476,17 @@ async fn vigil_tenant_drives_keylime_services() {
         assert_eq!(code, Some(0), "vigil tenant {args:?}: {err}\n{}", d.logs());
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
     };
+    // `status --json` exits 0 attested, 1 failed: the status object either way.
+    let status = |expected: i32| -> Value {
+        let (code, out, err) = d.vigil_tenant(&["status", "-u", UUID, "--json"]);
+        assert_eq!(
+            code,
+            Some(expected),
+            "vigil tenant status: {err}\n{}",
+            d.logs()
+        );
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+    };
     let reg = json(&["regstatus", "-u", UUID])[UUID].clone();
     assert_eq!(reg["port"].to_string(), d.agent_port(), "{reg}");
     assert!(reg["ekcert"].is_string(), "{reg}");
@@ -528,13 +539,13 @@ async fn vigil_tenant_drives_keylime_services() {
     add(&good);
     d.wait_attested(3).await;
     d.wait_payload().await;
-    let st = json(&["status", "-u", UUID]);
+    let st = status(0);
     assert_eq!(st[UUID]["operational_state"], "Get Quote", "{st}");
     assert!(st[UUID]["attestation_count"].as_u64().unwrap() >= 3, "{st}");
 
     d.tamper().await;
     d.wait_refused(FAILURE_ID).await;
-    let st = json(&["status", "-u", UUID]);
+    let st = status(1);
     assert_eq!(st[UUID]["operational_state"], "Invalid Quote", "{st}");
     assert_eq!(st[UUID]["last_event_id"], FAILURE_ID, "{st}");
     d.wait_revocation_action().await;

@@ -11,3 +11,4 @@ mod policy_create_diff;
 mod policy_sign_diff;
 mod swtpm_tpm2_tools;
 mod tenant;
+mod ux;

@@ -313,13 +313,19 @@ impl KeylimeVerifier {
     }
 
     fn json(&self, cmd: &[&str]) -> Value {
-        let args = self.args(cmd);
-        vigil_json(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        self.json_exit(0, cmd)
+    }
+
+    /// The JSON `cmd` prints, exiting with `code`.
+    fn json_exit(&self, code: i32, cmd: &[&str]) -> Value {
+        let (got, out, err) = self.run(cmd);
+        assert_eq!(got, Some(code), "vigil {cmd:?}: {err}");
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("vigil {cmd:?}: {e}: {out}"))
     }
 
     fn tls(&self) -> Arc<rustls::ClientConfig> {
         Arc::new(
-            vigil_tls::client_config_any_name(
+            vigil_tls::danger::client_config_any_name(
                 &self.tls_dir.join("cacert.crt"),
                 Some((
                     &self.tls_dir.join("client-cert.crt"),
@@ -398,7 +404,11 @@ async fn policies_and_nodes_at_keylimes_verifier() {
     // Nodes: none, then one enrolled directly. Its "node" is a port this test holds,
     // closing every connection: a port merely free now could later be taken by another
     // program, which the verifier would then poll.
-    assert_eq!(kv.json(&["tenant", "list", "--json"]), json!({"uuids": []}));
+    assert_eq!(kv.json(&["tenant", "list", "--json"]), json!([]));
+    assert_eq!(
+        kv.json(&["tenant", "-c", "cvlist", "--json"]),
+        json!({"uuids": []})
+    );
     let dead_node = TcpListener::bind("127.0.0.1:0").unwrap();
     let node_port = dead_node.local_addr().unwrap().port();
     std::thread::spawn(move || {
@@ -429,17 +439,25 @@ async fn policies_and_nodes_at_keylimes_verifier() {
     .await;
     assert_eq!(code, 200, "{reply}");
 
-    let list = kv.json(&["tenant", "list", "--json"]);
+    // Keylime's form for `-c cvlist`; Vigil's own (objects with state and times) for
+    // `list --json`.
+    let list = kv.json(&["tenant", "-c", "cvlist", "--json"]);
     assert_eq!(list["uuids"], json!([[id]]));
+    let list = kv.json(&["tenant", "list", "--json"]);
+    assert_eq!(list[0]["agent_id"], id, "{list}");
+    assert!(list[0]["operational_state"].is_string(), "{list}");
+    assert_eq!(list[0]["attestation_count"], 0, "{list}");
+    assert_eq!(list[0]["last_successful_attestation"], 0, "{list}");
     let (_, text, _) = kv.run(&["tenant", "-c", "cvlist"]);
     assert_eq!(text.trim(), id);
-    let status = kv.json(&["tenant", "status", "-u", id, "--json"]);
+    let status = kv.json_exit(3, &["tenant", "status", "-u", id, "--json"]);
     assert!(status[id]["operational_state"].is_string(), "{status}");
     assert_eq!(status[id]["attestation_count"], 0);
     let bulk = kv.json(&["tenant", "list", "--bulk", "--json"]);
     assert!(bulk[id]["operational_state"].is_number(), "{bulk}");
+    // Polled, but no quote checked yet: not attested yet (3).
     let (code, text, _) = kv.run(&["tenant", "status", "-u", id]);
-    assert_eq!(code, Some(0));
+    assert_eq!(code, Some(3), "{text}");
     assert!(text.contains("attestation_count: 0"), "{text}");
 
     // A policy in use cannot be deleted.
@@ -450,7 +468,8 @@ async fn policies_and_nodes_at_keylimes_verifier() {
     // stop → TENANT_FAILED; reactivate; delete (200 or 202 then gone).
     let (code, _, err) = kv.run(&["tenant", "stop", "-u", id]);
     assert_eq!(code, Some(0), "{err}");
-    let status = kv.json(&["tenant", "status", "-u", id, "--json"]);
+    // Stopped: failed (1).
+    let status = kv.json_exit(1, &["tenant", "status", "-u", id, "--json"]);
     assert_eq!(status[id]["operational_state"], "Tenant Quote Failed");
     let (code, _, err) = kv.run(&["tenant", "reactivate", "-u", id]);
     assert_eq!(code, Some(0), "{err}");
