@@ -177,7 +177,10 @@ fn bank_for(args: &CheckArgs) -> Result<HashAlg> {
         (None, None) => return Ok(HashAlg::Sha256),
     };
     if !pcr.trim().bytes().all(|b| b.is_ascii_hexdigit()) {
-        bail!("{flag} '{pcr}' is not hex (a PCR value as the TPM quoted it, e.g. 64 hex digits for sha256)");
+        bail!(
+            "invalid {flag}: '{pcr}' is not hex (a PCR value as the TPM quoted it, e.g. 64 hex \
+             digits for sha256)"
+        );
     }
     Ok(match pcr.trim().len() {
         40 => HashAlg::Sha1,

@@ -450,14 +450,21 @@ async fn policies_and_nodes_at_keylimes_verifier() {
     assert_eq!(list[0]["last_successful_attestation"], 0, "{list}");
     let (_, text, _) = kv.run(&["tenant", "-c", "cvlist"]);
     assert_eq!(text.trim(), id);
-    let status = kv.json_exit(3, &["tenant", "status", "-u", id, "--json"]);
-    assert!(status[id]["operational_state"].is_string(), "{status}");
+    // Never attested: failed (1) once Keylime gave up on the closed port, not yet (3)
+    // before.
+    let (code, out, err) = kv.run(&["tenant", "status", "-u", id, "--json"]);
+    let status: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out} {err}"));
+    let state = status[id]["operational_state"].as_str().unwrap();
+    let failed = ["Failed", "Invalid Quote", "Tenant Quote Failed"].contains(&state);
+    assert_eq!(code, Some(if failed { 1 } else { 3 }), "{status}");
     assert_eq!(status[id]["attestation_count"], 0);
     let bulk = kv.json(&["tenant", "list", "--bulk", "--json"]);
     assert!(bulk[id]["operational_state"].is_number(), "{bulk}");
-    // Polled, but no quote checked yet: not attested yet (3).
     let (code, text, _) = kv.run(&["tenant", "status", "-u", id]);
-    assert_eq!(code, Some(3), "{text}");
+    let failed = ["Failed (FAILED)", "Invalid Quote", "Tenant Quote Failed"]
+        .iter()
+        .any(|s| text.lines().next().unwrap_or_default().contains(s));
+    assert_eq!(code, Some(if failed { 1 } else { 3 }), "{text}");
     assert!(text.contains("attestation_count: 0"), "{text}");
 
     // A policy in use cannot be deleted.

@@ -365,7 +365,7 @@ fn error_messages_say_what_to_do() {
     ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        stderr(&out).contains("--pcr 'xyz' is not hex"),
+        stderr(&out).contains("invalid --pcr: 'xyz' is not hex"),
         "{}",
         stderr(&out)
     );
