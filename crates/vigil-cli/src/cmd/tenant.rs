@@ -729,16 +729,22 @@ fn write_status(out: &mut impl Write, id: &str, s: &Value) -> std::io::Result<()
     let code = s["operational_state"].as_u64();
     let bad = matches!(code, Some(7 | 9 | 10));
     let style = if bad { ERROR } else { OK };
-    // The last failed round's own first event (Vigil's verifier): `last_event_id` is
-    // the event that raised `severity_level`, which Keylime (and so Vigil) keeps until
-    // a more severe one, so it may be an earlier round's.
-    let last_round = s["vigil"]["last_failures"]
-        .as_array()
-        .and_then(|f| f.first())
-        .and_then(|f| f["event_id"].as_str());
-    let headline_event = last_round
-        .filter(|_| bad)
-        .map_or_else(String::new, |e| format!(": {e}"));
+    // The last failed round's own events (Vigil's verifier), each once: `last_event_id`
+    // is the event that raised `severity_level`, which Keylime (and so Vigil) keeps
+    // until a more severe one, so it may be an earlier round's, or one of several.
+    let mut last_round: Vec<&str> = Vec::new();
+    for failure in s["vigil"]["last_failures"].as_array().into_iter().flatten() {
+        if let Some(id) = failure["event_id"].as_str() {
+            if !last_round.contains(&id) {
+                last_round.push(id);
+            }
+        }
+    }
+    let headline_event = if bad && !last_round.is_empty() {
+        format!(": {}", last_round.join(", "))
+    } else {
+        String::new()
+    };
     writeln!(
         out,
         "{}{id}{}: {}{}{headline_event}{}",
@@ -780,13 +786,8 @@ fn write_status(out: &mut impl Write, id: &str, s: &Value) -> std::io::Result<()
         when("last_successful_attestation")
     )?;
     writeln!(out, "  severity_level: {}", field("severity_level"))?;
-    let in_last_round = |event: &str| {
-        s["vigil"]["last_failures"]
-            .as_array()
-            .is_some_and(|f| f.iter().any(|f| f["event_id"] == event))
-    };
     let earlier = match s["last_event_id"].as_str() {
-        Some(last) if last_round.is_some() && !in_last_round(last) => {
+        Some(last) if !last_round.is_empty() && !last_round.contains(&last) => {
             " (the event that set severity_level, in an earlier round)"
         }
         _ => "",
@@ -960,19 +961,20 @@ mod tests {
     }
 
     #[test]
-    fn status_headline_is_the_last_rounds_event() {
+    fn status_headline_is_the_last_rounds_events() {
         // The demo's last verdict: Keylime keeps the event that raised severity_level
         // (an earlier round's not_in_allowlist) while the last round failed on a hash.
+        let hash = json!({
+            "event_id": "ima.validation.ima-ng.runtime_policy_hash",
+            "severity_label": "emergency",
+            "context": {"message": "Hash not found in runtime policy"},
+            "file": "/demo/app.conf",
+        });
         let s = json!({
             "operational_state": 9, "attestation_status": "FAIL", "attestation_count": 3,
             "severity_level": 6,
             "last_event_id": "ima.validation.ima-ng.not_in_allowlist",
-            "vigil": {"last_failures": [{
-                "event_id": "ima.validation.ima-ng.runtime_policy_hash",
-                "severity_label": "emergency",
-                "context": {"message": "Hash not found in runtime policy"},
-                "file": "/demo/app.conf",
-            }]},
+            "vigil": {"last_failures": [hash, hash]},
         });
         let mut out = Vec::new();
         write_status(&mut out, "node", &s).unwrap();
@@ -991,12 +993,29 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("file: /demo/app.conf"), "{text}");
-        // When the last round holds last_event_id, nothing is added.
-        let mut same = s.clone();
-        same["last_event_id"] = json!("ima.validation.ima-ng.runtime_policy_hash");
+        // The demo's round: the unknown script again and the modified file, both at
+        // the stored severity, so last_event_id stays the script's. Every event of the
+        // round heads the text, each once; last_event_id is one of them.
+        let script = json!({
+            "event_id": "ima.validation.ima-ng.not_in_allowlist",
+            "severity_label": "emergency",
+            "context": {"message": "File not found in allowlist: /demo/x.sh"},
+        });
+        let mut both = s.clone();
+        both["vigil"]["last_failures"] = json!([script, hash, hash]);
         let mut out = Vec::new();
-        write_status(&mut out, "node", &same).unwrap();
+        write_status(&mut out, "node", &both).unwrap();
         let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains(
+                "Invalid Quote (INVALID_QUOTE): ima.validation.ima-ng.not_in_allowlist, \
+                 ima.validation.ima-ng.runtime_policy_hash\n"
+            ) || text.contains(
+                "Invalid Quote (INVALID_QUOTE): ima.validation.ima-ng.not_in_allowlist, \
+                 ima.validation.ima-ng.runtime_policy_hash\u{1b}"
+            ),
+            "{text}"
+        );
         assert!(!text.contains("earlier round"), "{text}");
     }
 
