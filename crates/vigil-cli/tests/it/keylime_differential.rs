@@ -83,7 +83,15 @@ fn ima_verdicts_match_keylime() {
         if let Some(pcr) = case["pcr"].as_str() {
             cmd.args(["--pcr", pcr, "--bank", case["bank"].as_str().expect("bank")]);
         }
-        let vigil = run_json(&mut cmd);
+        let mut vigil = run_json(&mut cmd);
+        // Vigil adds the entry's line and file to a failure (as its text output shows
+        // them); the rest is Keylime's event, compared whole.
+        for failure in vigil["failures"].as_array_mut().into_iter().flatten() {
+            if let Some(f) = failure.as_object_mut() {
+                f.remove("line");
+                f.remove("file");
+            }
+        }
         let keylime_failures = &keylime["failures"];
         if !keylime_failures.as_array().expect("list").is_empty() {
             failing_cases += 1;
