@@ -63,7 +63,8 @@ pub(crate) struct Validated {
 }
 
 /// Agent ids are what Keylime's agents accept (`[\w.-]+`, ASCII here), at most
-/// [`MAX_AGENT_ID`] characters.
+/// [`MAX_AGENT_ID`] characters, and not made only of dots: every HTTP client rewrites
+/// `.` and `..` in a path, so such a record could never be read or deleted again.
 pub(crate) fn check_agent_id(id: &str) -> Result<(), FieldError> {
     if id.is_empty() || id.len() > MAX_AGENT_ID {
         return Err(err(
@@ -79,6 +80,19 @@ pub(crate) fn check_agent_id(id: &str) -> Result<(), FieldError> {
             "agent_id",
             "may contain only letters, digits, '_', '.' and '-'",
         ));
+    }
+    if id.bytes().all(|b| b == b'.') {
+        return Err(err("agent_id", "must not be made only of dots"));
+    }
+    Ok(())
+}
+
+/// An activation's `auth_tag` must be hex (an HMAC): a malformed one is the caller's
+/// error, refused with the registration kept, where a well-formed wrong one deletes it
+/// (Keylime's rule).
+pub(crate) fn check_auth_tag_format(tag: &str) -> Result<(), FieldError> {
+    if tag.is_empty() || !tag.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(err("auth_tag", "must be a hex string"));
     }
     Ok(())
 }
@@ -472,11 +486,20 @@ mod tests {
             assert_eq!(e.field, field, "{field}={value}: {e}");
             assert!(e.message.contains(expect), "{field}={value}: {e}");
         }
-        for id in ["", "a/b", "ä", &"x".repeat(81)] {
+        for id in ["", "a/b", "ä", &"x".repeat(81), ".", "..", "..."] {
             assert_eq!(
                 validate(id, &good(), &checks()).unwrap_err().field,
                 "agent_id"
             );
+        }
+    }
+
+    #[test]
+    fn auth_tags_must_be_hex() {
+        assert!(check_auth_tag_format("00ff").is_ok());
+        assert!(check_auth_tag_format(&"aB".repeat(48)).is_ok());
+        for bad in ["", "xyz", "00 ff", "0x00", "ä"] {
+            assert_eq!(check_auth_tag_format(bad).unwrap_err().field, "auth_tag");
         }
     }
 
