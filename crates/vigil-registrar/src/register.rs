@@ -97,6 +97,29 @@ pub(crate) fn check_auth_tag_format(tag: &str) -> Result<(), FieldError> {
     Ok(())
 }
 
+/// No key or string in the request may hold a NUL character: none is meaningful, and
+/// PostgreSQL cannot store one in text (the registration would fail as a server error).
+fn check_no_nul(body: &Map<String, Value>) -> Result<(), FieldError> {
+    fn has_nul(v: &Value) -> bool {
+        match v {
+            Value::String(s) => s.contains('\0'),
+            Value::Array(items) => items.iter().any(has_nul),
+            Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+            Value::Null | Value::Bool(_) | Value::Number(_) => false,
+        }
+    }
+    match body.iter().find(|(k, v)| k.contains('\0') || has_nul(v)) {
+        Some((k, _)) => Err(err(
+            "request",
+            format!(
+                "field {:?} must not contain a NUL character",
+                k.replace('\0', "\\0")
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// A string field: `None` when absent or null.
 pub(crate) fn opt_str<'a>(
     body: &'a Map<String, Value>,
@@ -333,6 +356,7 @@ pub(crate) fn validate(
     checks: &Checks,
 ) -> Result<Validated, FieldError> {
     check_agent_id(agent_id)?;
+    check_no_nul(body)?;
     let mut warnings = Vec::new();
 
     let aik_bytes = opt_b64(body, "aik_tpm")?.ok_or_else(|| err("aik_tpm", "is required"))?;
@@ -485,6 +509,17 @@ mod tests {
             let e = validate("a", &b, &checks()).unwrap_err();
             assert_eq!(e.field, field, "{field}={value}: {e}");
             assert!(e.message.contains(expect), "{field}={value}: {e}");
+        }
+        for (field, value) in [
+            ("ip", json!("a\u{0}")),
+            ("x\u{0}", json!(1)),
+            ("ip", json!({"a": ["\u{0}"]})),
+        ] {
+            let mut b = good();
+            b.insert(field.to_owned(), value);
+            let e = validate("a", &b, &checks()).unwrap_err();
+            assert_eq!(e.field, "request", "{e}");
+            assert!(e.message.contains("NUL"), "{e}");
         }
         for id in ["", "a/b", "ä", &"x".repeat(81), ".", "..", "..."] {
             assert_eq!(

@@ -235,6 +235,10 @@ async fn every_route_refuses_bad_input(db: String) {
         case(Http, "POST", "/v2.6/agents/pending", with("port", json!(1.5)), 400, "port must be a port number"),
         case(Http, "POST", "/v2.6/agents/pending", with("port", json!("x")), 400, "port must be a port number"),
         case(Http, "POST", "/v2.6/agents/pending", with("ip", json!(5)), 400, "ip"),
+        // NUL characters, which PostgreSQL cannot store in text.
+        case(Http, "POST", "/v2.6/agents/fresh", with("ip", json!("\u{0}")), 400, "NUL"),
+        case(Http, "POST", "/v2.6/agents/fresh", with("mtls_cert", json!("disabled\u{0}")), 400, "NUL"),
+        case(Http, "POST", "/v2.6/agents/fresh", with("x\u{0}", json!(1)), 400, "NUL"),
         case(Http, "POST", "/v2.6/agents/pending", with("iak_tpm", json!("%%%")), 400, "iak_tpm"),
         case(Http, "POST", "/v2.6/agents/pending", with("idevid_cert", json!("nope")), 400, "idevid_cert"),
         // Registration: bad ids in the path (v2) and in the body (v3).
