@@ -21,7 +21,7 @@ fn checked(id: &str) -> Result<(), ApiError> {
 
 pub(super) async fn list(State(s): State<Service>, caller: Caller, req: Request) -> Reply {
     caller.admin("get_agents")?;
-    let q = query(&req);
+    let q = query(&req)?;
     // Keylime answers in bulk whenever `bulk` has a value, whatever it is.
     s.list(param(&q, "verifier"), param(&q, "bulk").is_some())
         .await

@@ -11,11 +11,12 @@ mod verify;
 
 use std::collections::HashMap;
 
+use axum::extract::rejection::PathRejection;
 use axum::extract::{FromRequestParts, Path, Request};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, Uri};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse as _, Response};
 use axum::routing::{any, get, post, MethodRouter};
 use axum::Router;
 use tower::ServiceExt as _;
@@ -157,12 +158,17 @@ fn strip_trailing_slash(uri: &Uri) -> Option<Uri> {
     rebuilt.parse().ok()
 }
 
-/// A route under a version prefix this verifier does not serve is Keylime's 404.
+/// A route under a version prefix this verifier does not serve is Keylime's 404; a path
+/// whose segments do not decode (percent-encoded bytes that are not UTF-8) is a 400 in
+/// the envelope, like every other refusal, not axum's plain-text rejection.
 async fn served_version(
-    Path(params): Path<HashMap<String, String>>,
+    params: Result<Path<HashMap<String, String>>, PathRejection>,
     req: Request,
     next: Next,
 ) -> Response {
+    let Ok(Path(params)) = params else {
+        return ApiError::InvalidName.into_response();
+    };
     match params.get("v") {
         Some(v) if served_prefix(v) => next.run(req).await,
         _ => plain(StatusCode::NOT_FOUND),

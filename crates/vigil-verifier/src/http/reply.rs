@@ -63,6 +63,9 @@ pub(crate) async fn json_body(req: Request, limit: usize) -> Result<Map<String, 
         ));
     }
     match serde_json::from_slice::<Value>(&bytes) {
+        Ok(Value::Object(map)) if map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)) => {
+            Err(ApiError::BadRequest(format!("Exception error: {NUL}")))
+        }
         Ok(Value::Object(map)) => Ok(map),
         Ok(_) => Err(ApiError::BadRequest(
             "Exception error: the body must be a JSON object".into(),
@@ -73,14 +76,35 @@ pub(crate) async fn json_body(req: Request, limit: usize) -> Result<Map<String, 
     }
 }
 
+/// Why a request with a NUL character is refused: no field or parameter may hold one,
+/// and PostgreSQL cannot store one in text (it would fail as a server error).
+const NUL: &str = "the request contains a NUL character";
+
+/// Whether a string anywhere in `v` (a key or a value) holds a NUL character.
+/// (serde_json bounds the nesting, so the recursion is bounded.)
+fn has_nul(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(has_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        Value::Null | Value::Bool(_) | Value::Number(_) => false,
+    }
+}
+
 /// The query's parameters as Keylime reads them (`urllib.parse.parse_qsl`): a parameter
 /// with an empty value is dropped, so `keylime_tenant -c cvlist`'s `?verifier=` (no
-/// `-vi`) means "every verifier", not "the verifier with an empty id".
-pub(crate) fn query(req: &Request) -> Vec<(String, String)> {
-    form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
-        .filter(|(_, v)| !v.is_empty())
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect()
+/// `-vi`) means "every verifier", not "the verifier with an empty id". A NUL character
+/// (`%00`) is refused.
+pub(crate) fn query(req: &Request) -> Result<Vec<(String, String)>, ApiError> {
+    let q: Vec<(String, String)> =
+        form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+    if q.iter().any(|(k, v)| k.contains('\0') || v.contains('\0')) {
+        return Err(ApiError::BadRequest(format!("Invalid URL: {NUL}")));
+    }
+    Ok(q)
 }
 
 /// The first value of parameter `k`.

@@ -10,7 +10,7 @@ use crate::error::ApiError;
 use crate::service::{EvidenceVerdict, Service};
 
 pub(super) async fn identity(State(s): State<Service>, req: Request) -> Reply {
-    let q = query(&req);
+    let q = query(&req)?;
     let mut args = Vec::new();
     for k in ["agent_uuid", "quote", "nonce", "hash_alg"] {
         match param(&q, k) {

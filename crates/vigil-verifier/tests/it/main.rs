@@ -8,6 +8,7 @@ mod support;
 
 mod api;
 mod attest;
+mod bad_input;
 mod crash;
 mod figures;
 mod keylime_tenant;
