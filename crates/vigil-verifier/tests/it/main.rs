@@ -10,5 +10,6 @@ mod api;
 mod attest;
 mod bad_input;
 mod crash;
+mod faults;
 mod figures;
 mod keylime_tenant;
