@@ -303,6 +303,9 @@ async fn activate_with(state: &AppState, id: &str, body: &Map<String, Value>) ->
         Some(Value::String(s)) => s.as_str(),
         _ => return bad_request("auth_tag is required (a hex string)"),
     };
+    if let Err(e) = register::check_auth_tag_format(tag) {
+        return bad_request(e);
+    }
     if let Err(r) = checked_id(id) {
         return r;
     }

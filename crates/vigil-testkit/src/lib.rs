@@ -99,6 +99,11 @@ impl Swtpm {
         self.process = launch("restart", self.dir.path());
     }
 
+    /// Kills swtpm: the TPM is gone under whoever uses it (until [`Self::restart`]).
+    pub fn kill(&mut self) {
+        self.process.stop();
+    }
+
     /// The TCTI string for tss-esapi and tpm2-tools.
     pub fn tcti(&self) -> String {
         self.process.tcti()

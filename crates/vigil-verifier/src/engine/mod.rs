@@ -174,7 +174,8 @@ impl Engine {
         }
     }
 
-    /// Notes whether the last attempt to record a round worked, logging the changes.
+    /// Notes whether the last attempt to record a round worked (the reason `readyz`
+    /// gives, with the database's own words), logging the changes.
     pub(crate) fn store_written(&self, result: Result<(), &StoreError>) {
         let mut fault = self.store_fault.lock().unwrap_or_else(|e| e.into_inner());
         match (result, fault.is_some()) {
@@ -182,7 +183,7 @@ impl Engine {
                 tracing::info!("the database records rounds again");
                 *fault = None;
             }
-            (Err(e), _) => *fault = Some(e.to_string()),
+            (Err(e), _) => *fault = Some(with_causes(e)),
             (Ok(()), false) => {}
         }
     }
@@ -260,4 +261,18 @@ impl Engine {
             }
         }
     }
+}
+
+/// `e` followed by its causes, `: `-separated ("database error while trying to record
+/// attestation round: database is locked"): the log and `readyz` say why a write
+/// failed, not only which.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }

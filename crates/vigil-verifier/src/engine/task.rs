@@ -412,7 +412,11 @@ impl NodeTask {
             Err(err) => {
                 // The next write carries the whole snapshot again, so the round is
                 // recorded once the database takes writes again (a full disk freed).
-                error!(agent_id = %self.id, "recording the round: {err}; the verifier is not ready until a round is recorded");
+                error!(
+                    agent_id = %self.id,
+                    "recording the round: {}; the verifier is not ready until a round is recorded",
+                    super::with_causes(&err)
+                );
                 Ok(())
             }
         }

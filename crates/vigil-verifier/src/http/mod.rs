@@ -15,7 +15,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::{any, get, post, MethodRouter};
 use axum::Router;
-use vigil_service::reply::{empty, envelope, plain, success, Query};
+use vigil_service::reply::{empty, envelope, plain, success, Dialect, Query};
 use vigil_service::routing::{log_requests, with_slash, RawParams};
 use vigil_service::server::Peer;
 
@@ -36,9 +36,42 @@ pub(crate) fn admin(peer: &Peer, action: &'static str) -> Result<(), ApiError> {
     }
 }
 
-/// The query string as Keylime reads it.
-pub(crate) fn query(req: &Request) -> Query {
-    Query::parse_qsl(req.uri().query())
+/// Why a request with a NUL character is refused: no field or parameter may hold one,
+/// and PostgreSQL cannot store one in text (it would fail as a server error).
+const NUL: &str = "the request contains a NUL character";
+
+/// The query string as Keylime reads it; a NUL character (`%00`) is refused.
+pub(crate) fn query(req: &Request) -> Result<Query, ApiError> {
+    let q = Query::parse_qsl(req.uri().query());
+    if q.has_nul() {
+        return Err(ApiError::BadRequest(format!("Invalid URL: {NUL}")));
+    }
+    Ok(q)
+}
+
+/// The request body as a JSON object of at most `limit` bytes, or Keylime's 400s; a
+/// NUL character in any key or string is refused.
+pub(crate) async fn json_body(
+    req: Request,
+    limit: usize,
+) -> Result<serde_json::Map<String, serde_json::Value>, ApiError> {
+    let map = vigil_service::reply::json_object(req, limit, Dialect::Verifier).await?;
+    if map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)) {
+        return Err(ApiError::BadRequest(format!("Exception error: {NUL}")));
+    }
+    Ok(map)
+}
+
+/// Whether a string anywhere in `v` (a key or a value) holds a NUL character.
+/// (serde_json bounds the nesting, so the recursion is bounded.)
+fn has_nul(v: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match v {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(has_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        Value::Null | Value::Bool(_) | Value::Number(_) => false,
+    }
 }
 
 /// The API router over `service`. Every route is served with and without one
