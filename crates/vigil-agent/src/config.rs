@@ -90,6 +90,8 @@ pub struct Config {
     pub registration_retry_max: u64,
     /// Log filter (`tracing` syntax).
     pub log: String,
+    /// Log lines as `text` (the default) or `json` (one object per line).
+    pub log_format: vigil_service::LogFormat,
 }
 
 impl Default for Config {
@@ -130,6 +132,7 @@ impl Default for Config {
             ima_emulate_interval: 10,
             registration_retry_max: 60,
             log: "info".into(),
+            log_format: vigil_service::LogFormat::Text,
         }
     }
 }
