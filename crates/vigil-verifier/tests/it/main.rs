@@ -11,3 +11,4 @@ mod attest;
 mod crash;
 mod figures;
 mod keylime_tenant;
+mod ops;
