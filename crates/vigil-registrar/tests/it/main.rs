@@ -9,4 +9,5 @@ mod support;
 mod api;
 mod devid;
 mod keylime_interop;
+mod ops;
 mod swtpm;
