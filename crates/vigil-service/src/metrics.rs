@@ -142,7 +142,10 @@ mod tests {
             "{text}"
         );
         assert_eq!(
-            value("vigil_demo_build_info", ("version", env!("CARGO_PKG_VERSION"))),
+            value(
+                "vigil_demo_build_info",
+                ("version", env!("CARGO_PKG_VERSION"))
+            ),
             Some(prometheus_parse::Value::Gauge(1.0)),
             "{text}"
         );

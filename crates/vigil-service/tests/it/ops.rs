@@ -97,7 +97,11 @@ async fn health_readiness_and_metrics_on_every_path() {
             .iter()
             .find(|s| s.metric == "vigil_demo_things_served_total")
             .unwrap_or_else(|| panic!("{text}"));
-        assert_eq!(served.value, prometheus_parse::Value::Counter(2.0), "{text}");
+        assert_eq!(
+            served.value,
+            prometheus_parse::Value::Counter(2.0),
+            "{text}"
+        );
     }
 }
 
@@ -123,7 +127,10 @@ fn json_logs_are_one_object_per_line_with_spans() {
     tracing::subscriber::with_default(subscriber, || {
         let span = tracing::info_span!("round", agent_id = "n1", round = 3);
         let _entered = span.enter();
-        tracing::info!(event_id = "ima.validation.ima-ng.not_in_allowlist", "attestation failed");
+        tracing::info!(
+            event_id = "ima.validation.ima-ng.not_in_allowlist",
+            "attestation failed"
+        );
         tracing::debug!("below the filter");
         tracing::warn!("a message with \"quotes\"\nand a newline");
     });
@@ -155,6 +162,12 @@ fn json_logs_are_one_object_per_line_with_spans() {
     let subscriber = vigil_service::subscriber("info", LogFormat::Text, move || writer.clone());
     tracing::subscriber::with_default(subscriber, || tracing::info!(agent_id = "n1", "hello"));
     let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
-    assert!(text.contains("INFO") && text.contains("hello agent_id=\"n1\""), "{text}");
-    assert!(serde_json::from_str::<Value>(text.trim()).is_err(), "{text}");
+    assert!(
+        text.contains("INFO") && text.contains("hello agent_id=\"n1\""),
+        "{text}"
+    );
+    assert!(
+        serde_json::from_str::<Value>(text.trim()).is_err(),
+        "{text}"
+    );
 }
