@@ -5,25 +5,30 @@
 //!
 //! - [`settings`]: TOML configuration files with environment overrides, one loader
 //!   for every service;
-//! - [`run`], [`Signals`] and [`shutdown_signal`]: the service `main` (logging, the
-//!   runtime, exit codes) and the signals that stop or refresh a service;
+//! - [`run`], [`Signals`] and [`shutdown_signal`]: the service `main` (logging as text
+//!   or JSON lines, the runtime, exit codes) and the signals that stop or refresh a
+//!   service;
 //! - [`server`]: the HTTP/1.1 accept loop over TCP or TLS, with [`server::Peer`]
 //!   saying how each request arrived;
 //! - [`reply`]: Keylime's response envelope, request bodies and query strings;
 //! - [`routing`]: Keylime's 404/405 answers for axum's fallbacks and the routing
 //!   helpers the services' routers use;
 //! - [`client`]: the one outbound HTTP client (timeouts, a body limit, http and https,
-//!   IPv6 literals, asynchronous name resolution).
+//!   IPv6 literals, asynchronous name resolution);
+//! - [`metrics`]: each service's Prometheus registry and the series they share;
+//! - [`ops`]: `healthz`, `readyz` and `metrics`, served by every service to anyone.
 //!
 //! TLS material and trust (certificates, rustls configurations) stay in `vigil-tls`.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod client;
+pub mod metrics;
+pub mod ops;
 mod process;
 pub mod reply;
 pub mod routing;
 pub mod server;
 pub mod settings;
 
-pub use process::{run, shutdown_signal, Signal, Signals};
+pub use process::{run, shutdown_signal, subscriber, LogFormat, Signal, Signals};

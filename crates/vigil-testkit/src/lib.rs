@@ -15,12 +15,16 @@
 //!
 //! With the `db` feature, [`db`] gives each test its own SQLite file or PostgreSQL
 //! schema. With the `keylime` feature, [`keylime`] starts Keylime 7.14.3's registrar and
-//! verifier and runs its tenant, as peers for the interoperability tests.
+//! verifier and runs its tenant, as peers for the interoperability tests. With the
+//! `metrics` feature, [`scrape`] reads a service's `/metrics` answer with a Prometheus
+//! text-format parser.
 
 #[cfg(feature = "db")]
 pub mod db;
 #[cfg(feature = "keylime")]
 pub mod keylime;
+#[cfg(feature = "metrics")]
+pub mod scrape;
 mod skip;
 mod tmpfs;
 

@@ -82,6 +82,7 @@ impl Env {
             revocation_actions_dir: actions,
             revocation_actions: vec!["record.sh".into()],
             registration_retry_max: 1,
+            ops_port: Some(0),
             ..Config::default()
         };
         let agent = Agent::start(&config).await.expect("agent starts");
@@ -407,6 +408,64 @@ impl Env {
         let der = public.to_spki_der().unwrap();
         der::pem::encode_string("PUBLIC KEY", der::pem::LineEnding::LF, &der).unwrap()
     }
+}
+
+/// `healthz`, `readyz` and `metrics` on the plain-HTTP ops port without a client
+/// certificate (and on the mTLS API port with one); the quotes counted as served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_endpoints_and_quote_metrics() {
+    let Some(env) = Env::start("agent_ops", &[]).await else {
+        return;
+    };
+    let ops = Endpoint::addr(env.agent().ops_addr().expect("ops_port is set"));
+    let scrape = |endpoint: Endpoint| async move {
+        let a = request(&endpoint, "GET", "/metrics", None).await.unwrap();
+        assert_eq!(a.status, 200);
+        vigil_testkit::scrape::Scrape::parse(std::str::from_utf8(&a.body).unwrap())
+    };
+    let quotes = |s: &vigil_testkit::scrape::Scrape, kind: &str, outcome: &str| {
+        s.value(
+            "vigil_agent_quotes_total",
+            &[("kind", kind), ("outcome", outcome)],
+        )
+    };
+    for path in ["/healthz", "/vigil/v1/healthz/"] {
+        let a = request(&ops, "GET", path, None).await.unwrap();
+        assert_eq!(
+            (a.status, &a.json()["results"]["healthy"]),
+            (200, &json!(true))
+        );
+    }
+    let a = request(&ops, "GET", "/vigil/v1/readyz", None)
+        .await
+        .unwrap();
+    assert_eq!(a.status, 200);
+    assert_eq!(
+        a.json()["results"],
+        json!({"ready": true, "checks": {"tpm": "ok", "tls": "ok"}})
+    );
+    // Only the operator's endpoints there; Keylime's API stays behind mTLS.
+    assert_eq!(
+        request(&ops, "GET", "/version", None).await.unwrap().status,
+        404
+    );
+    assert_eq!(
+        quotes(&scrape(ops.clone()).await, "identity", "ok"),
+        Some(0.0)
+    );
+
+    let (code, _) = env.get("/v2.6/quotes/identity?nonce=1234567890").await;
+    assert_eq!(code, 200);
+    let (code, _) = env.get("/v2.6/quotes/identity").await;
+    assert_eq!(code, 400);
+    let s = scrape(ops).await;
+    assert_eq!(quotes(&s, "identity", "ok"), Some(1.0));
+    assert_eq!(quotes(&s, "identity", "refused"), Some(1.0));
+    assert_eq!(quotes(&s, "integrity", "ok"), Some(0.0));
+    // The API port serves them too, to a client with a certificate.
+    let s = scrape(env.tls(Some("client"))).await;
+    assert_eq!(quotes(&s, "identity", "ok"), Some(1.0));
+    env.stop().await;
 }
 
 /// One request with the client's default limits.

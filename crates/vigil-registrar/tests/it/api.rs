@@ -13,12 +13,12 @@ use vigil_core::tpm::public::TpmPublic;
 use vigil_registrar::IDENTITY_CHANGED;
 
 /// A P-256 EK made in software, as the TCG template would give it.
-struct SoftEk {
+pub(crate) struct SoftEk {
     public: TpmPublic,
     key: EkPrivateKey,
 }
 
-fn soft_ek() -> SoftEk {
+pub(crate) fn soft_ek() -> SoftEk {
     use p256::pkcs8::EncodePublicKey;
     let key = p256::SecretKey::random(&mut OsRng);
     let spki = key.public_key().to_public_key_der().expect("SPKI");
@@ -28,7 +28,7 @@ fn soft_ek() -> SoftEk {
     }
 }
 
-fn registration(ek: &SoftEk) -> Value {
+pub(crate) fn registration(ek: &SoftEk) -> Value {
     json!({
         "ek_tpm": b64(&ek.public.to_tpm2b()),
         "aik_tpm": b64(&keylime_file("ak.pub")),
@@ -37,7 +37,7 @@ fn registration(ek: &SoftEk) -> Value {
     })
 }
 
-fn body(v: &Value) -> Option<Vec<u8>> {
+pub(crate) fn body(v: &Value) -> Option<Vec<u8>> {
     Some(serde_json::to_vec(v).unwrap())
 }
 

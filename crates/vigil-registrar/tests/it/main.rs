@@ -11,4 +11,5 @@ mod bad_input;
 mod devid;
 mod faults;
 mod keylime_interop;
+mod ops;
 mod swtpm;

@@ -2,12 +2,16 @@
 //! version prefix, with Keylime's answers for the rest — 404 for unknown paths and
 //! versions, 405 with its texts for wrong methods, 403 for admin routes without a
 //! client certificate. Handlers read the request and call the [`Service`]; every
-//! refusal is an [`ApiError`](crate::error::ApiError), answered in `reply`.
+//! refusal is an [`ApiError`](crate::error::ApiError), answered in `reply`. The
+//! operator's endpoints (`healthz`, `readyz`, `metrics`, public) are
+//! `vigil_service::ops`'s.
 
 mod agents;
 mod policies;
 mod reply;
 mod verify;
+
+use std::sync::Arc;
 
 use axum::extract::Request;
 use axum::http::StatusCode;
@@ -15,6 +19,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::{any, get, post, MethodRouter};
 use axum::Router;
+use vigil_service::ops::{self, Ops};
 use vigil_service::reply::{empty, envelope, plain, success, Dialect, Query};
 use vigil_service::routing::{log_requests, with_slash, RawParams};
 use vigil_service::server::Peer;
@@ -77,7 +82,7 @@ fn has_nul(v: &serde_json::Value) -> bool {
 /// The API router over `service`. Every route is served with and without one
 /// trailing slash, as Keylime does.
 pub(crate) fn router(service: Service) -> Router {
-    let versioned: [(&str, MethodRouter<Service>); 12] = [
+    let versioned: [(&str, MethodRouter<Service>); 11] = [
         (
             "/{v}",
             not_implemented("Not Implemented: Use /agents/ interface instead"),
@@ -125,7 +130,6 @@ pub(crate) fn router(service: Service) -> Router {
             "/{v}/verify/evidence",
             post(verify::evidence).fallback(not_implemented_use("POST")),
         ),
-        ("/vigil/v1/readyz", get(readyz)),
     ];
     let versioned = versioned
         .into_iter()
@@ -138,8 +142,10 @@ pub(crate) fn router(service: Service) -> Router {
         .fold(Router::new(), |r, path| {
             with_slash(r, path, get(version).fallback(not_implemented_use("GET")))
         });
+    let ops = ops::routes(Ops::new(service.metrics(), Arc::new(service.clone())));
     unversioned
         .merge(versioned)
+        .merge(ops)
         .fallback(|| async { plain(StatusCode::NOT_FOUND) })
         .with_state(service)
         .layer(axum::middleware::from_fn(log_requests))
@@ -159,26 +165,12 @@ fn not_implemented_use(method: &'static str) -> impl Fn() -> std::future::Ready<
     }
 }
 
-/// A route under a version prefix this verifier does not serve is Keylime's 404
-/// (`/vigil/v1/…` has no `{v}` and passes).
+/// A route under a version prefix this verifier does not serve is Keylime's 404.
 async fn served_version(params: RawParams, req: Request, next: Next) -> Response {
     match params.get("v") {
         "" => next.run(req).await,
         v if served_prefix(v) => next.run(req).await,
         _ => plain(StatusCode::NOT_FOUND),
-    }
-}
-
-/// `GET /vigil/v1/readyz` (public): 200 while the verifier records rounds, 503 with the
-/// reason while its database refuses them.
-async fn readyz(axum::extract::State(s): axum::extract::State<Service>) -> Response {
-    match s.readiness() {
-        Ok(()) => success(serde_json::json!({"ready": true})),
-        Err(reason) => envelope(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Service Unavailable",
-            serde_json::json!({"ready": false, "reason": reason}),
-        ),
     }
 }
 

@@ -31,6 +31,7 @@ use vigil_store::{NewNotice, PendingNotice, Store, StoreError};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::context::NodeContext;
+use crate::metrics::Metrics;
 use crate::node_tls::ClientIdentity;
 
 /// The node a notice is about (what a channel may need besides the notice).
@@ -63,6 +64,7 @@ struct Shared {
     channels: Vec<Arc<dyn Notifier>>,
     attestation: Arc<AttestationConfig>,
     attempts: u32,
+    metrics: Arc<Metrics>,
     clock: Arc<dyn Clock>,
     stop: watch::Receiver<bool>,
     /// Every delivery under way, joined at shutdown before the store closes.
@@ -77,6 +79,7 @@ impl Notifiers {
     pub(crate) fn new(
         config: &Config,
         store: Store,
+        metrics: Arc<Metrics>,
         identity: Option<ClientIdentity>,
         attestation: Arc<AttestationConfig>,
         clock: Arc<dyn Clock>,
@@ -103,6 +106,7 @@ impl Notifiers {
                 channels,
                 attestation,
                 attempts: config.max_retries.max(1),
+                metrics,
                 clock,
                 stop,
                 tasks: Mutex::new(JoinSet::new()),
@@ -113,6 +117,7 @@ impl Notifiers {
     /// Resumes every delivery a previous run left pending (start-up).
     pub(crate) async fn resume(&self) -> Result<(), StoreError> {
         let pending = self.shared.store.notices().pending().await?;
+        self.shared.metrics.notices_pending(pending.len());
         for row in pending {
             match self.shared.channel(&row.channel) {
                 Some(channel) => {
@@ -225,6 +230,7 @@ impl Shared {
                 return;
             }
         };
+        self.metrics.notices_pending(recorded.len());
         for row in recorded {
             if let Some(channel) = self.channel(&row.channel) {
                 self.spawn(self.clone().deliver(channel, row));
@@ -255,12 +261,14 @@ impl Shared {
                 Ok(()) => {
                     info!(agent_id = %fields.0, channel = fields.1, target = %fields.2,
                         "revocation notice delivered");
+                    self.metrics.notice_ended(true);
                     self.store.notices().delivered(row.id).await.map(|_| None)
                 }
                 Err(e) if row.attempts + 1 >= self.attempts => {
                     error!(agent_id = %fields.0, channel = fields.1, target = %fields.2,
                         "revocation notice not delivered after {} attempts, dropped: {e}",
                         row.attempts + 1);
+                    self.metrics.notice_ended(false);
                     self.store.notices().delivered(row.id).await.map(|_| None)
                 }
                 Err(e) => {

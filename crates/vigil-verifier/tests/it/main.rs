@@ -13,3 +13,4 @@ mod crash;
 mod faults;
 mod figures;
 mod keylime_tenant;
+mod ops;

@@ -89,6 +89,26 @@ impl Client {
         path: &str,
         body: Option<Value>,
     ) -> (u16, Value) {
+        let (status, bytes) = self.raw(addr, method, path, body).await;
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    /// `GET path`; (status, body as text): the metrics.
+    pub async fn text(&self, addr: SocketAddr, path: &str) -> (u16, String) {
+        let (status, bytes) = self.raw(addr, "GET", path, None).await;
+        (status, String::from_utf8(bytes.to_vec()).unwrap())
+    }
+
+    async fn raw(
+        &self,
+        addr: SocketAddr,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Bytes) {
         let tcp = TcpStream::connect(addr).await.unwrap();
         let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
         let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
@@ -109,11 +129,7 @@ impl Client {
             .unwrap();
         let res = sender.send_request(req).await.unwrap();
         let status = res.status().as_u16();
-        let bytes = res.into_body().collect().await.unwrap().to_bytes();
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
+        (status, res.into_body().collect().await.unwrap().to_bytes())
     }
 }
 
