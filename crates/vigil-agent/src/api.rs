@@ -22,6 +22,7 @@ use serde_json::{json, Map, Value};
 use tower::{Layer, Service};
 use tracing::{error, info, warn};
 use vigil_core::revocation::RevocationNotice;
+use vigil_service::ops::{self, Check, Ops, Readiness, ReadinessCheck, ReadinessFuture};
 use vigil_service::reply::{self, empty, envelope, success, Dialect, Query};
 use vigil_service::routing::log_requests;
 
@@ -78,10 +79,27 @@ pub(crate) fn router(
         app = versioned(app, index, api);
     }
     let app = app
+        .merge(ops::routes(ops_of(&state)))
         .fallback(outside_versions)
         .layer(from_fn(log_requests))
         .with_state(state);
     from_fn(trim_slashes).layer(app)
+}
+
+/// The operator's endpoints over the agent's metrics and readiness.
+pub(crate) fn ops_of(state: &Arc<AgentState>) -> Ops {
+    Ops::new(state.metrics.registry.clone(), state.clone())
+}
+
+impl ReadinessCheck for AgentState {
+    /// Ready once started: the TPM is set up and the TLS material loaded (`tls`, `off`
+    /// without mTLS); the agent does not start otherwise.
+    fn readiness(&self) -> ReadinessFuture<'_> {
+        let tls = if self.mtls { Check::Ok } else { Check::Off };
+        Box::pin(std::future::ready(
+            Readiness::default().with("tpm", Check::Ok).with("tls", tls),
+        ))
+    }
 }
 
 /// `//v2.6/keys/pubkey//` is `/v2.6/keys/pubkey`, as rust-keylime reads paths.
@@ -136,14 +154,18 @@ fn versioned(app: AppRouter, index: usize, api: &'static str) -> AppRouter {
         .route(
             &format!("{p}/quotes/identity"),
             get(move |state: Shared, uri: Uri| async move {
-                answer(identity(&state.0, api, &Query::all(uri.query())).await)
+                let r = answer(identity(&state.0, api, &Query::all(uri.query())).await);
+                state.0.metrics.quote("identity", r.status());
+                r
             })
             .fallback(quotes_default),
         )
         .route(
             &format!("{p}/quotes/integrity"),
             get(move |state: Shared, uri: Uri| async move {
-                answer(integrity(&state.0, api, &Query::all(uri.query())).await)
+                let r = answer(integrity(&state.0, api, &Query::all(uri.query())).await);
+                state.0.metrics.quote("integrity", r.status());
+                r
             })
             .fallback(quotes_default),
         )

@@ -32,6 +32,10 @@ pub struct Config {
     pub contact_ip: IpAddr,
     /// Port registered (0 = the port actually bound).
     pub contact_port: u16,
+    /// A plain-HTTP port serving only `healthz`, `readyz` and `metrics` to anyone (the
+    /// API port needs a client certificate under mTLS); unset = not served, 0 = any
+    /// free port.
+    pub ops_port: Option<u16>,
     /// The registrar's address.
     pub registrar_ip: IpAddr,
     /// The registrar's plain-HTTP registration port.
@@ -90,6 +94,8 @@ pub struct Config {
     pub registration_retry_max: u64,
     /// Log filter (`tracing` syntax).
     pub log: String,
+    /// Log lines as `text` (the default) or `json` (one object per line).
+    pub log_format: vigil_service::LogFormat,
 }
 
 impl Default for Config {
@@ -101,6 +107,7 @@ impl Default for Config {
             port: 9002,
             contact_ip: localhost,
             contact_port: 9002,
+            ops_port: None,
             registrar_ip: localhost,
             registrar_port: 8890,
             tpm_tcti: "device:/dev/tpmrm0".into(),
@@ -130,6 +137,7 @@ impl Default for Config {
             ima_emulate_interval: 10,
             registration_retry_max: 60,
             log: "info".into(),
+            log_format: vigil_service::LogFormat::Text,
         }
     }
 }
@@ -138,6 +146,7 @@ const LIST_KEYS: &[&str] = &["trusted_client_ca", "revocation_actions", "ima_emu
 const SCALAR_KEYS: &[&str] = &[
     "port",
     "contact_port",
+    "ops_port",
     "registrar_port",
     "enable_agent_mtls",
     "enable_insecure_payload",

@@ -22,6 +22,7 @@ mod api;
 pub mod config;
 pub mod ima;
 pub mod keys;
+mod metrics;
 pub mod payload;
 pub mod registration;
 pub mod revocation;
@@ -109,11 +110,15 @@ pub(crate) struct AgentState {
     pub(crate) revocation_cert: PathBuf,
     pub(crate) actions: revocation::Actions,
     pub(crate) revocations: watch::Sender<Vec<Vec<String>>>,
+    pub(crate) metrics: metrics::Metrics,
+    /// Serving over mTLS.
+    pub(crate) mtls: bool,
 }
 
 /// A running agent.
 pub struct Agent {
     addr: SocketAddr,
+    ops_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     registration: watch::Receiver<Registration>,
@@ -269,6 +274,8 @@ impl Agent {
                 timeout: Duration::from_secs(config.revocation_action_timeout),
             },
             revocations: watch::channel(Vec::new()).0,
+            metrics: metrics::Metrics::new(),
+            mtls: tls.is_some(),
         });
 
         let app = api::router(state.clone());
@@ -283,6 +290,27 @@ impl Agent {
             app,
             stopped.clone(),
         ))];
+        let ops_addr = match config.ops_port {
+            Some(port) => {
+                let bind_addr = SocketAddr::new(config.ip, port);
+                let bind_err = |source| StartError::Bind {
+                    addr: bind_addr,
+                    source,
+                };
+                let listener = TcpListener::bind(bind_addr).await.map_err(bind_err)?;
+                let ops_addr = listener.local_addr().map_err(bind_err)?;
+                let ops: axum::Router = vigil_service::ops::routes(api::ops_of(&state));
+                tasks.push(tokio::spawn(vigil_service::server::serve(
+                    listener,
+                    None,
+                    ops,
+                    stopped.clone(),
+                )));
+                info!(%ops_addr, "healthz, readyz and metrics on plain HTTP");
+                Some(ops_addr)
+            }
+            None => None,
+        };
 
         let identity = registration::Identity {
             uuid: config.uuid.clone(),
@@ -329,6 +357,7 @@ impl Agent {
         info!(%addr, uuid = %config.uuid, mtls = config.enable_agent_mtls, "agent listening");
         Ok(Self {
             addr,
+            ops_addr,
             stop,
             tasks,
             registration: reg_rx,
@@ -340,6 +369,12 @@ impl Agent {
     /// The API address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The plain-HTTP address of `healthz`, `readyz` and `metrics`, when `ops_port`
+    /// is set.
+    pub fn ops_addr(&self) -> Option<SocketAddr> {
+        self.ops_addr
     }
 
     /// Registration progress.

@@ -42,8 +42,8 @@ fn main() -> ExitCode {
     if let Some(t) = cli.tcti {
         config.tpm_tcti = t;
     }
-    let log = config.log.clone();
-    vigil_service::run("vigil-agent", &log, || run(config))
+    let (log, format) = (config.log.clone(), config.log_format);
+    vigil_service::run("vigil-agent", &log, format, || run(config))
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {

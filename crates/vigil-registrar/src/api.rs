@@ -1,13 +1,16 @@
 //! The REST API: Keylime's registrar routes (compat §1.3, §1.5) as axum routes, one
 //! set per API version in the path (`/v2.1/agents/{id}`, `/v3/agents`), each with and
 //! without its trailing slash; the router's fallbacks give Keylime's 404 for an
-//! unknown path or version and 405 for a method a route does not serve.
+//! unknown path or version and 405 for a method a route does not serve. The
+//! operator's endpoints (`healthz`, `readyz`, `metrics`) are `vigil_service::ops`'s,
+//! on both ports, without a client certificate.
 
 // Early returns carry a ready `Response` as their error, the axum idiom; its size is
 // irrelevant next to a network round trip.
 #![allow(clippy::result_large_err)]
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
@@ -20,11 +23,13 @@ use rand_core::OsRng;
 use serde_json::{json, Map, Value};
 use tracing::{error, info, warn};
 use vigil_core::tpm::credential::{self, make_credential, random_challenge};
+use vigil_service::ops::{self, Check, Ops, Readiness, ReadinessCheck, ReadinessFuture};
 use vigil_service::reply::{self, empty, envelope, plain, success, Dialect};
 use vigil_service::routing::{self, with_slash, RawParams};
 use vigil_service::server::Peer;
 use vigil_store::{RegisterOutcome, Store, StoreError};
 
+use crate::metrics::Metrics;
 use crate::register::{self, check_agent_id, Checks, FieldError};
 
 /// The API version Keylime 7.14.3 calls current.
@@ -43,6 +48,34 @@ pub(crate) struct AppState {
     pub(crate) store: Store,
     pub(crate) checks: Checks,
     pub(crate) max_upload_size: usize,
+    pub(crate) metrics: Metrics,
+}
+
+/// How long a readiness probe waits for the database.
+const PING_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl ReadinessCheck for AppState {
+    /// Ready when the database answers a trivial query (`store`); the TLS material is
+    /// loaded (`tls`: the registrar does not start without it). Why the store check
+    /// fails is logged, not answered.
+    fn readiness(&self) -> ReadinessFuture<'_> {
+        Box::pin(async {
+            let store = match tokio::time::timeout(PING_TIMEOUT, self.store.ping()).await {
+                Ok(Ok(())) => Check::Ok,
+                Ok(Err(e)) => {
+                    warn!("not ready: the database does not answer: {e}");
+                    Check::Failing("unreachable")
+                }
+                Err(_) => {
+                    warn!("not ready: the database does not answer within {PING_TIMEOUT:?}");
+                    Check::Failing("unreachable")
+                }
+            };
+            Readiness::default()
+                .with("store", store)
+                .with("tls", Check::Ok)
+        })
+    }
 }
 
 type AppRouter = Router<Arc<AppState>>;
@@ -68,7 +101,9 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
     for v in ["2", "3"].into_iter().chain(SUPPORTED_VERSIONS) {
         app = versioned(app, &format!("/v{v}"), v.starts_with('2'));
     }
-    app.fallback(routing::not_found)
+    let ops = ops::routes(Ops::new(state.metrics.registry.clone(), state.clone()));
+    app.merge(ops)
+        .fallback(routing::not_found)
         .method_not_allowed_fallback(routing::method_not_allowed)
         .layer(from_fn(routing::log_requests))
         .with_state(state)
@@ -168,7 +203,15 @@ async fn register_at_path(
 /// `PUT /v2/agents/{id}`, `PUT /v2/agents/{id}/activate`, `POST …/activate`.
 async fn activate(State(state): State<Arc<AppState>>, params: RawParams, req: Request) -> Response {
     match json_body(&state, req).await {
-        Ok(body) => activate_with(&state, params.get("id"), &body).await,
+        Ok(body) => {
+            let response = activate_with(&state, params.get("id"), &body).await;
+            state.metrics.activation(match response.status() {
+                StatusCode::OK => "activated",
+                s if s.is_server_error() => "error",
+                _ => "refused",
+            });
+            response
+        }
         Err(r) => r,
     }
 }
@@ -253,7 +296,19 @@ async fn delete(State(state): State<Arc<AppState>>, peer: Peer, params: RawParam
     }
 }
 
+/// Registers agent `id`, counting the outcome by the answer's status.
 async fn register(state: &AppState, id: &str, body: &Map<String, Value>) -> Response {
+    let response = register_checked(state, id, body).await;
+    state.metrics.registration(match response.status() {
+        StatusCode::OK => "registered",
+        StatusCode::FORBIDDEN => "identity_changed",
+        s if s.is_server_error() => "error",
+        _ => "refused",
+    });
+    response
+}
+
+async fn register_checked(state: &AppState, id: &str, body: &Map<String, Value>) -> Response {
     let v = match register::validate(id, body, &state.checks) {
         Ok(v) => v,
         Err(e) => {
@@ -281,7 +336,15 @@ async fn register(state: &AppState, id: &str, body: &Map<String, Value>) -> Resp
     };
     let mut registration = v.registration;
     registration.key = Some(credential::registrar_key(&challenge));
-    match state.store.registrar_agents().register(registration).await {
+    let stored = state
+        .metrics
+        .store
+        .time(
+            "register",
+            state.store.registrar_agents().register(registration),
+        )
+        .await;
+    match stored {
         Ok(RegisterOutcome::Created(a) | RegisterOutcome::Updated(a)) => {
             info!(agent_id = id, regcount = a.regcount, "agent registered");
             success(json!({ "blob": b64(&blob.to_tpm2_tools()) }))
@@ -303,6 +366,9 @@ async fn activate_with(state: &AppState, id: &str, body: &Map<String, Value>) ->
         Some(Value::String(s)) => s.as_str(),
         _ => return bad_request("auth_tag is required (a hex string)"),
     };
+    if let Err(e) = register::check_auth_tag_format(tag) {
+        return bad_request(e);
+    }
     if let Err(r) = checked_id(id) {
         return r;
     }
@@ -370,6 +436,7 @@ mod tests {
                 check_ak_attributes: true,
             },
             max_upload_size: 1 << 20,
+            metrics: Metrics::new(),
         }));
         let call = |method: Method, path: &str| {
             let req = Request::builder()
@@ -413,9 +480,19 @@ mod tests {
             (Method::PUT, "/v3.0/agents/a1", 405),
             (Method::PUT, "/v3/agents/a1/activate", 405),
             (Method::DELETE, "/v2.6/agents", 405),
+            (Method::GET, "/healthz", 200),
+            (Method::GET, "/vigil/v1/healthz/", 200),
+            (Method::GET, "/readyz/", 200),
+            (Method::GET, "/vigil/v1/readyz", 200),
+            (Method::GET, "/metrics", 200),
+            (Method::GET, "/vigil/v1/metrics", 200),
+            (Method::POST, "/healthz", 405),
         ] {
             assert_eq!(call(method.clone(), path).await, code, "{method} {path}");
         }
+        // The store closed (unreachable): not ready, while the process is healthy.
         store.close().await;
+        assert_eq!(call(Method::GET, "/readyz").await, 503);
+        assert_eq!(call(Method::GET, "/vigil/v1/healthz").await, 200);
     }
 }

@@ -60,6 +60,8 @@ pub struct Config {
     pub check_ak_attributes: bool,
     /// Log filter (`tracing` syntax: `info`, `vigil_registrar=debug`, …).
     pub log: String,
+    /// Log lines as `text` (the default) or `json` (one object per line).
+    pub log_format: vigil_service::LogFormat,
 }
 
 impl Default for Config {
@@ -80,6 +82,7 @@ impl Default for Config {
             tpm_cert_store: PathBuf::new(),
             check_ak_attributes: true,
             log: "info".into(),
+            log_format: vigil_service::LogFormat::Text,
         }
     }
 }

@@ -15,6 +15,7 @@
 
 mod api;
 pub mod config;
+mod metrics;
 mod register;
 
 use std::net::SocketAddr;
@@ -164,6 +165,7 @@ impl Registrar {
                 check_ak_attributes: config.check_ak_attributes,
             },
             max_upload_size: config.max_upload_size,
+            metrics: metrics::Metrics::new(),
         });
         let app = api::router(state);
 

@@ -34,8 +34,8 @@ fn main() -> ExitCode {
     if let Some(url) = cli.database {
         config.database_url = url;
     }
-    let log = config.log.clone();
-    vigil_service::run("vigil-registrar", &log, || async move {
+    let (log, format) = (config.log.clone(), config.log_format);
+    vigil_service::run("vigil-registrar", &log, format, || async move {
         let registrar = Registrar::start(&config).await.context("cannot start")?;
         vigil_service::shutdown_signal().await?;
         registrar.shutdown().await;

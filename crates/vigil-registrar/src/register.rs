@@ -63,7 +63,8 @@ pub(crate) struct Validated {
 }
 
 /// Agent ids are what Keylime's agents accept (`[\w.-]+`, ASCII here), at most
-/// [`MAX_AGENT_ID`] characters.
+/// [`MAX_AGENT_ID`] characters, and not made only of dots: every HTTP client rewrites
+/// `.` and `..` in a path, so such a record could never be read or deleted again.
 pub(crate) fn check_agent_id(id: &str) -> Result<(), FieldError> {
     if id.is_empty() || id.len() > MAX_AGENT_ID {
         return Err(err(
@@ -80,7 +81,43 @@ pub(crate) fn check_agent_id(id: &str) -> Result<(), FieldError> {
             "may contain only letters, digits, '_', '.' and '-'",
         ));
     }
+    if id.bytes().all(|b| b == b'.') {
+        return Err(err("agent_id", "must not be made only of dots"));
+    }
     Ok(())
+}
+
+/// An activation's `auth_tag` must be hex (an HMAC): a malformed one is the caller's
+/// error, refused with the registration kept, where a well-formed wrong one deletes it
+/// (Keylime's rule).
+pub(crate) fn check_auth_tag_format(tag: &str) -> Result<(), FieldError> {
+    if tag.is_empty() || !tag.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(err("auth_tag", "must be a hex string"));
+    }
+    Ok(())
+}
+
+/// No key or string in the request may hold a NUL character: none is meaningful, and
+/// PostgreSQL cannot store one in text (the registration would fail as a server error).
+fn check_no_nul(body: &Map<String, Value>) -> Result<(), FieldError> {
+    fn has_nul(v: &Value) -> bool {
+        match v {
+            Value::String(s) => s.contains('\0'),
+            Value::Array(items) => items.iter().any(has_nul),
+            Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+            Value::Null | Value::Bool(_) | Value::Number(_) => false,
+        }
+    }
+    match body.iter().find(|(k, v)| k.contains('\0') || has_nul(v)) {
+        Some((k, _)) => Err(err(
+            "request",
+            format!(
+                "field {:?} must not contain a NUL character",
+                k.replace('\0', "\\0")
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// A string field: `None` when absent or null.
@@ -319,6 +356,7 @@ pub(crate) fn validate(
     checks: &Checks,
 ) -> Result<Validated, FieldError> {
     check_agent_id(agent_id)?;
+    check_no_nul(body)?;
     let mut warnings = Vec::new();
 
     let aik_bytes = opt_b64(body, "aik_tpm")?.ok_or_else(|| err("aik_tpm", "is required"))?;
@@ -472,11 +510,31 @@ mod tests {
             assert_eq!(e.field, field, "{field}={value}: {e}");
             assert!(e.message.contains(expect), "{field}={value}: {e}");
         }
-        for id in ["", "a/b", "ä", &"x".repeat(81)] {
+        for (field, value) in [
+            ("ip", json!("a\u{0}")),
+            ("x\u{0}", json!(1)),
+            ("ip", json!({"a": ["\u{0}"]})),
+        ] {
+            let mut b = good();
+            b.insert(field.to_owned(), value);
+            let e = validate("a", &b, &checks()).unwrap_err();
+            assert_eq!(e.field, "request", "{e}");
+            assert!(e.message.contains("NUL"), "{e}");
+        }
+        for id in ["", "a/b", "ä", &"x".repeat(81), ".", "..", "..."] {
             assert_eq!(
                 validate(id, &good(), &checks()).unwrap_err().field,
                 "agent_id"
             );
+        }
+    }
+
+    #[test]
+    fn auth_tags_must_be_hex() {
+        assert!(check_auth_tag_format("00ff").is_ok());
+        assert!(check_auth_tag_format(&"aB".repeat(48)).is_ok());
+        for bad in ["", "xyz", "00 ff", "0x00", "ä"] {
+            assert_eq!(check_auth_tag_format(bad).unwrap_err().field, "auth_tag");
         }
     }
 

@@ -5,8 +5,9 @@
 //!
 //! - [`settings`]: TOML configuration files with environment overrides, one loader
 //!   for every service;
-//! - [`run`], [`Signals`] and [`shutdown_signal`]: the service `main` (logging, the
-//!   runtime, exit codes) and the signals that stop or refresh a service;
+//! - [`run`], [`Signals`] and [`shutdown_signal`]: the service `main` (logging as text
+//!   or JSON lines, the runtime, exit codes) and the signals that stop or refresh a
+//!   service;
 //! - [`server`]: the HTTP/1.1 accept loop over TCP or TLS, with [`server::Peer`]
 //!   saying how each request arrived;
 //! - [`reply`]: Keylime's response envelope, request bodies and query strings;
@@ -14,6 +15,8 @@
 //!   helpers the services' routers use;
 //! - [`client`]: the one outbound HTTP client (timeouts, a body limit, http and https,
 //!   IPv6 literals, asynchronous name resolution);
+//! - [`metrics`]: each service's Prometheus registry and the series they share;
+//! - [`ops`]: `healthz`, `readyz` and `metrics`, served by every service to anyone;
 //! - [`report`]: an error and its causes on one line, each cause once (the services'
 //!   and the `vigil` command's error messages).
 //!
@@ -22,6 +25,8 @@
 #![warn(missing_docs)]
 
 pub mod client;
+pub mod metrics;
+pub mod ops;
 mod process;
 pub mod reply;
 pub mod report;
@@ -29,4 +34,4 @@ pub mod routing;
 pub mod server;
 pub mod settings;
 
-pub use process::{run, shutdown_signal, Signal, Signals};
+pub use process::{run, shutdown_signal, subscriber, LogFormat, Signal, Signals};

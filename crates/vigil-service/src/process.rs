@@ -8,18 +8,28 @@ use std::process::ExitCode;
 use anyhow::Context;
 use tokio::signal::unix::{signal, Signal as UnixSignal, SignalKind};
 
-/// Runs a service: logs at `RUST_LOG` (else `log`, the configured filter), builds a
-/// multi-threaded tokio runtime and runs `body` on it. Errors are printed as
+/// How a service writes its log lines (`log_format` in each service's configuration).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event: time, level, spans, target, message, fields.
+    #[default]
+    Text,
+    /// One JSON object per line (`timestamp`, `level`, `target`, `fields` with the
+    /// `message`, the current `span` and the `spans` it is in), for log collectors.
+    Json,
+}
+
+/// Runs a service: logs at `RUST_LOG` (else `log`, the configured filter) in `format`,
+/// builds a multi-threaded tokio runtime and runs `body` on it. Errors are printed as
 /// `<name>: <error and its causes>`; the exit status is 0 on success, 1 on failure.
-pub fn run<F, Fut>(name: &str, log: &str, body: F) -> ExitCode
+pub fn run<F, Fut>(name: &str, log: &str, format: LogFormat, body: F) -> ExitCode
 where
     F: FnOnce() -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| log.to_owned());
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .init();
+    let _ = tracing::subscriber::set_global_default(subscriber(&filter, format, std::io::stdout));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -36,6 +46,25 @@ where
             eprintln!("{name}: {}", crate::report::chain(&e));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The services' log subscriber: events passing `filter` (an `EnvFilter` directive),
+/// written to `writer` in `format`.
+pub fn subscriber<W>(
+    filter: &str,
+    format: LogFormat,
+    writer: W,
+) -> Box<dyn tracing::Subscriber + Send + Sync>
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(writer);
+    match format {
+        LogFormat::Text => Box::new(builder.finish()),
+        LogFormat::Json => Box::new(builder.json().finish()),
     }
 }
 

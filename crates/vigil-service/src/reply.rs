@@ -161,6 +161,13 @@ impl Query {
         Self(pairs)
     }
 
+    /// Whether a name or value holds a NUL character (no database stores one in text).
+    pub fn has_nul(&self) -> bool {
+        self.0
+            .iter()
+            .any(|(k, v)| k.contains('\0') || v.contains('\0'))
+    }
+
     /// The first value of `name`.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0

@@ -148,6 +148,15 @@ impl Store {
         }
     }
 
+    /// Whether the database answers: one trivial query (`SELECT 1`) on a pooled
+    /// connection, for readiness checks. Fails once the store is closed.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        match &self.inner {
+            Inner::Sqlite(s) => s.ping().await,
+            Inner::Postgres(s) => s.ping().await,
+        }
+    }
+
     /// Closes every pooled connection (waits for those in use to be returned).
     pub async fn close(&self) {
         match &self.inner {

@@ -15,12 +15,16 @@
 //!
 //! With the `db` feature, [`db`] gives each test its own SQLite file or PostgreSQL
 //! schema. With the `keylime` feature, [`keylime`] starts Keylime 7.14.3's registrar and
-//! verifier and runs its tenant, as peers for the interoperability tests.
+//! verifier and runs its tenant, as peers for the interoperability tests. With the
+//! `metrics` feature, [`scrape`] reads a service's `/metrics` answer with a Prometheus
+//! text-format parser.
 
 #[cfg(feature = "db")]
 pub mod db;
 #[cfg(feature = "keylime")]
 pub mod keylime;
+#[cfg(feature = "metrics")]
+pub mod scrape;
 mod skip;
 mod tmpfs;
 
@@ -97,6 +101,11 @@ impl Swtpm {
     pub fn restart(&mut self) {
         self.process.stop();
         self.process = launch("restart", self.dir.path());
+    }
+
+    /// Kills swtpm: the TPM is gone under whoever uses it (until [`Self::restart`]).
+    pub fn kill(&mut self) {
+        self.process.stop();
     }
 
     /// The TCTI string for tss-esapi and tpm2-tools.

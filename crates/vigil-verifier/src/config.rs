@@ -102,6 +102,8 @@ pub struct Config {
     pub stale_after_intervals: f64,
     /// Log filter (`tracing` syntax).
     pub log: String,
+    /// Log lines as `text` (the default) or `json` (one object per line).
+    pub log_format: vigil_service::LogFormat,
 }
 
 impl Default for Config {
@@ -153,6 +155,7 @@ impl Default for Config {
             max_answer_size: 256 << 20,
             stale_after_intervals: 10.0,
             log: "info".into(),
+            log_format: vigil_service::LogFormat::Text,
         }
     }
 }

@@ -19,7 +19,8 @@ pub(crate) enum ApiError {
     /// An agent id in the path that Keylime's `valid_agent_id` refuses.
     #[error("agent_id not not valid")]
     InvalidAgentId,
-    /// A policy name in the path that is not a valid name.
+    /// A policy name in the path that is not a valid name, or a path segment that does
+    /// not decode (percent-encoded bytes that are not UTF-8).
     #[error("Invalid URL")]
     InvalidName,
     /// An admin route without a verified client certificate (Keylime's admin mTLS).

@@ -37,6 +37,7 @@ mod engine;
 mod enrol;
 mod error;
 mod http;
+mod metrics;
 mod node_tls;
 mod notify;
 mod protocol;
@@ -166,9 +167,11 @@ impl Verifier {
         let store = Store::open(&config.database_url()).await?;
         let (stop, stopped) = watch::channel(false);
         let config = Arc::new(config.clone());
+        let metrics = Arc::new(metrics::Metrics::new());
         let notifiers = notify::Notifiers::new(
             &config,
             store.clone(),
+            metrics.clone(),
             Some(identity.clone()),
             attestation.clone(),
             clock.clone(),
@@ -184,6 +187,7 @@ impl Verifier {
             config: config.clone(),
             attestation,
             notifiers,
+            metrics,
             clock,
             nonces,
             stop: stopped.clone(),

@@ -34,8 +34,8 @@ fn main() -> ExitCode {
     if let Some(url) = cli.database {
         config.database_url = url;
     }
-    let log = config.log.clone();
-    vigil_service::run("vigil-verifier", &log, || async move {
+    let (log, format) = (config.log.clone(), config.log_format);
+    vigil_service::run("vigil-verifier", &log, format, || async move {
         let verifier = Verifier::start(&config).await.context("cannot start")?;
         vigil_service::shutdown_signal().await?;
         verifier.shutdown().await;

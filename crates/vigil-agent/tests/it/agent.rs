@@ -3,7 +3,8 @@
 //! activation, identity and integrity quotes verified by `vigil-core` (and once by
 //! `tpm2_checkquote`), IMA emulation replayed against the quoted PCR 10 and checked
 //! against a runtime policy before and after a file changes, `ima_ml_entry`, payload
-//! delivery with rust-keylime's `payload.zip`, revocation notices, input validation.
+//! delivery with rust-keylime's `payload.zip`, revocation notices. Bad input on every
+//! route: `bad_input.rs`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -81,6 +82,7 @@ impl Env {
             revocation_actions_dir: actions,
             revocation_actions: vec!["record.sh".into()],
             registration_retry_max: 1,
+            ops_port: Some(0),
             ..Config::default()
         };
         let agent = Agent::start(&config).await.expect("agent starts");
@@ -408,179 +410,66 @@ impl Env {
     }
 }
 
+/// `healthz`, `readyz` and `metrics` on the plain-HTTP ops port without a client
+/// certificate (and on the mTLS API port with one); the quotes counted as served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn validates_input() {
-    let Some(env) = Env::start("agent_input", &[]).await else {
+async fn operator_endpoints_and_quote_metrics() {
+    let Some(env) = Env::start("agent_ops", &[]).await else {
         return;
     };
-    let status = |v: &Value| v["status"].as_str().unwrap_or_default().to_owned();
-    let (code, v) = env.get("/version").await;
-    assert_eq!(code, 200);
-    assert_eq!(v["results"]["supported_version"], "2.6");
-    assert_eq!(
-        v["results"]["supported_versions"].as_array().unwrap().len(),
-        6
-    );
-    let cases: &[(&str, &str, u16, &str)] = &[
-        (
-            "GET",
-            "/v2.6/quotes/identity?nonce=abc!",
-            400,
-            "nonce should be strictly alphanumeric",
-        ),
-        (
-            "GET",
-            &format!("/v2.6/quotes/identity?nonce={}", "a".repeat(65)),
-            400,
-            "Nonce is too long",
-        ),
-        ("GET", "/v2.6/quotes/identity", 400, "missing field `nonce`"),
-        (
-            "GET",
-            "/v2.6/quotes/integrity?nonce=a&mask=zz&partial=0",
-            400,
-            "mask should be a hex",
-        ),
-        (
-            "GET",
-            "/v2.6/quotes/integrity?nonce=a&mask=0x-1&partial=0",
-            400,
-            "mask should be strictly alphanumeric",
-        ),
-        (
-            "GET",
-            "/v2.6/quotes/integrity?nonce=a&mask=0x1000000&partial=0",
-            400,
-            "above 23",
-        ),
-        (
-            "GET",
-            "/v2.6/quotes/integrity?nonce=a&mask=0x1&partial=2",
-            400,
-            "'partial'",
-        ),
-        (
-            "GET",
-            "/v2.6/quotes/integrity?nonce=a&partial=1",
-            400,
-            "missing field `mask`",
-        ),
-        (
-            "GET",
-            "/v2.6/quotes/other",
-            400,
-            "only /identity and /integrity",
-        ),
-        (
-            "POST",
-            "/v2.6/quotes/identity?nonce=a",
-            405,
-            "Method is not supported in /quotes/ interface",
-        ),
-        (
-            "GET",
-            "/v1.0/quotes/identity?nonce=a",
-            400,
-            "API version not supported: v1.0",
-        ),
-        (
-            "GET",
-            "/v2.0/keys/pubkey",
-            400,
-            "API version not supported: v2.0",
-        ),
-        (
-            "GET",
-            "/v2.1/agent/info",
-            400,
-            "Not Implemented: Use /agent, /keys, or /quotes",
-        ),
-        (
-            "GET",
-            "/v2.6/nothing",
-            400,
-            "Not Implemented: Use /agent, /keys, or /quotes",
-        ),
-        (
-            "GET",
-            "/nothing",
-            400,
-            "Not Implemented: Use /version or /v2.6 interfaces",
-        ),
-        ("DELETE", "/nothing", 405, "Method is not supported"),
-        (
-            "GET",
-            "/v2.6/keys/verify?challenge=abc",
-            400,
-            "Bootstrap key not yet available.",
-        ),
-        (
-            "GET",
-            "/v2.6/keys/verify?challenge=a-b",
-            400,
-            "strictly alphanumeric",
-        ),
-        ("POST", "/v2.6/keys/ukey", 400, "Json deserialize error"),
-        (
-            "PUT",
-            "/v2.6/keys/ukey",
-            405,
-            "Method is not supported in /keys/ interface",
-        ),
-        (
-            "GET",
-            "/v2.6/notifications/revocation",
-            405,
-            "Method is not supported in /notifications/",
-        ),
-        (
-            "POST",
-            "/v2.6/notifications/revocation",
-            400,
-            "Json deserialize error",
-        ),
-    ];
-    for (method, path, code, text) in cases {
-        let a = env.call(method, path, None).await;
-        let v = a.json();
-        assert_eq!(a.status, *code, "{method} {path}: {v}");
-        assert_eq!(v["code"], *code);
-        assert_eq!(v["results"], json!({}));
-        assert!(status(&v).contains(text), "{method} {path}: {v}");
-        if *code == 405 {
-            assert!(a.headers.contains_key("allow"), "{method} {path}");
-        }
+    let ops = Endpoint::addr(env.agent().ops_addr().expect("ops_port is set"));
+    let scrape = |endpoint: Endpoint| async move {
+        let a = request(&endpoint, "GET", "/metrics", None).await.unwrap();
+        assert_eq!(a.status, 200);
+        vigil_testkit::scrape::Scrape::parse(std::str::from_utf8(&a.body).unwrap())
+    };
+    let quotes = |s: &vigil_testkit::scrape::Scrape, kind: &str, outcome: &str| {
+        s.value(
+            "vigil_agent_quotes_total",
+            &[("kind", kind), ("outcome", outcome)],
+        )
+    };
+    for path in ["/healthz", "/vigil/v1/healthz/"] {
+        let a = request(&ops, "GET", path, None).await.unwrap();
+        assert_eq!(
+            (a.status, &a.json()["results"]["healthy"]),
+            (200, &json!(true))
+        );
     }
-    // A bad U changes nothing.
-    let a = env
-        .call(
-            "POST",
-            "/v2.6/keys/ukey",
-            Some(json!({"auth_tag": "00", "encrypted_key": "x"})),
-        )
-        .await;
-    assert_eq!(a.status, 400);
-    let (code, v) = env.get("/v2.6/agent/info").await;
+    let a = request(&ops, "GET", "/vigil/v1/readyz", None)
+        .await
+        .unwrap();
+    assert_eq!(a.status, 200);
+    assert_eq!(
+        a.json()["results"],
+        json!({"ready": true, "checks": {"tpm": "ok", "tls": "ok"}})
+    );
+    // Only the operator's endpoints there; Keylime's API stays behind mTLS.
+    assert_eq!(
+        request(&ops, "GET", "/version", None).await.unwrap().status,
+        404
+    );
+    assert_eq!(
+        quotes(&scrape(ops.clone()).await, "identity", "ok"),
+        Some(0.0)
+    );
+
+    let (code, _) = env.get("/v2.6/quotes/identity?nonce=1234567890").await;
     assert_eq!(code, 200);
-    assert_eq!(v["results"]["agent_uuid"], UUID);
-    assert_eq!(v["results"]["tpm_hash_alg"], "sha256");
-    // No client certificate, or one from another CA: no TLS session.
-    let no_cert = env.tls(None);
-    assert!(request(&no_cert, "GET", "/version", None).await.is_err());
-    let other = vigil_tls::ca::init(&env.dir.path().join("other_ca"), &[], false).unwrap();
-    let foreign = Endpoint::addr(env.addr()).with_tls(Arc::new(
-        vigil_tls::client_config(
-            &env.config.state_dir.join("server-cert.crt"),
-            Some((&other.cert("client"), &other.key("client"))),
-        )
-        .unwrap(),
-    ));
-    assert!(request(&foreign, "GET", "/version", None).await.is_err());
+    let (code, _) = env.get("/v2.6/quotes/identity").await;
+    assert_eq!(code, 400);
+    let s = scrape(ops).await;
+    assert_eq!(quotes(&s, "identity", "ok"), Some(1.0));
+    assert_eq!(quotes(&s, "identity", "refused"), Some(1.0));
+    assert_eq!(quotes(&s, "integrity", "ok"), Some(0.0));
+    // The API port serves them too, to a client with a certificate.
+    let s = scrape(env.tls(Some("client"))).await;
+    assert_eq!(quotes(&s, "identity", "ok"), Some(1.0));
     env.stop().await;
 }
 
 /// One request with the client's default limits.
-async fn request(
+pub(crate) async fn request(
     endpoint: &Endpoint,
     method: &str,
     path: &str,

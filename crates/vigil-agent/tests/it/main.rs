@@ -3,4 +3,5 @@
 //! suite: `cargo test -p vigil-agent --test it agent::`.
 
 mod agent;
+mod bad_input;
 mod bench;

@@ -7,6 +7,9 @@
 mod support;
 
 mod api;
+mod bad_input;
 mod devid;
+mod faults;
 mod keylime_interop;
+mod ops;
 mod swtpm;

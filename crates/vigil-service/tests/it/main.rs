@@ -2,3 +2,4 @@
 //! `cargo test -p vigil-service --test it client::`.
 
 mod client;
+mod ops;

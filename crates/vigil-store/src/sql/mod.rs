@@ -131,6 +131,20 @@ impl<D: Dialect> SqlStore<D> {
     }
 }
 
+for_every_dialect! {
+    impl SqlStore {
+        /// One trivial query on a pooled connection: the database answers.
+        pub(crate) async fn ping(&self) -> Result<(), StoreError> {
+            let mut conn = self.pool.acquire().await.map_err(StoreError::db("ping"))?;
+            sqlx::query("SELECT 1")
+                .execute(&mut *conn)
+                .await
+                .map_err(StoreError::db("ping"))?;
+            Ok(())
+        }
+    }
+}
+
 async fn commit<D: Database>(
     tx: Transaction<'static, D>,
     op: &'static str,

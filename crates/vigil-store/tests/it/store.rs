@@ -85,6 +85,7 @@ on_both_backends!(
     leases_acquire_renew_release_and_fence,
     leases_concurrent_acquirers_split_agents,
     reopen_keeps_everything,
+    ping_answers_until_closed,
     notices_record_fail_deliver_and_survive_reopen,
 );
 
@@ -995,6 +996,15 @@ async fn reopen_keeps_everything(db: TestDb) {
         lease.first()
     );
     again.close().await;
+}
+
+/// `ping` (the services' readiness check) answers while the store is open, and fails,
+/// without hanging, once it is closed.
+async fn ping_answers_until_closed(db: TestDb) {
+    db.store.ping().await.unwrap();
+    db.store.close().await;
+    let e = db.store.ping().await.unwrap_err();
+    assert!(matches!(e, StoreError::Database { op: "ping", .. }), "{e}");
 }
 
 // ---------------------------------------------------------------------------------

@@ -25,8 +25,17 @@ impl Engine {
         let mut stop = self.stop.clone();
         loop {
             let leases = self.store.leases();
-            match leases.renew(&self.holder, self.clock.now_secs(), ttl).await {
+            let renewed = self
+                .metrics
+                .store
+                .time(
+                    "lease_renew",
+                    leases.renew(&self.holder, self.clock.now_secs(), ttl),
+                )
+                .await;
+            match renewed {
                 Ok(held) => {
+                    self.leases_renewed();
                     let held: HashSet<_> = held.into_iter().map(|l| l.agent_id).collect();
                     let (lost, orphaned) = {
                         let nodes = self.lock_nodes();

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch, Notify, Semaphore};
-use tracing::warn;
+use tracing::{warn, Instrument};
 use vigil_core::attestation::{AttestationConfig, Deletion};
 use vigil_core::policy::measured_boot::MbPolicy;
 use vigil_store::{Fence, Store, StoreError};
@@ -33,6 +33,7 @@ use crate::agent_client::AgentClient;
 use crate::clock::{Clock, NonceSource};
 use crate::config::Config;
 use crate::context::PolicyCache;
+use crate::metrics::Metrics;
 use crate::notify::Notifiers;
 
 /// A tenant action for a node's task. Each is answered once the change is recorded,
@@ -59,6 +60,7 @@ pub(crate) struct EngineParts {
     pub(crate) attestation: Arc<AttestationConfig>,
     pub(crate) agents: AgentClient,
     pub(crate) notifiers: Notifiers,
+    pub(crate) metrics: Arc<Metrics>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) nonces: Arc<dyn NonceSource>,
     pub(crate) stop: watch::Receiver<bool>,
@@ -72,6 +74,7 @@ pub(crate) struct Engine {
     pub(crate) cache: PolicyCache,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) holder: String,
+    pub(crate) metrics: Arc<Metrics>,
     nonces: Arc<dyn NonceSource>,
     agents: AgentClient,
     mb_policy: MbPolicy,
@@ -85,6 +88,9 @@ pub(crate) struct Engine {
     /// The last failure to record a round, until a round is recorded again: the
     /// verifier is not ready while its database refuses writes.
     store_fault: Mutex<Option<String>>,
+    /// When the lease loop last renewed this replica's leases (with leases on): the
+    /// verifier is not ready once that is older than the lease TTL.
+    leases_renewed: Mutex<Option<std::time::Instant>>,
     /// Answers judged at once: judging is CPU work on the blocking pool, and an answer
     /// may hold hundreds of megabytes, so more than a core's worth at a time would
     /// only add memory.
@@ -107,6 +113,7 @@ impl Engine {
             attestation,
             agents,
             notifiers,
+            metrics,
             clock,
             nonces,
             stop,
@@ -118,6 +125,7 @@ impl Engine {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Arc::new(Self {
             holder: config.replica_id(),
+            metrics,
             leases: config.lease_ttl > 0,
             store,
             attestation,
@@ -135,6 +143,7 @@ impl Engine {
             tasks: tokio::sync::Mutex::new(tokio::task::JoinSet::new()),
             judging: Semaphore::new(cores),
             store_fault: Mutex::new(None),
+            leases_renewed: Mutex::new(None),
         })
     }
 
@@ -174,7 +183,8 @@ impl Engine {
         }
     }
 
-    /// Notes whether the last attempt to record a round worked, logging the changes.
+    /// Notes whether the last attempt to record a round worked (the reason `readyz`
+    /// gives, with the database's own words), logging the changes.
     pub(crate) fn store_written(&self, result: Result<(), &StoreError>) {
         let mut fault = self.store_fault.lock().unwrap_or_else(|e| e.into_inner());
         match (result, fault.is_some()) {
@@ -182,7 +192,7 @@ impl Engine {
                 tracing::info!("the database records rounds again");
                 *fault = None;
             }
-            (Err(e), _) => *fault = Some(e.to_string()),
+            (Err(e), _) => *fault = Some(with_causes(e)),
             (Ok(()), false) => {}
         }
     }
@@ -193,6 +203,28 @@ impl Engine {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Notes that the lease loop renewed this replica's leases.
+    pub(crate) fn leases_renewed(&self) {
+        *self
+            .leases_renewed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(std::time::Instant::now());
+    }
+
+    /// With leases on, whether they were renewed within the lease TTL (`None` with
+    /// leases off).
+    pub(crate) fn leases_current(&self) -> Option<bool> {
+        if !self.leases {
+            return None;
+        }
+        let ttl = Duration::from_secs(u64::from(self.config.lease_ttl));
+        let renewed = *self
+            .leases_renewed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        Some(renewed.is_some_and(|at| at.elapsed() < ttl))
     }
 
     /// Whether replicas share nodes through leases.
@@ -227,9 +259,11 @@ impl Engine {
             nodes.insert(id.clone(), NodeHandle { tx, serial });
         }
         let me = self.clone();
+        let span = tracing::info_span!("node", agent_id = %id);
         self.tasks.lock().await.spawn(async move {
             task::NodeTask::new(me.clone(), id.clone(), fence)
                 .run(rx)
+                .instrument(span)
                 .await;
             let mut nodes = me.lock_nodes();
             if nodes.get(&id).is_some_and(|h| h.serial == serial) {
@@ -260,4 +294,18 @@ impl Engine {
             }
         }
     }
+}
+
+/// `e` followed by its causes, `: `-separated ("database error while trying to record
+/// attestation round: database is locked"): the log and `readyz` say why a write
+/// failed, not only which.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }

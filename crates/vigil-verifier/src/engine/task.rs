@@ -2,19 +2,24 @@
 //! judges answers on the blocking pool, feeds the results back and records every
 //! change — a thin loop in the manner of quinn's connection driver. Every decision is
 //! the state machine's; every check is `vigil_core::attestation::evaluate_round`'s.
+//!
+//! The task runs in a `node` span (`agent_id`), each quote request and what follows
+//! from its answer in a `round` span (`round`: 1, 2, … since the task started), and
+//! updates the verifier's metrics as rounds end.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Instant;
 
 use hyper::body::Bytes;
 use rand_core::OsRng;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, info, info_span, warn, Instrument, Span};
 use vigil_core::attestation::{
     evaluate_round, Action, CommFailure, Deletion, MeasuredBootPolicy, NodeAnswer, NodeAttestation,
-    RequestId, RoundOutcome, RoundPolicy,
+    RequestId, RoundOutcome, RoundPolicy, UnixTime,
 };
 use vigil_store::{Fence, StoreError};
 
@@ -24,12 +29,19 @@ use crate::agent_client::{Exchange, NodeTarget};
 use crate::config::MbEvaluate;
 use crate::context::{self, NodeContext};
 
+/// A quote request under way: its span and when it was sent.
+struct Round {
+    span: Span,
+    started: Instant,
+}
+
 /// The result of a request, fed back to the state machine.
 enum Done {
     Quote {
         id: RequestId,
         nonce: String,
         exchange: Exchange<Bytes>,
+        round: Round,
     },
     V {
         id: RequestId,
@@ -55,6 +67,8 @@ pub(super) struct NodeTask {
     id: String,
     fence: Option<Fence>,
     written: Written,
+    /// Quote requests made so far.
+    rounds: u64,
 }
 
 /// A node's state machine and the context it is judged in, moved together to the
@@ -72,6 +86,7 @@ impl NodeTask {
             id,
             fence,
             written: Written::default(),
+            rounds: 0,
         }
     }
 
@@ -104,6 +119,9 @@ impl NodeTask {
         }
         let mut inflight: Option<InFlight> = None;
         let mut stop = e.stop.clone();
+        let mut gauge = e.metrics.node_gauge();
+        // The deadline slept towards: a quote request pulled after it is that late.
+        let mut due: Option<UnixTime> = None;
         self.written.learned_keyrings = agent.state.learned_ima_keyrings.clone();
         if self
             .persist(&node, &ctx, RoundNote::default())
@@ -120,7 +138,12 @@ impl NodeTask {
                         id,
                         partial,
                         ima_ml_entry,
-                    } => inflight = Some(self.get_quote(&ctx, id, partial, ima_ml_entry)),
+                    } => {
+                        if let Some(due) = due.take() {
+                            e.metrics.poll_lag(e.clock.now().saturating_since(due));
+                        }
+                        inflight = Some(self.get_quote(&ctx, id, partial, ima_ml_entry));
+                    }
                     Action::ProvideV { id } => inflight = Some(self.provide_v(&ctx, &node, id)),
                     Action::Notify(n) => e.notifiers.notify(&ctx, &n, e.clock.now()),
                     Action::Remove => {
@@ -129,7 +152,9 @@ impl NodeTask {
                     }
                 }
             }
+            gauge.set(node.state());
             let deadline = node.next_deadline();
+            due = deadline;
             let clock = e.clock.clone();
             let sleep = async move {
                 match deadline {
@@ -146,10 +171,14 @@ impl NodeTask {
             tokio::select! {
                 done = request => {
                     inflight = None;
-                    let Some(judged) = self.apply(ctx, node, done).await else { return };
+                    let span = match &done {
+                        Done::Quote { round, .. } => round.span.clone(),
+                        Done::V { .. } => Span::current(),
+                    };
+                    let Some(judged) = self.apply(ctx, node, done).instrument(span.clone()).await else { return };
                     Judged { node, ctx, .. } = judged;
                     let note = judged.note;
-                    if self.persist(&node, &ctx, note).await.is_err() {
+                    if self.persist(&node, &ctx, note).instrument(span).await.is_err() {
                         return;
                     }
                 }
@@ -233,19 +262,35 @@ impl NodeTask {
         }
     }
 
-    fn get_quote(&self, ctx: &NodeContext, id: RequestId, partial: bool, entry: u64) -> InFlight {
+    fn get_quote(
+        &mut self,
+        ctx: &NodeContext,
+        id: RequestId,
+        partial: bool,
+        entry: u64,
+    ) -> InFlight {
         let e = self.engine.clone();
         let nonce = e.nonces.nonce();
         let target = Self::target(ctx);
         let mask = ctx.mask;
-        Box::pin(async move {
-            let exchange = e.agents.quote(&target, &nonce, mask, partial, entry).await;
-            Done::Quote {
-                id,
-                nonce,
-                exchange,
+        self.rounds += 1;
+        let round = Round {
+            span: info_span!("round", round = self.rounds),
+            started: Instant::now(),
+        };
+        let span = round.span.clone();
+        Box::pin(
+            async move {
+                let exchange = e.agents.quote(&target, &nonce, mask, partial, entry).await;
+                Done::Quote {
+                    id,
+                    nonce,
+                    exchange,
+                    round,
+                }
             }
-        })
+            .instrument(span),
+        )
     }
 
     fn provide_v(&self, ctx: &NodeContext, node: &NodeAttestation, id: RequestId) -> InFlight {
@@ -299,10 +344,12 @@ impl NodeTask {
                 id,
                 nonce,
                 exchange,
+                round,
             } => match exchange.result {
-                Ok(body) => return self.judge(ctx, node, id, nonce, body).await,
+                Ok(body) => return self.judge(ctx, node, id, nonce, body, round.started).await,
                 Err(f) => {
                     warn!(agent_id = %self.id, "quote request failed: {f}");
+                    e.metrics.quote_failed(&f, round.started);
                     let _ = node.request_failed(e.clock.now(), id, f);
                 }
             },
@@ -333,11 +380,14 @@ impl NodeTask {
         id: RequestId,
         nonce: String,
         body: Bytes,
+        started: Instant,
     ) -> Option<Judged> {
         let permit = self.engine.judging.acquire().await.ok()?;
         let e = self.engine.clone();
         let agent_id = self.id.clone();
+        let span = Span::current();
         let judged = tokio::task::spawn_blocking(move || {
+            let _round = span.enter();
             let (mut ctx, mut node) = (ctx, node);
             let mut note = RoundNote::default();
             let t = e.clock.now();
@@ -346,7 +396,9 @@ impl NodeTask {
                 Err(err) => {
                     drop(body);
                     warn!(agent_id = %agent_id, "quote request failed: {err}");
-                    let _ = node.request_failed(t, id, CommFailure::BadResponse(err.to_string()));
+                    let failure = CommFailure::BadResponse(err.to_string());
+                    e.metrics.quote_failed(&failure, started);
+                    let _ = node.request_failed(t, id, failure);
                     return Judged { node, ctx, note };
                 }
             };
@@ -354,6 +406,7 @@ impl NodeTask {
             note.quote_at = Some(i64::try_from(t.as_secs()).unwrap_or(i64::MAX));
             let outcome = evaluate(&e, &mut ctx, &node, &answer, nonce.as_bytes());
             log_outcome(&agent_id, &outcome, &answer);
+            e.metrics.round_judged(&outcome, started);
             drop(answer);
             if !outcome.rebooted {
                 note.verdict = Some(outcome.failure.is_empty());
@@ -386,11 +439,16 @@ impl NodeTask {
         let Some(update) = persist::round_update(&snap, &self.written, note, &keyrings) else {
             return Ok(());
         };
-        let written = self
-            .engine
+        let e = &self.engine;
+        let written = e
+            .metrics
             .store
-            .verifier_agents()
-            .record_round(&self.id, update, self.fence.as_ref())
+            .time(
+                "record_round",
+                e.store
+                    .verifier_agents()
+                    .record_round(&self.id, update, self.fence.as_ref()),
+            )
             .await;
         self.engine.store_written(written.as_ref().map(|_| ()));
         match written {
@@ -412,7 +470,11 @@ impl NodeTask {
             Err(err) => {
                 // The next write carries the whole snapshot again, so the round is
                 // recorded once the database takes writes again (a full disk freed).
-                error!(agent_id = %self.id, "recording the round: {err}; the verifier is not ready until a round is recorded");
+                error!(
+                    agent_id = %self.id,
+                    "recording the round: {}; the verifier is not ready until a round is recorded",
+                    super::with_causes(&err)
+                );
                 Ok(())
             }
         }

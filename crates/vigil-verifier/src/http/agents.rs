@@ -5,11 +5,11 @@ use axum::http::StatusCode;
 use axum::routing::{put, MethodRouter};
 use vigil_core::attestation::Deletion;
 
-use super::{admin, query, Reply};
+use super::{admin, json_body, query, Reply};
 use crate::error::ApiError;
 use crate::protocol::valid_id;
 use crate::service::{Service, TenantAction};
-use vigil_service::reply::{empty, envelope, json_object, success, Dialect};
+use vigil_service::reply::{empty, envelope, success};
 use vigil_service::routing::RawParams;
 use vigil_service::server::Peer;
 
@@ -25,7 +25,7 @@ fn checked(params: &RawParams) -> Result<&str, ApiError> {
 
 pub(super) async fn list(State(s): State<Service>, peer: Peer, req: Request) -> Reply {
     admin(&peer, "get_agents")?;
-    let q = query(&req);
+    let q = query(&req)?;
     // Keylime answers in bulk whenever `bulk` has a value, whatever it is.
     s.list(q.get("verifier"), q.get("bulk").is_some())
         .await
@@ -46,7 +46,7 @@ pub(super) async fn enrol(
 ) -> Reply {
     admin(&peer, "create_agent")?;
     let id = checked(&params)?;
-    let body = json_object(req, s.config().max_upload_size, Dialect::Verifier).await?;
+    let body = json_body(req, s.config().max_upload_size).await?;
     s.enrol(id, &body).await.map(|()| success(empty()))
 }
 

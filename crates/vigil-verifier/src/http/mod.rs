@@ -2,12 +2,16 @@
 //! version prefix, with Keylime's answers for the rest — 404 for unknown paths and
 //! versions, 405 with its texts for wrong methods, 403 for admin routes without a
 //! client certificate. Handlers read the request and call the [`Service`]; every
-//! refusal is an [`ApiError`](crate::error::ApiError), answered in `reply`.
+//! refusal is an [`ApiError`](crate::error::ApiError), answered in `reply`. The
+//! operator's endpoints (`healthz`, `readyz`, `metrics`, public) are
+//! `vigil_service::ops`'s.
 
 mod agents;
 mod policies;
 mod reply;
 mod verify;
+
+use std::sync::Arc;
 
 use axum::extract::Request;
 use axum::http::StatusCode;
@@ -15,7 +19,8 @@ use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::{any, get, post, MethodRouter};
 use axum::Router;
-use vigil_service::reply::{empty, envelope, plain, success, Query};
+use vigil_service::ops::{self, Ops};
+use vigil_service::reply::{empty, envelope, plain, success, Dialect, Query};
 use vigil_service::routing::{log_requests, with_slash, RawParams};
 use vigil_service::server::Peer;
 
@@ -36,15 +41,48 @@ pub(crate) fn admin(peer: &Peer, action: &'static str) -> Result<(), ApiError> {
     }
 }
 
-/// The query string as Keylime reads it.
-pub(crate) fn query(req: &Request) -> Query {
-    Query::parse_qsl(req.uri().query())
+/// Why a request with a NUL character is refused: no field or parameter may hold one,
+/// and PostgreSQL cannot store one in text (it would fail as a server error).
+const NUL: &str = "the request contains a NUL character";
+
+/// The query string as Keylime reads it; a NUL character (`%00`) is refused.
+pub(crate) fn query(req: &Request) -> Result<Query, ApiError> {
+    let q = Query::parse_qsl(req.uri().query());
+    if q.has_nul() {
+        return Err(ApiError::BadRequest(format!("Invalid URL: {NUL}")));
+    }
+    Ok(q)
+}
+
+/// The request body as a JSON object of at most `limit` bytes, or Keylime's 400s; a
+/// NUL character in any key or string is refused.
+pub(crate) async fn json_body(
+    req: Request,
+    limit: usize,
+) -> Result<serde_json::Map<String, serde_json::Value>, ApiError> {
+    let map = vigil_service::reply::json_object(req, limit, Dialect::Verifier).await?;
+    if map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)) {
+        return Err(ApiError::BadRequest(format!("Exception error: {NUL}")));
+    }
+    Ok(map)
+}
+
+/// Whether a string anywhere in `v` (a key or a value) holds a NUL character.
+/// (serde_json bounds the nesting, so the recursion is bounded.)
+fn has_nul(v: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match v {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(has_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        Value::Null | Value::Bool(_) | Value::Number(_) => false,
+    }
 }
 
 /// The API router over `service`. Every route is served with and without one
 /// trailing slash, as Keylime does.
 pub(crate) fn router(service: Service) -> Router {
-    let versioned: [(&str, MethodRouter<Service>); 12] = [
+    let versioned: [(&str, MethodRouter<Service>); 11] = [
         (
             "/{v}",
             not_implemented("Not Implemented: Use /agents/ interface instead"),
@@ -92,7 +130,6 @@ pub(crate) fn router(service: Service) -> Router {
             "/{v}/verify/evidence",
             post(verify::evidence).fallback(not_implemented_use("POST")),
         ),
-        ("/vigil/v1/readyz", get(readyz)),
     ];
     let versioned = versioned
         .into_iter()
@@ -105,8 +142,10 @@ pub(crate) fn router(service: Service) -> Router {
         .fold(Router::new(), |r, path| {
             with_slash(r, path, get(version).fallback(not_implemented_use("GET")))
         });
+    let ops = ops::routes(Ops::new(service.metrics(), Arc::new(service.clone())));
     unversioned
         .merge(versioned)
+        .merge(ops)
         .fallback(|| async { plain(StatusCode::NOT_FOUND) })
         .with_state(service)
         .layer(axum::middleware::from_fn(log_requests))
@@ -126,26 +165,12 @@ fn not_implemented_use(method: &'static str) -> impl Fn() -> std::future::Ready<
     }
 }
 
-/// A route under a version prefix this verifier does not serve is Keylime's 404
-/// (`/vigil/v1/…` has no `{v}` and passes).
+/// A route under a version prefix this verifier does not serve is Keylime's 404.
 async fn served_version(params: RawParams, req: Request, next: Next) -> Response {
     match params.get("v") {
         "" => next.run(req).await,
         v if served_prefix(v) => next.run(req).await,
         _ => plain(StatusCode::NOT_FOUND),
-    }
-}
-
-/// `GET /vigil/v1/readyz` (public): 200 while the verifier records rounds, 503 with the
-/// reason while its database refuses them.
-async fn readyz(axum::extract::State(s): axum::extract::State<Service>) -> Response {
-    match s.readiness() {
-        Ok(()) => success(serde_json::json!({"ready": true})),
-        Err(reason) => envelope(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Service Unavailable",
-            serde_json::json!({"ready": false, "reason": reason}),
-        ),
     }
 }
 

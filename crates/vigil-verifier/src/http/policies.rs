@@ -6,11 +6,11 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, MethodRouter};
 
-use super::admin;
+use super::{admin, json_body};
 use crate::error::ApiError;
 use crate::protocol::valid_id;
 use crate::service::{PolicyKind, Service};
-use vigil_service::reply::{empty, envelope, json_object, success, Dialect};
+use vigil_service::reply::{empty, envelope, success};
 use vigil_service::routing::RawParams;
 use vigil_service::server::Peer;
 
@@ -68,7 +68,7 @@ pub(super) fn item(kind: PolicyKind) -> MethodRouter<Service> {
         move |State(s): State<Service>, peer: Peer, params: RawParams, req: Request| async move {
             admin(&peer, actions(kind).update)?;
             let name = checked(&params)?;
-            let body = json_object(req, s.config().max_upload_size, Dialect::Verifier).await?;
+            let body = json_body(req, s.config().max_upload_size).await?;
             let stored = match kind {
                 PolicyKind::Runtime => s.put_runtime_policy(name, &body, create).await,
                 PolicyKind::MeasuredBoot => s.put_mb_policy(name, &body, create).await,

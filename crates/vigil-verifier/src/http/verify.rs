@@ -4,13 +4,13 @@ use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use serde_json::{json, Value};
 
-use super::{query, Reply};
+use super::{json_body, query, Reply};
 use crate::error::ApiError;
 use crate::service::{EvidenceVerdict, Service};
-use vigil_service::reply::{envelope, json_object, success, Dialect};
+use vigil_service::reply::{envelope, success};
 
 pub(super) async fn identity(State(s): State<Service>, req: Request) -> Reply {
-    let q = query(&req);
+    let q = query(&req)?;
     let mut args = Vec::new();
     for k in ["agent_uuid", "quote", "nonce", "hash_alg"] {
         match q.get(k) {
@@ -31,7 +31,7 @@ pub(super) async fn identity(State(s): State<Service>, req: Request) -> Reply {
 }
 
 pub(super) async fn evidence(State(s): State<Service>, req: Request) -> Reply {
-    let body = json_object(req, s.config().max_upload_size, Dialect::Verifier).await?;
+    let body = json_body(req, s.config().max_upload_size).await?;
     s.verify_evidence(body).await.map(answer)
 }
 

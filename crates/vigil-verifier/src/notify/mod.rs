@@ -31,6 +31,7 @@ use vigil_store::{NewNotice, PendingNotice, Store, StoreError};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::context::NodeContext;
+use crate::metrics::Metrics;
 use crate::node_tls::ClientIdentity;
 
 /// The node a notice is about (what a channel may need besides the notice).
@@ -73,6 +74,7 @@ struct Shared {
     channels: Vec<Arc<dyn Notifier>>,
     attestation: Arc<AttestationConfig>,
     attempts: u32,
+    metrics: Arc<Metrics>,
     clock: Arc<dyn Clock>,
     stop: watch::Receiver<bool>,
     /// Every delivery under way, joined at shutdown before the store closes.
@@ -87,6 +89,7 @@ impl Notifiers {
     pub(crate) fn new(
         config: &Config,
         store: Store,
+        metrics: Arc<Metrics>,
         identity: Option<ClientIdentity>,
         attestation: Arc<AttestationConfig>,
         clock: Arc<dyn Clock>,
@@ -113,6 +116,7 @@ impl Notifiers {
                 channels,
                 attestation,
                 attempts: config.max_retries.max(1),
+                metrics,
                 clock,
                 stop,
                 tasks: Mutex::new(JoinSet::new()),
@@ -123,6 +127,7 @@ impl Notifiers {
     /// Resumes every delivery a previous run left pending (start-up).
     pub(crate) async fn resume(&self) -> Result<(), StoreError> {
         let pending = self.shared.store.notices().pending().await?;
+        self.shared.metrics.notices_pending(pending.len());
         for row in pending {
             match self.shared.channel(&row.channel) {
                 Some(channel) => {
@@ -235,6 +240,7 @@ impl Shared {
                 return;
             }
         };
+        self.metrics.notices_pending(recorded.len());
         for row in recorded {
             if let Some(channel) = self.channel(&row.channel) {
                 self.spawn(self.clone().deliver(channel, row));
@@ -265,6 +271,7 @@ impl Shared {
                 Ok(Sent::Delivered) => {
                     info!(agent_id = %fields.0, channel = fields.1, target = %fields.2,
                         "revocation notice delivered");
+                    self.metrics.notice_ended(true);
                     self.store.notices().delivered(row.id).await.map(|_| None)
                 }
                 Ok(Sent::Declined(why)) => {
@@ -276,6 +283,7 @@ impl Shared {
                     error!(agent_id = %fields.0, channel = fields.1, target = %fields.2,
                         "revocation notice not delivered after {} attempts, dropped: {e}",
                         row.attempts + 1);
+                    self.metrics.notice_ended(false);
                     self.store.notices().delivered(row.id).await.map(|_| None)
                 }
                 Err(e) => {

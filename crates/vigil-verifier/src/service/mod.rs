@@ -7,11 +7,14 @@ mod policies;
 mod verify;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 use tokio::sync::oneshot;
-use tracing::info;
+use tracing::{info, warn};
 use vigil_core::attestation::{Deletion, NodeStatus, StatusEnrolment};
+use vigil_service::metrics::Registry;
+use vigil_service::ops::{Check, Readiness, ReadinessCheck, ReadinessFuture};
 use vigil_store::{AgentStatusRecord, StoreError, VerifierAgent};
 
 pub(crate) use policies::PolicyKind;
@@ -22,6 +25,9 @@ use crate::engine::persist::{self, Restored};
 use crate::engine::{Command, Engine};
 use crate::enrol;
 use crate::error::ApiError;
+
+/// How long a readiness probe waits for the database.
+const PING_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The verifier's operations, shared by every request.
 #[derive(Debug, Clone)]
@@ -46,13 +52,44 @@ impl Service {
         &self.engine.config
     }
 
-    /// `Err` with the reason when the verifier is not ready: its database refused to
-    /// record the last round (a full disk, a lost connection), until one is recorded.
-    pub(crate) fn readiness(&self) -> Result<(), String> {
-        match self.engine.not_ready() {
-            Some(why) => Err(format!("the database refuses to record rounds: {why}")),
-            None => Ok(()),
-        }
+    /// The verifier's metrics.
+    pub(crate) fn metrics(&self) -> Arc<Registry> {
+        self.engine.metrics.registry.clone()
+    }
+
+    /// Whether the verifier is ready: the database answers a trivial query within
+    /// [`PING_TIMEOUT`] (`store`); it recorded the last round (`rounds`: not after a
+    /// write failed — a full disk, a lost connection — until one is recorded again);
+    /// with leases on, they were renewed within the lease TTL (`leases`); the TLS
+    /// material is loaded (`tls`: the verifier does not start without it). Why a
+    /// check fails is logged, not answered.
+    pub(crate) async fn readiness(&self) -> Readiness {
+        let e = &self.engine;
+        let store = match tokio::time::timeout(PING_TIMEOUT, e.store.ping()).await {
+            Ok(Ok(())) => Check::Ok,
+            Ok(Err(err)) => {
+                warn!("not ready: the database does not answer: {err}");
+                Check::Failing("unreachable")
+            }
+            Err(_) => {
+                warn!("not ready: the database does not answer within {PING_TIMEOUT:?}");
+                Check::Failing("unreachable")
+            }
+        };
+        let rounds = match e.not_ready() {
+            Some(_) => Check::Failing("the database refuses to record rounds"),
+            None => Check::Ok,
+        };
+        let leases = match e.leases_current() {
+            None => Check::Off,
+            Some(true) => Check::Ok,
+            Some(false) => Check::Failing("not renewed within the lease TTL"),
+        };
+        Readiness::default()
+            .with("store", store)
+            .with("rounds", rounds)
+            .with("leases", leases)
+            .with("tls", Check::Ok)
     }
 
     /// Checks the enrolment body and enrols agent `id`; its attestation starts.
@@ -230,5 +267,11 @@ impl Service {
             e.enrolled(id).await;
         }
         Ok(())
+    }
+}
+
+impl ReadinessCheck for Service {
+    fn readiness(&self) -> ReadinessFuture<'_> {
+        Box::pin(Self::readiness(self))
     }
 }

@@ -8,6 +8,9 @@ mod support;
 
 mod api;
 mod attest;
+mod bad_input;
 mod crash;
+mod faults;
 mod figures;
 mod keylime_tenant;
+mod ops;

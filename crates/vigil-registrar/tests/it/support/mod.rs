@@ -188,6 +188,27 @@ pub(crate) async fn request(
     Ok((answer.status, answer.json()))
 }
 
+/// `GET path` on `addr` (TLS without a client certificate when `tls` is given): the
+/// status and the body as text (the metrics).
+pub(crate) async fn text(
+    addr: SocketAddr,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    path: &str,
+) -> (u16, String) {
+    let endpoint = match tls {
+        Some(config) => vigil_service::client::Endpoint::addr(addr)
+            .with_tls(config)
+            .with_server_name(rustls::pki_types::ServerName::try_from("localhost").expect("name")),
+        None => vigil_service::client::Endpoint::addr(addr),
+    };
+    let answer = vigil_service::client::Client::default()
+        .request(&endpoint, hyper::Method::GET, path, None)
+        .await
+        .expect("GET");
+    let text = String::from_utf8(answer.body.to_vec()).expect("UTF-8 body");
+    (answer.status, text)
+}
+
 /// The `status` text of an envelope, checking the envelope's shape on the way.
 pub(crate) fn status_text(code: u16, v: &Value) -> String {
     assert_eq!(v["code"], code, "envelope code: {v}");

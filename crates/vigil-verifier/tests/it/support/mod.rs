@@ -89,6 +89,26 @@ impl Client {
         path: &str,
         body: Option<Value>,
     ) -> (u16, Value) {
+        let (status, bytes) = self.raw(addr, method, path, body).await;
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    /// `GET path`; (status, body as text): the metrics.
+    pub async fn text(&self, addr: SocketAddr, path: &str) -> (u16, String) {
+        let (status, bytes) = self.raw(addr, "GET", path, None).await;
+        (status, String::from_utf8(bytes.to_vec()).unwrap())
+    }
+
+    async fn raw(
+        &self,
+        addr: SocketAddr,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Bytes) {
         let tcp = TcpStream::connect(addr).await.unwrap();
         let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
         let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
@@ -109,11 +129,55 @@ impl Client {
             .unwrap();
         let res = sender.send_request(req).await.unwrap();
         let status = res.status().as_u16();
-        let bytes = res.into_body().collect().await.unwrap().to_bytes();
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
+        (status, res.into_body().collect().await.unwrap().to_bytes())
+    }
+}
+
+impl Client {
+    /// One request written by hand (`Connection: close`) with `body` as given (any
+    /// bytes), for requests the server may answer before reading their body: a write cut
+    /// short by its answer is no error, the answer is read all the same.
+    /// (status, body JSON or Null).
+    pub async fn call_unread(
+        &self,
+        addr: SocketAddr,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> (u16, Value) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut tls = tokio_rustls::TlsConnector::from(self.tls.clone())
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\
+             content-length: {}\r\n\r\n",
+            body.len()
+        );
+        let mut request = head.into_bytes();
+        request.extend_from_slice(body);
+        let _ = tls.write_all(&request).await;
+        let _ = tls.flush().await;
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 8192];
+        while let Ok(n @ 1..) = tls.read(&mut buf).await {
+            answer.extend_from_slice(&buf[..n]);
+        }
+        let split = answer
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap_or_else(|| panic!("{method} {path}: no answer"));
+        let status_line = String::from_utf8_lossy(&answer[..split]);
+        let code = status_line
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or_else(|| panic!("{method} {path}: {status_line}"));
+        let json = serde_json::from_slice(&answer[split + 4..]).unwrap_or(Value::Null);
+        (code, json)
     }
 }
 
