@@ -68,46 +68,56 @@ enum Command {
     Man(generate::ManArgs),
 }
 
-/// The command line as parsed, documented and completed: [`Cli`] with each `vigil
-/// policy push|list|show|delete` showing only the options that apply to it. They share
-/// the tenant's connection and policy options, whose other members stay accepted
-/// (`keylime_tenant -c addruntimepolicy -r ... -rp ...` passes them) but hidden.
+/// The command line as parsed, documented and completed: [`Cli`] with each tenant and
+/// policy command showing only the connection options that apply to it. They all take
+/// the tenant's connection options, whose other members stay accepted
+/// (`keylime_tenant` passes `-r ... -rp ...` to every command) but hidden.
 pub(crate) fn command() -> clap::Command {
     use clap::CommandFactory;
-    const NOT_FOR_POLICIES: [&str; 6] = [
-        "registrar_ip",
-        "registrar_port",
-        "verifier_id",
-        "max_retries",
-        "retry_interval",
-        "exponential_backoff",
-    ];
+    const REGISTRAR: &[&str] = &["registrar_ip", "registrar_port"];
+    const VERIFIER: &[&str] = &["verifier_ip", "verifier_port"];
+    const RETRIES: &[&str] = &["max_retries", "retry_interval", "exponential_backoff"];
+    const LIST_ONLY: &[&str] = &["verifier_id"];
     // Keylime's spellings of push's positional NAME and FILE, and what push ignores.
-    const NOT_FOR_PUSH: [&str; 5] = [
+    const PUSH: &[&str] = &[
         "runtime_policy",
         "runtime_policy_name",
         "mb_policy",
         "mb_policy_name",
         "tpm_policy",
     ];
-    fn hide(cmd: clap::Command, ids: &[&str]) -> clap::Command {
-        ids.iter()
-            .fold(cmd, |cmd, id| cmd.mut_arg(*id, |a| a.hide(true)))
-    }
-    Cli::command().mut_subcommand("policy", |policy| {
-        ["push", "list", "show", "delete"]
-            .into_iter()
-            .fold(policy, |policy, name| {
-                policy.mut_subcommand(name, |sub| {
-                    let sub = hide(sub, &NOT_FOR_POLICIES);
-                    if name == "push" {
-                        hide(sub, &NOT_FOR_PUSH)
-                    } else {
-                        sub
-                    }
-                })
+    /// Each command, and the options that do not apply to it.
+    const TENANT: [(&str, &[&[&str]]); 10] = [
+        ("add", &[LIST_ONLY]),
+        ("update", &[LIST_ONLY]),
+        ("delete", &[REGISTRAR, LIST_ONLY]),
+        ("reactivate", &[REGISTRAR, RETRIES, LIST_ONLY]),
+        ("stop", &[REGISTRAR, RETRIES, LIST_ONLY]),
+        ("list", &[REGISTRAR, RETRIES]),
+        ("status", &[REGISTRAR, RETRIES, LIST_ONLY]),
+        ("regstatus", &[VERIFIER, RETRIES, LIST_ONLY]),
+        ("reglist", &[VERIFIER, RETRIES, LIST_ONLY]),
+        ("regdelete", &[VERIFIER, RETRIES, LIST_ONLY]),
+    ];
+    const POLICY: [(&str, &[&[&str]]); 4] = [
+        ("push", &[REGISTRAR, RETRIES, LIST_ONLY, PUSH]),
+        ("list", &[REGISTRAR, RETRIES, LIST_ONLY]),
+        ("show", &[REGISTRAR, RETRIES, LIST_ONLY]),
+        ("delete", &[REGISTRAR, RETRIES, LIST_ONLY]),
+    ];
+    fn hide(cmd: clap::Command, table: &[(&str, &[&[&str]])]) -> clap::Command {
+        table.iter().fold(cmd, |cmd, (name, groups)| {
+            cmd.mut_subcommand(*name, |sub| {
+                groups
+                    .iter()
+                    .flat_map(|g| g.iter())
+                    .fold(sub, |sub, id| sub.mut_arg(*id, |a| a.hide(true)))
             })
-    })
+        })
+    }
+    Cli::command()
+        .mut_subcommand("tenant", |tenant| hide(tenant, &TENANT))
+        .mut_subcommand("policy", |policy| hide(policy, &POLICY))
 }
 
 /// Parses `args` (after [`keylime_argv`]) with [`command`], exiting with clap's usage

@@ -22,65 +22,61 @@ use crate::tenant::http::{Client, Peer, TlsFiles, Unreachable};
 use crate::tenant::identity::AcceptLists;
 use crate::tenant::policy::PolicyArgs;
 
-/// Where the verifier and registrar are, and how to reach them. Each value comes from
-/// the flag, else a `VIGIL_TENANT_*` variable, else `~/.config/vigil/tenant.toml`, else
+/// Where the verifier and registrar are, and how to reach them: options of `vigil
+/// tenant` and of each of its commands (so they go before or after the command's name;
+/// after wins), each command showing those that apply to it ([`super::command`]). Each
+/// value comes from the flag, else a `VIGIL_TENANT_*` variable, else `~/.config/vigil/tenant.toml`, else
 /// `/etc/vigil/tenant.toml`, else the default shown (see [`Settings`]).
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Connection (defaults from tenant.toml)")]
 pub(crate) struct Conn {
     /// The verifier's address [default: 127.0.0.1].
-    #[arg(long, short = 'v', alias = "cv", value_name = "IP", global = true)]
+    #[arg(long, short = 'v', alias = "cv", value_name = "IP")]
     verifier_ip: Option<String>,
     /// The verifier's port [default: 8881].
-    #[arg(long, alias = "cvport", value_name = "PORT", global = true)]
+    #[arg(long, alias = "cvport", value_name = "PORT")]
     verifier_port: Option<u16>,
     /// List only nodes of this verifier id (`list`).
-    #[arg(long, alias = "cvid", value_name = "ID", global = true)]
+    #[arg(long, alias = "cvid", value_name = "ID")]
     verifier_id: Option<String>,
     /// The registrar's address [default: 127.0.0.1].
-    #[arg(
-        long,
-        short = 'r',
-        alias = "registrarhost",
-        value_name = "IP",
-        global = true
-    )]
+    #[arg(long, short = 'r', alias = "registrarhost", value_name = "IP")]
     registrar_ip: Option<String>,
     /// The registrar's TLS port [default: 8891].
-    #[arg(long, alias = "registrarport", value_name = "PORT", global = true)]
+    #[arg(long, alias = "registrarport", value_name = "PORT")]
     registrar_port: Option<u16>,
     /// The tenant's TLS files in Keylime's cv_ca layout: cacert.crt (the services' CA),
     /// client-cert.crt and client-private.pem [default: STATE_DIR/cv_ca].
-    #[arg(long, value_name = "DIR", global = true)]
+    #[arg(long, value_name = "DIR")]
     tls_dir: Option<PathBuf>,
     /// Vigil's state directory (TLS files, the --cert CA, the EK vendor CA store)
     /// [default: /var/lib/vigil].
-    #[arg(long, value_name = "DIR", env = "VIGIL_STATE_DIR", global = true)]
+    #[arg(long, value_name = "DIR", env = "VIGIL_STATE_DIR")]
     state_dir: Option<PathBuf>,
     /// Accept a verifier or registrar certificate that does not name the address it is
     /// reached by, as Keylime's tenant does (warns: any certificate from the CA, a
     /// node's included, then passes for the service).
-    #[arg(long, global = true)]
+    #[arg(long)]
     tls_no_name_check: bool,
     /// Talk plain HTTP to the verifier and registrar (tests only: admin routes need
     /// mTLS in Keylime and Vigil).
-    #[arg(long, global = true)]
+    #[arg(long)]
     insecure_no_tls: bool,
     /// Seconds a request may take [default: 60].
-    #[arg(long, value_name = "SECS", global = true)]
+    #[arg(long, value_name = "SECS")]
     timeout: Option<u64>,
     /// Attempts when waiting for a node or the verifier [default: 5].
-    #[arg(long, value_name = "N", global = true)]
+    #[arg(long, value_name = "N")]
     max_retries: Option<u32>,
     /// Seconds between attempts (doubled each time with --exponential-backoff)
     /// [default: 2].
-    #[arg(long, value_name = "SECS", global = true)]
+    #[arg(long, value_name = "SECS")]
     retry_interval: Option<f64>,
     /// Double the wait after each failed attempt.
-    #[arg(long, global = true)]
+    #[arg(long)]
     exponential_backoff: bool,
     /// Print JSON instead of text.
-    #[arg(long, global = true, help_heading = "Output")]
+    #[arg(long, help_heading = "Output")]
     pub(crate) json: bool,
 }
 
@@ -176,6 +172,36 @@ impl Settings {
 }
 
 impl Conn {
+    /// `self`'s options (given after the command's name), and `parent`'s (given
+    /// before it) where `self` has none.
+    fn or(&self, parent: &Self) -> Self {
+        Self {
+            verifier_ip: self
+                .verifier_ip
+                .clone()
+                .or_else(|| parent.verifier_ip.clone()),
+            verifier_port: self.verifier_port.or(parent.verifier_port),
+            verifier_id: self
+                .verifier_id
+                .clone()
+                .or_else(|| parent.verifier_id.clone()),
+            registrar_ip: self
+                .registrar_ip
+                .clone()
+                .or_else(|| parent.registrar_ip.clone()),
+            registrar_port: self.registrar_port.or(parent.registrar_port),
+            tls_dir: self.tls_dir.clone().or_else(|| parent.tls_dir.clone()),
+            state_dir: self.state_dir.clone().or_else(|| parent.state_dir.clone()),
+            tls_no_name_check: self.tls_no_name_check || parent.tls_no_name_check,
+            insecure_no_tls: self.insecure_no_tls || parent.insecure_no_tls,
+            timeout: self.timeout.or(parent.timeout),
+            max_retries: self.max_retries.or(parent.max_retries),
+            retry_interval: self.retry_interval.or(parent.retry_interval),
+            exponential_backoff: self.exponential_backoff || parent.exponential_backoff,
+            json: self.json || parent.json,
+        }
+    }
+
     /// The flags given over `settings`, and the defaults under both.
     pub(crate) fn resolve(&self, settings: Settings) -> Connection {
         let flags = Settings {
@@ -361,9 +387,26 @@ enum TenantCommand {
     /// A node's record at the registrar.
     Regstatus(IdArg),
     /// The nodes registered at the registrar.
-    Reglist,
+    Reglist(ConnArgs),
     /// Remove a node from the registrar (it must register again).
     Regdelete(IdArg),
+}
+
+impl TenantCommand {
+    /// The connection options given after the command's name.
+    fn conn(&self) -> &Conn {
+        match self {
+            Self::Add(a) | Self::Update(a) => &a.conn,
+            Self::Delete(a)
+            | Self::Reactivate(a)
+            | Self::Stop(a)
+            | Self::Status(a)
+            | Self::Regstatus(a)
+            | Self::Regdelete(a) => &a.conn,
+            Self::List(a) => &a.conn,
+            Self::Reglist(a) => &a.conn,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -371,10 +414,20 @@ struct IdArg {
     /// The node id (agent UUID).
     #[arg(short = 'u', long = "uuid", value_name = "ID")]
     uuid: String,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+#[derive(Debug, Args)]
+struct ConnArgs {
+    #[command(flatten)]
+    conn: Conn,
 }
 
 #[derive(Debug, Args)]
 struct ListArgs {
+    #[command(flatten)]
+    conn: Conn,
     /// The full status of every node (Keylime's `bulkinfo`).
     #[arg(long)]
     bulk: bool,
@@ -431,10 +484,12 @@ struct AddArgs {
     /// Accepted AK signing schemes.
     #[arg(long, value_delimiter = ',', default_values = ["ecschnorr", "rsassa"])]
     accept_signing_algs: Vec<String>,
+    #[command(flatten)]
+    conn: Conn,
 }
 
 pub(crate) fn run(args: TenantArgs) -> Result<ExitCode> {
-    let conn = args.conn.load()?;
+    let conn = args.command.conn().or(&args.conn).load()?;
     finish(block_on(async move {
         let tenant = conn.tenant()?;
         match args.command {
@@ -474,7 +529,7 @@ pub(crate) fn run(args: TenantArgs) -> Result<ExitCode> {
             TenantCommand::List(a) => list(&tenant, &conn, &a).await,
             TenantCommand::Status(a) => status(&tenant, &conn, &a.uuid).await,
             TenantCommand::Regstatus(a) => regstatus(&tenant, &conn, &a.uuid).await,
-            TenantCommand::Reglist => {
+            TenantCommand::Reglist(_) => {
                 let ids = tenant.reg_list().await?;
                 if conn.json {
                     super::print_json(&json!({"uuids": ids}))?;

@@ -279,6 +279,35 @@ fn help_shows_each_commands_own_options() {
     assert!(add.find("--registrar-ip").unwrap() > heading);
     let status = stdout(&vigil(&["tenant", "status", "--help"]));
     assert!(status.contains("Exit status: 0 attested"), "{status}");
+    for absent in ["--registrar-ip", "--max-retries", "--verifier-id"] {
+        assert!(!status.contains(absent), "status: {absent} in {status}");
+    }
+    let reglist = stdout(&vigil(&["tenant", "reglist", "--help"]));
+    assert!(reglist.contains("--registrar-port"), "{reglist}");
+    assert!(!reglist.contains("--verifier-port"), "{reglist}");
+    // Before or after the command's name; after wins.
+    let out = vigil(&[
+        "tenant",
+        "--verifier-port",
+        "9",
+        "--insecure-no-tls",
+        "status",
+        "-u",
+        "x",
+    ]);
+    assert!(stderr(&out).contains("127.0.0.1:9:"), "{}", stderr(&out));
+    let out = vigil(&[
+        "tenant",
+        "--verifier-port",
+        "9",
+        "status",
+        "-u",
+        "x",
+        "--verifier-port",
+        "10",
+        "--insecure-no-tls",
+    ]);
+    assert!(stderr(&out).contains("127.0.0.1:10:"), "{}", stderr(&out));
 }
 
 /// Item 7: completions for bash, zsh and fish, and a manual page per command.
