@@ -20,11 +20,12 @@
 //! The policies are made by the functions behind `vigil policy create measured-boot`
 //! (`create_refstate` over the log) and `vigil policy create runtime` from a log
 //! (`ima_log_digests`), and the verifier runs with `measured_boot_policy_name =
-//! "example"`. Only one client may hold swtpm's connection (the agent's), so each
-//! fault is a node of its own whose TPM state departs from the policies the same way a
-//! changed machine would: PCR 4 extended once more than the UEFI log says (a changed
-//! boot loader), and an IMA entry appended to the list (and to PCR 10) that the runtime
-//! policy does not allow.
+//! "example"`. The node passes, then the test changes it as a changed machine would:
+//! PCR 4 extended once more than the UEFI log says (another boot loader), or an IMA
+//! entry the runtime policy does not allow appended to the list and PCR 10. swtpm
+//! serves one connection at a time and the agent holds it, so the change is made with
+//! the agent stopped, which is then started again on the same port and state (the
+//! verifier retries meanwhile, and then sees the changed node).
 
 use crate::support;
 
@@ -66,21 +67,31 @@ fn extra_entry() -> String {
     .line
 }
 
-/// How a node departs from the logs its policies were made from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Fault {
-    None,
-    /// PCR 4 extended once more than the UEFI log says.
-    Pcr4,
-    /// An entry appended to the IMA list (and PCR 10) that the policy does not allow.
-    ImaEntry,
+/// Starts the agent and waits for its registration.
+async fn start_agent(config: &vigil_agent::Config) -> vigil_agent::Agent {
+    let agent = vigil_agent::Agent::start(config)
+        .await
+        .expect("agent starts");
+    let mut rx = agent.registration();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while !matches!(
+            *rx.borrow_and_update(),
+            vigil_agent::Registration::Active { .. }
+        ) {
+            rx.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("the agent registered within 60 s");
+    agent
 }
 
 /// A node: swtpm with PCRs 0–7 and 10 set from the logs, the agent serving the logs
 /// from configured paths (no emulation), and a registrar.
 struct Node {
-    _tpm: Swtpm,
-    agent: vigil_agent::Agent,
+    tpm: Swtpm,
+    agent: Option<vigil_agent::Agent>,
+    config: vigil_agent::Config,
     registrar: vigil_registrar::Registrar,
     _dir: tempfile::TempDir,
 }
@@ -97,7 +108,7 @@ fn ima_extend(line: &str) -> Digest {
 }
 
 /// Extends `tpm` as the firmware and the kernel would have for `uefi` and `ima`.
-fn play_kernel(tpm: &Tpm, uefi: &[u8], ima: &str, fault: Fault) {
+fn play_kernel(tpm: &Tpm, uefi: &[u8], ima: &str) {
     let log = eventlog::parse(uefi).expect("the UEFI log parses");
     for event in &log.events {
         if event.event_type == eventlog::EV_NO_ACTION {
@@ -117,27 +128,19 @@ fn play_kernel(tpm: &Tpm, uefi: &[u8], ima: &str, fault: Fault) {
         let expected = replayed.get(&pcr).cloned().unwrap_or_else(|| BANK.zero());
         assert_eq!(value, expected, "PCR {pcr} replays the log");
     }
-    if fault == Fault::Pcr4 {
-        tpm.pcr_extend(4, BANK, &BANK.hash(b"another boot loader"))
-            .unwrap();
-    }
     for line in ima.lines() {
         tpm.pcr_extend(10, BANK, &ima_extend(line)).unwrap();
     }
 }
 
 impl Node {
-    async fn start(test: &str, pki: &Pki, fault: Fault) -> Option<Self> {
+    async fn start(test: &str, pki: &Pki) -> Option<Self> {
         let tpm = Swtpm::manufactured(test, &[])?;
         let dir = tempfile::tempdir().unwrap();
         let uefi = std::fs::read(UEFI_LOG).expect("the UEFI log");
-        let mut ima = std::fs::read_to_string(IMA_LOG).expect("rust-keylime IMA log");
-        if fault == Fault::ImaEntry {
-            ima.push_str(&extra_entry());
-            ima.push('\n');
-        }
+        let ima = std::fs::read_to_string(IMA_LOG).expect("rust-keylime IMA log");
         let kernel = Tpm::connect(&tpm.tcti()).expect("swtpm");
-        play_kernel(&kernel, &uefi, &ima, fault);
+        play_kernel(&kernel, &uefi, &ima);
         drop(kernel);
         let (ima_path, uefi_path) = (dir.path().join("ima"), dir.path().join("uefi"));
         std::fs::write(&ima_path, &ima).unwrap();
@@ -152,7 +155,7 @@ impl Node {
         })
         .await
         .expect("registrar starts");
-        let agent = vigil_agent::Agent::start(&vigil_agent::Config {
+        let config = vigil_agent::Config {
             uuid: UUID.into(),
             port: 0,
             contact_port: 0,
@@ -164,26 +167,34 @@ impl Node {
             measuredboot_ml_path: uefi_path,
             registration_retry_max: 1,
             ..vigil_agent::Config::default()
-        })
-        .await
-        .expect("agent starts");
-        let mut rx = agent.registration();
-        tokio::time::timeout(Duration::from_secs(60), async {
-            while !matches!(
-                *rx.borrow_and_update(),
-                vigil_agent::Registration::Active { .. }
-            ) {
-                rx.changed().await.unwrap();
-            }
-        })
-        .await
-        .expect("the agent registered within 60 s");
+        };
+        let agent = start_agent(&config).await;
+        // Started again on the same port, so that the enrolment stays valid.
+        let config = vigil_agent::Config {
+            port: agent.addr().port(),
+            ..config
+        };
         Some(Self {
-            _tpm: tpm,
-            agent,
+            tpm,
+            agent: Some(agent),
+            config,
             registrar,
             _dir: dir,
         })
+    }
+
+    /// Stops the agent, lets `change` extend the TPM and edit the served IMA list (as the
+    /// kernel would), and starts the agent again.
+    async fn change(&mut self, change: impl FnOnce(&Tpm, &Path) + Send + 'static) {
+        self.agent.take().expect("running").shutdown().await;
+        let (tcti, ima) = (self.tpm.tcti(), self.config.ima_ml_path.clone());
+        tokio::task::spawn_blocking(move || {
+            let kernel = Tpm::connect(&tcti).expect("swtpm");
+            change(&kernel, &ima);
+        })
+        .await
+        .unwrap();
+        self.agent = Some(start_agent(&self.config).await);
     }
 
     /// The tenant's enrolment: the AK and certificate from the registrar, the PCRs the
@@ -206,7 +217,7 @@ impl Node {
         json!({
             "v": B64.encode([7u8; 32]),
             "cloudagent_ip": "127.0.0.1",
-            "cloudagent_port": self.agent.addr().port(),
+            "cloudagent_port": self.config.port,
             "tpm_policy": json!({"mask": format!("{mask:#x}")}).to_string(),
             "runtime_policy": B64.encode(runtime.to_string()),
             "mb_policy": mb.to_string(),
@@ -223,8 +234,10 @@ impl Node {
         })
     }
 
-    async fn stop(self) {
-        self.agent.shutdown().await;
+    async fn stop(mut self) {
+        if let Some(agent) = self.agent.take() {
+            agent.shutdown().await;
+        }
         self.registrar.shutdown().await;
     }
 }
@@ -268,13 +281,22 @@ async fn status(c: &Client, a: SocketAddr) -> Value {
         .clone()
 }
 
-/// Enrols a node with `fault` and waits for the verifier's verdict: the status once it
-/// has passed twice (no fault) or failed.
-async fn verdict(db: &str, test: &str, fault: Fault) -> Option<Value> {
+/// Enrols a node made from the real logs, waits for two passing rounds, applies
+/// `change` (see [`Node::change`]), and returns the status once the verifier failed the
+/// node.
+async fn pass_then_fail(
+    db: &str,
+    test: &str,
+    change: impl FnOnce(&Tpm, &Path) + Send + 'static,
+) -> Option<Value> {
     let pki = Pki::new();
-    let node = Node::start(test, &pki, fault).await?;
+    let mut node = Node::start(test, &pki).await?;
     let v = support::start(&vigil_verifier::Config {
         measured_boot_policy_name: "example".into(),
+        // Room for the agent's restart: 30 retries, 0.5 s apart.
+        max_retries: 30,
+        retry_interval: 0.5,
+        exponential_backoff: false,
         ..pki.config(db)
     })
     .await;
@@ -286,11 +308,20 @@ async fn verdict(db: &str, test: &str, fault: Fault) -> Option<Value> {
         .call(a, "POST", &format!("/v2.6/agents/{UUID}"), Some(body))
         .await;
     assert_eq!(code, 200, "{r}");
-    let s = wait_for(90, "a verdict", || async {
+    let s = wait_for(90, "two passing rounds", || async {
         let s = status(&c, a).await;
-        let passed = s["attestation_count"].as_u64().unwrap_or(0) >= 2;
-        let failed = matches!(s["operational_state"].as_u64(), Some(7 | 9));
-        (passed || failed).then_some(s)
+        assert_ne!(s["attestation_status"], "FAIL", "the real logs attest: {s}");
+        (s["attestation_count"].as_u64().unwrap_or(0) >= 2).then_some(s)
+    })
+    .await;
+    assert_eq!(s["attestation_status"], "PASS", "{s}");
+    assert_eq!(s["operational_state"], 3, "{s}");
+    assert_eq!(s["has_runtime_policy"], 1, "{s}");
+    assert_eq!(s["has_mb_refstate"], 1, "{s}");
+    node.change(change).await;
+    let s = wait_for(90, "the verifier failed the node", || async {
+        let s = status(&c, a).await;
+        matches!(s["operational_state"].as_u64(), Some(7 | 9)).then_some(s)
     })
     .await;
     v.shutdown().await;
@@ -305,24 +336,16 @@ fn sqlite(dir: &Path) -> String {
     )
 }
 
-/// The real logs attest: PASS twice, with both policies in force.
+/// The real logs pass; PCR 4 extended once more than the UEFI log says (another boot
+/// loader): the measured-boot check fails on PCR 4.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn real_ima_and_uefi_logs_pass() {
+async fn real_logs_pass_then_pcr4_change_fails() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(s) = verdict(&sqlite(dir.path()), "real_logs_pass", Fault::None).await else {
-        return;
+    let pcr4 = |tpm: &Tpm, _: &Path| {
+        tpm.pcr_extend(4, BANK, &BANK.hash(b"another boot loader"))
+            .unwrap();
     };
-    assert_eq!(s["attestation_status"], "PASS", "{s}");
-    assert_eq!(s["operational_state"], 3, "{s}");
-    assert_eq!(s["has_runtime_policy"], 1, "{s}");
-    assert_eq!(s["has_mb_refstate"], 1, "{s}");
-}
-
-/// PCR 4 extended once more than the UEFI log says: the measured-boot check fails.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn changed_pcr4_fails() {
-    let dir = tempfile::tempdir().unwrap();
-    let Some(s) = verdict(&sqlite(dir.path()), "real_logs_pcr4", Fault::Pcr4).await else {
+    let Some(s) = pass_then_fail(&sqlite(dir.path()), "real_logs_pcr4", pcr4).await else {
         return;
     };
     assert_eq!(s["attestation_status"], "FAIL", "{s}");
@@ -330,11 +353,18 @@ async fn changed_pcr4_fails() {
     assert_eq!(s["last_event_id"], "measured_boot.invalid_pcr_4", "{s}");
 }
 
-/// An IMA entry the runtime policy does not allow: the runtime check fails.
+/// The real logs pass; an IMA entry the runtime policy does not allow, appended to the
+/// list and PCR 10: the runtime check fails on it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn appended_ima_entry_fails() {
+async fn real_logs_pass_then_appended_ima_entry_fails() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(s) = verdict(&sqlite(dir.path()), "real_logs_ima", Fault::ImaEntry).await else {
+    let append = |tpm: &Tpm, ima: &Path| {
+        let line = extra_entry();
+        let mut f = std::fs::OpenOptions::new().append(true).open(ima).unwrap();
+        std::io::Write::write_all(&mut f, format!("{line}\n").as_bytes()).unwrap();
+        tpm.pcr_extend(10, BANK, &ima_extend(&line)).unwrap();
+    };
+    let Some(s) = pass_then_fail(&sqlite(dir.path()), "real_logs_ima", append).await else {
         return;
     };
     assert_eq!(s["attestation_status"], "FAIL", "{s}");
@@ -343,4 +373,5 @@ async fn appended_ima_entry_fails() {
         s["last_event_id"], "ima.validation.ima-ng.not_in_allowlist",
         "{s}"
     );
+    assert!(s.to_string().contains("/usr/bin/intruder"), "{s}");
 }
