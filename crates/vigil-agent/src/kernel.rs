@@ -43,7 +43,12 @@ impl Unavailable {
     /// What to check, by interface and by the kind of failure.
     pub fn hint(&self) -> String {
         let denied = self.source.kind() == ErrorKind::PermissionDenied;
+        let missing = self.source.kind() == ErrorKind::NotFound;
         match (self.kind, denied) {
+            (Source::TpmDevice, false) if !missing => "is another process holding it? \
+                 `/dev/tpm0` admits one user at a time; `/dev/tpmrm0`, the kernel's \
+                 resource manager, is shared"
+                .into(),
             (Source::TpmDevice, true) => "run the agent as root or as a user in the group \
                  that owns the device (`tss` on most distributions; see `ls -l /dev/tpm*`)"
                 .into(),
@@ -126,6 +131,17 @@ mod tests {
         assert!(m.contains("/dev/tpmrm0"), "{m}");
         assert!(m.contains("`tss`"), "{m}");
         assert!(!m.contains("firmware"), "{m}");
+    }
+
+    #[test]
+    fn busy_tpm_device_points_at_the_resource_manager() {
+        let m = unavailable(Source::TpmDevice, "/dev/tpm0", ErrorKind::Other);
+        assert!(
+            m.starts_with("cannot open the TPM device /dev/tpm0: "),
+            "{m}"
+        );
+        assert!(m.contains("another process"), "{m}");
+        assert!(m.contains("`/dev/tpmrm0`"), "{m}");
     }
 
     #[test]
