@@ -18,8 +18,8 @@
 //! loader at all.
 //!
 //! The policies are made by the functions behind `vigil policy create measured-boot`
-//! (`create_refstate` over the log) and `vigil policy create runtime` from a log
-//! (`ima_log_digests`), and the verifier runs with `measured_boot_policy_name =
+//! (`create_refstate` over the log) and `vigil policy create runtime -m` (a
+//! `PolicyDraft` fed `ima_log_digests`), and the verifier runs with `measured_boot_policy_name =
 //! "example"`. The node passes, then the test changes it as a changed machine would:
 //! PCR 4 extended once more than the UEFI log says (another boot loader), or an IMA
 //! entry the runtime policy does not allow appended to the list and PCR 10. swtpm
@@ -38,7 +38,7 @@ use support::{wait_for, Client, Pki, B64};
 use vigil_core::eventlog;
 use vigil_core::ima::{ImaEntry, ImaNgRecord};
 use vigil_core::policy::measured_boot::{create_refstate, LogView, EXAMPLE_RELEVANT_PCRS};
-use vigil_core::policy::runtime::create::ima_log_digests;
+use vigil_core::policy::runtime::create::{ima_log_digests, PolicyDraft};
 use vigil_core::{Digest, HashAlg};
 use vigil_testkit::Swtpm;
 use vigil_tpm::Tpm;
@@ -242,27 +242,13 @@ impl Node {
     }
 }
 
-/// `vigil policy create runtime --ima-measurement-list IMA_LOG`'s allowlist part: every
-/// path of the log with its digests.
+/// `vigil policy create runtime -m IMA_LOG`: the CLI's draft, fed the log's digests.
 fn runtime_policy(log: &str) -> Value {
-    let mut digests = serde_json::Map::new();
-    for (path, digest) in ima_log_digests(log) {
-        if let Value::Array(list) = digests.entry(path).or_insert_with(|| json!([])) {
-            if !list.contains(&json!(digest)) {
-                list.push(json!(digest));
-            }
-        }
-    }
-    json!({
-        "meta": {"version": 1, "generator": 3},
-        "release": 0,
-        "digests": digests,
-        "excludes": [],
-        "keyrings": {},
-        "ima": {"ignored_keyrings": [], "log_hash_alg": "sha1", "dm_policy": null},
-        "ima-buf": {},
-        "verification-keys": "",
-    })
+    let mut draft = PolicyDraft::new();
+    draft.add_digests(ima_log_digests(log));
+    draft
+        .finish("2026-01-01T00:00:00")
+        .expect("a runtime policy from the IMA log")
 }
 
 /// `vigil policy create measured-boot -e UEFI_LOG --without-secureboot` (the machine
