@@ -21,6 +21,7 @@
 mod api;
 pub mod config;
 pub mod ima;
+pub mod kernel;
 pub mod keys;
 mod metrics;
 pub mod payload;
@@ -74,6 +75,9 @@ pub enum StartError {
         #[source]
         source: TpmError,
     },
+    /// The TPM device cannot be opened (with what to check).
+    #[error(transparent)]
+    Kernel(#[from] kernel::Unavailable),
     /// IMA emulation cannot start.
     #[error("IMA emulation: {0}")]
     Ima(#[from] EmulateError),
@@ -167,6 +171,11 @@ impl Agent {
             move |source| StartError::Tpm { tcti, source }
         };
         let setup = tokio::task::spawn_blocking(move || -> Result<_, StartError> {
+            // The TPM stack reports a missing or closed device as an unknown response
+            // code; opening it first gives an error that says what to check.
+            if let Some(device) = kernel::tcti_device(&tcti) {
+                kernel::check(kernel::Source::TpmDevice, device)?;
+            }
             let tpm = Tpm::connect(&tcti).map_err(tpm_err(&tcti))?;
             let ek = tpm.setup_ek(ek_source).map_err(tpm_err(&tcti))?;
             let persisted = keys::load_ak(&ak_path)?;
@@ -189,6 +198,11 @@ impl Agent {
 
         // IMA: the emulator's log, or the kernel's.
         let (ima_path, emulator) = if config.ima_emulate.is_empty() {
+            // Without the list the agent still serves quotes (and measured boot), so a
+            // missing list is a warning that says what to check, not a refusal.
+            if let Err(e) = kernel::check(kernel::Source::ImaList, &config.ima_ml_path) {
+                warn!("{e}");
+            }
             (config.ima_ml_path.clone(), None)
         } else {
             let log = config.state_file(&config.ima_emulate_log);
@@ -203,6 +217,10 @@ impl Agent {
             .map_err(|e| KeyError::Generate(e.to_string()))??;
             (log, Some(Arc::new(Mutex::new(emu))))
         };
+
+        if let Err(e) = kernel::check(kernel::Source::EventLog, &config.measuredboot_ml_path) {
+            warn!("{e}");
+        }
 
         // TLS: the agent's own certificate, client certificates required.
         let tls = if config.enable_agent_mtls {

@@ -14,3 +14,4 @@ mod faults;
 mod figures;
 mod keylime_tenant;
 mod ops;
+mod real_logs;
