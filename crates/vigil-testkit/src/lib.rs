@@ -15,12 +15,16 @@
 //!
 //! With the `db` feature, [`db`] gives each test its own SQLite file or PostgreSQL
 //! schema. With the `keylime` feature, [`keylime`] starts Keylime 7.14.3's registrar and
-//! verifier and runs its tenant, as peers for the interoperability tests.
+//! verifier and runs its tenant, as peers for the interoperability tests. With the
+//! `node` feature, [`node`] is a node on a swtpm serving Keylime's agent quote API to
+//! the verifier, honest or malicious.
 
 #[cfg(feature = "db")]
 pub mod db;
 #[cfg(feature = "keylime")]
 pub mod keylime;
+#[cfg(feature = "node")]
+pub mod node;
 mod skip;
 mod tmpfs;
 
