@@ -27,6 +27,8 @@ const LATER: [(&str, &[u8]); 2] = [("/usr/bin/c", b"c v1"), ("/usr/bin/d", b"d v
 /// Keylime's operational states.
 const INVALID_QUOTE: u64 = 9;
 const FAILED: u64 = 7;
+/// A quote that does not verify: Keylime's event id, typo included.
+const QUOTE_VALIDATION: &str = "qoute_validation.quote_validation";
 
 /// One attack: what the node does and what the verifier must conclude.
 struct Case {
@@ -163,88 +165,88 @@ attacks! {
         tamper: Tamper::QuoteSignature,
         measure: &[],
         state: INVALID_QUOTE,
+        event: QUOTE_VALIDATION,
         grace: 0,
-        event: "qoute_validation.quote_validation",
     };
     quote_attest_altered: Case {
         name: "adv_quote_attest",
         tamper: Tamper::QuoteAttest,
         measure: &[],
         state: INVALID_QUOTE,
+        event: QUOTE_VALIDATION,
         grace: 0,
-        event: "qoute_validation.quote_validation",
     };
     pcr_selection_moved: Case {
         name: "adv_moved_selection",
         tamper: Tamper::MovedSelection,
         measure: &[],
         state: INVALID_QUOTE,
-        grace: 0,
         event: "pcr_validation.missing_requested_pcrs",
+        grace: 0,
     };
     nonce_replayed: Case {
         name: "adv_replayed_nonce",
         tamper: Tamper::ReplayedNonce,
         measure: &[],
         state: INVALID_QUOTE,
+        event: QUOTE_VALIDATION,
         grace: 0,
-        event: "qoute_validation.quote_validation",
     };
     nonce_foreign: Case {
         name: "adv_foreign_nonce",
         tamper: Tamper::ForeignNonce,
         measure: &[],
         state: INVALID_QUOTE,
+        event: QUOTE_VALIDATION,
         grace: 0,
-        event: "qoute_validation.quote_validation",
     };
     ima_entry_removed: Case {
         name: "adv_ima_removed",
         tamper: Tamper::ImaEntryRemoved,
         measure: &LATER,
         state: INVALID_QUOTE,
-        grace: 0,
         event: "ima.pcr_mismatch",
+        grace: 0,
     };
     ima_digest_changed: Case {
         name: "adv_ima_digest",
         tamper: Tamper::ImaDigest(allowed_c()),
         measure: &[("/usr/bin/c", b"c trojaned")],
         state: INVALID_QUOTE,
-        grace: 0,
         event: "ima.validation.ima_hash",
+        grace: 0,
     };
     ima_entries_reordered: Case {
         name: "adv_ima_reordered",
         tamper: Tamper::ImaReordered,
         measure: &LATER,
         state: INVALID_QUOTE,
-        grace: 0,
         event: "ima.pcr_mismatch",
+        grace: 0,
     };
     ima_forged_entry_appended: Case {
         name: "adv_ima_forged",
         tamper: Tamper::ImaForged(format!("ima-ng sha256:{} /usr/bin/c", allowed_c())),
         measure: &[],
         state: INVALID_QUOTE,
-        grace: 1,
         event: "ima.quote_progress",
+        grace: 1,
     };
     envelope_malformed: Case {
         name: "adv_malformed",
         tamper: Tamper::MalformedEnvelope,
         measure: &[],
         state: FAILED,
-        grace: 0,
         event: "internal.verifier.exception",
+        grace: 0,
     };
     envelope_wrong_types: Case {
         name: "adv_wrong_types",
         tamper: Tamper::WrongTypes,
         measure: &LATER,
         state: FAILED,
-        grace: 0,
         event: "internal.verifier.exception",
+        grace: 0,
     };
     // Below the verifier's answer limit (a fixed 512 MiB for now): read and judged, its
     // padding being IMA entries that PCR 10 does not cover. The limit itself is too
@@ -254,23 +256,23 @@ attacks! {
         tamper: Tamper::Oversized(8 << 20),
         measure: &[],
         state: INVALID_QUOTE,
-        grace: 1,
         event: "ima.quote_progress",
+        grace: 1,
     };
     body_endless: Case {
         name: "adv_endless",
         tamper: Tamper::EndlessBody,
         measure: &[],
         state: FAILED,
-        grace: 0,
         event: "internal.verifier.not_reachable",
+        grace: 0,
     };
     body_slower_than_the_timeout: Case {
         name: "adv_slow",
         tamper: Tamper::SlowBody(Duration::from_millis(50)),
         measure: &[],
         state: FAILED,
-        grace: 0,
         event: "internal.verifier.not_reachable",
+        grace: 0,
     };
 }
