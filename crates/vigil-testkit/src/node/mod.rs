@@ -17,6 +17,7 @@ mod tamper;
 pub use tamper::Tamper;
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -86,9 +87,17 @@ pub struct TestAgent {
 
 impl TestAgent {
     /// A node serving on a free port, requiring a client certificate issued by
-    /// `verifier_ca`; `None` when swtpm is not installed (outside CI).
-    pub async fn new(test: &str, verifier_ca: &Path) -> Option<Self> {
-        let swtpm = Swtpm::manufactured(test, &[])?;
+    /// `verifier_ca`; `None` when swtpm is not installed (outside CI, after a skip
+    /// line naming the calling test file: the TPM is made before the future, so the
+    /// caller is known).
+    #[track_caller]
+    pub fn new(test: &str, verifier_ca: &Path) -> impl Future<Output = Option<Self>> {
+        let swtpm = Swtpm::manufactured(test, &[]);
+        let verifier_ca = verifier_ca.to_owned();
+        async move { Some(Self::on(swtpm?, &verifier_ca).await) }
+    }
+
+    async fn on(swtpm: Swtpm, verifier_ca: &Path) -> Self {
         let tpm = Tpm::connect(&swtpm.tcti()).expect("connect to swtpm");
         tpm.setup_ek(EkSource::Template(EkAlg::Rsa2048))
             .expect("EK");
@@ -130,7 +139,7 @@ impl TestAgent {
             server: None,
         };
         agent.serve(verifier_ca, 0).await;
-        Some(agent)
+        agent
     }
 
     /// Serves on `port` (0: any), requiring the verifier's client certificate.
