@@ -43,6 +43,8 @@ struct Case {
     /// left for the next round (Keylime's allowance for a log that runs ahead of the
     /// quote), and refused when the next quote still does not cover it.
     grace: u64,
+    /// The verifier's `max_answer_size`, when the case sets one.
+    max_answer_size: Option<usize>,
 }
 
 async fn status(pki: &Pki, addr: SocketAddr, id: &str) -> Value {
@@ -90,6 +92,9 @@ async fn attack(case: Case) {
     // Short enough that a slow or endless body fails in a few seconds, long enough for
     // a genuine answer from swtpm on a loaded machine.
     config.request_timeout = 2.0;
+    if let Some(limit) = case.max_answer_size {
+        config.max_answer_size = limit;
+    }
     let v = support::start(&config).await;
     let (a, c) = (v.addr(), pki.client(true));
     let policy = TestAgent::policy_b64(&[FILES[0], FILES[1], LATER[0], LATER[1]]);
@@ -167,6 +172,7 @@ attacks! {
         state: INVALID_QUOTE,
         event: QUOTE_VALIDATION,
         grace: 0,
+        max_answer_size: None,
     };
     quote_attest_altered: Case {
         name: "adv_quote_attest",
@@ -175,6 +181,7 @@ attacks! {
         state: INVALID_QUOTE,
         event: QUOTE_VALIDATION,
         grace: 0,
+        max_answer_size: None,
     };
     pcr_selection_moved: Case {
         name: "adv_moved_selection",
@@ -183,6 +190,7 @@ attacks! {
         state: INVALID_QUOTE,
         event: "pcr_validation.missing_requested_pcrs",
         grace: 0,
+        max_answer_size: None,
     };
     nonce_replayed: Case {
         name: "adv_replayed_nonce",
@@ -191,6 +199,7 @@ attacks! {
         state: INVALID_QUOTE,
         event: QUOTE_VALIDATION,
         grace: 0,
+        max_answer_size: None,
     };
     nonce_foreign: Case {
         name: "adv_foreign_nonce",
@@ -199,6 +208,7 @@ attacks! {
         state: INVALID_QUOTE,
         event: QUOTE_VALIDATION,
         grace: 0,
+        max_answer_size: None,
     };
     ima_entry_removed: Case {
         name: "adv_ima_removed",
@@ -207,6 +217,7 @@ attacks! {
         state: INVALID_QUOTE,
         event: "ima.pcr_mismatch",
         grace: 0,
+        max_answer_size: None,
     };
     ima_digest_changed: Case {
         name: "adv_ima_digest",
@@ -215,6 +226,7 @@ attacks! {
         state: INVALID_QUOTE,
         event: "ima.validation.ima_hash",
         grace: 0,
+        max_answer_size: None,
     };
     ima_entries_reordered: Case {
         name: "adv_ima_reordered",
@@ -223,6 +235,7 @@ attacks! {
         state: INVALID_QUOTE,
         event: "ima.pcr_mismatch",
         grace: 0,
+        max_answer_size: None,
     };
     ima_forged_entry_appended: Case {
         name: "adv_ima_forged",
@@ -231,6 +244,7 @@ attacks! {
         state: INVALID_QUOTE,
         event: "ima.quote_progress",
         grace: 1,
+        max_answer_size: None,
     };
     envelope_malformed: Case {
         name: "adv_malformed",
@@ -239,6 +253,7 @@ attacks! {
         state: FAILED,
         event: "internal.verifier.exception",
         grace: 0,
+        max_answer_size: None,
     };
     envelope_wrong_types: Case {
         name: "adv_wrong_types",
@@ -247,25 +262,37 @@ attacks! {
         state: FAILED,
         event: "internal.verifier.exception",
         grace: 0,
+        max_answer_size: None,
     };
-    // Below the verifier's answer limit (a fixed 512 MiB for now): read and judged, its
-    // padding being IMA entries that PCR 10 does not cover. The limit itself is too
-    // large to cross here; a configurable one will let this case cross it.
-    body_oversized: Case {
-        name: "adv_oversized",
+    // Below the verifier's answer limit: read and judged, its padding being IMA entries
+    // that PCR 10 does not cover.
+    body_large_below_the_limit: Case {
+        name: "adv_large",
         tamper: Tamper::Oversized(8 << 20),
         measure: &[],
         state: INVALID_QUOTE,
         event: "ima.quote_progress",
         grace: 1,
+        max_answer_size: None,
+    };
+    // Over the limit: refused before it is read whole, as its own failure.
+    body_oversized: Case {
+        name: "adv_oversized",
+        tamper: Tamper::Oversized(8 << 20),
+        measure: &[],
+        state: FAILED,
+        event: "internal.verifier.answer_too_large",
+        grace: 0,
+        max_answer_size: Some(1 << 20),
     };
     body_endless: Case {
         name: "adv_endless",
         tamper: Tamper::EndlessBody,
         measure: &[],
         state: FAILED,
-        event: "internal.verifier.not_reachable",
+        event: "internal.verifier.answer_too_large",
         grace: 0,
+        max_answer_size: Some(1 << 20),
     };
     body_slower_than_the_timeout: Case {
         name: "adv_slow",
@@ -274,5 +301,6 @@ attacks! {
         state: FAILED,
         event: "internal.verifier.not_reachable",
         grace: 0,
+        max_answer_size: None,
     };
 }
