@@ -1,8 +1,8 @@
 //! A node's answer body to `quotes/integrity`: the envelope parser, then, for whatever
 //! parses, one whole round (quote, nonce, requested PCRs, PCR 16, IMA replay against a
-//! runtime policy, the UEFI log when sent) with a fixed AK and nonce. The seeds are
-//! genuine answers of a swtpm node with that AK (`fuzz/data/`), so mutations that keep
-//! the quote intact reach every step after the signature.
+//! runtime policy, the UEFI log when sent) with a fixed AK and nonce. The corpus starts
+//! from genuine answers of the swtpm node whose AK is `fuzz/data/` (`seed-genuine-*`),
+//! so mutations that keep the quote intact reach every step after the signature.
 #![no_main]
 use std::sync::{Arc, OnceLock};
 
