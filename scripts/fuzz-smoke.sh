@@ -2,7 +2,8 @@
 # Runs every cargo-fuzz target briefly, so the targets keep building and the parsers
 # meet a few million mutated inputs on every test run.
 # Usage: scripts/fuzz-smoke.sh [seconds-per-target]   (default 5)
-# Longer campaigns: cargo fuzz run -s none <target>   (from the repository root)
+# Longer campaigns, with the corpus kept as seeds and the figures for docs/benchmarks.md:
+# scripts/fuzz-campaign.sh [-t seconds] [target...]
 #
 # `-s none`: Vigil's core forbids unsafe code, so AddressSanitizer (which needs a nightly
 # toolchain) adds little; libFuzzer still catches panics, overflows and timeouts.

@@ -17,12 +17,15 @@
 //! schema. With the `keylime` feature, [`keylime`] starts Keylime 7.14.3's registrar and
 //! verifier and runs its tenant, as peers for the interoperability tests. With the
 //! `metrics` feature, [`scrape`] reads a service's `/metrics` answer with a Prometheus
-//! text-format parser.
+//! text-format parser. With the `node` feature, [`node`] is a node on a swtpm serving
+//! Keylime's agent quote API to the verifier, honest or malicious.
 
 #[cfg(feature = "db")]
 pub mod db;
 #[cfg(feature = "keylime")]
 pub mod keylime;
+#[cfg(feature = "node")]
+pub mod node;
 #[cfg(feature = "metrics")]
 pub mod scrape;
 mod skip;

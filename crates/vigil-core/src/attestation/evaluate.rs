@@ -78,6 +78,10 @@ pub struct RoundPolicy<'a> {
     /// Whether PCR 16 must bind the node's public key (sent or cached), as in every
     /// polling round. `verify/evidence` has no key to bind and turns it off.
     pub bind_public_key: bool,
+    /// The PCRs the verifier asked the node to quote (a bit per PCR, as the request's
+    /// `mask`). Each must be in the quote (`pcr_validation.missing_requested_pcrs`); 0
+    /// requires none (evidence that answers no request).
+    pub requested_pcrs: u32,
     /// The PCR policy.
     pub tpm_policy: &'a TpmPolicy,
     /// The runtime policy; `None` accepts every IMA entry (replay only).
@@ -125,7 +129,7 @@ fn fail(event: Event) -> RoundOutcome {
 ///    `invalid_ima_entry_nb`, a changed boot time skips the round ([`RoundOutcome::rebooted`]);
 /// 4. the quote: signature, nonce, PCR digest, then the clock against the last accepted
 ///    quote (`quote_validation`; the clock only once there is one);
-/// 5. PCR 16, IMA replay of PCR 10 from the stored running value (with the boot
+/// 5. every requested PCR quoted, PCR 16, IMA replay of PCR 10 from the stored running value (with the boot
 ///    aggregates of the UEFI log, when sent), the measured-boot PCRs against the
 ///    replayed log, `tpm_policy` (`check_pcrs`);
 /// 6. on a verified quote, the measured-boot policy over the log
@@ -234,6 +238,28 @@ impl BootEvidence {
         }
         boot
     }
+}
+
+/// The event for the requested PCRs a verified quote leaves out, if any. Keylime runs
+/// only the checks whose PCR is quoted, so a node that quotes a genuine selection
+/// without PCR 10 (or a measured-boot PCR) skips IMA (or measured boot) and passes;
+/// Vigil refuses such a quote.
+fn unquoted(requested: u32, quoted: &BTreeMap<u32, Digest>) -> Option<Event> {
+    let missing: Vec<u32> = (0..32)
+        .filter(|pcr| requested >> pcr & 1 == 1 && !quoted.contains_key(pcr))
+        .collect();
+    (!missing.is_empty()).then(|| {
+        Event::new(
+            Component::PcrValidation,
+            &[],
+            "missing_requested_pcrs",
+            json!({
+                "message": "PCRs the verifier requested are missing in the quote",
+                "data": missing,
+            }),
+            true,
+        )
+    })
 }
 
 /// Steps 1 to 5 of [`evaluate_round`]; with the outcome, the PCRs of a verified quote.
@@ -380,6 +406,9 @@ fn check_quote(
         }
         _ => ImaPcr::NoList,
     };
+    if let Some(event) = unquoted(policy.requested_pcrs, &verified.pcrs) {
+        failure.push(event);
+    }
     let pcrs = check_pcrs(
         bank,
         &verified.pcrs,

@@ -1379,6 +1379,7 @@ mod evaluate {
             accept_enc_algs: Some(&f.enc),
             accept_sign_algs: Some(&f.sign),
             bind_public_key: true,
+            requested_pcrs: 0x408000,
             tpm_policy: &f.tpm_policy,
             runtime_policy: None,
             measured_boot: None,
@@ -1490,6 +1491,29 @@ mod evaluate {
             ids(&evaluate_round(&node, &answer(&f), &wrong_nonce, &mut k)),
             ["qoute_validation.quote_validation"]
         );
+    }
+
+    /// A genuine quote that leaves out a PCR the verifier requested (here PCR 10, so
+    /// IMA would go unchecked) is refused, whatever else it passes.
+    #[test]
+    fn a_quote_without_a_requested_pcr_is_refused() {
+        let f = fixture();
+        let node = NodeAttestation::new(cfg(), false);
+        let p = RoundPolicy {
+            requested_pcrs: 0x408400,
+            ..policy(&f)
+        };
+        let o = evaluate_round(&node, &answer(&f), &p, &mut ImaKeyrings::new());
+        // PCR 16 binds a key this test does not have (as in the test above).
+        assert_eq!(
+            ids(&o),
+            [
+                "pcr_validation.missing_requested_pcrs",
+                "pcr_validation.invalid_pcr_16"
+            ]
+        );
+        let event = &o.failure.events()[0];
+        assert_eq!(event.context["data"], serde_json::json!([10]));
     }
 
     /// A node whose engine state came from rounds: clock, IMA offset and boot time.

@@ -517,6 +517,7 @@ fn evaluate(
         accept_enc_algs: Some(&ctx.accept_enc_algs),
         accept_sign_algs: Some(&ctx.accept_sign_algs),
         bind_public_key: true,
+        requested_pcrs: ctx.mask,
         tpm_policy: &ctx.tpm_policy,
         runtime_policy: ctx.runtime_policy.as_deref(),
         measured_boot,

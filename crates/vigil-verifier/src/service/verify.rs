@@ -205,6 +205,8 @@ fn judge_evidence(
         accept_enc_algs: None,
         accept_sign_algs: None,
         bind_public_key: false,
+        // Evidence answers no request of this verifier.
+        requested_pcrs: 0,
         tpm_policy: &tpm_policy,
         runtime_policy: runtime.as_ref(),
         measured_boot: refstate.as_ref().map(|refstate| MeasuredBootPolicy {

@@ -6,6 +6,7 @@
 #[macro_use]
 mod support;
 
+mod adversarial;
 mod api;
 mod attest;
 mod bad_input;
