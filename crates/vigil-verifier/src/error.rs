@@ -41,6 +41,10 @@ pub(crate) enum ApiError {
     /// Another replica attests the node: the request must go there.
     #[error("agent {id} is attested by replica {holder}: send this request to it")]
     HeldElsewhere { id: String, holder: String },
+    /// The verifier failed otherwise (a judging task that did not finish); logged,
+    /// answered as Keylime's bare 500.
+    #[error("Internal Server Error")]
+    Internal(String),
     /// The database failed; logged, answered as Keylime's bare 500.
     #[error("Internal Server Error")]
     Store {
@@ -64,7 +68,7 @@ impl ApiError {
             Self::AgentNotFound | Self::NotFound(_) => 404,
             Self::Conflict(_) => 409,
             Self::HeldElsewhere { .. } => 503,
-            Self::Store { .. } => 500,
+            Self::Store { .. } | Self::Internal(_) => 500,
         }
     }
 

@@ -9,8 +9,10 @@ use crate::error::ApiError;
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if let Self::Store { doing, source } = &self {
-            tracing::error!("{doing}: {source}");
+        match &self {
+            Self::Store { doing, source } => tracing::error!("{doing}: {source}"),
+            Self::Internal(what) => tracing::error!("{what}"),
+            _ => {}
         }
         let code = StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         envelope(code, self.to_string(), empty())

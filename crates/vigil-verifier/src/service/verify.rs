@@ -109,7 +109,7 @@ impl Service {
             Ok(EvidenceVerdict { failure, data })
         })
         .await;
-        judged.unwrap_or_else(|e| Err(ApiError::BadRequest(format!("evidence not judged: {e}"))))
+        judged.unwrap_or_else(|e| Err(ApiError::Internal(format!("judging evidence: {e}"))))
     }
 }
 
