@@ -14,10 +14,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use base64::Engine as _;
 use serde_json::{json, Value};
 use sqlx::Connection as _;
-use support::{wait_for, Client, Pki, TestAgent, B64};
+use support::{wait_for, Client, Pki, TestAgent};
 use vigil_testkit::Swtpm;
 
 const FILES: [(&str, &[u8]); 2] = [("/usr/bin/a", b"a v1"), ("/usr/bin/b", b"b v1")];
@@ -296,35 +295,17 @@ impl RealNode {
     /// The enrolment the tenant would send: the AK and the agent's certificate from
     /// the registrar, no runtime policy (the IMA log is still replayed against PCR 10).
     async fn enrolment(&self, pki: &Pki) -> Value {
-        let (code, r) = pki
-            .client(true)
-            .call(
-                self.registrar.https_addr(),
-                "GET",
-                &format!("/v2.6/agents/{UUID}"),
-                None,
-            )
-            .await;
-        assert_eq!(code, 200, "{r}");
         let port = self.agent.as_ref().expect("running").addr().port();
-        json!({
-            "v": B64.encode([7u8; 32]),
-            "cloudagent_ip": "127.0.0.1",
-            "cloudagent_port": port,
-            "tpm_policy": "{\"mask\": \"0x400\"}",
-            "runtime_policy": "",
-            "mb_policy": null,
-            "mb_policy_name": "",
-            "ima_sign_verification_keys": "",
-            "metadata": "{}",
-            "revocation_key": "",
-            "accept_tpm_hash_algs": ["sha256"],
-            "accept_tpm_encryption_algs": ["rsa", "ecc"],
-            "accept_tpm_signing_algs": ["rsassa", "ecschnorr"],
-            "ak_tpm": r["results"]["aik_tpm"],
-            "mtls_cert": r["results"]["mtls_cert"],
-            "supported_version": "2.6",
-        })
+        support::real_agent_enrolment(
+            pki,
+            self.registrar.https_addr(),
+            UUID,
+            port,
+            "{\"mask\": \"0x400\"}".to_owned(),
+            String::new(),
+            Value::Null,
+        )
+        .await
     }
 
     async fn stop(mut self) {

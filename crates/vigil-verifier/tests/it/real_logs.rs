@@ -204,34 +204,16 @@ impl Node {
             .iter()
             .chain(&[10])
             .fold(0u32, |m, &pcr| m | 1 << pcr);
-        let (code, r) = pki
-            .client(true)
-            .call(
-                self.registrar.https_addr(),
-                "GET",
-                &format!("/v2.6/agents/{UUID}"),
-                None,
-            )
-            .await;
-        assert_eq!(code, 200, "{r}");
-        json!({
-            "v": B64.encode([7u8; 32]),
-            "cloudagent_ip": "127.0.0.1",
-            "cloudagent_port": self.config.port,
-            "tpm_policy": json!({"mask": format!("{mask:#x}")}).to_string(),
-            "runtime_policy": B64.encode(runtime.to_string()),
-            "mb_policy": mb.to_string(),
-            "mb_policy_name": "",
-            "ima_sign_verification_keys": "",
-            "metadata": "{}",
-            "revocation_key": "",
-            "accept_tpm_hash_algs": ["sha256"],
-            "accept_tpm_encryption_algs": ["rsa", "ecc"],
-            "accept_tpm_signing_algs": ["rsassa", "ecschnorr"],
-            "ak_tpm": r["results"]["aik_tpm"],
-            "mtls_cert": r["results"]["mtls_cert"],
-            "supported_version": "2.6",
-        })
+        support::real_agent_enrolment(
+            pki,
+            self.registrar.https_addr(),
+            UUID,
+            self.config.port,
+            json!({"mask": format!("{mask:#x}")}).to_string(),
+            B64.encode(runtime.to_string()),
+            Value::String(mb.to_string()),
+        )
+        .await
     }
 
     async fn stop(mut self) {

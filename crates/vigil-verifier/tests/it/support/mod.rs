@@ -244,3 +244,41 @@ macro_rules! on_both_backends {
         }
     )*};
 }
+
+/// What the tenant enrols for a real `vigil-agent` registered at `registrar`: its AK
+/// and certificate read back from the registrar, reached at `127.0.0.1:port`, with this
+/// `tpm_policy`, runtime policy (base64, or empty) and measured-boot policy.
+pub async fn real_agent_enrolment(
+    pki: &Pki,
+    registrar: SocketAddr,
+    id: &str,
+    port: u16,
+    tpm_policy: String,
+    runtime_policy: String,
+    mb_policy: Value,
+) -> Value {
+    use base64::Engine as _;
+    let (code, r) = pki
+        .client(true)
+        .call(registrar, "GET", &format!("/v2.6/agents/{id}"), None)
+        .await;
+    assert_eq!(code, 200, "{r}");
+    serde_json::json!({
+        "v": B64.encode([7u8; 32]),
+        "cloudagent_ip": "127.0.0.1",
+        "cloudagent_port": port,
+        "tpm_policy": tpm_policy,
+        "runtime_policy": runtime_policy,
+        "mb_policy": mb_policy,
+        "mb_policy_name": "",
+        "ima_sign_verification_keys": "",
+        "metadata": "{}",
+        "revocation_key": "",
+        "accept_tpm_hash_algs": ["sha256"],
+        "accept_tpm_encryption_algs": ["rsa", "ecc"],
+        "accept_tpm_signing_algs": ["rsassa", "ecschnorr"],
+        "ak_tpm": r["results"]["aik_tpm"],
+        "mtls_cert": r["results"]["mtls_cert"],
+        "supported_version": "2.6",
+    })
+}
