@@ -44,6 +44,10 @@ pub(crate) fn run(cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
 enum Kind {
     /// A string, kept as written.
     Str,
+    /// An IP address (Vigil's services bind addresses, not names).
+    Ip,
+    /// One of the values Vigil knows.
+    OneOf(&'static [&'static str]),
     /// A path or name whose Keylime value `default`, `generate` or empty means the
     /// service's own default, which Vigil's default matches: then no key is written.
     Path,
@@ -87,13 +91,13 @@ impl Target {
     }
 }
 
-use Kind::{Bool, Database, Float, Int, Json, List, Path as P, Str};
+use Kind::{Bool, Database, Float, Int, Ip, Json, List, OneOf, Path as P, Str};
 use Target::{Agent, Registrar, Tenant, Verifier};
 
 /// The options Vigil carries over. `version` (of the file format) is not an option.
 const RULES: &[Rule] = &[
     ("verifier", "uuid", Verifier, "uuid", Str),
-    ("verifier", "ip", Verifier, "ip", Str),
+    ("verifier", "ip", Verifier, "ip", Ip),
     ("verifier", "port", Verifier, "port", Int),
     (
         "verifier",
@@ -162,14 +166,14 @@ const RULES: &[Rule] = &[
         "measured_boot_policy_name",
         Verifier,
         "measured_boot_policy_name",
-        Str,
+        OneOf(&["accept-all", "reject-all", "example"]),
     ),
     (
         "verifier",
         "measured_boot_evaluate",
         Verifier,
         "measured_boot_evaluate",
-        Str,
+        OneOf(&["once", "always"]),
     ),
     (
         "verifier",
@@ -207,7 +211,7 @@ const RULES: &[Rule] = &[
         List,
     ),
     ("revocations", "webhook_url", Verifier, "webhook_url", Str),
-    ("registrar", "ip", Registrar, "ip", Str),
+    ("registrar", "ip", Registrar, "ip", Ip),
     ("registrar", "port", Registrar, "port", Int),
     ("registrar", "tls_port", Registrar, "tls_port", Int),
     ("registrar", "tls_dir", Registrar, "tls_dir", P),
@@ -232,7 +236,7 @@ const RULES: &[Rule] = &[
         "malformed_cert_action",
         Registrar,
         "malformed_cert_action",
-        Str,
+        OneOf(&["warn", "reject", "ignore"]),
     ),
     // Keylime's tenant checks EK certificates; Vigil's registrar does.
     (
@@ -259,11 +263,11 @@ const RULES: &[Rule] = &[
     ("tenant", "max_retries", Tenant, "max_retries", Int),
     ("tenant", "request_timeout", Tenant, "timeout", Int),
     ("agent", "uuid", Agent, "uuid", Str),
-    ("agent", "ip", Agent, "ip", Str),
+    ("agent", "ip", Agent, "ip", Ip),
     ("agent", "port", Agent, "port", Int),
-    ("agent", "contact_ip", Agent, "contact_ip", Str),
+    ("agent", "contact_ip", Agent, "contact_ip", Ip),
     ("agent", "contact_port", Agent, "contact_port", Int),
-    ("agent", "registrar_ip", Agent, "registrar_ip", Str),
+    ("agent", "registrar_ip", Agent, "registrar_ip", Ip),
     ("agent", "registrar_port", Agent, "registrar_port", Int),
     ("agent", "keylime_dir", Agent, "state_dir", P),
     (
@@ -482,6 +486,12 @@ fn convert(kind: Kind, value: &str) -> Result<Option<toml::Value>, String> {
     let is_default = matches!(value, "" | "default" | "generate");
     Ok(Some(match kind {
         Str => toml::Value::String(value.to_owned()),
+        Ip => match value.parse::<std::net::IpAddr>() {
+            Ok(_) => toml::Value::String(value.to_owned()),
+            Err(_) => return Err("not an IP address".into()),
+        },
+        OneOf(known) if known.contains(&value) => toml::Value::String(value.to_owned()),
+        OneOf(known) => return Err(format!("Vigil knows only {}", known.join(", "))),
         P | List | Database if is_default => return Ok(None),
         P => toml::Value::String(value.to_owned()),
         Int => toml::Value::Integer(
@@ -563,6 +573,8 @@ mod tests {
         assert!(convert(Database, "mysql://h/db").is_err());
         assert_eq!(convert(Int, "60.0"), Ok(Some(toml::Value::Integer(60))));
         assert!(convert(Bool, "maybe").is_err());
+        assert!(convert(Ip, "\"verifier.example\"").is_err());
+        assert!(convert(OneOf(&["once", "always"]), "sometimes").is_err());
     }
 
     #[test]
