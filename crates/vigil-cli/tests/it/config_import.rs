@@ -148,3 +148,39 @@ fn missing_files_are_skipped_and_bad_ones_named() {
     let out = import(empty.path(), &out_dir);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn changed_keylime_options_carry_over() {
+    let Some(keylime) = keylime_defaults("config_import::changed_keylime_options_carry_over")
+    else {
+        return;
+    };
+    let conf = keylime.path().join("verifier.conf");
+    let text = read(conf.clone())
+        .replace(
+            "database_url = sqlite",
+            "database_url = postgresql+psycopg2://vigil@127.0.0.1/test",
+        )
+        .replace("ip = \"127.0.0.1\"", "ip = verifier.example")
+        .replace("server_cert = default", "server_cert = /etc/keylime/cv.crt")
+        .replace("quote_interval = 2", "quote_interval = 7.5");
+    std::fs::write(&conf, text).unwrap();
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = import(keylime.path(), out_dir.path());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let verifier = vigil_verifier::Config::load(
+        Some(&out_dir.path().join("verifier.toml")),
+        std::iter::empty(),
+    )
+    .unwrap();
+    assert_eq!(verifier.database_url, "postgres://vigil@127.0.0.1/test");
+    assert_eq!(verifier.server_cert, Path::new("/etc/keylime/cv.crt"));
+    assert_eq!(verifier.quote_interval, 7.5);
+    // A host name where Vigil binds an address is named, and Vigil's default kept.
+    assert!(
+        stdout.contains("[verifier] ip = verifier.example: not an IP address"),
+        "{stdout}"
+    );
+    assert_eq!(verifier.ip, vigil_verifier::Config::default().ip);
+}
