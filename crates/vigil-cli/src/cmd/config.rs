@@ -347,6 +347,8 @@ const SOURCES: [(&str, Target); 4] = [
 /// Options read from one file: (section, option, value as text).
 type Options = Vec<(String, String, String)>;
 
+/// Reads every Keylime file present, then writes the Vigil files: a file that does not
+/// parse stops the import before anything is written.
 fn import(args: &ImportArgs) -> anyhow::Result<ExitCode> {
     let mut tables: BTreeMap<Target, toml::Table> = BTreeMap::new();
     let mut left: BTreeMap<Target, Vec<String>> = BTreeMap::new();
@@ -367,7 +369,7 @@ fn import(args: &ImportArgs) -> anyhow::Result<ExitCode> {
         }
         .with_context(|| format!("{} does not parse", path.display()))?;
         for (section, key, value) in options {
-            if key == "version" || key == "api_versions" && target == Agent {
+            if key == "version" {
                 continue;
             }
             let rule = RULES.iter().find(|r| r.0 == section && r.1 == key);
