@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 mod ca;
+mod config;
 mod credential;
 mod demo;
 mod ekcert;
@@ -52,6 +53,9 @@ enum Command {
     /// TLS certificate authority: create one (Keylime's cv_ca layout) or issue certificates.
     #[command(subcommand)]
     Ca(ca::CaCommand),
+    /// Configuration files: import Keylime's (`vigil config import-keylime DIR --out OUTDIR`).
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
     /// Nodes at the verifier and registrar: enrol (add), status, list, stop, delete
     /// (Keylime's keylime_tenant; `-c add` style also accepted); defaults from
     /// /etc/vigil/tenant.toml and ~/.config/vigil/tenant.toml.
@@ -181,6 +185,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ekcert(cmd) => ekcert::run(cmd),
         Command::Policy(cmd) => policy::run(cmd),
         Command::Ca(cmd) => ca::run(cmd),
+        Command::Config(cmd) => config::run(cmd),
         Command::Tenant(args) => tenant::run(*args),
         Command::Demo(args) => demo::run(args),
         Command::Completions(args) => generate::completions(&args),

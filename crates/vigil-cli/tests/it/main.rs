@@ -3,6 +3,7 @@
 //! short). One suite: `cargo test -p vigil-cli --test it cli::`.
 
 mod cli;
+mod config_import;
 mod demo;
 mod ekcert_swtpm;
 mod keylime_deployment;
