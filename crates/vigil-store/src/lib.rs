@@ -10,6 +10,9 @@
 //! - [`Leases`]: which verifier replica attests which agent.
 //! - [`Notices`]: revocation notice deliveries not yet made.
 //!
+//! [`keylime`] reads a Keylime database and imports it through these repositories
+//! (`vigil store import-keylime`).
+//!
 //! The SQL behind all five is written once (`sql/`), generic over a small `Dialect`
 //! trait; each backend file holds only its connection setup and dialect constants:
 //! SQLite (the embedded default: one file, WAL, foreign keys on) and PostgreSQL (shared
@@ -24,6 +27,7 @@
 #![warn(missing_docs)]
 
 mod error;
+pub mod keylime;
 mod leases;
 mod migrations;
 mod notices;

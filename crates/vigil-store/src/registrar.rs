@@ -129,6 +129,12 @@ pub trait RegistrarAgents: Send + Sync {
 
     /// Deletes the record. [`StoreError::NotFound`] if there is no such agent.
     async fn delete(&self, agent_id: &str) -> Result<(), StoreError>;
+
+    /// Writes a record exactly as given, bypassing the identity rules (an import from
+    /// another registrar, `vigil store import-keylime`): inserts it, or with `replace`
+    /// overwrites the record of that id. [`StoreError::AlreadyExists`] if the id exists
+    /// and `replace` is false.
+    async fn put(&self, agent: &RegistrarAgent, replace: bool) -> Result<(), StoreError>;
 }
 
 /// Applies a registration to the existing record (if any), or says which identity

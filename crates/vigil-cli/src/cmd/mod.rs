@@ -18,6 +18,7 @@ mod ima;
 mod policy;
 mod policy_file;
 mod quote;
+mod store;
 pub(crate) mod style;
 pub(crate) mod tenant;
 
@@ -56,6 +57,10 @@ enum Command {
     /// Configuration files: import Keylime's (`vigil config import-keylime DIR --out OUTDIR`).
     #[command(subcommand)]
     Config(config::ConfigCommand),
+    /// Vigil's stores: import Keylime's database of enrolled nodes (`vigil store
+    /// import-keylime URL...`).
+    #[command(subcommand)]
+    Store(store::StoreCommand),
     /// Nodes at the verifier and registrar: enrol (add), status, list, stop, delete
     /// (Keylime's keylime_tenant; `-c add` style also accepted); defaults from
     /// /etc/vigil/tenant.toml and ~/.config/vigil/tenant.toml.
@@ -186,6 +191,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Policy(cmd) => policy::run(cmd),
         Command::Ca(cmd) => ca::run(cmd),
         Command::Config(cmd) => config::run(cmd),
+        Command::Store(cmd) => store::run(cmd),
         Command::Tenant(args) => tenant::run(*args),
         Command::Demo(args) => demo::run(args),
         Command::Completions(args) => generate::completions(&args),

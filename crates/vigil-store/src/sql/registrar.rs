@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 
 use super::{commit, for_every_dialect, get, port};
-use crate::error::{found, unsigned};
+use crate::error::{exists_or_db, found, unsigned};
 use crate::{
     registrar, Entity, RegisterOutcome, RegistrarAgent, RegistrarAgents, Registration, StoreError,
 };
@@ -143,6 +143,44 @@ for_every_dialect! {
                 .await
                 .map_err(StoreError::db("delete registrar agent"))?;
             found(D::rows_affected(&done), Entity::RegistrarAgent, agent_id)
+        }
+
+        async fn put(&self, a: &RegistrarAgent, replace: bool) -> Result<(), StoreError> {
+            const OP: &str = "import registrar agent";
+            let on_conflict = if replace {
+                " ON CONFLICT (agent_id) DO UPDATE SET ek_tpm = excluded.ek_tpm, \
+                 ekcert = excluded.ekcert, aik_tpm = excluded.aik_tpm, \
+                 iak_tpm = excluded.iak_tpm, iak_cert = excluded.iak_cert, \
+                 idevid_tpm = excluded.idevid_tpm, idevid_cert = excluded.idevid_cert, \
+                 key = excluded.key, active = excluded.active, ip = excluded.ip, \
+                 port = excluded.port, mtls_cert = excluded.mtls_cert, \
+                 regcount = excluded.regcount"
+            } else {
+                ""
+            };
+            let sql = format!(
+                "INSERT INTO registrar_agents ({COLUMNS}) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14){on_conflict}"
+            );
+            sqlx::query(&sql)
+                .bind(&a.agent_id)
+                .bind(&a.ek_tpm)
+                .bind(&a.ekcert)
+                .bind(&a.aik_tpm)
+                .bind(&a.iak_tpm)
+                .bind(&a.iak_cert)
+                .bind(&a.idevid_tpm)
+                .bind(&a.idevid_cert)
+                .bind(&a.key)
+                .bind(a.active)
+                .bind(&a.ip)
+                .bind(a.port.map(i64::from))
+                .bind(&a.mtls_cert)
+                .bind(i64::from(a.regcount))
+                .execute(&self.pool)
+                .await
+                .map_err(|e| exists_or_db(e, Entity::RegistrarAgent, &a.agent_id, OP))?;
+            Ok(())
         }
     }
 }
