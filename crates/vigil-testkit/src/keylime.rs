@@ -83,12 +83,25 @@ impl KeylimeEnv {
         Some(Self { bin, dir, ca })
     }
 
+    /// A fresh `KEYLIME_DIR` with nothing in `cv_ca` yet: Keylime's verifier started
+    /// with `KEYLIME_VERIFIER_TLS_DIR=generate` makes the CA, server and client
+    /// certificates there with its own `ca_util` (start it before the registrar, which
+    /// reads them). `None` when there is no venv outside CI.
+    #[track_caller]
+    pub fn without_ca(test: &str) -> Option<Self> {
+        let bin = venv_bin(test)?;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ca = vigil_tls::ca::CaDir::new(dir.path().join("cv_ca"));
+        Some(Self { bin, dir, ca })
+    }
+
     /// `KEYLIME_DIR`.
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
 
-    /// The CA in `KEYLIME_DIR/cv_ca`, to configure a Vigil service or client with.
+    /// The CA in `KEYLIME_DIR/cv_ca` (Keylime's file names), to configure a Vigil
+    /// service or client with.
     pub fn ca(&self) -> &vigil_tls::ca::CaDir {
         &self.ca
     }

@@ -8,6 +8,7 @@ mod demo;
 mod ekcert_swtpm;
 mod keylime_deployment;
 mod keylime_differential;
+mod keylime_import;
 mod policy_create_diff;
 mod policy_sign_diff;
 mod swtpm_tpm2_tools;

@@ -1,0 +1,255 @@
+//! Migration from Keylime (docs/migration.md): a node enrolled through Keylime 7.14.3's
+//! own services goes on being attested by Vigil's, without re-enrolment.
+//!
+//! - `keylime_database_and_cv_ca_carry_over`: Keylime's verifier makes its `cv_ca`
+//!   (`tls_dir = generate`, its own `ca_util`); Keylime's registrar and the Vigil agent
+//!   (swtpm, IMA emulation, trusting that CA) use it; `keylime_tenant -c add` enrols the
+//!   node with a runtime policy and Keylime's verifier attests it (SQLite databases in
+//!   `KEYLIME_DIR`). Keylime is stopped; `vigil store import-keylime` reads both
+//!   databases (a dry run first, then the import, then again: refused, named, unless
+//!   `--replace`); Vigil's registrar and verifier start on the imported store with
+//!   `tls_dir` = Keylime's `cv_ca`, and the verifier reaches the agent over mTLS with
+//!   Keylime's client certificate and attests it (`Get Quote`); a measured file
+//!   changed → `Invalid Quote`, so the imported runtime policy is the one in force.
+//!
+//! Without swtpm or the venv the test skips with a note, and fails under CI.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use vigil_service::client::{Client, Endpoint};
+use vigil_testkit::keylime::{free_port, KeylimeEnv};
+use vigil_testkit::Swtpm;
+
+const UUID: &str = "d432fbb3-d2f1-4a97-9ef7-75bd81c0d201";
+/// Keylime's operational states (`keylime/common/states.py`).
+const GET_QUOTE: u64 = 3;
+const INVALID_QUOTE: u64 = 9;
+/// Longest wait for a state (Python services on a loaded 2-core machine).
+const WAIT: Duration = Duration::from_secs(90);
+
+fn p(path: &Path) -> &str {
+    path.to_str().expect("UTF-8 path")
+}
+
+/// A verifier's status object for the node, over HTTPS with `cv_ca`'s client
+/// certificate (Keylime's verifier and Vigil's answer the same API).
+async fn status(keylime: &KeylimeEnv, addr: SocketAddr) -> Value {
+    let ca = keylime.ca();
+    let endpoint = Endpoint::addr(addr).with_tls(Arc::new(
+        vigil_tls::client_config(&ca.ca_cert(), Some((&ca.cert("client"), &ca.key("client"))))
+            .expect("Keylime's cv_ca client certificate loads"),
+    ));
+    let a = Client::default()
+        .request(
+            &endpoint,
+            hyper::Method::GET,
+            &format!("/v2.6/agents/{UUID}"),
+            None,
+        )
+        .await
+        .expect("verifier status");
+    assert_eq!(a.status, 200, "{}", a.json());
+    a.json()["results"].clone()
+}
+
+async fn wait_state(keylime: &KeylimeEnv, addr: SocketAddr, state: u64, logs: impl Fn() -> String) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let s = status(keylime, addr).await;
+        if s["operational_state"] == state && s["attestation_count"].as_u64() >= Some(1) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not in state {state} within {WAIT:?}: {s}\n{}",
+            logs()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+fn vigil(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(args)
+        .output()
+        .expect("run vigil");
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.code(), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keylime_database_and_cv_ca_carry_over() {
+    const TEST: &str = "keylime_database_and_cv_ca_carry_over";
+    let Some(keylime) = KeylimeEnv::without_ca(TEST) else {
+        return;
+    };
+    let Some(tpm) = Swtpm::manufactured(TEST, &[]) else {
+        return;
+    };
+    let store = keylime.dir().join("tpm_cert_store");
+    std::fs::create_dir_all(&store).unwrap();
+    let tpm_ca = tpm.ca_dir().expect("manufactured swtpm has a CA");
+    for (from, to) in [
+        ("issuercert.pem", "swtpm-issuer.pem"),
+        ("swtpm-localca-rootca-cert.pem", "swtpm-root.pem"),
+    ] {
+        std::fs::copy(tpm_ca.join(from), store.join(to)).unwrap();
+    }
+
+    // Keylime's verifier first: it makes cv_ca, which its registrar then reads. With
+    // API 2.1+ the tenant hands the verifier the AK and mTLS certificate, so the
+    // verifier never calls the registrar (its port here is a placeholder).
+    let (kl_verifier, kl_registrar) = tokio::task::block_in_place(|| {
+        let verifier = keylime.verifier(
+            free_port(),
+            &[
+                ("KEYLIME_VERIFIER_TLS_DIR", "generate"),
+                ("KEYLIME_VERIFIER_QUOTE_INTERVAL", "1"),
+            ],
+        );
+        (verifier, keylime.registrar(&[]))
+    });
+    let ca = keylime.ca();
+    for f in [ca.ca_cert(), ca.cert("server"), ca.key("server"), ca.cert("client"), ca.key("client")] {
+        assert!(f.is_file(), "Keylime's verifier did not write {}", f.display());
+    }
+    assert!(
+        !ca.ca_key().exists(),
+        "Keylime keeps its CA key in private.yml, not a PEM file"
+    );
+
+    let work = tempfile::tempdir().unwrap();
+    let measured = work.path().join("measured");
+    std::fs::create_dir_all(&measured).unwrap();
+    let tool = measured.join("tool");
+    std::fs::write(&tool, "#!/bin/sh\necho tool\n").unwrap();
+    std::fs::write(measured.join("app.conf"), "setting = 1\n").unwrap();
+    let state_dir = work.path().join("agent");
+    let agent = vigil_agent::Agent::start(&vigil_agent::Config {
+        uuid: UUID.into(),
+        port: 0,
+        contact_port: 0,
+        registrar_port: kl_registrar.port(),
+        tpm_tcti: tpm.tcti(),
+        state_dir: state_dir.clone(),
+        trusted_client_ca: vec![ca.ca_cert()],
+        ima_emulate: vec![measured],
+        ima_emulate_interval: 0,
+        measuredboot_ml_path: work.path().join("no-uefi-log"),
+        registration_retry_max: 1,
+        ..vigil_agent::Config::default()
+    })
+    .await
+    .expect("agent starts");
+    let mut rx = agent.registration();
+    tokio::time::timeout(WAIT, rx.wait_for(|r| matches!(r, vigil_agent::Registration::Active { .. })))
+        .await
+        .unwrap_or_else(|_| panic!("not registered at Keylime's registrar:\n{}", kl_registrar.log()))
+        .unwrap();
+
+    let policy = work.path().join("policy.json");
+    let ima_log = state_dir.join("ima_emulated_measurements");
+    let (code, out) = vigil(&["policy", "create", "runtime", "-m", p(&ima_log), "-o", p(&policy)]);
+    assert_eq!(code, Some(0), "{out}");
+    let port = agent.addr().port().to_string();
+    let run = tokio::task::block_in_place(|| {
+        keylime.tenant(
+            kl_registrar.tls_port(),
+            kl_verifier.port(),
+            &["-c", "add", "-u", UUID, "-t", "127.0.0.1", "-tp", &port, "--runtime-policy", p(&policy)],
+        )
+    });
+    assert!(run.success, "keylime_tenant -c add:\n{}\n{}", run.log, kl_verifier.log());
+    let kl_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, kl_verifier.port()));
+    wait_state(&keylime, kl_addr, GET_QUOTE, || kl_verifier.log()).await;
+
+    // Keylime stops; its databases are imported.
+    drop(kl_verifier);
+    drop(kl_registrar);
+    let reg_db = keylime.dir().join("reg_data.sqlite");
+    let cv_db = keylime.dir().join("cv_data.sqlite");
+    let url = format!("sqlite://{}?mode=rwc", work.path().join("vigil.sqlite").display());
+    let import = |extra: &[&str]| {
+        let mut args = vec!["store", "import-keylime", p(&reg_db), p(&cv_db), "--to", &url];
+        args.extend_from_slice(extra);
+        vigil(&args)
+    };
+    let (code, out) = import(&["--dry-run"]);
+    eprintln!("{out}");
+    assert_eq!(code, Some(0), "{out}");
+    for line in [
+        format!("would import: registrarmain {UUID}"),
+        format!("would import: allowlists {UUID}"),
+        format!("would import: verifiermain {UUID}"),
+        "(dry run: nothing written)".to_owned(),
+    ] {
+        assert!(out.contains(&line), "no {line:?} in:\n{out}");
+    }
+    let (code, out) = import(&[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains(&format!("imported: verifiermain {UUID}")), "{out}");
+    let (code, out) = import(&[]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains(&format!(
+            "not imported: registrarmain {UUID}: Vigil's registrar store already holds it"
+        )),
+        "{out}"
+    );
+
+    // Vigil's services on the imported store, with Keylime's cv_ca as their TLS files.
+    let vigil_state = work.path().join("vigil");
+    let registrar = vigil_registrar::Registrar::start(&vigil_registrar::Config {
+        port: 0,
+        tls_port: 0,
+        state_dir: vigil_state.join("registrar"),
+        database_url: url.clone(),
+        tls_dir: ca.dir().to_owned(),
+        ..vigil_registrar::Config::default()
+    })
+    .await
+    .expect("Vigil's registrar starts on Keylime's cv_ca");
+    let verifier = vigil_verifier::Verifier::start(&vigil_verifier::Config {
+        port: 0,
+        state_dir: vigil_state.join("verifier"),
+        database_url: url.clone(),
+        tls_dir: ca.dir().to_owned(),
+        quote_interval: 1.0,
+        retry_interval: 0.5,
+        request_timeout: 5.0,
+        ..vigil_verifier::Config::default()
+    })
+    .await
+    .expect("Vigil's verifier starts on Keylime's cv_ca");
+
+    // The registrar answers for the node Keylime's registrar activated.
+    let (code, out) = vigil(&[
+        "tenant",
+        "regstatus",
+        "-u",
+        UUID,
+        "--registrar-port",
+        &registrar.https_addr().port().to_string(),
+        "--tls-dir",
+        p(ca.dir()),
+        "--json",
+    ]);
+    assert_eq!(code, Some(0), "vigil tenant regstatus: {out}");
+
+    // Attested by Vigil without re-enrolment, then the imported policy catches a change.
+    let logs = || String::new();
+    wait_state(&keylime, verifier.addr(), GET_QUOTE, logs).await;
+    std::fs::write(&tool, "#!/bin/sh\necho tampered\n").unwrap();
+    assert_eq!(agent.ima_rescan().await.unwrap(), 1);
+    wait_state(&keylime, verifier.addr(), INVALID_QUOTE, logs).await;
+
+    agent.shutdown().await;
+    verifier.shutdown().await;
+    registrar.shutdown().await;
+}
