@@ -116,8 +116,18 @@ async fn keylime_database_and_cv_ca_carry_over() {
         (verifier, keylime.registrar(&[]))
     });
     let ca = keylime.ca();
-    for f in [ca.ca_cert(), ca.cert("server"), ca.key("server"), ca.cert("client"), ca.key("client")] {
-        assert!(f.is_file(), "Keylime's verifier did not write {}", f.display());
+    for f in [
+        ca.ca_cert(),
+        ca.cert("server"),
+        ca.key("server"),
+        ca.cert("client"),
+        ca.key("client"),
+    ] {
+        assert!(
+            f.is_file(),
+            "Keylime's verifier did not write {}",
+            f.display()
+        );
     }
     assert!(
         !ca.ca_key().exists(),
@@ -148,24 +158,56 @@ async fn keylime_database_and_cv_ca_carry_over() {
     .await
     .expect("agent starts");
     let mut rx = agent.registration();
-    tokio::time::timeout(WAIT, rx.wait_for(|r| matches!(r, vigil_agent::Registration::Active { .. })))
-        .await
-        .unwrap_or_else(|_| panic!("not registered at Keylime's registrar:\n{}", kl_registrar.log()))
-        .unwrap();
+    tokio::time::timeout(
+        WAIT,
+        rx.wait_for(|r| matches!(r, vigil_agent::Registration::Active { .. })),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "not registered at Keylime's registrar:\n{}",
+            kl_registrar.log()
+        )
+    })
+    .unwrap();
 
     let policy = work.path().join("policy.json");
     let ima_log = state_dir.join("ima_emulated_measurements");
-    let (code, out) = vigil(&["policy", "create", "runtime", "-m", p(&ima_log), "-o", p(&policy)]);
+    let (code, out) = vigil(&[
+        "policy",
+        "create",
+        "runtime",
+        "-m",
+        p(&ima_log),
+        "-o",
+        p(&policy),
+    ]);
     assert_eq!(code, Some(0), "{out}");
     let port = agent.addr().port().to_string();
     let run = tokio::task::block_in_place(|| {
         keylime.tenant(
             kl_registrar.tls_port(),
             kl_verifier.port(),
-            &["-c", "add", "-u", UUID, "-t", "127.0.0.1", "-tp", &port, "--runtime-policy", p(&policy)],
+            &[
+                "-c",
+                "add",
+                "-u",
+                UUID,
+                "-t",
+                "127.0.0.1",
+                "-tp",
+                &port,
+                "--runtime-policy",
+                p(&policy),
+            ],
         )
     });
-    assert!(run.success, "keylime_tenant -c add:\n{}\n{}", run.log, kl_verifier.log());
+    assert!(
+        run.success,
+        "keylime_tenant -c add:\n{}\n{}",
+        run.log,
+        kl_verifier.log()
+    );
     let kl_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, kl_verifier.port()));
     wait_state(&keylime, kl_addr, GET_QUOTE, || kl_verifier.log()).await;
 
@@ -174,9 +216,19 @@ async fn keylime_database_and_cv_ca_carry_over() {
     drop(kl_registrar);
     let reg_db = keylime.dir().join("reg_data.sqlite");
     let cv_db = keylime.dir().join("cv_data.sqlite");
-    let url = format!("sqlite://{}?mode=rwc", work.path().join("vigil.sqlite").display());
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        work.path().join("vigil.sqlite").display()
+    );
     let import = |extra: &[&str]| {
-        let mut args = vec!["store", "import-keylime", p(&reg_db), p(&cv_db), "--to", &url];
+        let mut args = vec![
+            "store",
+            "import-keylime",
+            p(&reg_db),
+            p(&cv_db),
+            "--to",
+            &url,
+        ];
         args.extend_from_slice(extra);
         vigil(&args)
     };
@@ -193,7 +245,10 @@ async fn keylime_database_and_cv_ca_carry_over() {
     }
     let (code, out) = import(&[]);
     assert_eq!(code, Some(0), "{out}");
-    assert!(out.contains(&format!("imported: verifiermain {UUID}")), "{out}");
+    assert!(
+        out.contains(&format!("imported: verifiermain {UUID}")),
+        "{out}"
+    );
     let (code, out) = import(&[]);
     assert_eq!(code, Some(1), "{out}");
     assert!(

@@ -87,6 +87,7 @@ on_both_backends!(
     reopen_keeps_everything,
     ping_answers_until_closed,
     notices_record_fail_deliver_and_survive_reopen,
+    keylime_tables_import,
 );
 
 // ---------------------------------------------------------------------------------
@@ -1112,4 +1113,133 @@ async fn sqlite_in_memory_keeps_data_across_calls() {
         assert_eq!(g.await.unwrap().unwrap().regcount, 1);
     }
     assert_eq!(store.verifier_agents().list(None).await.unwrap(), ["m"]);
+}
+
+// ---------------------------------------------------------------------------------
+// Importing a Keylime database (vigil_store::keylime)
+
+/// Keylime 7's tables with the column types its migrations give them (the columns the
+/// import reads), and one enrolled node: written into the test's own database next to
+/// Vigil's tables (the names differ), in SQL both backends take.
+const KEYLIME_SCHEMA: &[&str] = &[
+    "CREATE TABLE registrarmain (agent_id VARCHAR(80) PRIMARY KEY, key VARCHAR(45), \
+     aik_tpm VARCHAR(500), ekcert TEXT, ek_tpm VARCHAR(500), iak_tpm VARCHAR(500), \
+     idevid_tpm VARCHAR(500), iak_cert VARCHAR(2048), idevid_cert VARCHAR(2048), \
+     mtls_cert TEXT, virtual BOOLEAN, ip VARCHAR(15), port INTEGER, active BOOLEAN, \
+     provider_keys TEXT, regcount INTEGER)",
+    "CREATE TABLE allowlists (id INTEGER PRIMARY KEY, name VARCHAR(255) NOT NULL, \
+     checksum VARCHAR(128), generator INTEGER, tpm_policy TEXT, ima_policy TEXT)",
+    "CREATE TABLE mbpolicies (id INTEGER PRIMARY KEY, name VARCHAR(255) NOT NULL, mb_policy TEXT)",
+    "CREATE TABLE verifiermain (agent_id VARCHAR(80) PRIMARY KEY, v VARCHAR(45), \
+     ip VARCHAR(15), verifier_id VARCHAR(80), verifier_ip VARCHAR(15), verifier_port INTEGER, \
+     port INTEGER, operational_state INTEGER, public_key VARCHAR(500), tpm_policy TEXT, \
+     meta_data TEXT, ima_policy_id INTEGER REFERENCES allowlists (id), \
+     mb_policy_id INTEGER REFERENCES mbpolicies (id), ima_sign_verification_keys TEXT, \
+     revocation_key VARCHAR(2800), accept_tpm_hash_algs TEXT, \
+     accept_tpm_encryption_algs TEXT, accept_tpm_signing_algs TEXT, \
+     supported_version VARCHAR(20), ak_tpm VARCHAR(500), mtls_cert VARCHAR(2048), \
+     accept_attestations BOOLEAN)",
+    "INSERT INTO registrarmain (agent_id, key, aik_tpm, ek_tpm, mtls_cert, virtual, ip, port, \
+     active, regcount) VALUES ('n1', 'k', 'AQID', 'BAUG', 'disabled', FALSE, '127.0.0.1', 9002, \
+     TRUE, 2)",
+    "INSERT INTO registrarmain (agent_id, aik_tpm, virtual, active, regcount) \
+     VALUES ('vtpm', 'AQID', TRUE, TRUE, 1)",
+    "INSERT INTO allowlists (id, name, generator, ima_policy) VALUES (7, 'rt', 3, '{\"meta\": {}}')",
+    "INSERT INTO mbpolicies (id, name, mb_policy) VALUES (4, 'n1', NULL)",
+    "INSERT INTO verifiermain (agent_id, ip, port, verifier_id, verifier_ip, verifier_port, \
+     operational_state, tpm_policy, meta_data, ima_policy_id, mb_policy_id, \
+     ima_sign_verification_keys, accept_tpm_hash_algs, accept_tpm_encryption_algs, \
+     accept_tpm_signing_algs, supported_version, ak_tpm, mtls_cert) VALUES ('n1', \
+     '127.0.0.1', 9002, 'default', '127.0.0.1', 8881, 9, '\"{\\\"mask\\\": \\\"0x400\\\"}\"', \
+     '{}', 7, 4, '', '[\"sha256\"]', '[\"rsa\"]', '[\"rsassa\"]', '2.5', 'AQID', 'disabled')",
+];
+
+async fn keylime_tables_import(db: TestDb) {
+    use vigil_store::keylime::{self, How, KeylimeDump};
+    match db.store.backend() {
+        Backend::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(&db.url).await.unwrap();
+            for sql in KEYLIME_SCHEMA {
+                sqlx::query(sql).execute(&pool).await.unwrap();
+            }
+            pool.close().await;
+        }
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+            for sql in KEYLIME_SCHEMA {
+                sqlx::query(sql).execute(&pool).await.unwrap();
+            }
+            pool.close().await;
+        }
+    }
+    let mut dump = KeylimeDump::default();
+    keylime::read(&db.url, &mut dump).await.unwrap();
+    assert_eq!(dump.registrar.len(), 1);
+    assert_eq!(dump.skipped.len(), 1, "{:?}", dump.skipped);
+    assert!(
+        dump.skipped[0].reason.contains("vTPM"),
+        "{:?}",
+        dump.skipped
+    );
+
+    // A policy Vigil holds under the same name with other content: refused, and the
+    // enrolment using it with it.
+    let store = &db.store;
+    store
+        .policies()
+        .create_runtime(NewRuntimePolicy {
+            name: "rt".into(),
+            ima_policy: Some("{}".into()),
+            ..NewRuntimePolicy::default()
+        })
+        .await
+        .unwrap();
+    let report = keylime::import(dump.clone(), store, store, false, false)
+        .await
+        .unwrap();
+    let skipped: Vec<_> = report
+        .skipped
+        .iter()
+        .map(|s| (s.table, s.id.as_str()))
+        .collect();
+    assert_eq!(
+        skipped,
+        [
+            ("registrarmain", "vtpm"),
+            ("allowlists", "rt"),
+            ("verifiermain", "n1")
+        ]
+    );
+    let reg = store.registrar_agents().get("n1").await.unwrap().unwrap();
+    assert_eq!((reg.active, reg.regcount, reg.port), (true, 2, Some(9002)));
+    assert_eq!(reg.aik_tpm, [1, 2, 3]);
+    assert_eq!(reg.mtls_cert.as_deref(), Some("disabled"));
+    assert!(store.verifier_agents().get("n1").await.unwrap().is_none());
+
+    // With --replace everything but the vTPM node goes over.
+    let report = keylime::import(dump, store, store, true, false)
+        .await
+        .unwrap();
+    assert_eq!(report.skipped.len(), 1);
+    let hows: Vec<_> = report.imported.iter().map(|i| (i.table, i.how)).collect();
+    assert_eq!(
+        hows,
+        [
+            ("registrarmain", How::Replaced),
+            ("allowlists", How::Replaced),
+            // Imported the first time (policies go over even when their user does not).
+            ("mbpolicies", How::Same),
+            ("verifiermain", How::New),
+        ]
+    );
+    let a = store.verifier_agents().get("n1").await.unwrap().unwrap();
+    // Invalid Quote in Keylime: stopped in Vigil until an operator reactivates it.
+    assert_eq!(a.state.operational_state, 10);
+    assert_eq!(a.enrolment.runtime_policy.as_deref(), Some("rt"));
+    assert_eq!(a.enrolment.mb_policy.as_deref(), Some("n1"));
+    assert_eq!(a.enrolment.tpm_policy, r#"{"mask": "0x400"}"#);
+    assert_eq!(a.enrolment.accept_tpm_signing_algs, ["rsassa"]);
+    assert_eq!(a.enrolment.ak_tpm, [1, 2, 3]);
+    let rt = store.policies().get_runtime("rt").await.unwrap().unwrap();
+    assert_eq!(rt.ima_policy.as_deref(), Some(r#"{"meta": {}}"#));
 }
