@@ -9,6 +9,7 @@ mod ekcert_swtpm;
 mod keylime_deployment;
 mod keylime_differential;
 mod keylime_import;
+mod keylime_measured_boot;
 mod policy_create_diff;
 mod policy_sign_diff;
 mod swtpm_tpm2_tools;
