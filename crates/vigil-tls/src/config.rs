@@ -40,9 +40,25 @@ pub(crate) fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsErro
     Ok(certs)
 }
 
+/// The PEM label of an encrypted PKCS#8 key.
+const ENCRYPTED: &str = "-----BEGIN ENCRYPTED PRIVATE KEY-----";
+
 /// The private key of a PEM file (PKCS#8, PKCS#1 or SEC1).
 pub(crate) fn key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     let bytes = std::fs::read(path).map_err(io(path))?;
+    // Keylime's ca_util encrypts the keys it makes when `server_key_password` or
+    // `client_key_password` is set; say so rather than "no private key".
+    if bytes
+        .windows(ENCRYPTED.len())
+        .any(|w| w == ENCRYPTED.as_bytes())
+    {
+        return Err(pem_err(
+            path,
+            "the private key is encrypted (Keylime's server_key_password / \
+             client_key_password): Vigil reads unencrypted keys; decrypt it with \
+             `openssl pkey -in FILE -out FILE` and keep the file mode 0600",
+        ));
+    }
     PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| pem_err(path, format!("no private key: {e}")))
 }
 
@@ -115,4 +131,26 @@ pub fn peer_subject(der: &[u8]) -> Option<String> {
     use x509_cert::der::Decode;
     let cert = x509_cert::Certificate::from_der(der).ok()?;
     Some(cert.tbs_certificate.subject.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_encrypted_key_is_named_as_such() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("server-private.pem");
+        std::fs::write(
+            &path,
+            format!(
+                "{}\nMIIB\n-----END ENCRYPTED PRIVATE KEY-----\n",
+                super::ENCRYPTED
+            ),
+        )
+        .unwrap();
+        let err = super::key(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("encrypted") && err.contains("openssl pkey"),
+            "{err}"
+        );
+    }
 }
