@@ -43,6 +43,10 @@ pub(crate) struct ImportArgs {
     /// given: their `database_url`, else the service's default under its `state_dir`.
     #[arg(long, value_name = "DIR", default_value = "/etc/vigil")]
     config_dir: PathBuf,
+    /// The verifier that attests the imported nodes (Vigil's verifier `uuid`): by
+    /// default each keeps the Keylime verifier's `uuid` it had (`default` unless set).
+    #[arg(long, value_name = "ID")]
+    verifier_id: Option<String>,
     /// Overwrite records and policies Vigil already holds under the same id or name.
     #[arg(long)]
     replace: bool,
@@ -75,6 +79,17 @@ async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("cannot read Keylime's database {}", redact(url)))?;
     }
     check_with_vigil(&mut dump);
+    if let Some(id) = &args.verifier_id {
+        for e in &mut dump.verifier {
+            if e.enrolment.verifier_id != *id {
+                e.notes.push(format!(
+                    "verifier_id {:?} becomes {id:?}",
+                    e.enrolment.verifier_id
+                ));
+                e.enrolment.verifier_id.clone_from(id);
+            }
+        }
+    }
 
     let registrar = Store::open(&registrar_url)
         .await

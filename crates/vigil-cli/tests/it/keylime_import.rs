@@ -233,7 +233,6 @@ async fn keylime_database_and_cv_ca_carry_over() {
         vigil(&args)
     };
     let (code, out) = import(&["--dry-run"]);
-    eprintln!("{out}");
     assert_eq!(code, Some(0), "{out}");
     for line in [
         format!("would import: registrarmain {UUID}"),
