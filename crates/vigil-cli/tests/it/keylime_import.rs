@@ -1,18 +1,20 @@
 //! Migration from Keylime (docs/migration.md): a node enrolled through Keylime 7.14.3's
 //! own services goes on being attested by Vigil's, without re-enrolment.
 //!
-//! - `keylime_database_and_cv_ca_carry_over`: Keylime's verifier makes its `cv_ca`
-//!   (`tls_dir = generate`, its own `ca_util`); Keylime's registrar and the Vigil agent
-//!   (swtpm, IMA emulation, trusting that CA) use it; `keylime_tenant -c add` enrols the
-//!   node with a runtime policy and Keylime's verifier attests it (SQLite databases in
-//!   `KEYLIME_DIR`). Keylime is stopped; `vigil store import-keylime` reads both
-//!   databases (a dry run first, then the import, then again: refused, named, unless
-//!   `--replace`); Vigil's registrar and verifier start on the imported store with
-//!   `tls_dir` = Keylime's `cv_ca`, and the verifier reaches the agent over mTLS with
-//!   Keylime's client certificate and attests it (`Get Quote`); a measured file
-//!   changed → `Invalid Quote`, so the imported runtime policy is the one in force.
+//! - `keylime_database_and_cv_ca_carry_over` (Keylime's services on SQLite) and
+//!   `keylime_postgres_database_carries_over` (on PostgreSQL, through psycopg2, in a
+//!   schema of the test's own): Keylime's verifier makes its `cv_ca` (`tls_dir =
+//!   generate`, its own `ca_util`); Keylime's registrar and the Vigil agent (swtpm, IMA
+//!   emulation, trusting that CA) use it; `keylime_tenant -c add` enrols the node with
+//!   a runtime policy and Keylime's verifier attests it. Keylime is stopped; `vigil
+//!   store import-keylime` reads its databases (a dry run first, then the import, then
+//!   again: refused, named, unless `--replace`); Vigil's registrar and verifier start
+//!   on the imported store with `tls_dir` = Keylime's `cv_ca`, and the verifier reaches
+//!   the agent over mTLS with Keylime's client certificate and attests it (`Get
+//!   Quote`); a measured file changed → `Invalid Quote`, so the imported runtime policy
+//!   is the one in force.
 //!
-//! Without swtpm or the venv the test skips with a note, and fails under CI.
+//! Without swtpm, the venv (or PostgreSQL) the tests skip with a note, and fail under CI.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
@@ -83,13 +85,41 @@ fn vigil(args: &[&str]) -> (Option<i32>, String) {
     (out.status.code(), text)
 }
 
+/// Keylime's services on SQLite (their default files in `KEYLIME_DIR`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keylime_database_and_cv_ca_carry_over() {
-    const TEST: &str = "keylime_database_and_cv_ca_carry_over";
-    let Some(keylime) = KeylimeEnv::without_ca(TEST) else {
+    carry_over("keylime_database_and_cv_ca_carry_over", None).await;
+}
+
+/// Keylime's services on PostgreSQL (one schema of the test's own, for both: Keylime
+/// keeps an alembic version table per service), through SQLAlchemy and psycopg2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keylime_postgres_database_carries_over() {
+    vigil_testkit::db::with_postgres(|url| async move {
+        // `…?options[search_path]=SCHEMA` (sqlx's spelling) → libpq's, which both
+        // psycopg2 (Keylime) and sqlx (the import) take.
+        let (base, schema) = url
+            .split_once("?options[search_path]=")
+            .expect("the testkit's PostgreSQL URL names a schema");
+        // SQLAlchemy's URL, driver named (its default is psycopg 3, Debian ships
+        // psycopg2); the import takes it as Keylime's configuration spells it.
+        let base = base.replacen("postgres://", "postgresql+psycopg2://", 1);
+        carry_over(
+            "keylime_postgres_database_carries_over",
+            Some(format!("{base}?options=-c%20search_path%3D{schema}")),
+        )
+        .await;
+    })
+    .await;
+}
+
+/// The whole migration; Keylime's services on `keylime_db` (a PostgreSQL URL) or, with
+/// `None`, on SQLite.
+async fn carry_over(test: &'static str, keylime_db: Option<String>) {
+    let Some(keylime) = KeylimeEnv::without_ca(test) else {
         return;
     };
-    let Some(tpm) = Swtpm::manufactured(TEST, &[]) else {
+    let Some(tpm) = Swtpm::manufactured(test, &[]) else {
         return;
     };
     let store = keylime.dir().join("tpm_cert_store");
@@ -106,14 +136,17 @@ async fn keylime_database_and_cv_ca_carry_over() {
     // API 2.1+ the tenant hands the verifier the AK and mTLS certificate, so the
     // verifier never calls the registrar (its port here is a placeholder).
     let (kl_verifier, kl_registrar) = tokio::task::block_in_place(|| {
-        let verifier = keylime.verifier(
-            free_port(),
-            &[
-                ("KEYLIME_VERIFIER_TLS_DIR", "generate"),
-                ("KEYLIME_VERIFIER_QUOTE_INTERVAL", "1"),
-            ],
-        );
-        (verifier, keylime.registrar(&[]))
+        let mut verifier_env = vec![
+            ("KEYLIME_VERIFIER_TLS_DIR", "generate"),
+            ("KEYLIME_VERIFIER_QUOTE_INTERVAL", "1"),
+        ];
+        let mut registrar_env = vec![];
+        if let Some(db) = &keylime_db {
+            verifier_env.push(("KEYLIME_VERIFIER_DATABASE_URL", db.as_str()));
+            registrar_env.push(("KEYLIME_REGISTRAR_DATABASE_URL", db.as_str()));
+        }
+        let verifier = keylime.verifier(free_port(), &verifier_env);
+        (verifier, keylime.registrar(&registrar_env))
     });
     let ca = keylime.ca();
     for f in [
@@ -214,21 +247,20 @@ async fn keylime_database_and_cv_ca_carry_over() {
     // Keylime stops; its databases are imported.
     drop(kl_verifier);
     drop(kl_registrar);
-    let reg_db = keylime.dir().join("reg_data.sqlite");
-    let cv_db = keylime.dir().join("cv_data.sqlite");
+    let sources = match &keylime_db {
+        Some(db) => vec![db.clone()],
+        None => ["reg_data.sqlite", "cv_data.sqlite"]
+            .map(|f| p(&keylime.dir().join(f)).to_owned())
+            .to_vec(),
+    };
     let url = format!(
         "sqlite://{}?mode=rwc",
         work.path().join("vigil.sqlite").display()
     );
     let import = |extra: &[&str]| {
-        let mut args = vec![
-            "store",
-            "import-keylime",
-            p(&reg_db),
-            p(&cv_db),
-            "--to",
-            &url,
-        ];
+        let mut args = vec!["store", "import-keylime"];
+        args.extend(sources.iter().map(String::as_str));
+        args.extend(["--to", url.as_str()]);
         args.extend_from_slice(extra);
         vigil(&args)
     };
