@@ -218,12 +218,15 @@ const MBPOLICY_COLUMNS: &[&str] = &["id", "name", "mb_policy"];
 /// The Keylime tables this import reads, in the order they are read.
 const TABLES: [&str; 4] = ["registrarmain", "allowlists", "mbpolicies", "verifiermain"];
 
-/// Turns the URL forms an operator may have in Keylime's configuration into the one
-/// sqlx takes: SQLAlchemy's `sqlite:////abs/path` and `postgresql+driver://`, or a plain
-/// path to a SQLite file. SQLite is opened read-only.
+/// Turns the URL forms an operator may have in Keylime's configuration into what the
+/// reader opens: `(is SQLite, path or PostgreSQL URL)`. A SQLite file is a plain path,
+/// or a `sqlite:` URL naming an absolute path (SQLAlchemy's `sqlite:////abs`, sqlx's
+/// `sqlite:///abs`: the slashes collapse to one); SQLAlchemy's `postgresql+driver://`
+/// loses its driver.
 fn normalise_url(url: &str) -> Result<(bool, String), StoreError> {
     if let Some(rest) = url.strip_prefix("sqlite:") {
-        // sqlite:////abs (SQLAlchemy, four slashes) and sqlite:///abs (three) both mean /abs.
+        // A relative path would be ambiguous between SQLAlchemy's spelling (three
+        // slashes: relative) and sqlx's (three slashes: absolute); it is given plain.
         let path = rest.trim_start_matches('/');
         let path = path.split('?').next().unwrap_or(path);
         return Ok((true, format!("/{path}")));
