@@ -95,6 +95,21 @@ impl KeylimeEnv {
         Some(Self { bin, dir, ca })
     }
 
+    /// Puts a manufactured swtpm's EK CA certificates (issuer and root, not its keys)
+    /// into `KEYLIME_DIR/tpm_cert_store`, where [`Self::tenant`] points
+    /// `keylime_tenant`'s EK-certificate check (`require_ek_cert`, on by default).
+    pub fn trust_ek_ca(&self, tpm: &crate::Swtpm) {
+        let store = self.dir.path().join("tpm_cert_store");
+        std::fs::create_dir_all(&store).expect("tpm_cert_store");
+        let ca = tpm.ca_dir().expect("a manufactured swtpm has an EK CA");
+        for (from, to) in [
+            ("issuercert.pem", "swtpm-issuer.pem"),
+            ("swtpm-localca-rootca-cert.pem", "swtpm-root.pem"),
+        ] {
+            std::fs::copy(ca.join(from), store.join(to)).expect("copy the swtpm EK CA");
+        }
+    }
+
     /// `KEYLIME_DIR`.
     pub fn dir(&self) -> &Path {
         self.dir.path()

@@ -76,17 +76,8 @@ impl Deployment {
     async fn start(test: &str, uuid: &'static str) -> Option<Self> {
         let keylime = KeylimeEnv::new(test)?;
         let tpm = Swtpm::manufactured(test, &[])?;
-        // The tenant's EK check (require_ek_cert, the default) against the swtpm's CA:
-        // the harness points keylime_tenant's tpm_cert_store here.
-        let store = keylime.dir().join("tpm_cert_store");
-        std::fs::create_dir_all(&store).unwrap();
-        let ca = tpm.ca_dir().expect("manufactured swtpm has a CA");
-        for (from, to) in [
-            ("issuercert.pem", "swtpm-issuer.pem"),
-            ("swtpm-localca-rootca-cert.pem", "swtpm-root.pem"),
-        ] {
-            std::fs::copy(ca.join(from), store.join(to)).unwrap();
-        }
+        // The tenant's EK check (require_ek_cert, the default) against the swtpm's CA.
+        keylime.trust_ek_ca(&tpm);
         let (registrar, verifier) = tokio::task::block_in_place(|| {
             let registrar = keylime.registrar(&[]);
             let verifier = keylime.verifier(

@@ -38,41 +38,60 @@ fn p(path: &Path) -> &str {
     path.to_str().expect("UTF-8 path")
 }
 
-/// A verifier's status object for the node, over HTTPS with `cv_ca`'s client
-/// certificate (Keylime's verifier and Vigil's answer the same API).
-async fn status(keylime: &KeylimeEnv, addr: SocketAddr) -> Value {
+/// A verifier's status object for node `uuid`, over HTTPS with `cv_ca`'s client
+/// certificate (Keylime's verifier and Vigil's answer the same API), polled until
+/// `done` holds for it; `logs` explain a timeout.
+pub(crate) async fn wait_status(
+    keylime: &KeylimeEnv,
+    addr: SocketAddr,
+    uuid: &str,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+    logs: impl Fn() -> String,
+) -> Value {
     let ca = keylime.ca();
     let endpoint = Endpoint::addr(addr).with_tls(Arc::new(
         vigil_tls::client_config(&ca.ca_cert(), Some((&ca.cert("client"), &ca.key("client"))))
             .expect("Keylime's cv_ca client certificate loads"),
     ));
-    let a = Client::default()
-        .request(
-            &endpoint,
-            hyper::Method::GET,
-            &format!("/v2.6/agents/{UUID}"),
-            None,
-        )
-        .await
-        .expect("verifier status");
-    assert_eq!(a.status, 200, "{}", a.json());
-    a.json()["results"].clone()
-}
-
-async fn wait_state(keylime: &KeylimeEnv, addr: SocketAddr, state: u64, logs: impl Fn() -> String) {
     let deadline = Instant::now() + WAIT;
     loop {
-        let s = status(keylime, addr).await;
-        if s["operational_state"] == state && s["attestation_count"].as_u64() >= Some(1) {
-            return;
+        let a = Client::default()
+            .request(
+                &endpoint,
+                hyper::Method::GET,
+                &format!("/v2.6/agents/{uuid}"),
+                None,
+            )
+            .await
+            .expect("verifier status");
+        let s = a.json()["results"].clone();
+        if a.status == 200 && done(&s) {
+            return s;
         }
         assert!(
             Instant::now() < deadline,
-            "not in state {state} within {WAIT:?}: {s}\n{}",
+            "not {what} within {WAIT:?}: {} {s}\n{}",
+            a.status,
             logs()
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+}
+
+/// Waits until the node is in `state` with at least one attestation.
+async fn wait_state(keylime: &KeylimeEnv, addr: SocketAddr, state: u64, logs: impl Fn() -> String) {
+    let done =
+        |s: &Value| s["operational_state"] == state && s["attestation_count"].as_u64() >= Some(1);
+    wait_status(
+        keylime,
+        addr,
+        UUID,
+        &format!("in state {state}"),
+        done,
+        logs,
+    )
+    .await;
 }
 
 fn vigil(args: &[&str]) -> (Option<i32>, String) {
@@ -122,15 +141,7 @@ async fn carry_over(test: &'static str, keylime_db: Option<String>) {
     let Some(tpm) = Swtpm::manufactured(test, &[]) else {
         return;
     };
-    let store = keylime.dir().join("tpm_cert_store");
-    std::fs::create_dir_all(&store).unwrap();
-    let tpm_ca = tpm.ca_dir().expect("manufactured swtpm has a CA");
-    for (from, to) in [
-        ("issuercert.pem", "swtpm-issuer.pem"),
-        ("swtpm-localca-rootca-cert.pem", "swtpm-root.pem"),
-    ] {
-        std::fs::copy(tpm_ca.join(from), store.join(to)).unwrap();
-    }
+    keylime.trust_ek_ca(&tpm);
 
     // Keylime's verifier first: it makes cv_ca, which its registrar then reads. With
     // API 2.1+ the tenant hands the verifier the AK and mTLS certificate, so the
