@@ -53,6 +53,10 @@ pub(crate) struct ImportArgs {
     /// Print what would be imported; write nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Print the report as one JSON object: `imported` (`table`, `id`, `how`: new,
+    /// replaced or same, `notes`), `not_imported` (`table`, `id`, `reason`), `dry_run`.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Runs a `vigil store` command.
@@ -106,7 +110,11 @@ async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
         .context("import into Vigil's store")?;
     registrar.close().await;
     verifier.close().await;
-    print(&report, args.dry_run);
+    if args.json {
+        super::print_json(&as_json(&report, args.dry_run))?;
+    } else {
+        print(&report, args.dry_run);
+    }
     Ok(if report.skipped.is_empty() {
         ExitCode::SUCCESS
     } else {
@@ -172,6 +180,27 @@ fn check_with_vigil(dump: &mut KeylimeDump) {
             .map(drop)
             .map_err(|err| format!("Vigil cannot use its tpm_policy: {err}"))
     });
+}
+
+fn as_json(report: &ImportReport, dry_run: bool) -> serde_json::Value {
+    let imported: Vec<_> = report
+        .imported
+        .iter()
+        .map(|i| {
+            let how = match i.how {
+                How::New => "new",
+                How::Replaced => "replaced",
+                How::Same => "same",
+            };
+            serde_json::json!({"table": i.table, "id": i.id, "how": how, "notes": i.notes})
+        })
+        .collect();
+    let skipped: Vec<_> = report
+        .skipped
+        .iter()
+        .map(|s| serde_json::json!({"table": s.table, "id": s.id, "reason": s.reason}))
+        .collect();
+    serde_json::json!({"imported": imported, "not_imported": skipped, "dry_run": dry_run})
 }
 
 fn print(report: &ImportReport, dry_run: bool) {

@@ -291,13 +291,29 @@ async fn carry_over(test: &'static str, keylime_db: Option<String>) {
         out.contains(&format!("imported: verifiermain {UUID}")),
         "{out}"
     );
-    let (code, out) = import(&[]);
+    let (code, out) = import(&["--json"]);
     assert_eq!(code, Some(1), "{out}");
-    assert!(
-        out.contains(&format!(
-            "not imported: registrarmain {UUID}: Vigil's registrar store already holds it"
-        )),
-        "{out}"
+    let report: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    // The policies are the same as Vigil now holds: kept; the records are refused.
+    let hows: Vec<_> = report["imported"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["table"].as_str().unwrap(), i["how"].as_str().unwrap()))
+        .collect();
+    assert_eq!(hows, [("allowlists", "same"), ("mbpolicies", "same")]);
+    assert_eq!(
+        report["not_imported"].as_array().map(Vec::len),
+        Some(2),
+        "{report}"
+    );
+    assert_eq!(
+        report["not_imported"][0],
+        serde_json::json!({
+            "table": "registrarmain",
+            "id": UUID,
+            "reason": "Vigil's registrar store already holds it (--replace overwrites)",
+        })
     );
 
     // Vigil's services on the imported store, with Keylime's cv_ca as their TLS files.
