@@ -215,7 +215,8 @@ const VERIFIER_COLUMNS: &[&str] = &[
 const ALLOWLIST_COLUMNS: &[&str] = &["id", "name", "generator", "tpm_policy", "ima_policy"];
 const MBPOLICY_COLUMNS: &[&str] = &["id", "name", "mb_policy"];
 
-/// The Keylime tables this import reads, in the order they are read.
+/// The Keylime tables this import reads, in the order they are converted: the policies
+/// before the enrolments that name them by id.
 const TABLES: [&str; 4] = ["registrarmain", "allowlists", "mbpolicies", "verifiermain"];
 
 /// Turns the URL forms an operator may have in Keylime's configuration into what the
@@ -286,11 +287,11 @@ pub async fn read(url: &str, dump: &mut KeylimeDump) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// The rows of each Keylime table present, by table name.
+/// The rows of each Keylime table present, in [`TABLES`] order.
 async fn read_tables<D>(
     pool: &Pool<D>,
     names_sql: &str,
-) -> Result<BTreeMap<&'static str, Vec<Row>>, StoreError>
+) -> Result<Vec<(&'static str, Vec<Row>)>, StoreError>
 where
     D: Database,
     for<'c> &'c mut D::Connection: sqlx::Executor<'c, Database = D>,
@@ -304,7 +305,7 @@ where
         .fetch_all(pool)
         .await
         .map_err(StoreError::db("list Keylime's tables"))?;
-    let mut out = BTreeMap::new();
+    let mut out = Vec::new();
     for table in TABLES {
         if !present.iter().any(|t| t == table) {
             continue;
@@ -343,13 +344,13 @@ where
             }
             converted.push(r);
         }
-        out.insert(table, converted);
+        out.push((table, converted));
     }
     Ok(out)
 }
 
 /// Converts the rows of the tables read, resolving the verifier's policy ids to names.
-fn convert(tables: BTreeMap<&'static str, Vec<Row>>, dump: &mut KeylimeDump) {
+fn convert(tables: Vec<(&'static str, Vec<Row>)>, dump: &mut KeylimeDump) {
     let mut runtime_names = BTreeMap::new();
     let mut mb_names = BTreeMap::new();
     for (table, rows) in tables {
