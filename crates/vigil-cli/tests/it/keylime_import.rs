@@ -5,8 +5,9 @@
 //!   `keylime_postgres_database_carries_over` (on PostgreSQL, through psycopg2, in a
 //!   schema of the test's own): Keylime's verifier makes its `cv_ca` (`tls_dir =
 //!   generate`, its own `ca_util`); Keylime's registrar and the Vigil agent (swtpm, IMA
-//!   emulation, trusting that CA) use it; `keylime_tenant -c add` enrols the node with
-//!   a runtime policy and Keylime's verifier attests it. Keylime is stopped; `vigil
+//!   emulation, trusting that CA, serving a real UEFI log as in deployment 1m) use
+//!   it; `keylime_tenant -c add` enrols the node with a runtime and a measured-boot
+//!   policy and Keylime's verifier attests it. Keylime is stopped; `vigil
 //!   store import-keylime` reads its databases (a dry run first, then the import, then
 //!   again: refused, named, unless `--replace`); Vigil's registrar and verifier start
 //!   on the imported store with `tls_dir` = Keylime's `cv_ca`, and the verifier reaches
@@ -26,6 +27,8 @@ use serde_json::Value;
 use vigil_service::client::{Client, Endpoint};
 use vigil_testkit::keylime::{free_port, KeylimeEnv};
 use vigil_testkit::Swtpm;
+
+use crate::keylime_measured_boot::{play_firmware, UEFI_LOG};
 
 const UUID: &str = "d432fbb3-d2f1-4a97-9ef7-75bd81c0d201";
 /// Keylime's operational states (`keylime/common/states.py`).
@@ -79,8 +82,13 @@ pub(crate) async fn wait_status(
     }
 }
 
-/// Waits until the node is in `state` with at least one attestation.
-async fn wait_state(keylime: &KeylimeEnv, addr: SocketAddr, state: u64, logs: impl Fn() -> String) {
+/// The node's status once it is in `state` with at least one attestation.
+async fn wait_state(
+    keylime: &KeylimeEnv,
+    addr: SocketAddr,
+    state: u64,
+    logs: impl Fn() -> String,
+) -> Value {
     let done =
         |s: &Value| s["operational_state"] == state && s["attestation_count"].as_u64() >= Some(1);
     wait_status(
@@ -91,7 +99,7 @@ async fn wait_state(keylime: &KeylimeEnv, addr: SocketAddr, state: u64, logs: im
         done,
         logs,
     )
-    .await;
+    .await
 }
 
 fn vigil(args: &[&str]) -> (Option<i32>, String) {
@@ -142,6 +150,12 @@ async fn carry_over(test: &'static str, keylime_db: Option<String>) {
         return;
     };
     keylime.trust_ek_ca(&tpm);
+    // A boot as the firmware would have measured it (deployment 1m), so the node is
+    // enrolled with a measured-boot policy too.
+    let uefi = std::fs::read(UEFI_LOG).expect("the UEFI log");
+    tokio::task::block_in_place(|| {
+        play_firmware(&vigil_tpm::Tpm::connect(&tpm.tcti()).expect("swtpm"), &uefi);
+    });
 
     // Keylime's verifier first: it makes cv_ca, which its registrar then reads. With
     // API 2.1+ the tenant hands the verifier the AK and mTLS certificate, so the
@@ -150,6 +164,7 @@ async fn carry_over(test: &'static str, keylime_db: Option<String>) {
         let mut verifier_env = vec![
             ("KEYLIME_VERIFIER_TLS_DIR", "generate"),
             ("KEYLIME_VERIFIER_QUOTE_INTERVAL", "1"),
+            ("KEYLIME_VERIFIER_MEASURED_BOOT_POLICY_NAME", "example"),
         ];
         let mut registrar_env = vec![];
         if let Some(db) = &keylime_db {
@@ -184,6 +199,8 @@ async fn carry_over(test: &'static str, keylime_db: Option<String>) {
     let tool = measured.join("tool");
     std::fs::write(&tool, "#!/bin/sh\necho tool\n").unwrap();
     std::fs::write(measured.join("app.conf"), "setting = 1\n").unwrap();
+    let uefi_path = work.path().join("binary_bios_measurements");
+    std::fs::write(&uefi_path, &uefi).unwrap();
     let state_dir = work.path().join("agent");
     let agent = vigil_agent::Agent::start(&vigil_agent::Config {
         uuid: UUID.into(),
@@ -195,7 +212,7 @@ async fn carry_over(test: &'static str, keylime_db: Option<String>) {
         trusted_client_ca: vec![ca.ca_cert()],
         ima_emulate: vec![measured],
         ima_emulate_interval: 0,
-        measuredboot_ml_path: work.path().join("no-uefi-log"),
+        measuredboot_ml_path: uefi_path.clone(),
         registration_retry_max: 1,
         ..vigil_agent::Config::default()
     })
@@ -227,6 +244,18 @@ async fn carry_over(test: &'static str, keylime_db: Option<String>) {
         p(&policy),
     ]);
     assert_eq!(code, Some(0), "{out}");
+    let refstate = work.path().join("refstate.json");
+    let (code, out) = vigil(&[
+        "policy",
+        "create",
+        "measured-boot",
+        "-e",
+        p(&uefi_path),
+        "--without-secureboot",
+        "-o",
+        p(&refstate),
+    ]);
+    assert_eq!(code, Some(0), "{out}");
     let port = agent.addr().port().to_string();
     let run = tokio::task::block_in_place(|| {
         keylime.tenant(
@@ -243,6 +272,8 @@ async fn carry_over(test: &'static str, keylime_db: Option<String>) {
                 &port,
                 "--runtime-policy",
                 p(&policy),
+                "--mb-policy",
+                p(&refstate),
             ],
         )
     });
@@ -333,6 +364,7 @@ async fn carry_over(test: &'static str, keylime_db: Option<String>) {
         state_dir: vigil_state.join("verifier"),
         database_url: url.clone(),
         tls_dir: ca.dir().to_owned(),
+        measured_boot_policy_name: "example".into(),
         quote_interval: 1.0,
         retry_interval: 0.5,
         request_timeout: 5.0,
@@ -357,10 +389,20 @@ async fn carry_over(test: &'static str, keylime_db: Option<String>) {
 
     // Attested by Vigil without re-enrolment, then the imported policy catches a change.
     let logs = || String::new();
-    wait_state(&keylime, verifier.addr(), GET_QUOTE, logs).await;
+    // Both imported policies in force: the boot replays against the reference state.
+    let s = wait_state(&keylime, verifier.addr(), GET_QUOTE, logs).await;
+    assert_eq!(
+        (&s["has_runtime_policy"], &s["has_mb_refstate"]),
+        (&Value::from(1), &Value::from(1)),
+        "{s}"
+    );
     std::fs::write(&tool, "#!/bin/sh\necho tampered\n").unwrap();
     assert_eq!(agent.ima_rescan().await.unwrap(), 1);
-    wait_state(&keylime, verifier.addr(), INVALID_QUOTE, logs).await;
+    let s = wait_state(&keylime, verifier.addr(), INVALID_QUOTE, logs).await;
+    assert_eq!(
+        s["last_event_id"], "ima.validation.ima-ng.runtime_policy_hash",
+        "{s}"
+    );
 
     agent.shutdown().await;
     verifier.shutdown().await;

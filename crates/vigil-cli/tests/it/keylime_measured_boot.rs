@@ -24,7 +24,7 @@ use vigil_testkit::Swtpm;
 use vigil_tpm::Tpm;
 
 const UUID: &str = "d432fbb3-d2f1-4a97-9ef7-75bd81c0d301";
-const UEFI_LOG: &str = concat!(
+pub(crate) const UEFI_LOG: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../../../shared/testdata/tpm2-tools/event-bootorder.bin"
 );
@@ -38,7 +38,7 @@ const WAIT: Duration = Duration::from_secs(90);
 
 /// Extends `tpm` as the firmware would have for the UEFI log `uefi`, and checks that
 /// PCRs 0–7 then equal the log's replay (else a pass would prove nothing).
-fn play_firmware(tpm: &Tpm, uefi: &[u8]) {
+pub(crate) fn play_firmware(tpm: &Tpm, uefi: &[u8]) {
     let log = eventlog::parse(uefi).expect("the UEFI log parses");
     for event in &log.events {
         if event.event_type == eventlog::EV_NO_ACTION {
