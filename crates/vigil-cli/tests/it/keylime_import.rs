@@ -126,14 +126,17 @@ async fn keylime_postgres_database_carries_over() {
         // `…?options[search_path]=SCHEMA` (sqlx's spelling) → libpq's, which both
         // psycopg2 (Keylime) and sqlx (the import) take.
         let (base, schema) = url
-            .split_once("?options[search_path]=")
+            .rsplit_once("options[search_path]=")
             .expect("the testkit's PostgreSQL URL names a schema");
         // SQLAlchemy's URL, driver named (its default is psycopg 3, Debian ships
         // psycopg2); the import takes it as Keylime's configuration spells it.
-        let base = base.replacen("postgres://", "postgresql+psycopg2://", 1);
+        let base = base
+            .replacen("postgres://", "postgresql+psycopg2://", 1)
+            .replacen("postgresql://", "postgresql+psycopg2://", 1);
+        let sep = if base.ends_with(['?', '&']) { "" } else { "?" };
         carry_over(
             "keylime_postgres_database_carries_over",
-            Some(format!("{base}?options=-c%20search_path%3D{schema}")),
+            Some(format!("{base}{sep}options=-c%20search_path%3D{schema}")),
         )
         .await;
     })
