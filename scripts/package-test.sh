@@ -161,14 +161,21 @@ PY
 }
 
 # start NAME VAR=VALUE...: runs the unit's ExecStart (every absolute path in it taken
-# under the scratch root) with the variables, NOTIFY_SOCKET naming a datagram socket
-# that a listener records into $work/NAME.notify; waits for READY=1.
+# under the scratch root, /etc/vigil under $etc) with the variables, NOTIFY_SOCKET
+# naming a datagram socket that a listener records into $work/NAME.notify; waits for
+# READY=1.
+etc="$root/etc/vigil"
 start() {
     local name=$1 unit cmd=() word
     shift
     unit="$root/usr/lib/systemd/system/$name.service"
+    rm -f "$work/$name.sock" "$work/$name.notify"
     for word in $(sed -n 's/^ExecStart=//p' "$unit"); do
-        case "$word" in /*) cmd+=("$root$word") ;; *) cmd+=("$word") ;; esac
+        case "$word" in
+            /etc/vigil/*) cmd+=("$etc/${word#/etc/vigil/}") ;;
+            /*) cmd+=("$root$word") ;;
+            *) cmd+=("$word") ;;
+        esac
     done
     python3 - "$work/$name.sock" >"$work/$name.notify" <<'PY' &
 import socket, sys
@@ -203,37 +210,44 @@ stop() {
     fail "$name sent no STOPPING=1"
 }
 
-echo "== services from their packaged configurations"
 vigil="$root/usr/bin/vigil"
 "$vigil" ca init --dir "$work/cv_ca" --san localhost --san 127.0.0.1 >"$work/ca.log"
+
+# Every service from the configuration files in $etc, then `vigil tenant` with its
+# tenant.toml: the agent registers, `vigil tenant` reaches both services, each stops
+# cleanly.
+services() {
+local run="$work/$1"
+mkdir -p "$run"
 reg_http=$(free_port)
 reg_tls=$(free_port)
-start vigil-registrar VIGIL_REGISTRAR_STATE_DIR="$work/registrar" VIGIL_REGISTRAR_TLS_DIR="$work/cv_ca" \
+start vigil-registrar VIGIL_REGISTRAR_STATE_DIR="$run/registrar" VIGIL_REGISTRAR_TLS_DIR="$work/cv_ca" \
     VIGIL_REGISTRAR_IP=127.0.0.1 VIGIL_REGISTRAR_PORT="$reg_http" VIGIL_REGISTRAR_TLS_PORT="$reg_tls"
 echo "   vigil-registrar: READY=1"
 ver=$(free_port)
-start vigil-verifier VIGIL_VERIFIER_STATE_DIR="$work/verifier" VIGIL_VERIFIER_TLS_DIR="$work/cv_ca" \
+start vigil-verifier VIGIL_VERIFIER_STATE_DIR="$run/verifier" VIGIL_VERIFIER_TLS_DIR="$work/cv_ca" \
     VIGIL_VERIFIER_IP=127.0.0.1 VIGIL_VERIFIER_PORT="$ver"
 echo "   vigil-verifier: READY=1"
 
 tpm=$(free_port_pair)
-mkdir -p "$work/swtpm"
-swtpm socket --tpm2 --tpmstate dir="$work/swtpm" --server type=tcp,port="$tpm",bindaddr=127.0.0.1 \
+mkdir -p "$run/swtpm"
+swtpm socket --tpm2 --tpmstate dir="$run/swtpm" --server type=tcp,port="$tpm",bindaddr=127.0.0.1 \
     --ctrl type=tcp,port="$((tpm + 1))",bindaddr=127.0.0.1 --flags not-need-init,startup-clear \
     >"$work/swtpm.log" 2>&1 &
 pids+=($!)
+local swtpm=$!
 for _ in $(seq 50); do (: <"/dev/tcp/127.0.0.1/$tpm") 2>/dev/null && break; sleep 0.1; done
-uuid="package-test-$$"
+uuid="package-test-$1-$$"
 agent_port=$(free_port)
-start vigil-agent VIGIL_AGENT_STATE_DIR="$work/agent" VIGIL_AGENT_TPM_TCTI="swtpm:host=127.0.0.1,port=$tpm" \
+start vigil-agent VIGIL_AGENT_STATE_DIR="$run/agent" VIGIL_AGENT_TPM_TCTI="swtpm:host=127.0.0.1,port=$tpm" \
     VIGIL_AGENT_TRUSTED_CLIENT_CA="$work/cv_ca/cacert.crt" VIGIL_AGENT_UUID="$uuid" \
     VIGIL_AGENT_IP=127.0.0.1 VIGIL_AGENT_PORT="$agent_port" VIGIL_AGENT_CONTACT_PORT="$agent_port" \
-    VIGIL_AGENT_REGISTRAR_PORT="$reg_http"
+    VIGIL_AGENT_REGISTRAR_PORT="$reg_http" VIGIL_AGENT_OPS_PORT=0
 echo "   vigil-agent: READY=1"
 
-# The packaged tenant.toml, as a user's file, with the test's TLS directory and ports.
+# The tenant.toml, as a user's file, with the test's TLS directory and ports.
 mkdir -p "$work/xdg/vigil"
-cp "$root/etc/vigil/tenant.toml" "$work/xdg/vigil/tenant.toml"
+cp "$etc/tenant.toml" "$work/xdg/vigil/tenant.toml"
 tenant() {
     env XDG_CONFIG_HOME="$work/xdg" VIGIL_TENANT_TLS_DIR="$work/cv_ca" \
         VIGIL_TENANT_REGISTRAR_PORT="$reg_tls" VIGIL_TENANT_VERIFIER_PORT="$ver" "$vigil" tenant "$@"
@@ -254,6 +268,21 @@ for s in vigil-agent vigil-verifier vigil-registrar; do
     stop "$s"
 done
 echo "   each stopped on SIGTERM: STOPPING=1, exit status 0"
+kill "$swtpm"
+wait "$swtpm" 2>/dev/null || true
+}
+
+echo "== services from their packaged configurations"
+services packaged
+# The commented defaults must be right too: the same again with every commented
+# `# key = value` line (and table header) of the four files uncommented.
+etc="$work/etc-uncommented"
+mkdir -p "$etc"
+for f in agent registrar verifier tenant; do
+    sed -E 's/^# ([a-z_]+ = .*|\[\[[a-z_]+\]\])$/\1/' "$root/etc/vigil/$f.toml" >"$etc/$f.toml"
+done
+echo "== services from their configurations with every default uncommented"
+services uncommented
 
 echo "== disk-image element deploy/dib/vigil-agent"
 element=deploy/dib/vigil-agent
