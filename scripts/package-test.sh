@@ -6,8 +6,8 @@
 #  2. unpacks the .debs into a scratch root (dpkg-deb -x) and checks the files, the
 #     conffiles, and that the maintainer scripts enable and start nothing;
 #  3. runs each service package's postinst under DPKG_ROOT=<scratch root> (twice: it is
-#     idempotent) against a copy of this machine's user database: the `vigil` user and
-#     /var/lib/vigil are made in the scratch root, not on this machine;
+#     idempotent) against a copy of this machine's passwd and group files: the `vigil`
+#     user and /var/lib/vigil are made in the scratch root, not on this machine;
 #  4. `systemd-analyze verify` on the units, offline (--root=<scratch root>, with this
 #     machine's stock units copied in for the targets they name; no running systemd is
 #     needed), any warning failing the test;
@@ -110,9 +110,13 @@ echo "   $(find "$root" -type f | wc -l) files, conffiles and maintainer scripts
 
 echo "== postinst under DPKG_ROOT (twice)"
 mkdir -p "$root/etc"
-for f in passwd group shadow gshadow login.defs; do
+# This machine's users and groups (so that ids are allocated as they would be here),
+# but not its password hashes: empty shadow files.
+for f in passwd group login.defs; do
     [ -e "/etc/$f" ] && cp "/etc/$f" "$root/etc/$f"
 done
+: >"$root/etc/shadow"
+: >"$root/etc/gshadow"
 for svc in agent registrar verifier agent; do
     # As dpkg runs it (deb-systemd-helper acts only then, under DPKG_ROOT too).
     DPKG_ROOT="$root" DPKG_MAINTSCRIPT_PACKAGE="vigil-$svc" DPKG_MAINTSCRIPT_NAME=postinst \

@@ -30,9 +30,12 @@ while (($#)); do
         *) echo "usage: $0 [--profile dev|release] [--no-build] [--no-rpm]" >&2; exit 2 ;;
     esac
 done
+# The .rpm payload's compression: zstd for releases; gzip for the dev profile, whose
+# unstripped binaries zstd takes ten times longer to pack (22 s against 2.4 s of CPU
+# for vigil-agent's), which the test run would pay on every run.
 case "$profile" in
-    dev) profile_dir=debug ;;
-    release) profile_dir=release ;;
+    dev) profile_dir=debug rpm_compress=gzip ;;
+    release) profile_dir=release rpm_compress=zstd ;;
     *) echo "package.sh: --profile must be dev or release, not '$profile'" >&2; exit 2 ;;
 esac
 
@@ -86,7 +89,8 @@ for c in "${crates[@]}"; do
     cargo deb --locked --quiet --no-build --profile "$profile" --strip --fast -p "$c" -o "$out/"
     if ((rpm)); then
         echo "== $c: .rpm"
-        cargo generate-rpm --profile "$profile" --target-dir "$target" -p "crates/$c" -o "$out/"
+        cargo generate-rpm --profile "$profile" --target-dir "$target" -p "crates/$c" -o "$out/" \
+            --payload-compress "$rpm_compress"
     fi
 done
 ls -l "$out"
