@@ -322,7 +322,13 @@ import json, sys
 policy = json.load(open(sys.argv[1]))
 assert sys.argv[2] in policy["digests"]["/usr/bin/vigil-agent"], policy["digests"].keys()
 PY
-echo "   enabled unit, machine-id drop-in, CA certificate, IMA policy, kernel command line," \
+# The unit with the element's drop-in, verified as in the packages' tree (after the
+# policy, which should not list this machine's units).
+cp -an /usr/lib/systemd/system/. "$image/usr/lib/systemd/system/"
+verify=$(systemd-analyze verify --man=no --root="$image" "$image/usr/lib/systemd/system/vigil-agent.service" 2>&1) ||
+    fail "systemd-analyze verify (image): $verify"
+[ -z "$verify" ] || fail "systemd-analyze verify (image) warns: $verify"
+echo "   enabled unit, machine-id drop-in (verified), CA certificate, IMA policy, kernel command line," \
     "runtime policy ($(python3 -c 'import json, sys; print(len(json.load(open(sys.argv[1]))["digests"]))' \
     "$work/image-policy.json") paths)"
 
