@@ -347,4 +347,6 @@ elif command -v rpm >/dev/null 2>&1; then
 else
     echo "SKIPPED: package-test: rpm is not installed (Debian package rpm): .rpms built, not inspected"
 fi
+# The unpacked trees hold every binary again: gone once passed (logs stay).
+rm -rf "$root" "$image"
 echo "package-test: every check passed"
