@@ -7,8 +7,10 @@ set -euo pipefail
 # compressors: the initrds of the policy-creation differential tests (Keylime unpacks them
 # with these tools). openssl: the OpenSSL node of vigil-tls's TLS resumption test.
 # python3-psycopg2: Keylime's services on PostgreSQL (the Keylime database import test).
+# systemd (systemd-analyze) and rpm: scripts/package-test.sh verifies the units offline
+# and lists the .rpms' files.
 PACKAGES=(swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config python3 python3-venv python3-gpg
-    libefivar1 cpio gzip xz-utils zstd lz4 bzip2 openssl python3-psycopg2)
+    libefivar1 cpio gzip xz-utils zstd lz4 bzip2 openssl python3-psycopg2 systemd rpm)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Runs every check and test Vigil has: formatting, lints, unit and integration tests
 # (including the differential suite against Keylime 7.14.3 and the interoperability
-# tests that run Keylime's registrar, verifier and tenant: docs/interop.md), and a short
-# run of each fuzz target.
+# tests that run Keylime's registrar, verifier and tenant: docs/interop.md), the
+# packages' install test (scripts/package-test.sh: docs/deploy.md), and a short run of
+# each fuzz target.
 #   VIGIL_SKIP_KEYLIME=1   skip installing Keylime (its differential tests then skip,
 #                          listed at the end of the run, except under CI=true, where
 #                          they fail instead)
 #   VIGIL_SKIP_FUZZ=1      skip the fuzz smoke runs
 #   VIGIL_FUZZ_SECONDS=N   seconds per fuzz target (default 5)
+#   VIGIL_SKIP_PACKAGES=1  skip the packages' install test (scripts/package-test.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -51,10 +53,14 @@ mkdir -p .work
 # skipped suite: the advisories check, and one line per skipped test file with its
 # reasons (each once) and how many skips.
 skipped() {
-    [ -n "${skipped_advisories:-}" ] || [ -s "$VIGIL_SKIP_LOG" ] || return 0
+    [ -n "${skipped_advisories:-}" ] || [ -n "${skipped_packages:-}" ] || [ -s "$VIGIL_SKIP_LOG" ] ||
+        return 0
     echo "== skipped (under CI=true a test fails instead of skipping)"
     if [ -n "${skipped_advisories:-}" ]; then
         echo "SKIPPED: cargo deny advisories: $skipped_advisories"
+    fi
+    if [ -n "${skipped_packages:-}" ]; then
+        echo "SKIPPED: scripts/package-test.sh: $skipped_packages"
     fi
     awk -F': ' '
         {
@@ -78,6 +84,19 @@ cargo test --workspace --locked || status=$?
 if [ "$status" != 0 ]; then
     skipped
     exit "$status"
+fi
+
+# The .debs and .rpms, made from the debug binaries cargo test has just built (no
+# release build), installed into a scratch root and started from their configuration.
+if [ "${VIGIL_SKIP_PACKAGES:-0}" != 1 ]; then
+    echo "== packages"
+    bash scripts/package-test.sh || status=$?
+    if [ "$status" != 0 ]; then
+        skipped
+        exit "$status"
+    fi
+else
+    skipped_packages="VIGIL_SKIP_PACKAGES=1"
 fi
 
 if [ "${VIGIL_SKIP_FUZZ:-0}" != 1 ]; then

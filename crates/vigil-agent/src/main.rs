@@ -48,6 +48,8 @@ fn main() -> ExitCode {
 
 async fn run(config: Config) -> anyhow::Result<()> {
     let agent = Agent::start(&config).await.context("cannot start")?;
+    // Ready once the API port is bound; registration goes on in the background.
+    vigil_service::notify::ready();
     let mut signals = Signals::with_hangup()?;
     while signals.next().await? == Signal::Hangup {
         match agent.ima_rescan().await {

@@ -37,6 +37,7 @@ fn main() -> ExitCode {
     let (log, format) = (config.log.clone(), config.log_format);
     vigil_service::run("vigil-registrar", &log, format, || async move {
         let registrar = Registrar::start(&config).await.context("cannot start")?;
+        vigil_service::notify::ready();
         vigil_service::shutdown_signal().await?;
         registrar.shutdown().await;
         Ok(())

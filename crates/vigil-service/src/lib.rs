@@ -8,6 +8,8 @@
 //! - [`run`], [`Signals`] and [`shutdown_signal`]: the service `main` (logging as text
 //!   or JSON lines, the runtime, exit codes) and the signals that stop or refresh a
 //!   service;
+//! - [`notify`]: systemd's readiness protocol (`READY=1` once a service serves,
+//!   `STOPPING=1` at its stop signal) for `Type=notify` units;
 //! - [`server`]: the HTTP/1.1 accept loop over TCP or TLS, with [`server::Peer`]
 //!   saying how each request arrived;
 //! - [`reply`]: Keylime's response envelope, request bodies and query strings;
@@ -26,6 +28,7 @@
 
 pub mod client;
 pub mod metrics;
+pub mod notify;
 pub mod ops;
 mod process;
 pub mod reply;

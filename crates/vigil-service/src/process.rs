@@ -103,7 +103,9 @@ impl Signals {
         Ok(signals)
     }
 
-    /// Waits for the next signal.
+    /// Waits for the next signal. A stop is reported to systemd (`STOPPING=1`, see
+    /// [`crate::notify`]) before it is returned, so the unit shows as deactivating while
+    /// the service drains.
     pub async fn next(&mut self) -> anyhow::Result<Signal> {
         let Self { term, hangup } = self;
         let hangup = async {
@@ -112,15 +114,20 @@ impl Signals {
                 None => std::future::pending().await,
             }
         };
-        tokio::select! {
-            _ = term.recv() => Ok(Signal::Stop),
-            r = tokio::signal::ctrl_c() => r.context("cannot handle SIGINT").map(|()| Signal::Stop),
-            _ = hangup => Ok(Signal::Hangup),
+        let signal = tokio::select! {
+            _ = term.recv() => Signal::Stop,
+            r = tokio::signal::ctrl_c() => r.context("cannot handle SIGINT").map(|()| Signal::Stop)?,
+            _ = hangup => Signal::Hangup,
+        };
+        if signal == Signal::Stop {
+            crate::notify::notify(crate::notify::State::Stopping);
         }
+        Ok(signal)
     }
 }
 
-/// Waits for SIGTERM or SIGINT: the services' signal to shut down gracefully.
+/// Waits for SIGTERM or SIGINT: the services' signal to shut down gracefully (reported
+/// to systemd as `STOPPING=1`).
 pub async fn shutdown_signal() -> anyhow::Result<()> {
     Signals::stop_only()?.next().await.map(drop)
 }

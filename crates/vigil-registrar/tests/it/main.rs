@@ -11,5 +11,6 @@ mod bad_input;
 mod devid;
 mod faults;
 mod keylime_interop;
+mod notify;
 mod ops;
 mod swtpm;
