@@ -47,10 +47,12 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
+    // Signals are handled before readiness is reported, so a stop sent as soon as the
+    // agent is ready is a graceful one.
+    let mut signals = Signals::with_hangup()?;
     let agent = Agent::start(&config).await.context("cannot start")?;
     // Ready once the API port is bound; registration goes on in the background.
     vigil_service::notify::ready();
-    let mut signals = Signals::with_hangup()?;
     while signals.next().await? == Signal::Hangup {
         match agent.ima_rescan().await {
             Ok(n) => tracing::info!(entries = n, "IMA emulation: rescan on SIGHUP"),

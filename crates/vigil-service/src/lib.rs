@@ -5,7 +5,7 @@
 //!
 //! - [`settings`]: TOML configuration files with environment overrides, one loader
 //!   for every service;
-//! - [`run`], [`Signals`] and [`shutdown_signal`]: the service `main` (logging as text
+//! - [`run`] and [`Signals`]: the service `main` (logging as text
 //!   or JSON lines, the runtime, exit codes) and the signals that stop or refresh a
 //!   service;
 //! - [`notify`]: systemd's readiness protocol (`READY=1` once a service serves,
@@ -37,4 +37,4 @@ pub mod routing;
 pub mod server;
 pub mod settings;
 
-pub use process::{run, shutdown_signal, subscriber, LogFormat, Signal, Signals};
+pub use process::{run, subscriber, LogFormat, Signal, Signals};

@@ -83,6 +83,7 @@ pub enum Signal {
 #[derive(Debug)]
 pub struct Signals {
     term: UnixSignal,
+    interrupt: UnixSignal,
     hangup: Option<UnixSignal>,
 }
 
@@ -92,6 +93,7 @@ impl Signals {
     pub fn stop_only() -> anyhow::Result<Self> {
         Ok(Self {
             term: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+            interrupt: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
             hangup: None,
         })
     }
@@ -107,7 +109,11 @@ impl Signals {
     /// [`crate::notify`]) before it is returned, so the unit shows as deactivating while
     /// the service drains.
     pub async fn next(&mut self) -> anyhow::Result<Signal> {
-        let Self { term, hangup } = self;
+        let Self {
+            term,
+            interrupt,
+            hangup,
+        } = self;
         let hangup = async {
             match hangup {
                 Some(h) => h.recv().await,
@@ -116,7 +122,7 @@ impl Signals {
         };
         let signal = tokio::select! {
             _ = term.recv() => Signal::Stop,
-            r = tokio::signal::ctrl_c() => r.context("cannot handle SIGINT").map(|()| Signal::Stop)?,
+            _ = interrupt.recv() => Signal::Stop,
             _ = hangup => Signal::Hangup,
         };
         if signal == Signal::Stop {
@@ -124,10 +130,4 @@ impl Signals {
         }
         Ok(signal)
     }
-}
-
-/// Waits for SIGTERM or SIGINT: the services' signal to shut down gracefully (reported
-/// to systemd as `STOPPING=1`).
-pub async fn shutdown_signal() -> anyhow::Result<()> {
-    Signals::stop_only()?.next().await.map(drop)
 }
