@@ -7,8 +7,9 @@ set -euo pipefail
 # compressors: the initrds of the policy-creation differential tests (Keylime unpacks them
 # with these tools). openssl: the OpenSSL node of vigil-tls's TLS resumption test. curl: a
 # client of the agent's identity socket running as another user (vigil-agent's socket test).
+# protobuf-compiler: protoc, for vigil-spire's generated gRPC code (SPIRE's plugin protos).
 PACKAGES=(swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config python3 python3-venv python3-gpg
-    libefivar1 cpio gzip xz-utils zstd lz4 bzip2 openssl curl)
+    libefivar1 cpio gzip xz-utils zstd lz4 bzip2 openssl curl protobuf-compiler)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
