@@ -72,6 +72,8 @@ fn the_identity_demo_issues_refuses_and_evicts() {
         "selector vigil:status:trusted".to_owned(),
         "selector vigil:ek_cert_issuer:CN=".to_owned(),
         format!("-> verdict 2: the node holds {id} (can re-attest: true)"),
+        "-> the reference flow agrees, and a replayed nonce is refused".to_owned(),
+        "refused (403): nonce".to_owned(),
         "failed attestation (Invalid Quote): no identity is issued".to_owned(),
         format!("spire-server agent evict -spiffeID {id}"),
         format!("-> verdict 3: the tampered node is refused and {id} is evicted"),

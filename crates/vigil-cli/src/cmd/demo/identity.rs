@@ -79,6 +79,74 @@ impl Demo {
         )
     }
 
+    /// The same check without SPIRE, as a shell script would make it: `vigil identity
+    /// attest` on the node, `vigil identity verify` on the server side; then the same
+    /// evidence again, refused as a replay.
+    fn reference_flow(&mut self, ports: &Ports) -> Result<()> {
+        step("The same without SPIRE: vigil identity attest (node) and verify (server side)");
+        let nonce = {
+            use rand_core::RngCore as _;
+            let mut bytes = [0u8; 16];
+            rand_core::OsRng.fill_bytes(&mut bytes);
+            hex::encode(bytes)
+        };
+        let out = self.vigil(&[
+            "identity".into(),
+            "attest".into(),
+            "--socket".into(),
+            self.socket().into(),
+            "--nonce".into(),
+            nonce.clone().into(),
+        ])?;
+        if !out.status.success() {
+            bail!(
+                "vigil identity attest failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        let evidence = self.path("evidence.json");
+        std::fs::write(&evidence, &out.stdout)?;
+        note(&format!(
+            "$ vigil identity attest --nonce {nonce} > {}",
+            evidence.display()
+        ));
+        let verify: Vec<std::ffi::OsString> = vec![
+            "identity".into(),
+            "verify".into(),
+            "--nonce".into(),
+            nonce.clone().into(),
+            "--evidence".into(),
+            evidence.into(),
+            "--verifier".into(),
+            format!("127.0.0.1:{}", ports.verifier).into(),
+            "--tls-dir".into(),
+            self.path("cv_ca").into(),
+            "--cert".into(),
+            SPIRE_CERT.into(),
+        ];
+        let out = self.vigil(&verify)?;
+        let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        if !out.status.success() || answer["status"] != "trusted" {
+            bail!(
+                "vigil identity verify failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        note(&format!(
+            "$ vigil identity verify --nonce {nonce} --evidence evidence.json: {} with {} selectors",
+            answer["spiffe_id"].as_str().unwrap_or("?"),
+            answer["selectors"].as_array().map_or(0, Vec::len)
+        ));
+        let out = self.vigil(&verify)?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() || !err.contains("already used") {
+            bail!("the replayed evidence was not refused as a replay: {err}");
+        }
+        note(&format!("the same evidence again: {}", err.trim()));
+        verdict("the reference flow agrees, and a replayed nonce is refused");
+        Ok(())
+    }
+
     /// The scenario's steps, after the node was attested.
     pub(super) fn identity(&mut self, ports: &Ports) -> Result<()> {
         step(
@@ -133,6 +201,8 @@ impl Demo {
             "verdict 2: the node holds {} (can re-attest: {})",
             attributes.spiffe_id, attributes.can_reattest
         ));
+
+        self.reference_flow(ports)?;
 
         let target = self.path("node").join("backup.sh");
         step(&format!("Tampering: appending to {}", target.display()));
