@@ -1,6 +1,7 @@
 //! The server-side NodeAttestor (`vigil-spire-server`): for each node SPIRE's server
-//! attests, it reads the agent side's payload, sends a fresh nonce, and has Vigil's
-//! verifier check the identity quote that comes back (`POST /vigil/v1/identity/verify`
+//! attests, it reads the agent side's payload, sends a nonce the verifier issued
+//! (`POST /vigil/v1/identity/nonce`, usable once), and has Vigil's verifier check the
+//! identity quote that comes back (`POST /vigil/v1/identity/verify`
 //! with a client certificate holding the identity role). Vigil refuses a replayed
 //! nonce, a quote not from the node's enrolled AK, a node never attested and a failed
 //! node; otherwise the plugin answers the SPIFFE ID
@@ -13,7 +14,7 @@ use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use rand_core::{OsRng, RngCore};
+use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
@@ -37,10 +38,6 @@ pub const SERVICE_NAMES: [&str; 2] = [
 ];
 /// The settings the plugin reads.
 const SETTINGS: [&str; 4] = ["verifier_address", "ca_cert", "client_cert", "client_key"];
-/// Characters of the nonce (the base32 alphabet, as Keylime's plugin).
-const NONCE_ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-/// The nonce's length.
-const NONCE_LEN: usize = 32;
 /// The selector prefix Vigil answers; SPIRE adds the plugin's name as the type.
 const SELECTOR_PREFIX: &str = "vigil:";
 
@@ -105,16 +102,6 @@ fn settings_of(core: Option<&CoreConfiguration>, hcl_text: &str) -> Result<Setti
     })
 }
 
-/// A fresh nonce: [`NONCE_LEN`] characters of base32.
-fn nonce() -> String {
-    let mut bytes = [0u8; NONCE_LEN];
-    OsRng.fill_bytes(&mut bytes);
-    bytes
-        .iter()
-        .map(|b| char::from(NONCE_ALPHABET[usize::from(b & 31)]))
-        .collect()
-}
-
 fn parse<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, Status> {
     if bytes.len() > MAX_MESSAGE {
         return Err(Status::invalid_argument(format!("{what} too large")));
@@ -133,6 +120,48 @@ async fn next(inbound: &mut Streaming<AttestRequest>, want: &str) -> Result<Vec<
             "the stream ended before the {want}"
         ))),
     }
+}
+
+/// `POST path` with `body` to the verifier: its `results`, or why it refused (its
+/// `status` text, as gRPC `PERMISSION_DENIED` naming `what`).
+async fn call_verifier(
+    settings: &Settings,
+    path: &str,
+    body: Option<Value>,
+    what: &str,
+) -> Result<Value, Status> {
+    let endpoint = Endpoint::addr(settings.verifier).with_tls(settings.tls.clone());
+    let limits = Limits {
+        connect_timeout: Duration::from_secs(10),
+        timeout: Duration::from_secs(30),
+        body_limit: 1 << 20,
+    };
+    let answer = Client::new(limits)
+        .request(
+            &endpoint,
+            hyper::Method::POST,
+            path,
+            body.map(|b| b.to_string().into_bytes()),
+        )
+        .await
+        .map_err(|e| Status::unavailable(format!("Vigil's verifier: {e}")))?;
+    let mut json = answer.json();
+    if answer.status != 200 {
+        return Err(Status::permission_denied(format!(
+            "Vigil refused {what}: {}",
+            json["status"].as_str().unwrap_or("(no reason)")
+        )));
+    }
+    Ok(json["results"].take())
+}
+
+/// A nonce from the verifier (usable once, for a few minutes).
+async fn verifier_nonce(settings: &Settings) -> Result<String, Status> {
+    let results = call_verifier(settings, "/vigil/v1/identity/nonce", None, "a nonce").await?;
+    results["nonce"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| Status::internal("the verifier's answer has no nonce"))
 }
 
 /// The verifier's judgement of `quote` for `payload`'s node over `nonce`: the
@@ -154,30 +183,9 @@ async fn verify(
         "quote": quote,
         "spiffe_id": spiffe_id,
     });
-    let endpoint = Endpoint::addr(settings.verifier).with_tls(settings.tls.clone());
-    let limits = Limits {
-        connect_timeout: Duration::from_secs(10),
-        timeout: Duration::from_secs(30),
-        body_limit: 1 << 20,
-    };
-    let answer = Client::new(limits)
-        .request(
-            &endpoint,
-            hyper::Method::POST,
-            "/vigil/v1/identity/verify",
-            Some(body.to_string().into_bytes()),
-        )
-        .await
-        .map_err(|e| Status::unavailable(format!("Vigil's verifier: {e}")))?;
-    let json = answer.json();
-    if answer.status != 200 {
-        return Err(Status::permission_denied(format!(
-            "Vigil refused node {}: {}",
-            payload.agent_uuid,
-            json["status"].as_str().unwrap_or("(no reason)")
-        )));
-    }
-    let selector_values = json["results"]["selectors"]
+    let what = format!("node {}", payload.agent_uuid);
+    let results = call_verifier(settings, "/vigil/v1/identity/verify", Some(body), &what).await?;
+    let selector_values = results["selectors"]
         .as_array()
         .into_iter()
         .flatten()
@@ -199,7 +207,7 @@ async fn attest(
     tx: &mpsc::Sender<Result<AttestResponse, Status>>,
 ) -> Result<AgentAttributes, Status> {
     let payload: Payload = parse(&next(inbound, "payload").await?, "payload")?;
-    let nonce = nonce();
+    let nonce = verifier_nonce(settings).await?;
     let challenge = serde_json::to_vec(&ChallengeBody {
         nonce: nonce.clone(),
     })
@@ -270,14 +278,6 @@ impl Config for ServerPlugin {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn nonces_are_base32_and_fresh() {
-        let (a, b) = (nonce(), nonce());
-        assert_eq!(a.len(), NONCE_LEN);
-        assert!(a.bytes().all(|c| NONCE_ALPHABET.contains(&c)));
-        assert_ne!(a, b);
-    }
 
     #[test]
     fn configuration_needs_a_trust_domain_and_the_verifier() {

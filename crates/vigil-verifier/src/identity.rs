@@ -1,24 +1,25 @@
-//! Workload identity (docs/spire.md): what the verifier remembers for the
-//! `/vigil/v1/identity/…` routes — the nonces already used (a replayed nonce is
-//! refused), the identities issued on each node, and the eviction hook run when such a
-//! node fails attestation. Issued identities are kept in memory: after a restart the
-//! verifier evicts only identities issued since.
+//! Workload identity (docs/spire.md): the verifier's side of the `/vigil/v1/identity/…`
+//! routes that is not HTTP — the nonces it issues (each used once, until it expires;
+//! kept in the store, so every replica and a restart see them spent) and the eviction
+//! hook run for the identities issued on a node that fails attestation (also kept in
+//! the store).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::Mutex;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
+use rand_core::{OsRng, RngCore};
 use tracing::{info, warn};
-use vigil_core::attestation::UnixTime;
+use vigil_store::Store;
 
-/// How long a used nonce is remembered; an identity quote older than this is refused
-/// by its caller's own freshness (the plugin's nonce lives for one exchange).
-pub(crate) const NONCE_MEMORY: Duration = Duration::from_secs(600);
-/// The most nonces remembered at once; past it the oldest are forgotten first.
-pub(crate) const MAX_NONCES: usize = 100_000;
-/// The shortest nonce accepted by `/vigil/v1/identity/verify` (alphanumeric, as the
-/// agent requires): shorter ones could be guessed and replayed.
+/// How long an issued nonce may be used: an identity quote carries no time the verifier
+/// checks, so its nonce's age is what bounds it.
+pub(crate) const NONCE_TTL: Duration = Duration::from_secs(300);
+/// The shortest nonce accepted by `/vigil/v1/identity/verify`.
 pub(crate) const MIN_NONCE_LEN: usize = 16;
+/// Characters of the nonces issued: base32's, as Keylime's SPIRE plugin uses.
+const NONCE_ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+/// The length of the nonces issued.
+const NONCE_LEN: usize = 32;
 /// How long the eviction command may run.
 const EVICT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -38,97 +39,65 @@ impl NodeLabels {
     }
 }
 
-/// Nonces seen, oldest first, and the set for lookups.
-#[derive(Debug, Default)]
-struct NonceLog {
-    order: VecDeque<(UnixTime, String)>,
-    seen: HashMap<String, UnixTime>,
+/// A fresh nonce: [`NONCE_LEN`] characters of base32 from the OS's randomness.
+pub(crate) fn new_nonce() -> String {
+    let mut bytes = [0u8; NONCE_LEN];
+    OsRng.fill_bytes(&mut bytes);
+    bytes
+        .iter()
+        .map(|b| char::from(NONCE_ALPHABET[usize::from(b & 31)]))
+        .collect()
 }
 
-impl NonceLog {
-    /// Records `nonce` at `now`; `false` if it was seen within [`NONCE_MEMORY`].
-    fn first_use(&mut self, nonce: &str, now: UnixTime) -> bool {
-        while let Some((t, n)) = self.order.front() {
-            if now.saturating_since(*t) < NONCE_MEMORY && self.order.len() < MAX_NONCES {
-                break;
-            }
-            self.seen.remove(n);
-            self.order.pop_front();
-        }
-        if self.seen.contains_key(nonce) {
-            return false;
-        }
-        self.seen.insert(nonce.to_owned(), now);
-        self.order.push_back((now, nonce.to_owned()));
-        true
-    }
-}
-
-/// The verifier's workload-identity memory, shared by the service and the node tasks.
+/// The eviction hook, shared by the node tasks.
 #[derive(Debug)]
 pub(crate) struct IdentityBook {
-    nonces: Mutex<NonceLog>,
-    /// agent id → the SPIFFE IDs issued on it.
-    issued: Mutex<HashMap<String, Vec<String>>>,
     evict_command: Vec<String>,
 }
 
 impl IdentityBook {
     pub(crate) fn new(evict_command: Vec<String>) -> Self {
-        Self {
-            nonces: Mutex::default(),
-            issued: Mutex::default(),
-            evict_command,
-        }
+        Self { evict_command }
     }
 
-    /// Whether `nonce` is used for the first time (it is remembered from now on).
-    pub(crate) fn first_use(&self, nonce: &str, now: UnixTime) -> bool {
-        self.nonces
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .first_use(nonce, now)
-    }
-
-    /// Notes that `spiffe_id` was issued on node `agent_id`.
-    pub(crate) fn issued(&self, agent_id: &str, spiffe_id: &str) {
-        let mut issued = self.issued.lock().unwrap_or_else(|p| p.into_inner());
-        let ids = issued.entry(agent_id.to_owned()).or_default();
-        if !ids.iter().any(|i| i == spiffe_id) {
-            info!(agent_id, spiffe_id, "workload identity issued");
-            ids.push(spiffe_id.to_owned());
-        }
-    }
-
-    /// Node `agent_id` failed attestation: each identity issued on it is forgotten and
-    /// the eviction command runs for it, in the background. This is where an integrity
-    /// event (`identity.evicted`) is to be emitted once the event sinks exist.
-    pub(crate) fn failed(&self, agent_id: &str) {
-        let ids = self
-            .issued
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(agent_id)
-            .unwrap_or_default();
-        for spiffe_id in ids {
-            warn!(
-                agent_id,
-                spiffe_id, "attestation failed: evicting the node's workload identity"
-            );
-            if self.evict_command.is_empty() {
-                continue;
+    /// Node `agent_id` failed attestation: in the background, each identity issued on
+    /// it is taken from `store` and the eviction command runs for it. This is where an
+    /// integrity event (`identity.evicted`) is to be emitted once the event sinks exist.
+    pub(crate) fn failed(&self, store: &Store, agent_id: &str) {
+        let (store, agent_id, command) = (
+            store.clone(),
+            agent_id.to_owned(),
+            self.evict_command.clone(),
+        );
+        tokio::spawn(async move {
+            let ids = match store.identities().take_issued(&agent_id).await {
+                Ok(ids) => ids,
+                Err(e) => {
+                    warn!(
+                        agent_id,
+                        "cannot read the identities issued on the failed node: {e}"
+                    );
+                    return;
+                }
+            };
+            for spiffe_id in ids {
+                warn!(
+                    agent_id,
+                    spiffe_id, "attestation failed: evicting the node's workload identity"
+                );
+                if command.is_empty() {
+                    continue;
+                }
+                let argv: Vec<String> = command
+                    .iter()
+                    .map(|a| {
+                        a.replace("{spiffe_id}", &spiffe_id)
+                            .replace("{uuid}", &agent_id)
+                    })
+                    .collect();
+                run_evict(&agent_id, &argv).await;
             }
-            let argv: Vec<String> = self
-                .evict_command
-                .iter()
-                .map(|a| {
-                    a.replace("{spiffe_id}", &spiffe_id)
-                        .replace("{uuid}", agent_id)
-                })
-                .collect();
-            let agent_id = agent_id.to_owned();
-            tokio::spawn(async move { run_evict(&agent_id, &argv).await });
-        }
+        });
     }
 }
 
@@ -164,14 +133,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_nonce_is_used_once_within_the_memory() {
-        let mut log = NonceLog::default();
-        let t = UnixTime::from_secs(1_000);
-        assert!(log.first_use("A1B2C3D4E5F6G7H8", t));
-        assert!(!log.first_use("A1B2C3D4E5F6G7H8", t.saturating_add(Duration::from_secs(5))));
-        assert!(log.first_use("Z1B2C3D4E5F6G7H8", t));
-        // Forgotten once older than the memory.
-        let later = t.saturating_add(NONCE_MEMORY + Duration::from_secs(1));
-        assert!(log.first_use("A1B2C3D4E5F6G7H8", later));
+    fn nonces_are_base32_and_fresh() {
+        let (a, b) = (new_nonce(), new_nonce());
+        assert_eq!(a.len(), NONCE_LEN);
+        assert!(a.bytes().all(|c| NONCE_ALPHABET.contains(&c)));
+        assert_ne!(a, b);
     }
 }

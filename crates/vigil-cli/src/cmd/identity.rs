@@ -1,12 +1,13 @@
-//! `vigil identity attest|verify`: workload identity's reference flow for systems other
-//! than SPIRE (docs/spire.md). The server side picks a nonce; on the node, `attest`
-//! asks the agent's node-local socket for an identity quote over it; back on the server
-//! side, `verify` has the verifier check that quote against the nonce it picked
-//! (`POST /vigil/v1/identity/verify`, a client certificate with the identity role) and
-//! prints the SPIFFE ID and the node's selectors as JSON.
+//! `vigil identity nonce|attest|verify`: workload identity's reference flow for systems
+//! other than SPIRE (docs/spire.md). The server side asks the verifier for a nonce
+//! (usable once, for a few minutes); on the node, `attest` asks the agent's node-local
+//! socket for an identity quote over it; back on the server side, `verify` has the
+//! verifier check that quote against that nonce (`POST /vigil/v1/identity/verify`, a
+//! client certificate with the identity role) and prints the SPIFFE ID and the node's
+//! selectors as JSON.
 //!
 //! ```sh
-//! NONCE=$(head -c 40 /dev/urandom | base32 | tr -dc 'A-Z2-7' | head -c 32)
+//! NONCE=$(vigil identity nonce)
 //! ssh node vigil identity attest --nonce "$NONCE" > evidence.json
 //! vigil identity verify --nonce "$NONCE" --evidence evidence.json
 //! ```
@@ -27,6 +28,9 @@ use super::{print_json, read_file, MAX_SMALL_FILE};
 /// `vigil identity` commands.
 #[derive(Debug, Subcommand)]
 pub(crate) enum IdentityCommand {
+    /// On the server side: a nonce from the verifier for the node's identity quote
+    /// (usable once, for a few minutes), printed alone on a line.
+    Nonce(VerifierArgs),
     /// On the node: an identity quote over NONCE from the agent's node-local socket,
     /// printed as JSON evidence (agent_uuid, hash_alg, nonce, quote).
     Attest(AttestArgs),
@@ -47,18 +51,9 @@ pub(crate) struct AttestArgs {
     socket: PathBuf,
 }
 
-/// `vigil identity verify` options.
+/// How to reach the verifier's identity routes.
 #[derive(Debug, Args)]
-pub(crate) struct VerifyArgs {
-    /// The nonce this side picked (not the one the evidence says).
-    #[arg(long)]
-    nonce: String,
-    /// The node's evidence, as `vigil identity attest` printed it.
-    #[arg(long, value_name = "FILE")]
-    evidence: PathBuf,
-    /// The SPIFFE ID to issue [default: the verifier's, spiffe://<identity_trust_domain>/spire/agent/vigil/<uuid>].
-    #[arg(long)]
-    spiffe_id: Option<String>,
+pub(crate) struct VerifierArgs {
     /// The verifier's address.
     #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:8881")]
     verifier: SocketAddr,
@@ -71,11 +66,63 @@ pub(crate) struct VerifyArgs {
     cert: String,
 }
 
+impl VerifierArgs {
+    /// `POST path` with `body`: the verifier's `results`, or its reason for refusing.
+    async fn post(&self, path: &str, body: Option<&Value>) -> Result<Result<Value, String>> {
+        let tls = vigil_tls::client_config(
+            &self.tls_dir.join("cacert.crt"),
+            Some((
+                &self.tls_dir.join(format!("{}-cert.crt", self.cert)),
+                &self.tls_dir.join(format!("{}-private.pem", self.cert)),
+            )),
+        )?;
+        let limits = Limits {
+            connect_timeout: Duration::from_secs(10),
+            timeout: Duration::from_secs(30),
+            body_limit: 1 << 20,
+        };
+        let answer = Client::new(limits)
+            .request(
+                &Endpoint::addr(self.verifier).with_tls(Arc::new(tls)),
+                hyper::Method::POST,
+                path,
+                body.map(|b| b.to_string().into_bytes()),
+            )
+            .await?;
+        let mut json = answer.json();
+        if answer.status != 200 {
+            return Ok(Err(format!(
+                "refused ({}): {}",
+                answer.status,
+                json["status"].as_str().unwrap_or("(no reason)")
+            )));
+        }
+        Ok(Ok(json["results"].take()))
+    }
+}
+
+/// `vigil identity verify` options.
+#[derive(Debug, Args)]
+pub(crate) struct VerifyArgs {
+    /// The nonce this side got from the verifier (not the one the evidence says).
+    #[arg(long)]
+    nonce: String,
+    /// The node's evidence, as `vigil identity attest` printed it.
+    #[arg(long, value_name = "FILE")]
+    evidence: PathBuf,
+    /// The SPIFFE ID to issue [default: the verifier's, spiffe://<identity_trust_domain>/spire/agent/vigil/<uuid>].
+    #[arg(long)]
+    spiffe_id: Option<String>,
+    #[command(flatten)]
+    verifier: VerifierArgs,
+}
+
 pub(crate) fn run(cmd: IdentityCommand) -> Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     match cmd {
+        IdentityCommand::Nonce(v) => runtime.block_on(nonce(&v)),
         IdentityCommand::Attest(a) => runtime.block_on(attest(&a)),
         IdentityCommand::Verify(a) => runtime.block_on(verify(&a)),
     }
@@ -123,35 +170,34 @@ async fn verify(a: &VerifyArgs) -> Result<ExitCode> {
     if let Some(id) = &a.spiffe_id {
         body["spiffe_id"] = json!(id);
     }
-    let tls = vigil_tls::client_config(
-        &a.tls_dir.join("cacert.crt"),
-        Some((
-            &a.tls_dir.join(format!("{}-cert.crt", a.cert)),
-            &a.tls_dir.join(format!("{}-private.pem", a.cert)),
-        )),
-    )?;
-    let limits = Limits {
-        connect_timeout: Duration::from_secs(10),
-        timeout: Duration::from_secs(30),
-        body_limit: 1 << 20,
-    };
-    let answer = Client::new(limits)
-        .request(
-            &Endpoint::addr(a.verifier).with_tls(Arc::new(tls)),
-            hyper::Method::POST,
-            "/vigil/v1/identity/verify",
-            Some(body.to_string().into_bytes()),
-        )
-        .await?;
-    let json = answer.json();
-    if answer.status != 200 {
-        eprintln!(
-            "vigil identity verify: refused ({}): {}",
-            answer.status,
-            json["status"].as_str().unwrap_or("(no reason)")
-        );
-        return Ok(ExitCode::FAILURE);
+    match a
+        .verifier
+        .post("/vigil/v1/identity/verify", Some(&body))
+        .await?
+    {
+        Ok(results) => {
+            print_json(&results)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(reason) => {
+            eprintln!("vigil identity verify: {reason}");
+            Ok(ExitCode::FAILURE)
+        }
     }
-    print_json(&json["results"])?;
-    Ok(ExitCode::SUCCESS)
+}
+
+async fn nonce(v: &VerifierArgs) -> Result<ExitCode> {
+    match v.post("/vigil/v1/identity/nonce", None).await? {
+        Ok(results) => {
+            let nonce = results["nonce"]
+                .as_str()
+                .context("the verifier sent no nonce")?;
+            println!("{nonce}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(reason) => {
+            eprintln!("vigil identity nonce: {reason}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }

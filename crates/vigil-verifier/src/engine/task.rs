@@ -147,7 +147,7 @@ impl NodeTask {
                     Action::ProvideV { id } => inflight = Some(self.provide_v(&ctx, &node, id)),
                     Action::Notify(n) => {
                         // A failure notice: the node's workload identities go too.
-                        e.identity.failed(&self.id);
+                        e.identity.failed(&e.store, &self.id);
                         e.notifiers.notify(&ctx, &n, e.clock.now());
                     }
                     Action::Remove => {

@@ -44,6 +44,11 @@ pub(super) async fn selectors(State(s): State<Service>, peer: Peer, params: RawP
     s.selectors(id).await.map(success)
 }
 
+pub(super) async fn nonce(State(s): State<Service>, peer: Peer) -> Reply {
+    identity_role(&peer, s.config())?;
+    s.identity_nonce().await.map(success)
+}
+
 pub(super) async fn verify(State(s): State<Service>, peer: Peer, req: Request) -> Reply {
     identity_role(&peer, s.config())?;
     let body = json_body(req, MAX_BODY).await?;

@@ -150,6 +150,11 @@ pub(crate) fn router(service: Service) -> Router {
     );
     let vigil = with_slash(
         vigil,
+        "/vigil/v1/identity/nonce",
+        post(identity::nonce).fallback(not_implemented_use("POST")),
+    );
+    let vigil = with_slash(
+        vigil,
         "/vigil/v1/identity/verify",
         post(identity::verify).fallback(not_implemented_use("POST")),
     );

@@ -1,7 +1,8 @@
-//! Workload identity (docs/spire.md), Vigil's own routes: the selectors of an attested
-//! node, and the check a SPIFFE server side makes before it issues a node identity —
-//! an identity quote over a nonce never used before, from the node's enrolled AK, of a
-//! node that attests successfully — answered with the SPIFFE ID and the selectors.
+//! Workload identity (docs/spire.md), Vigil's own routes: nonces for identity quotes,
+//! the selectors of an attested node, and the check a SPIFFE server side makes before
+//! it issues a node identity — an identity quote over a nonce this verifier issued and
+//! nobody used, from the node's enrolled AK, of a node that attests successfully —
+//! answered with the SPIFFE ID and the selectors.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,13 +13,13 @@ use serde_json::{json, Map, Value};
 use tracing::warn;
 use vigil_core::attestation::OperationalState;
 use vigil_service::client::{Client, Endpoint, Limits};
-use vigil_store::VerifierAgent;
+use vigil_store::{NonceUse, VerifierAgent};
 
 use super::verify::check_identity_quote;
 use super::Service;
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::identity::{NodeLabels, MIN_NONCE_LEN};
+use crate::identity::{new_nonce, NodeLabels, MIN_NONCE_LEN, NONCE_TTL};
 use crate::protocol::valid_id;
 
 /// The longest nonce accepted (the agent's `MAX_NONCE_SIZE`).
@@ -118,6 +119,26 @@ fn str_field<'a>(body: &'a Map<String, Value>, name: &'static str) -> Result<&'a
 }
 
 impl Service {
+    /// The clock's now, in epoch seconds.
+    fn unix_now(&self) -> i64 {
+        i64::try_from(self.engine.clock.now().as_secs()).unwrap_or(i64::MAX)
+    }
+
+    /// `POST /vigil/v1/identity/nonce`: a fresh nonce for an identity quote, usable once
+    /// within [`NONCE_TTL`].
+    pub(crate) async fn identity_nonce(&self) -> Result<Value, ApiError> {
+        let nonce = new_nonce();
+        let now = self.unix_now();
+        let ttl = i64::try_from(NONCE_TTL.as_secs()).unwrap_or(i64::MAX);
+        self.engine
+            .store
+            .identities()
+            .issue_nonce(&nonce, now, now.saturating_sub(ttl))
+            .await
+            .map_err(ApiError::store("issuing an identity nonce"))?;
+        Ok(json!({"nonce": nonce, "expires_in": NONCE_TTL.as_secs()}))
+    }
+
     /// `GET /vigil/v1/identity/{id}/selectors`: the selectors of an attested node
     /// (trusted or failed).
     pub(crate) async fn selectors(&self, id: &str) -> Result<Value, ApiError> {
@@ -128,7 +149,7 @@ impl Service {
     }
 
     /// `POST /vigil/v1/identity/verify` with `{agent_uuid, nonce, quote, hash_alg,
-    /// spiffe_id?}`: refuses a nonce used before, a quote not from the node's AK or not
+    /// spiffe_id?}`: refuses a nonce not issued by this verifier, expired or used before, a quote not from the node's AK or not
     /// over the nonce, a node never attested and a node that failed; else records the
     /// identity as issued on the node (evicted if it later fails) and answers the SPIFFE
     /// ID (by default `spiffe://<identity_trust_domain>/spire/agent/vigil/<uuid>`) with
@@ -165,14 +186,26 @@ impl Service {
         let agent = self.agent(id).await?;
         // The nonce is spent before any other check, so a refused attempt cannot be
         // retried with the same challenge.
-        if !self
+        let now = self.unix_now();
+        let oldest = now.saturating_sub(i64::try_from(NONCE_TTL.as_secs()).unwrap_or(i64::MAX));
+        let spent = self
             .engine
-            .identity
-            .first_use(nonce, self.engine.clock.now())
-        {
-            return Err(ApiError::IdentityRefused(format!(
-                "nonce {nonce} was already used: ask the node for a quote over a fresh nonce"
-            )));
+            .store
+            .identities()
+            .use_nonce(nonce, now, oldest)
+            .await
+            .map_err(ApiError::store("using an identity nonce"))?;
+        match spent {
+            NonceUse::Fresh => {}
+            NonceUse::Used => {
+                return Err(ApiError::IdentityRefused(format!(
+                    "nonce {nonce} was already used: ask this verifier for a fresh nonce"
+                )))
+            }
+            NonceUse::Unknown => return Err(ApiError::IdentityRefused(format!(
+                "nonce {nonce} was not issued by this verifier or has expired (nonces last {} s)",
+                NONCE_TTL.as_secs()
+            ))),
         }
         check_identity_quote(&agent, quote, nonce, hash_alg).map_err(|reason| {
             ApiError::IdentityRefused(format!(
@@ -189,7 +222,13 @@ impl Service {
             }
             Trust::Trusted => {}
         }
-        self.engine.identity.issued(id, &spiffe_id);
+        self.engine
+            .store
+            .identities()
+            .record_issued(id, &spiffe_id, now)
+            .await
+            .map_err(ApiError::store("recording an issued identity"))?;
+        tracing::info!(agent_id = id, spiffe_id, "workload identity issued");
         let issuer = self.ek_cert_issuer(id).await;
         let mut m = answer(&agent, Trust::Trusted, issuer);
         m.insert("spiffe_id".into(), spiffe_id.into());

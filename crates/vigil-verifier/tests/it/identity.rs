@@ -396,6 +396,15 @@ async fn keylime_plugin_flow_sqlite() {
     vigil_testkit::db::with_sqlite(keylime_plugin_flow).await;
 }
 
+/// A fresh nonce from `POST /vigil/v1/identity/nonce`.
+async fn vigil_nonce(client: &Client, d: &Deployment) -> String {
+    let (code, r) = client
+        .call(d.verifier.addr(), "POST", "/vigil/v1/identity/nonce", None)
+        .await;
+    assert_eq!(code, 200, "{r}");
+    r["results"]["nonce"].as_str().expect("a nonce").to_owned()
+}
+
 /// `POST /vigil/v1/identity/verify` for `uuid` with `nonce` and `quote`:
 /// (status, body).
 async fn vigil_verify(
@@ -417,7 +426,8 @@ async fn vigil_verify(
 }
 
 /// Vigil's own identity routes: the identity role, the selectors of an attested node
-/// and `identity/verify`'s refusals — a replayed nonce, a quote over another nonce, a
+/// and `identity/verify`'s refusals — a replayed nonce, a nonce the verifier never
+/// issued, a quote over another nonce, a
 /// quote for another node's UUID, a node enrolled but never attested, a node unknown
 /// to the verifier, a failed node — each with its reason; the eviction hook runs for
 /// the identity issued once the node fails.
@@ -522,8 +532,14 @@ async fn vigil_identity_routes(db: String) {
         "{r}"
     );
 
-    // A fresh quote over a fresh nonce: the SPIFFE ID and the selectors.
-    let nonce = base32_nonce();
+    // A nonce needs the identity role too.
+    let (code, _) = anonymous
+        .call(d.verifier.addr(), "POST", "/vigil/v1/identity/nonce", None)
+        .await;
+    assert_eq!(code, 403);
+
+    // A fresh quote over a nonce from the verifier: the SPIFFE ID and the selectors.
+    let nonce = vigil_nonce(&spire, &d).await;
     let quote = d.node.quote(&nonce).await;
     let (code, r) = vigil_verify(&spire, &d, UUID, &nonce, &quote).await;
     assert_eq!(code, 200, "{r}");
@@ -538,15 +554,28 @@ async fn vigil_identity_routes(db: String) {
         r["status"].as_str().unwrap().contains("already used"),
         "{r}"
     );
+    // A nonce this verifier never issued.
+    let own = base32_nonce();
+    let own_quote = d.node.quote(&own).await;
+    let (code, r) = vigil_verify(&spire, &d, UUID, &own, &own_quote).await;
+    assert_eq!(code, 403, "{r}");
+    assert!(
+        r["status"]
+            .as_str()
+            .unwrap()
+            .contains("was not issued by this verifier"),
+        "{r}"
+    );
     // A quote over another nonce than the one sent.
-    let (code, r) = vigil_verify(&spire, &d, UUID, &base32_nonce(), &quote).await;
+    let fresh = vigil_nonce(&spire, &d).await;
+    let (code, r) = vigil_verify(&spire, &d, UUID, &fresh, &quote).await;
     assert_eq!(code, 403, "{r}");
     assert!(
         r["status"].as_str().unwrap().contains("is not valid"),
         "{r}"
     );
     // This node's quote for the other node's UUID.
-    let nonce = base32_nonce();
+    let nonce = vigil_nonce(&spire, &d).await;
     let quote = d.node.quote(&nonce).await;
     let (code, r) = vigil_verify(&spire, &d, OTHER_UUID, &nonce, &quote).await;
     assert_eq!(code, 403, "{r}");
@@ -555,7 +584,7 @@ async fn vigil_identity_routes(db: String) {
         "{r}"
     );
     // The other node's own quote: enrolled, never attested.
-    let nonce = base32_nonce();
+    let nonce = vigil_nonce(&spire, &d).await;
     let quote = d.other.quote(&nonce).await;
     let (code, r) = vigil_verify(&spire, &d, OTHER_UUID, &nonce, &quote).await;
     assert_eq!(code, 409, "{r}");
@@ -576,7 +605,7 @@ async fn vigil_identity_routes(db: String) {
     d.tamper().await;
     d.wait_state(&admin, "the failed round", |s| s["operational_state"] == 9)
         .await;
-    let nonce = base32_nonce();
+    let nonce = vigil_nonce(&spire, &d).await;
     let quote = d.node.quote(&nonce).await;
     let (code, r) = vigil_verify(&spire, &d, UUID, &nonce, &quote).await;
     assert_eq!(code, 403, "{r}");

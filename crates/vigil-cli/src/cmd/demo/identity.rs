@@ -80,16 +80,31 @@ impl Demo {
     }
 
     /// The same check without SPIRE, as a shell script would make it: `vigil identity
-    /// attest` on the node, `vigil identity verify` on the server side; then the same
+    /// nonce` and `verify` on the server side, `attest` on the node; then the same
     /// evidence again, refused as a replay.
     fn reference_flow(&mut self, ports: &Ports) -> Result<()> {
-        step("The same without SPIRE: vigil identity attest (node) and verify (server side)");
-        let nonce = {
-            use rand_core::RngCore as _;
-            let mut bytes = [0u8; 16];
-            rand_core::OsRng.fill_bytes(&mut bytes);
-            hex::encode(bytes)
-        };
+        step("The same without SPIRE: vigil identity nonce, attest (node) and verify");
+        let conn: Vec<std::ffi::OsString> = vec![
+            "--verifier".into(),
+            format!("127.0.0.1:{}", ports.verifier).into(),
+            "--tls-dir".into(),
+            self.path("cv_ca").into(),
+            "--cert".into(),
+            SPIRE_CERT.into(),
+        ];
+        let mut ask = vec!["identity".into(), "nonce".into()];
+        ask.extend(conn.iter().cloned());
+        let out = self.vigil(&ask)?;
+        if !out.status.success() {
+            bail!(
+                "vigil identity nonce failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        let nonce = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        note(&format!(
+            "$ vigil identity nonce: {nonce} (from the verifier, usable once)"
+        ));
         let out = self.vigil(&[
             "identity".into(),
             "attest".into(),
@@ -110,20 +125,15 @@ impl Demo {
             "$ vigil identity attest --nonce {nonce} > {}",
             evidence.display()
         ));
-        let verify: Vec<std::ffi::OsString> = vec![
+        let mut verify: Vec<std::ffi::OsString> = vec![
             "identity".into(),
             "verify".into(),
             "--nonce".into(),
             nonce.clone().into(),
             "--evidence".into(),
             evidence.into(),
-            "--verifier".into(),
-            format!("127.0.0.1:{}", ports.verifier).into(),
-            "--tls-dir".into(),
-            self.path("cv_ca").into(),
-            "--cert".into(),
-            SPIRE_CERT.into(),
         ];
+        verify.extend(conn);
         let out = self.vigil(&verify)?;
         let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
         if !out.status.success() || answer["status"] != "trusted" {
