@@ -5,12 +5,15 @@ set -euo pipefail
 
 # libefivar1: Keylime's event-log parser (measured-boot differential tests). cpio and the
 # compressors: the initrds of the policy-creation differential tests (Keylime unpacks them
-# with these tools). openssl: the OpenSSL node of vigil-tls's TLS resumption test.
+# with these tools). openssl: the OpenSSL node of vigil-tls's TLS resumption test. curl: a
+# client of the agent's identity socket running as another user (vigil-agent's socket test).
+# protobuf-compiler: protoc, for vigil-spire's generated gRPC code (SPIRE's plugin protos).
 # python3-psycopg2: Keylime's services on PostgreSQL (the Keylime database import test).
 # systemd (systemd-analyze) and rpm: scripts/package-test.sh verifies the units offline
 # and lists the .rpms' files.
 PACKAGES=(swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config python3 python3-venv python3-gpg
-    libefivar1 cpio gzip xz-utils zstd lz4 bzip2 openssl python3-psycopg2 systemd rpm)
+    libefivar1 cpio gzip xz-utils zstd lz4 bzip2 openssl curl protobuf-compiler python3-psycopg2
+    systemd rpm)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

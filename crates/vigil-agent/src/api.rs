@@ -154,9 +154,10 @@ fn versioned(app: AppRouter, index: usize, api: &'static str) -> AppRouter {
         .route(
             &format!("{p}/quotes/identity"),
             get(move |state: Shared, uri: Uri| async move {
-                let r = answer(identity(&state.0, api, &Query::all(uri.query())).await);
-                state.0.metrics.quote("identity", r.status());
-                r
+                if !state.0.identity_on_network {
+                    return local_only();
+                }
+                identity_route(&state.0, api, &uri).await
             })
             .fallback(quotes_default),
         )
@@ -180,12 +181,71 @@ fn versioned(app: AppRouter, index: usize, api: &'static str) -> AppRouter {
     if index >= 1 {
         app = app.route(
             &format!("{p}/agent/info"),
-            get(move |state: Shared| async move { agent_info(&state.0, api) })
-                .fallback(agent_default),
+            get(move |state: Shared| async move {
+                if !state.0.identity_on_network {
+                    return local_only();
+                }
+                agent_info(&state.0, api)
+            })
+            .fallback(agent_default),
         );
         app = scope(app, "agent", any(agent_default));
     }
     app
+}
+
+/// The node-local identity socket's service: `agent/info` (API 2.2+) and
+/// `quotes/identity` under every served version, nothing else (docs/spire.md).
+pub(crate) fn local_router(
+    state: Arc<AgentState>,
+) -> impl Service<Request<Body>, Response = Response, Error = Infallible, Future: Send + 'static>
+       + Clone
+       + Send
+       + 'static {
+    let mut app: AppRouter = Router::new();
+    for api in API_VERSIONS {
+        app =
+            app.route(
+                &format!("/v{api}/quotes/identity"),
+                get(move |state: Shared, uri: Uri| async move {
+                    identity_route(&state.0, api, &uri).await
+                }),
+            );
+        if api >= "2.2" {
+            app = app.route(
+                &format!("/v{api}/agent/info"),
+                get(move |state: Shared| async move { agent_info(&state.0, api) }),
+            );
+        }
+    }
+    let app = app
+        .fallback(|| async {
+            reply::envelope(
+                StatusCode::NOT_FOUND,
+                "Not Found: the identity socket serves only /agent/info and /quotes/identity",
+                empty(),
+            )
+        })
+        .layer(from_fn(log_requests))
+        .with_state(state);
+    from_fn(trim_slashes).layer(app)
+}
+
+/// `quotes/identity` on either listener, counted in the metrics.
+async fn identity_route(state: &Arc<AgentState>, api: &'static str, uri: &Uri) -> Response {
+    let r = answer(identity(state, api, &Query::all(uri.query())).await);
+    state.metrics.quote("identity", r.status());
+    r
+}
+
+/// The network API's answer to the identity routes when `identity_on_network` is off.
+fn local_only() -> Response {
+    warn!("returning 403: identity routes are served only on the node-local socket");
+    envelope(
+        StatusCode::FORBIDDEN,
+        "Forbidden: agent/info and quotes/identity are served only on the node-local identity socket",
+        empty(),
+    )
 }
 
 fn answer(result: Result<Response, Response>) -> Response {

@@ -17,6 +17,9 @@ pub const ENV_PREFIX: &str = "VIGIL_AGENT_";
 /// Keylime's default agent UUID (rust-keylime `DEFAULT_UUID`).
 pub const DEFAULT_UUID: &str = "d432fbb3-d2f1-4a97-9ef7-75bd81c00000";
 
+/// Where the node-local identity socket is made by default.
+pub const DEFAULT_IDENTITY_SOCKET: &str = "/run/vigil/agent.sock";
+
 /// The agent's configuration, as written in the file (paths not yet resolved).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -92,6 +95,20 @@ pub struct Config {
     pub ima_emulate_interval: u64,
     /// Longest pause between registration attempts, in seconds.
     pub registration_retry_max: u64,
+    /// Serve `agent/info` and `quotes/identity` on the node-local unix socket
+    /// `identity_socket` (plain HTTP: the socket file's mode and group decide who may
+    /// ask; docs/spire.md).
+    pub serve_identity_socket: bool,
+    /// The node-local identity socket's path.
+    pub identity_socket: PathBuf,
+    /// The socket file's mode, in octal.
+    pub identity_socket_mode: String,
+    /// The socket file's group (a name from `/etc/group` or a number); empty = the
+    /// agent's own group.
+    pub identity_socket_group: String,
+    /// Also serve `agent/info` and `quotes/identity` on the network API (as Keylime's
+    /// agent and `keylime/spire-keylime-plugin` expect); off = only on the socket.
+    pub identity_on_network: bool,
     /// Log filter (`tracing` syntax).
     pub log: String,
     /// Log lines as `text` (the default) or `json` (one object per line).
@@ -136,6 +153,11 @@ impl Default for Config {
             ima_emulate_log: PathBuf::from("ima_emulated_measurements"),
             ima_emulate_interval: 10,
             registration_retry_max: 60,
+            serve_identity_socket: false,
+            identity_socket: PathBuf::from(DEFAULT_IDENTITY_SOCKET),
+            identity_socket_mode: "0660".into(),
+            identity_socket_group: "vigil".into(),
+            identity_on_network: true,
             log: "info".into(),
             log_format: vigil_service::LogFormat::Text,
         }
@@ -154,6 +176,8 @@ const SCALAR_KEYS: &[&str] = &[
     "revocation_action_timeout",
     "ima_emulate_interval",
     "registration_retry_max",
+    "serve_identity_socket",
+    "identity_on_network",
 ];
 
 /// A configuration value that parses as TOML but means nothing.
@@ -240,6 +264,18 @@ impl Config {
             value: self.tpm_encryption_alg.clone(),
             message: "rsa, ecc or ecc384",
         }
+    }
+
+    /// The identity socket's file mode (permission bits only).
+    pub fn identity_socket_mode(&self) -> Result<u32, InvalidValue> {
+        u32::from_str_radix(&self.identity_socket_mode, 8)
+            .ok()
+            .filter(|m| *m <= 0o777)
+            .ok_or_else(|| InvalidValue {
+                key: "identity_socket_mode",
+                value: self.identity_socket_mode.clone(),
+                message: "octal permission bits such as 0660",
+            })
     }
 
     /// The AK algorithms.

@@ -11,7 +11,8 @@
 //!   log ([`ima`]);
 //! - the U/V bootstrap key, payloads ([`payload`]) and signed revocation notices with
 //!   their actions ([`revocation`]);
-//! - an IMA emulation mode for machines without kernel IMA ([`ima::ImaEmulator`]).
+//! - an IMA emulation mode for machines without kernel IMA ([`ima::ImaEmulator`]);
+//! - the node-local identity socket for workload identity ([`local`]).
 //!
 //! [`Agent::start`] sets everything up and serves until [`Agent::shutdown`]; tests
 //! start it in-process on port 0. See `docs/agent.md`.
@@ -23,6 +24,7 @@ pub mod config;
 pub mod ima;
 pub mod kernel;
 pub mod keys;
+pub mod local;
 mod metrics;
 pub mod payload;
 pub mod registration;
@@ -84,6 +86,9 @@ pub enum StartError {
     /// The TLS material cannot be loaded.
     #[error("TLS: {0}")]
     Tls(#[from] vigil_tls::TlsError),
+    /// The node-local identity socket cannot be set up.
+    #[error(transparent)]
+    Socket(#[from] local::SocketError),
     /// The port cannot be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -117,6 +122,8 @@ pub(crate) struct AgentState {
     pub(crate) metrics: metrics::Metrics,
     /// Serving over mTLS.
     pub(crate) mtls: bool,
+    /// Serving `agent/info` and `quotes/identity` on the network API too.
+    pub(crate) identity_on_network: bool,
 }
 
 /// A running agent.
@@ -294,6 +301,7 @@ impl Agent {
             revocations: watch::channel(Vec::new()).0,
             metrics: metrics::Metrics::new(),
             mtls: tls.is_some(),
+            identity_on_network: config.identity_on_network,
         });
 
         let app = api::router(state.clone());
@@ -308,6 +316,18 @@ impl Agent {
             app,
             stopped.clone(),
         ))];
+        if config.serve_identity_socket {
+            let mode = config.identity_socket_mode()?;
+            let listener =
+                local::bind(&config.identity_socket, mode, &config.identity_socket_group)?;
+            tasks.push(tokio::spawn(vigil_service::server::serve_unix(
+                listener,
+                api::local_router(state.clone()),
+                stopped.clone(),
+            )));
+            info!(socket = %config.identity_socket.display(), mode = %format!("{mode:o}"),
+                "identity routes on the node-local socket");
+        }
         let ops_addr = match config.ops_port {
             Some(port) => {
                 let bind_addr = SocketAddr::new(config.ip, port);

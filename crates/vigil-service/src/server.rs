@@ -1,4 +1,5 @@
-//! The accept loop every service runs: HTTP/1.1 over TCP or TLS, with handshake and
+//! The accept loop every service runs: HTTP/1.1 over TCP or TLS (or a unix socket,
+//! [`serve_unix`]), with handshake and
 //! header timeouts and a graceful drain on shutdown, handing each request to the
 //! service's axum router with a [`Peer`] extension saying how it arrived and who the
 //! client is.
@@ -11,7 +12,7 @@ use axum::response::Response;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use rustls_pki_types::CertificateDer;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tower::{Service, ServiceExt};
@@ -70,9 +71,7 @@ pub async fn serve<S>(
             accepted = listener.accept() => match accepted {
                 Ok(x) => x,
                 Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    backoff(&e).await;
                     continue;
                 }
             },
@@ -82,20 +81,8 @@ pub async fn serve<S>(
         let tls = tls.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let mut http = hyper::server::conn::http1::Builder::new();
-            http.timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT);
-            let service = |transport: Peer| {
-                hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-                    req.extensions_mut().insert(transport.clone());
-                    app.clone().oneshot(req.map(Body::new))
-                })
-            };
             let result = match tls {
-                None => {
-                    let conn = http.serve_connection(TokioIo::new(tcp), service(Peer::default()));
-                    watcher.watch(conn).await
-                }
+                None => connection(tcp, Peer::default(), app, watcher).await,
                 Some(acceptor) => {
                     let stream =
                         match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
@@ -123,8 +110,7 @@ pub async fn serve<S>(
                         client,
                         client_cert,
                     };
-                    let conn = http.serve_connection(TokioIo::new(stream), service(transport));
-                    watcher.watch(conn).await
+                    connection(stream, transport, app, watcher).await
                 }
             };
             if let Err(e) = result {
@@ -133,6 +119,82 @@ pub async fn serve<S>(
         });
     }
     drop(listener);
+    drain(graceful).await;
+}
+
+/// Accepts connections on the unix socket `listener` (plain HTTP: whoever may open the
+/// socket file is the client) and serves `app` on each until `stop` changes, then
+/// drains as [`serve`] does. The peer's uid is logged with each connection.
+pub async fn serve_unix<S>(listener: UnixListener, app: S, mut stop: watch::Receiver<bool>)
+where
+    S: Service<hyper::Request<Body>, Response = Response, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let graceful = GracefulShutdown::new();
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    backoff(&e).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => break,
+        };
+        let uid = stream.peer_cred().map(|c| c.uid()).ok();
+        debug!(?uid, "local connection");
+        let app = app.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            if let Err(e) = connection(stream, Peer::default(), app, watcher).await {
+                debug!(?uid, "local connection ended: {e}");
+            }
+        });
+    }
+    drop(listener);
+    drain(graceful).await;
+}
+
+/// Out of file descriptors and the like: back off instead of spinning.
+async fn backoff(e: &std::io::Error) {
+    warn!("accept failed: {e}");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+/// Serves HTTP/1.1 on one connection, each request carrying `transport`.
+async fn connection<I, S>(
+    io: I,
+    transport: Peer,
+    app: S,
+    watcher: hyper_util::server::graceful::Watcher,
+) -> Result<(), hyper::Error>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: Service<hyper::Request<Body>, Response = Response, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT);
+    let service =
+        hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(transport.clone());
+            app.clone().oneshot(req.map(Body::new))
+        });
+    watcher
+        .watch(http.serve_connection(TokioIo::new(io), service))
+        .await
+}
+
+/// Lets requests in flight finish for up to [`DRAIN_TIMEOUT`].
+async fn drain(graceful: GracefulShutdown) {
     if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
         .await
         .is_err()

@@ -28,6 +28,7 @@
 
 mod error;
 pub mod keylime;
+mod identities;
 mod leases;
 mod migrations;
 mod notices;
@@ -41,6 +42,7 @@ mod verifier;
 use std::sync::Arc;
 
 pub use error::{Entity, StoreError};
+pub use identities::{Identities, NonceUse};
 pub use leases::{Fence, Lease, Leases};
 pub use notices::{NewNotice, Notices, PendingNotice};
 pub use policies::{checksum, MbPolicy, NewMbPolicy, NewRuntimePolicy, Policies, RuntimePolicy};
@@ -138,6 +140,14 @@ impl Store {
 
     /// Verifier replicas' leases on agents.
     pub fn leases(&self) -> &dyn Leases {
+        match &self.inner {
+            Inner::Sqlite(s) => s.as_ref(),
+            Inner::Postgres(s) => s.as_ref(),
+        }
+    }
+
+    /// Workload identity: issued nonces and identities.
+    pub fn identities(&self) -> &dyn Identities {
         match &self.inner {
             Inner::Sqlite(s) => s.as_ref(),
             Inner::Postgres(s) => s.as_ref(),

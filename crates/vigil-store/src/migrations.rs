@@ -41,6 +41,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "pending notices",
         include_str!("../migrations/0004_pending_notices.sql"),
     ),
+    (
+        8,
+        "workload identity",
+        include_str!("../migrations/0008_workload_identity.sql"),
+    ),
 ];
 
 /// A migration's SQL as dialect `D` spells it.

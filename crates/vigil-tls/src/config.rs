@@ -126,6 +126,34 @@ pub fn client_config(
     })
 }
 
+/// The subject common name (CN) of a DER certificate, if it has one as a UTF-8 or
+/// printable string: what a client certificate is authorised by.
+pub fn peer_common_name(der: &[u8]) -> Option<String> {
+    use x509_cert::der::asn1::{PrintableStringRef, Utf8StringRef};
+    use x509_cert::der::oid::ObjectIdentifier;
+    use x509_cert::der::Decode;
+    const CN: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.3");
+    let cert = x509_cert::Certificate::from_der(der).ok()?;
+    let atv = cert
+        .tbs_certificate
+        .subject
+        .0
+        .iter()
+        .flat_map(|rdn| rdn.0.iter())
+        .find(|atv| atv.oid == CN)?;
+    Utf8StringRef::try_from(&atv.value)
+        .map(|s| s.as_str().to_owned())
+        .or_else(|_| PrintableStringRef::try_from(&atv.value).map(|s| s.as_str().to_owned()))
+        .ok()
+}
+
+/// The issuer of a DER certificate as RFC 4514 text (`CN=…,O=…`).
+pub fn certificate_issuer(der: &[u8]) -> Option<String> {
+    use x509_cert::der::Decode;
+    let cert = x509_cert::Certificate::from_der(der).ok()?;
+    Some(cert.tbs_certificate.issuer.to_string())
+}
+
 /// The subject of a DER certificate as RFC 4514 text (`CN=client,...`), for logs.
 pub fn peer_subject(der: &[u8]) -> Option<String> {
     use x509_cert::der::Decode;

@@ -23,7 +23,9 @@ pub mod danger;
 mod pinned;
 mod trust;
 
-pub use config::{client_config, peer_subject, server_config, ClientAuth};
+pub use config::{
+    certificate_issuer, client_config, peer_common_name, peer_subject, server_config, ClientAuth,
+};
 pub use pinned::pinned_client_config;
 pub use trust::load_cert_store;
 

@@ -100,6 +100,22 @@ pub struct Config {
     /// intervals (and at least 30 s) is reported as not currently attested
     /// (`attestation_status` TIMEOUT instead of PASS); 0 turns the check off.
     pub stale_after_intervals: f64,
+    /// Vigil only (workload identity, docs/spire.md): the subject CNs of client
+    /// certificates allowed the identity role (`/vigil/v1/identity/…`); empty = every
+    /// client certificate the admin API accepts.
+    pub identity_clients: Vec<String>,
+    /// Vigil only: the SPIFFE trust domain identities are issued in (names the SPIFFE
+    /// ID handed to `identity_evict_command`).
+    pub identity_trust_domain: String,
+    /// Vigil only: the registrar's HTTPS address (`ip:port`), asked for a node's EK
+    /// certificate (the `vigil:ek_cert_issuer` selector) with this verifier's client
+    /// certificate; empty = that selector is not given.
+    pub identity_registrar: String,
+    /// Vigil only: a command (program and arguments) run when a node with an issued
+    /// identity fails attestation; `{spiffe_id}` and `{uuid}` in an argument are
+    /// replaced. Empty = none. Example: `["spire-server", "agent", "evict",
+    /// "-spiffeID", "{spiffe_id}"]`.
+    pub identity_evict_command: Vec<String>,
     /// Log filter (`tracing` syntax).
     pub log: String,
     /// Log lines as `text` (the default) or `json` (one object per line).
@@ -154,6 +170,10 @@ impl Default for Config {
             lease_batch: 50,
             max_answer_size: 256 << 20,
             stale_after_intervals: 10.0,
+            identity_clients: Vec::new(),
+            identity_trust_domain: "example.org".into(),
+            identity_registrar: String::new(),
+            identity_evict_command: Vec::new(),
             log: "info".into(),
             log_format: vigil_service::LogFormat::Text,
         }
@@ -165,6 +185,8 @@ const LIST_KEYS: &[&str] = &[
     "trusted_client_ca",
     "severity_labels",
     "enabled_revocation_notifications",
+    "identity_clients",
+    "identity_evict_command",
 ];
 /// Keys whose environment value is a number or a boolean, not a string.
 const SCALAR_KEYS: &[&str] = &[

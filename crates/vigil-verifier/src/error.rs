@@ -29,6 +29,16 @@ pub(crate) enum ApiError {
     /// A runtime policy signature is required, and missing or wrong.
     #[error("{0}")]
     Signature(&'static str),
+    /// A workload-identity route without a client certificate authorised for the
+    /// identity role (`identity_clients`).
+    #[error("{0}")]
+    IdentityRole(String),
+    /// A workload-identity check refused (replayed nonce, bad quote, failed node).
+    #[error("{0}")]
+    IdentityRefused(String),
+    /// A node enrolled but never attested: nothing can be said of it yet.
+    #[error("{0}")]
+    NotAttested(String),
     /// No such agent.
     #[error("agent id not found")]
     AgentNotFound,
@@ -64,9 +74,9 @@ impl ApiError {
             | Self::InvalidAgentId
             | Self::InvalidName => 400,
             Self::Signature(_) => 401,
-            Self::AdminRequired(_) => 403,
+            Self::AdminRequired(_) | Self::IdentityRole(_) | Self::IdentityRefused(_) => 403,
             Self::AgentNotFound | Self::NotFound(_) => 404,
-            Self::Conflict(_) => 409,
+            Self::Conflict(_) | Self::NotAttested(_) => 409,
             Self::HeldElsewhere { .. } => 503,
             Self::Store { .. } | Self::Internal(_) => 500,
         }

@@ -37,6 +37,7 @@ mod engine;
 mod enrol;
 mod error;
 mod http;
+mod identity;
 mod metrics;
 mod node_tls;
 mod notify;

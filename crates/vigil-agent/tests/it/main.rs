@@ -5,3 +5,4 @@
 mod agent;
 mod bad_input;
 mod bench;
+mod socket;

@@ -14,6 +14,7 @@ mod demo;
 mod ekcert;
 mod eventlog;
 mod generate;
+mod identity;
 mod ima;
 mod policy;
 mod policy_file;
@@ -65,6 +66,10 @@ enum Command {
     /// (Keylime's keylime_tenant; `-c add` style also accepted); defaults from
     /// /etc/vigil/tenant.toml and ~/.config/vigil/tenant.toml.
     Tenant(Box<tenant::TenantArgs>),
+    /// Workload identity (docs/spire.md): an identity quote from the node's agent socket
+    /// (`attest`), checked by the verifier with the node's selectors (`verify`).
+    #[command(subcommand)]
+    Identity(identity::IdentityCommand),
     /// Runs a whole deployment on this machine (swtpm, registrar, verifier, agent),
     /// attests a node, then shows the verifier catching an unknown script and a
     /// modified file; stops everything it started.
@@ -193,6 +198,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Config(cmd) => config::run(cmd),
         Command::Store(cmd) => store::run(cmd),
         Command::Tenant(args) => tenant::run(*args),
+        Command::Identity(cmd) => identity::run(cmd),
         Command::Demo(args) => demo::run(args),
         Command::Completions(args) => generate::completions(&args),
         Command::Man(args) => generate::man(&args),

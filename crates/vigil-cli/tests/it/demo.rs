@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const SERVICES: [&str; 3] = ["vigil-registrar", "vigil-verifier", "vigil-agent"];
+/// The SPIRE plugin pair `vigil demo identity` loads (package `vigil-spire`).
+const PLUGINS: [&str; 2] = ["vigil-spire-agent", "vigil-spire-server"];
 
 fn vigil() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_vigil"));
@@ -34,15 +36,51 @@ fn service_binaries() -> PathBuf {
     for s in SERVICES {
         build.args(["-p", s]);
     }
+    build.args(["-p", "vigil-spire"]);
     if dir.ends_with("release") {
         build.arg("--release");
     }
     let status = build.status().expect("run cargo build");
     assert!(status.success(), "cargo build of {SERVICES:?} failed");
-    for s in SERVICES {
+    for s in SERVICES.iter().chain(&PLUGINS) {
         assert!(dir.join(s).is_file(), "{} missing after cargo build", s);
     }
     dir
+}
+
+#[test]
+fn the_identity_demo_issues_refuses_and_evicts() {
+    if !vigil_testkit::require("vigil demo identity", vigil_testkit::MANUFACTURE_TOOLS) {
+        return;
+    }
+    let bin_dir = service_binaries();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("demo");
+    let out = vigil()
+        .args(["demo", "identity", "--dir"])
+        .arg(&dir)
+        .args(["--timeout", "60", "--bin-dir"])
+        .arg(&bin_dir)
+        .output()
+        .expect("run vigil demo identity");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let id = "spiffe://example.org/spire/agent/vigil/d432fbb3-d2f1-4a97-9ef7-75bd81c00000";
+    for line in [
+        format!("SPIFFE ID: {id}"),
+        "selector vigil:status:trusted".to_owned(),
+        "selector vigil:ek_cert_issuer:CN=".to_owned(),
+        format!("-> verdict 2: the node holds {id} (can re-attest: true)"),
+        "-> the reference flow agrees, and a replayed nonce is refused".to_owned(),
+        "refused (403): nonce".to_owned(),
+        "failed attestation (Invalid Quote): no identity is issued".to_owned(),
+        format!("spire-server agent evict -spiffeID {id}"),
+        format!("-> verdict 3: the tampered node is refused and {id} is evicted"),
+        "demo: every step as expected".to_owned(),
+    ] {
+        assert!(stdout.contains(&line), "no {line:?} in:\n{stdout}");
+    }
 }
 
 #[test]

@@ -12,8 +12,8 @@ use std::future::Future;
 use sha2::Digest;
 use vigil_store::{
     checksum, Backend, Enrolment, Entity, FailureRecord, IdentityField, ImaProgress, NewMbPolicy,
-    NewNotice, NewRuntimePolicy, PolicyRef, QuoteAlgs, RegisterOutcome, Registration, RoundOutcome,
-    RoundUpdate, Store, StoreError,
+    NewNotice, NewRuntimePolicy, NonceUse, PolicyRef, QuoteAlgs, RegisterOutcome, Registration,
+    RoundOutcome, RoundUpdate, Store, StoreError,
 };
 
 /// What a test body gets: an open store and the URL that opens the same database.
@@ -88,6 +88,7 @@ on_both_backends!(
     ping_answers_until_closed,
     notices_record_fail_deliver_and_survive_reopen,
     keylime_tables_import,
+    identities_nonces_once_and_issued_survive_reopen,
 );
 
 // ---------------------------------------------------------------------------------
@@ -1006,6 +1007,66 @@ async fn ping_answers_until_closed(db: TestDb) {
     db.store.close().await;
     let e = db.store.ping().await.unwrap_err();
     assert!(matches!(e, StoreError::Database { op: "ping", .. }), "{e}");
+}
+
+// ---------------------------------------------------------------------------------
+// Workload identity
+
+async fn identities_nonces_once_and_issued_survive_reopen(db: TestDb) {
+    let ids = db.store.identities();
+    ids.issue_nonce("NONCEA", 100, 0).await.unwrap();
+    ids.issue_nonce("NONCEB", 100, 0).await.unwrap();
+    // Used once; a second use, an unknown nonce and an expired one are told apart.
+    assert_eq!(
+        ids.use_nonce("NONCEA", 110, 50).await.unwrap(),
+        NonceUse::Fresh
+    );
+    assert_eq!(
+        ids.use_nonce("NONCEA", 111, 50).await.unwrap(),
+        NonceUse::Used
+    );
+    assert_eq!(
+        ids.use_nonce("OTHER", 111, 50).await.unwrap(),
+        NonceUse::Unknown
+    );
+    assert_eq!(
+        ids.use_nonce("NONCEB", 300, 200).await.unwrap(),
+        NonceUse::Unknown
+    );
+    // Issuing forgets nonces issued before the cut, used or not.
+    ids.issue_nonce("NONCEC", 400, 200).await.unwrap();
+    assert_eq!(
+        ids.use_nonce("NONCEA", 401, 0).await.unwrap(),
+        NonceUse::Unknown
+    );
+    // The same nonce cannot be issued twice.
+    assert!(ids.issue_nonce("NONCEC", 401, 0).await.is_err());
+
+    ids.record_issued("node-1", "spiffe://td/a", 10)
+        .await
+        .unwrap();
+    ids.record_issued("node-1", "spiffe://td/a", 11)
+        .await
+        .unwrap();
+    ids.record_issued("node-1", "spiffe://td/b", 12)
+        .await
+        .unwrap();
+    ids.record_issued("node-2", "spiffe://td/c", 12)
+        .await
+        .unwrap();
+    let reopened = Store::open(&db.url).await.unwrap();
+    let ids = reopened.identities();
+    assert_eq!(
+        ids.take_issued("node-1").await.unwrap(),
+        ["spiffe://td/a", "spiffe://td/b"]
+    );
+    assert!(ids.take_issued("node-1").await.unwrap().is_empty());
+    assert_eq!(ids.take_issued("node-2").await.unwrap(), ["spiffe://td/c"]);
+    assert_eq!(
+        ids.use_nonce("NONCEC", 402, 0).await.unwrap(),
+        NonceUse::Fresh
+    );
+    reopened.close().await;
 }
 
 // ---------------------------------------------------------------------------------

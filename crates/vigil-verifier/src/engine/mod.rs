@@ -75,6 +75,8 @@ pub(crate) struct Engine {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) holder: String,
     pub(crate) metrics: Arc<Metrics>,
+    /// Workload identity: used nonces, issued identities, eviction.
+    pub(crate) identity: crate::identity::IdentityBook,
     nonces: Arc<dyn NonceSource>,
     agents: AgentClient,
     mb_policy: MbPolicy,
@@ -126,6 +128,7 @@ impl Engine {
         Arc::new(Self {
             holder: config.replica_id(),
             metrics,
+            identity: crate::identity::IdentityBook::new(config.identity_evict_command.clone()),
             leases: config.lease_ttl > 0,
             store,
             attestation,

@@ -145,7 +145,11 @@ impl NodeTask {
                         inflight = Some(self.get_quote(&ctx, id, partial, ima_ml_entry));
                     }
                     Action::ProvideV { id } => inflight = Some(self.provide_v(&ctx, &node, id)),
-                    Action::Notify(n) => e.notifiers.notify(&ctx, &n, e.clock.now()),
+                    Action::Notify(n) => {
+                        // A failure notice: the node's workload identities go too.
+                        e.identity.failed(&e.store, &self.id);
+                        e.notifiers.notify(&ctx, &n, e.clock.now());
+                    }
                     Action::Remove => {
                         self.remove().await;
                         return;

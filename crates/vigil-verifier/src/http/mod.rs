@@ -7,6 +7,7 @@
 //! `vigil_service::ops`'s.
 
 mod agents;
+mod identity;
 mod policies;
 mod reply;
 mod verify;
@@ -142,9 +143,25 @@ pub(crate) fn router(service: Service) -> Router {
         .fold(Router::new(), |r, path| {
             with_slash(r, path, get(version).fallback(not_implemented_use("GET")))
         });
+    let vigil = with_slash(
+        Router::new(),
+        "/vigil/v1/identity/{id}/selectors",
+        get(identity::selectors).fallback(not_implemented_use("GET")),
+    );
+    let vigil = with_slash(
+        vigil,
+        "/vigil/v1/identity/nonce",
+        post(identity::nonce).fallback(not_implemented_use("POST")),
+    );
+    let vigil = with_slash(
+        vigil,
+        "/vigil/v1/identity/verify",
+        post(identity::verify).fallback(not_implemented_use("POST")),
+    );
     let ops = ops::routes(Ops::new(service.metrics(), Arc::new(service.clone())));
     unversioned
         .merge(versioned)
+        .merge(vigil)
         .merge(ops)
         .fallback(|| async { plain(StatusCode::NOT_FOUND) })
         .with_state(service)

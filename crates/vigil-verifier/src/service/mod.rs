@@ -3,6 +3,7 @@
 //! ([`policies`]) and one-shot verification ([`verify`]). Handlers parse HTTP and call
 //! these; nothing here knows HTTP beyond Keylime's texts in [`ApiError`].
 
+mod identity;
 mod policies;
 mod verify;
 

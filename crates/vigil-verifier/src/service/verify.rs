@@ -39,6 +39,31 @@ impl EvidenceVerdict {
     }
 }
 
+/// An identity quote of `agent` over `nonce` in bank `hash_alg`: its signature by the
+/// enrolled AK, nonce and PCR digest (no clock and no PCR checks, as Keylime's
+/// `verify/identity`); `Err` carries the reasons, joined by `; `.
+pub(crate) fn check_identity_quote(
+    agent: &vigil_store::VerifierAgent,
+    quote: &str,
+    nonce: &str,
+    hash_alg: &str,
+) -> Result<(), String> {
+    let ak = AkPublicKey::from_spki_or_tpm2b(&agent.enrolment.ak_tpm).map_err(|e| e.to_string())?;
+    let bank =
+        HashAlg::from_name(hash_alg).ok_or_else(|| format!("unknown hash algorithm {hash_alg}"))?;
+    let quote = KeylimeQuote::parse(quote).map_err(|e| e.to_string())?;
+    QuoteVerifier::new(ak)
+        .verify(&quote, nonce.as_bytes(), bank)
+        .map(|_| ())
+        .map_err(|f| {
+            f.events()
+                .iter()
+                .map(|ev| ev.context.to_string())
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+}
+
 fn event(component: Component, name: &str, message: String) -> Event {
     Event::new(component, &[], name, Event::message(message), false)
 }
@@ -55,23 +80,7 @@ impl Service {
         hash_alg: &str,
     ) -> Result<Value, ApiError> {
         let agent = self.agent(id).await?;
-        let failure = (|| {
-            let ak = AkPublicKey::from_spki_or_tpm2b(&agent.enrolment.ak_tpm)
-                .map_err(|e| e.to_string())?;
-            let bank = HashAlg::from_name(hash_alg)
-                .ok_or_else(|| format!("unknown hash algorithm {hash_alg}"))?;
-            let quote = KeylimeQuote::parse(quote).map_err(|e| e.to_string())?;
-            QuoteVerifier::new(ak)
-                .verify(&quote, nonce.as_bytes(), bank)
-                .map(|_| ())
-                .map_err(|f| {
-                    f.events()
-                        .iter()
-                        .map(|ev| ev.context.to_string())
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                })
-        })();
+        let failure = check_identity_quote(&agent, quote, nonce, hash_alg);
         Ok(match failure {
             Ok(()) => serde_json::json!({"valid": 1}),
             Err(reason) => {

@@ -12,6 +12,7 @@
 //! Exit status: 0 when every step behaved as shown, 1 when one did not (with the end
 //! of every log), 130 when interrupted, 2 on bad arguments.
 
+mod identity;
 mod procs;
 
 use std::ffi::OsString;
@@ -36,9 +37,24 @@ const MARKER: &str = ".vigil-demo";
 /// How often the demo polls while it waits.
 const POLL: Duration = Duration::from_millis(250);
 
+/// What the demo shows after the node is attested.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+enum Scenario {
+    /// An unknown script and a modified measured file, caught.
+    #[default]
+    Tour,
+    /// Workload identity: SPIRE's plugin pair issues the node's SPIFFE ID with its
+    /// selectors; the node is tampered, the same flow is refused and the eviction hook
+    /// runs (docs/spire.md).
+    Identity,
+}
+
 /// `vigil demo` options.
 #[derive(Debug, Args)]
 pub(crate) struct DemoArgs {
+    /// The scenario after the node is attested.
+    #[arg(value_enum, default_value_t = Scenario::Tour)]
+    scenario: Scenario,
     /// Leave everything running after the verdicts, for exploration, until Ctrl-C.
     #[arg(long)]
     keep_running: bool,
@@ -82,6 +98,9 @@ pub(crate) fn run(args: DemoArgs) -> Result<ExitCode> {
             missing.display()
         );
     }
+    if args.scenario == Scenario::Identity {
+        identity::check_plugins(&bin_dir)?;
+    }
     let missing = vigil_swtpm::missing_tools(vigil_swtpm::MANUFACTURE_TOOLS);
     if !missing.is_empty() {
         bail!(
@@ -98,6 +117,8 @@ pub(crate) fn run(args: DemoArgs) -> Result<ExitCode> {
         agent,
     };
     let mut demo = Demo {
+        scenario: args.scenario,
+        bin_dir,
         vigil,
         dir: dir.clone(),
         timeout: Duration::from_secs(args.timeout.max(1)),
@@ -213,6 +234,9 @@ struct Caught {
 }
 
 struct Demo {
+    scenario: Scenario,
+    /// Where the service (and plugin) executables are.
+    bin_dir: PathBuf,
     vigil: PathBuf,
     dir: PathBuf,
     timeout: Duration,
@@ -241,8 +265,13 @@ impl Demo {
         self.start_node(bins, &ports)?;
         self.enrol()?;
         self.attest()?;
-        self.unknown_script()?;
-        self.modified_file()?;
+        match self.scenario {
+            Scenario::Tour => {
+                self.unknown_script()?;
+                self.modified_file()?;
+            }
+            Scenario::Identity => self.identity(&ports)?,
+        }
         println!(
             "\ndemo: every step as expected, in {:.1} s; logs in {}",
             self.started.elapsed().as_secs_f64(),
@@ -288,10 +317,11 @@ impl Demo {
         std::fs::write(
             &ver_conf,
             format!(
-                "port = {}\nstate_dir = {}\ntls_dir = {}\nquote_interval = 1.0\nretry_interval = 1.0\n",
+                "port = {}\nstate_dir = {}\ntls_dir = {}\nquote_interval = 1.0\nretry_interval = 1.0\n{}",
                 ports.verifier,
                 toml_str(&ver_dir),
-                toml_str(&cv_ca)
+                toml_str(&cv_ca),
+                self.verifier_extra(ports)?,
             ),
         )?;
         let pid = self.procs.spawn(
@@ -355,11 +385,12 @@ impl Demo {
             format!(
                 "uuid = \"{NODE}\"\nport = {port}\ncontact_port = {port}\n\
                  registrar_port = {}\ntpm_tcti = \"{tcti}\"\nstate_dir = {}\n\
-                 trusted_client_ca = [{}]\nima_emulate = [{}]\nima_emulate_interval = 1\n",
+                 trusted_client_ca = [{}]\nima_emulate = [{}]\nima_emulate_interval = 1\n{}",
                 ports.registrar,
                 toml_str(&agent_dir),
                 toml_str(&self.path("cv_ca").join("cacert.crt")),
                 toml_str(&files),
+                self.agent_extra(),
                 port = ports.agent,
             ),
         )?;
@@ -487,17 +518,7 @@ impl Demo {
             "A modified measured file: appending to {}",
             target.display()
         ));
-        let mut f = std::fs::OpenOptions::new().append(true).open(&target)?;
-        f.write_all(b"# changed\n")?;
-        drop(f);
-        let (ima_log, name) = (self.ima_log(), target.to_string_lossy().into_owned());
-        self.wait_for("the agent to measure the changed file", |_| {
-            let log = std::fs::read_to_string(&ima_log).unwrap_or_default();
-            let digest = vigil_core::HashAlg::Sha256.hash(&std::fs::read(&target)?);
-            let entry = format!("sha256:{} {name}", digest.to_hex());
-            Ok(log.contains(&entry).then_some(()))
-        })?;
-        note("measured: the agent extended PCR 10 with its new digest");
+        self.modify_measured_file(&target)?;
         // Keylime's default severity policy rates every event at the top level, and the
         // verifier stops polling a node at its first failure: reactivate resumes it.
         self.tenant_ok(&["reactivate", "-u", NODE])?;
@@ -508,6 +529,23 @@ impl Demo {
             "verdict 3: the node is refused: {} no longer matches its runtime policy",
             target.display()
         ));
+        Ok(())
+    }
+
+    /// Appends a line to the measured file `target` and waits until the agent measured
+    /// its new digest.
+    fn modify_measured_file(&mut self, target: &Path) -> Result<()> {
+        let mut f = std::fs::OpenOptions::new().append(true).open(target)?;
+        f.write_all(b"# changed\n")?;
+        drop(f);
+        let (ima_log, name) = (self.ima_log(), target.to_string_lossy().into_owned());
+        self.wait_for("the agent to measure the changed file", |_| {
+            let log = std::fs::read_to_string(&ima_log).unwrap_or_default();
+            let digest = vigil_core::HashAlg::Sha256.hash(&std::fs::read(target)?);
+            let entry = format!("sha256:{} {name}", digest.to_hex());
+            Ok(log.contains(&entry).then_some(()))
+        })?;
+        note("measured: the agent extended PCR 10 with its new digest");
         Ok(())
     }
 

@@ -66,8 +66,19 @@ impl Client {
     /// A client trusting the CA in `tls_dir` (Keylime's `cv_ca` layout), presenting its
     /// `client` certificate when `admin`.
     pub fn new(tls_dir: &Path, admin: bool) -> Self {
+        Self::named(tls_dir, admin.then_some("client"))
+    }
+
+    /// A client trusting the CA in `tls_dir`, presenting the certificate `NAME-cert.crt`
+    /// of that directory when a `name` is given.
+    pub fn named(tls_dir: &Path, name: Option<&str>) -> Self {
         let d = tls_dir;
-        let identity = admin.then(|| (d.join("client-cert.crt"), d.join("client-private.pem")));
+        let identity = name.map(|n| {
+            (
+                d.join(format!("{n}-cert.crt")),
+                d.join(format!("{n}-private.pem")),
+            )
+        });
         let config = vigil_tls::client_config(
             &d.join("cacert.crt"),
             identity.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
