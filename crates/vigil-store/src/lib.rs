@@ -9,8 +9,9 @@
 //! - [`Policies`]: named runtime and measured-boot policies.
 //! - [`Leases`]: which verifier replica attests which agent.
 //! - [`Notices`]: revocation notice deliveries not yet made.
+//! - [`HardwareClasses`]: hardware classes and their golden PCR values (the trust gate).
 //!
-//! The SQL behind all five is written once (`sql/`), generic over a small `Dialect`
+//! The SQL behind all six is written once (`sql/`), generic over a small `Dialect`
 //! trait; each backend file holds only its connection setup and dialect constants:
 //! SQLite (the embedded default: one file, WAL, foreign keys on) and PostgreSQL (shared
 //! by registrar and verifier replicas). [`Store::open`] picks one from the URL and
@@ -23,6 +24,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod classes;
 mod error;
 mod leases;
 mod migrations;
@@ -36,6 +38,7 @@ mod verifier;
 
 use std::sync::Arc;
 
+pub use classes::{HardwareClass, HardwareClasses};
 pub use error::{Entity, StoreError};
 pub use leases::{Fence, Lease, Leases};
 pub use notices::{NewNotice, Notices, PendingNotice};
@@ -142,6 +145,14 @@ impl Store {
 
     /// Revocation notice deliveries not yet made.
     pub fn notices(&self) -> &dyn Notices {
+        match &self.inner {
+            Inner::Sqlite(s) => s.as_ref(),
+            Inner::Postgres(s) => s.as_ref(),
+        }
+    }
+
+    /// Hardware classes (the provisioning trust gate).
+    pub fn hardware_classes(&self) -> &dyn HardwareClasses {
         match &self.inner {
             Inner::Sqlite(s) => s.as_ref(),
             Inner::Postgres(s) => s.as_ref(),

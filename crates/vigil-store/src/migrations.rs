@@ -41,6 +41,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "pending notices",
         include_str!("../migrations/0004_pending_notices.sql"),
     ),
+    (
+        5,
+        "hardware classes",
+        include_str!("../migrations/0005_hardware_classes.sql"),
+    ),
 ];
 
 /// A migration's SQL as dialect `D` spells it.
@@ -139,6 +144,11 @@ mod tests {
                 4,
                 "1e56aca7eec0f11ce2f3f5d2673f7b936ce5580ae0cf3f1b5f25fce34c30eb47",
                 "793d8d5e8d7d38113528fb4d2b36cf872ae0a1b294664b59359b498991f9b0a8",
+            ),
+            (
+                5,
+                "a3f9bb12185269abb82d1af1bff934ce9616d15e4ffd27080e4fe45bce8d6255",
+                "a3f9bb12185269abb82d1af1bff934ce9616d15e4ffd27080e4fe45bce8d6255",
             ),
         ];
         let sha256 = |sql: String| hex::encode(Sha256::digest(sql));

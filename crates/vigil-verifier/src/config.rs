@@ -100,6 +100,12 @@ pub struct Config {
     /// intervals (and at least 30 s) is reported as not currently attested
     /// (`attestation_status` TIMEOUT instead of PASS); 0 turns the check off.
     pub stale_after_intervals: f64,
+    /// The trust gate's attestation-results signing key (PKCS#8 PEM, P-256): created
+    /// at the first start when missing; empty = `<state_dir>/attestation-results-key.pem`,
+    /// relative = under `state_dir`.
+    pub attestation_results_key: PathBuf,
+    /// How long the trust gate's EAR tokens are valid (seconds, at least 1).
+    pub attestation_results_ttl: u32,
     /// Log filter (`tracing` syntax).
     pub log: String,
     /// Log lines as `text` (the default) or `json` (one object per line).
@@ -154,6 +160,8 @@ impl Default for Config {
             lease_batch: 50,
             max_answer_size: 256 << 20,
             stale_after_intervals: 10.0,
+            attestation_results_key: PathBuf::new(),
+            attestation_results_ttl: 300,
             log: "info".into(),
             log_format: vigil_service::LogFormat::Text,
         }
@@ -183,6 +191,7 @@ const SCALAR_KEYS: &[&str] = &[
     "lease_batch",
     "stale_after_intervals",
     "max_answer_size",
+    "attestation_results_ttl",
 ];
 
 fn seconds(key: &str, v: f64) -> Result<Duration, ConfigError> {
@@ -274,6 +283,15 @@ impl Config {
             )
         } else {
             self.database_url.clone()
+        }
+    }
+
+    /// The attestation-results key file in use.
+    pub fn attestation_results_key(&self) -> PathBuf {
+        if self.attestation_results_key.as_os_str().is_empty() {
+            self.state_dir.join("attestation-results-key.pem")
+        } else {
+            self.state_dir.join(&self.attestation_results_key)
         }
     }
 

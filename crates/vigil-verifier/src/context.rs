@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use base64::Engine;
 use serde_json::Value;
 use vigil_core::ima::keyring::{ImaKeyring, ImaKeyrings};
+use vigil_core::policy::golden::GoldenPcrs;
 use vigil_core::policy::runtime::RuntimePolicy;
 use vigil_core::policy::tpm::TpmPolicy;
 use vigil_core::revocation::RevocationKey;
@@ -49,6 +50,14 @@ pub(crate) enum ContextError {
     LearnedKeyrings(#[source] vigil_core::ima::keyring::KeyError),
     #[error("v: {0}")]
     V(#[from] base64::DecodeError),
+    #[error("hardware class {0:?} does not exist")]
+    NoClass(String),
+    #[error("hardware class {name:?}: {source}")]
+    Golden {
+        name: String,
+        #[source]
+        source: vigil_core::policy::golden::GoldenPcrsError,
+    },
 }
 
 /// Parsed policies keyed by the store's checksum of their text: every node using the
@@ -132,6 +141,8 @@ pub(crate) struct NodeContext {
     pub(crate) revocation_key: Option<Arc<RevocationKey>>,
     pub(crate) keyrings: ImaKeyrings,
     pub(crate) generation: u64,
+    /// The golden PCR values of the node's hardware class, if it has one.
+    pub(crate) golden: Option<Arc<GoldenPcrs>>,
 }
 
 impl std::fmt::Debug for NodeContext {
@@ -256,7 +267,27 @@ pub(crate) async fn build(
         Some(v) if !v.is_empty() => Some(base64::engine::general_purpose::STANDARD.decode(v)?),
         _ => None,
     };
-    let mask = quote_mask(&e.tpm_policy, &tpm_policy, runtime_policy.is_some());
+    let golden = match &e.hardware_class {
+        Some(name) => {
+            let class = store
+                .hardware_classes()
+                .get(name)
+                .await?
+                .ok_or_else(|| ContextError::NoClass(name.clone()))?;
+            let parsed =
+                GoldenPcrs::from_json(&class.golden).map_err(|source| ContextError::Golden {
+                    name: name.clone(),
+                    source,
+                })?;
+            Some(Arc::new(parsed))
+        }
+        None => None,
+    };
+    // The class's PCRs are quoted too, so none of them can be left out.
+    let golden_mask = golden
+        .as_ref()
+        .map_or(0, |g| g.allowed().keys().fold(0u32, |m, &pcr| m | 1 << pcr));
+    let mask = quote_mask(&e.tpm_policy, &tpm_policy, runtime_policy.is_some()) | golden_mask;
     Ok(NodeContext {
         mask,
         agent_id: e.agent_id.clone(),
@@ -277,5 +308,6 @@ pub(crate) async fn build(
         revocation_key,
         keyrings,
         generation,
+        golden,
     })
 }

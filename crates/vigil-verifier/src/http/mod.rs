@@ -7,6 +7,7 @@
 //! `vigil_service::ops`'s.
 
 mod agents;
+mod gate;
 mod policies;
 mod reply;
 mod verify;
@@ -142,8 +143,14 @@ pub(crate) fn router(service: Service) -> Router {
         .fold(Router::new(), |r, path| {
             with_slash(r, path, get(version).fallback(not_implemented_use("GET")))
         });
+    let vigil = gate::routes()
+        .into_iter()
+        .fold(Router::new(), |r, (path, methods)| {
+            with_slash(r, path, methods.fallback(not_implemented_any))
+        });
     let ops = ops::routes(Ops::new(service.metrics(), Arc::new(service.clone())));
     unversioned
+        .merge(vigil)
         .merge(versioned)
         .merge(ops)
         .fallback(|| async { plain(StatusCode::NOT_FOUND) })

@@ -1,8 +1,10 @@
 //! The service layer: what the REST API does, as typed operations over the engine and
 //! the store — enrol, status, list, delete, stop, reactivate (here), named policies
-//! ([`policies`]) and one-shot verification ([`verify`]). Handlers parse HTTP and call
+//! ([`policies`]), one-shot verification ([`verify`]) and the provisioning trust gate
+//! ([`gate`]: hardware classes, node labels, "trusted now?"). Handlers parse HTTP and call
 //! these; nothing here knows HTTP beyond Keylime's texts in [`ApiError`].
 
+mod gate;
 mod policies;
 mod verify;
 

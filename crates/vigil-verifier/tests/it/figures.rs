@@ -182,6 +182,7 @@ async fn round_cpu_10k() {
         runtime_policy: Some(&policy),
         measured_boot: None,
         ignore_tomtou_errors: false,
+        golden: None,
     };
 
     // The node attested the first entries: its stored state is at entry BEFORE.
@@ -316,6 +317,7 @@ async fn answer_memory() {
                 runtime_policy: Some(&policy),
                 measured_boot: None,
                 ignore_tomtou_errors: false,
+                golden: None,
             },
             &mut ImaKeyrings::new(),
         );
