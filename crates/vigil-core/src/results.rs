@@ -1,23 +1,130 @@
 //! Attestation results for the provisioning trust gate: the gate's verdict on a node as
-//! an EAR (IETF RATS "EAT Attestation Results") token, a JWT signed with the
-//! verifier's attestation-results key (ES256, P-256), built with Veraison's `ear`
-//! crate, and checked offline by anyone holding the public key.
+//! an EAR (IETF RATS "EAT Attestation Results", draft-ietf-rats-ear-04 JSON
+//! serialisation) token, a JWT signed with the verifier's attestation-results key
+//! (ES256, P-256), checked offline by anyone holding the public key with any JWT
+//! library.
 //!
-//! The token carries `ear.status` (affirming, warning or contraindicated), one
-//! appraisal named after the node with its AR4SI trustworthiness vector (`hardware`,
-//! `executables`, `configuration`, `instance-identity`), the caller's nonce, the
-//! issue and expiry times, and the verifier's claims: node id, class, reasons and the
-//! time of the evidence.
+//! The token carries `ear_status` (affirming, warning or contraindicated), one
+//! appraisal in `submods` named after the node with its AR4SI trustworthiness vector
+//! (`hardware`, `executables`, `configuration`, `instance-identity`), the caller's
+//! nonce (`eat_nonce`), issue and expiry times, and the verifier's claims: node id,
+//! class, reasons and the time of the evidence.
 //!
-//! Times come in as arguments (epoch seconds) and keys from the caller's random
-//! source; the one clock read is the `ear` crate's own, which refuses to serialise a
-//! token whose `exp` has already passed.
+//! The claims are written here, after the draft, and the JWS is jsonwebtoken's on
+//! aws-lc-rs: Veraison's `ear` crate links OpenSSL in every release (0.6 through its
+//! `cmw` dependency's build-time HTTP client), which Vigil's one-crypto-stack rule
+//! refuses. Times come in as arguments (epoch seconds) and keys from the caller's
+//! random source: nothing here reads a clock or a file.
 
 use std::collections::BTreeMap;
 
-use ear::{claim, Appraisal, Ear, RawValue, TrustTier, VerifierID, EAR_PROFILE};
+use base64::Engine as _;
 use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey, LineEnding};
 use rand_core::CryptoRngCore;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The EAT profile of the tokens (draft-ietf-rats-ear-04).
+pub const EAR_PROFILE: &str = "tag:ietf.org,2026:rats/ear#04";
+
+/// AR4SI trustworthiness claim values used by the gate.
+pub mod claim {
+    /// Genuine hardware and firmware (affirming).
+    pub const GENUINE_HARDWARE: i8 = 2;
+    /// Hardware or firmware outside what is expected (contraindicated).
+    pub const CONTRAINDICATED_HARDWARE: i8 = 96;
+    /// Approved executables (affirming).
+    pub const APPROVED_RUNTIME: i8 = 2;
+    /// Executables outside what is approved (contraindicated).
+    pub const CONTRAINDICATED_RUNTIME: i8 = 96;
+    /// Approved configuration (affirming).
+    pub const APPROVED_CONFIG: i8 = 2;
+    /// Configuration that cannot be supported (contraindicated).
+    pub const UNSUPPORTABLE_CONFIG: i8 = 96;
+    /// The attesting instance is the one expected (affirming).
+    pub const TRUSTWORTHY_INSTANCE: i8 = 2;
+    /// The evidence does not come from the expected instance (contraindicated).
+    pub const UNTRUSTWORTHY_INSTANCE: i8 = 96;
+}
+
+/// An AR4SI tier, as `ear_status` spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrustTier {
+    /// No claim made.
+    None,
+    /// Claims 2–31.
+    Affirming,
+    /// Claims 32–95.
+    Warning,
+    /// Claims 96–127.
+    Contraindicated,
+}
+
+impl TrustTier {
+    /// The tier of a claim value.
+    fn of(v: i8) -> Self {
+        match v {
+            2..=31 => Self::Affirming,
+            32..=95 => Self::Warning,
+            96..=127 => Self::Contraindicated,
+            _ => Self::None,
+        }
+    }
+
+    /// Its name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Affirming => "affirming",
+            Self::Warning => "warning",
+            Self::Contraindicated => "contraindicated",
+        }
+    }
+}
+
+/// The verifier's identity (`ear_verifier_id`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifierId {
+    /// Its build.
+    pub build: String,
+    /// Who made it.
+    pub developer: String,
+}
+
+/// One appraisal (a `submods` entry).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Appraisal {
+    /// Its tier.
+    pub ear_status: TrustTier,
+    /// AR4SI claims by name (`hardware`, `executables`, …), only those set.
+    #[serde(default)]
+    pub ear_trustworthiness_vector: BTreeMap<String, i8>,
+    /// What the verifier adds: `node-id`, `class`, `reasons`, `evidence-time`.
+    #[serde(default)]
+    pub ear_verifier_claims: BTreeMap<String, Value>,
+}
+
+/// The claims of an EAR token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ear {
+    /// [`EAR_PROFILE`].
+    pub eat_profile: String,
+    /// Issued at (epoch seconds).
+    pub iat: i64,
+    /// Not valid from then on (epoch seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exp: Option<i64>,
+    /// The verifier.
+    pub ear_verifier_id: VerifierId,
+    /// The overall tier: the least trustworthy appraisal's.
+    pub ear_status: TrustTier,
+    /// The caller's nonce, base64url without padding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eat_nonce: Option<String>,
+    /// One appraisal per attested environment: here, the node.
+    pub submods: BTreeMap<String, Appraisal>,
+}
 
 /// The largest token [`verify`] reads.
 pub const MAX_TOKEN_LEN: usize = 64 * 1024;
@@ -135,11 +242,11 @@ pub struct GateResult<'a> {
 /// firmware PCR (0–3) outside the class is the hardware's; other PCRs, IMA and
 /// measured boot are what ran; a quote that does not verify is the instance's identity.
 fn implicated(event_id: &str) -> (&'static str, i8) {
-    let golden_firmware = event_id
+    let firmware = event_id
         .strip_prefix("pcr_validation.invalid_pcr_")
         .and_then(|n| n.parse::<u32>().ok())
         .is_some_and(|n| n <= 3);
-    if golden_firmware {
+    if firmware {
         ("hardware", claim::CONTRAINDICATED_HARDWARE)
     } else if event_id.starts_with("pcr_validation.")
         || event_id.starts_with("ima.")
@@ -154,68 +261,62 @@ fn implicated(event_id: &str) -> (&'static str, i8) {
     }
 }
 
-fn appraisal(r: &GateResult<'_>) -> Result<Appraisal, ResultsError> {
-    let mut a = Appraisal::new();
-    let set = |a: &mut Appraisal, name: &str, v: i8| -> Result<(), ResultsError> {
-        a.trust_vector
-            .mut_by_name(name)
-            .map(|c| c.set(v))
-            .map_err(|e| ResultsError::Sign(e.to_string()))
-    };
-    match r.judgement {
+fn appraisal(r: &GateResult<'_>) -> Appraisal {
+    let mut vector = BTreeMap::new();
+    let status = match r.judgement {
         Judgement::Trusted => {
-            set(&mut a, "hardware", claim::GENUINE_HARDWARE)?;
-            set(&mut a, "executables", claim::APPROVED_RUNTIME)?;
-            set(&mut a, "configuration", claim::APPROVED_CONFIG)?;
-            set(&mut a, "instance-identity", claim::TRUSTWORTHY_INSTANCE)?;
-            a.update_status_from_trust_vector();
+            vector.insert("hardware".to_owned(), claim::GENUINE_HARDWARE);
+            vector.insert("executables".to_owned(), claim::APPROVED_RUNTIME);
+            vector.insert("configuration".to_owned(), claim::APPROVED_CONFIG);
+            vector.insert("instance-identity".to_owned(), claim::TRUSTWORTHY_INSTANCE);
+            TrustTier::Affirming
         }
         Judgement::Failed(ids) => {
-            let mut identity_failed = false;
             for id in ids {
                 let (name, value) = implicated(id);
-                identity_failed |= name == "instance-identity";
-                set(&mut a, name, value)?;
+                vector.insert(name.to_owned(), value);
             }
             // Judged evidence came in a quote the node's AK signed, unless that failed.
-            if !identity_failed {
-                set(&mut a, "instance-identity", claim::TRUSTWORTHY_INSTANCE)?;
-            }
-            a.update_status_from_trust_vector();
-            // A failure of a kind no claim covers still contraindicates the node.
-            a.status = a.status.max(TrustTier::Contraindicated);
+            vector
+                .entry("instance-identity".to_owned())
+                .or_insert(claim::TRUSTWORTHY_INSTANCE);
+            // A failure still contraindicates the node whatever claims it touched.
+            vector
+                .values()
+                .map(|&v| TrustTier::of(v))
+                .max()
+                .unwrap_or(TrustTier::None)
+                .max(TrustTier::Contraindicated)
         }
-        Judgement::NoEvidence(_) => a.status = TrustTier::Warning,
-    }
+        Judgement::NoEvidence(_) => TrustTier::Warning,
+    };
     let mut claims = BTreeMap::new();
-    claims.insert("node-id".to_owned(), RawValue::String(r.node_id.to_owned()));
+    claims.insert("node-id".to_owned(), Value::from(r.node_id));
     if let Some(class) = r.class {
-        claims.insert("class".to_owned(), RawValue::String(class.to_owned()));
+        claims.insert("class".to_owned(), Value::from(class));
     }
-    let reasons = match r.judgement {
+    let reasons: Vec<String> = match r.judgement {
         Judgement::Trusted => Vec::new(),
         Judgement::Failed(ids) => ids.clone(),
         Judgement::NoEvidence(why) => vec![why.clone()],
     };
-    claims.insert(
-        "reasons".to_owned(),
-        RawValue::Array(reasons.into_iter().map(RawValue::String).collect()),
-    );
+    claims.insert("reasons".to_owned(), Value::from(reasons));
     if let Some(t) = r.evidence_time {
-        claims.insert(
-            "evidence-time".to_owned(),
-            RawValue::Integer(i64::try_from(t).unwrap_or(i64::MAX)),
-        );
+        claims.insert("evidence-time".to_owned(), Value::from(t));
     }
-    a.verifier_claims = claims;
-    Ok(a)
+    Appraisal {
+        ear_status: status,
+        ear_trustworthiness_vector: vector,
+        ear_verifier_claims: claims,
+    }
 }
 
-fn ear_nonce(nonce: &str) -> Result<ear::Nonce, ResultsError> {
+/// `eat_nonce` for a caller's nonce: its bytes, base64url without padding.
+fn ear_nonce(nonce: &str) -> Result<String, ResultsError> {
     if !NONCE_LEN.contains(&nonce.len()) {
         return Err(ResultsError::NonceLength(nonce.len()));
     }
-    ear::Nonce::try_from(nonce.as_bytes()).map_err(|e| ResultsError::Sign(e.to_string()))
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(nonce))
 }
 
 fn epoch(t: u64) -> i64 {
@@ -224,31 +325,29 @@ fn epoch(t: u64) -> i64 {
 
 /// The EAR of `result`, signed with `key` (ES256): a compact JWT.
 pub fn sign(key: &ResultsKey, result: &GateResult<'_>) -> Result<String, ResultsError> {
-    let submod = appraisal(result)?;
-    let status = submod.status;
-    let token = Ear {
-        profile: EAR_PROFILE.to_owned(),
+    let submod = appraisal(result);
+    let claims = Ear {
+        eat_profile: EAR_PROFILE.to_owned(),
         iat: epoch(result.issued_at),
         exp: Some(epoch(result.expires_at)),
-        vid: VerifierID {
+        ear_verifier_id: VerifierId {
             build: concat!("vigil-verifier ", env!("CARGO_PKG_VERSION")).to_owned(),
             developer: "Vigil".to_owned(),
         },
-        raw_evidence: None,
-        nonce: result.nonce.map(ear_nonce).transpose()?,
-        status: Some(status),
-        topology: None,
+        ear_status: submod.ear_status,
+        eat_nonce: result.nonce.map(ear_nonce).transpose()?,
         submods: BTreeMap::from([(result.node_id.to_owned(), submod)]),
-        extensions: ear::Extensions::new(),
     };
-    token
-        .sign_jwt_pem(ear::Algorithm::ES256, key.to_pem()?.as_bytes())
-        .map_err(|e| ResultsError::Sign(e.to_string()))
+    let pem = key.to_pem()?;
+    let encoding = jsonwebtoken::EncodingKey::from_ec_pem(pem.as_bytes())
+        .map_err(|e| ResultsError::Key(e.to_string()))?;
+    let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    jsonwebtoken::encode(&header, &claims, &encoding).map_err(|e| ResultsError::Sign(e.to_string()))
 }
 
 /// Checks a token offline: its ES256 signature with `public_pem` (SubjectPublicKeyInfo
-/// PEM), its expiry against `now` (a token without `exp` is refused), and, when
-/// `nonce` is given, that it carries that nonce. Returns the EAR.
+/// PEM), its profile, its expiry against `now` (a token without `exp` is refused),
+/// and, when `nonce` is given, that it carries that nonce. Returns the claims.
 pub fn verify(
     token: &str,
     public_pem: &str,
@@ -256,6 +355,7 @@ pub fn verify(
     now: u64,
 ) -> Result<Ear, ResultsError> {
     use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+    let token = token.trim();
     if token.len() > MAX_TOKEN_LEN {
         return Err(ResultsError::TooLong(token.len()));
     }
@@ -268,30 +368,25 @@ pub fn verify(
     validation.validate_nbf = false;
     validation.validate_aud = false;
     validation.leeway = 0;
-    let ear = jsonwebtoken::decode::<Ear>(token.trim(), &key, &validation)
+    let ear = jsonwebtoken::decode::<Ear>(token, &key, &validation)
         .map_err(|e| ResultsError::Signature(e.to_string()))?
         .claims;
+    if ear.eat_profile != EAR_PROFILE {
+        return Err(ResultsError::Signature(format!(
+            "unknown eat_profile {:?}",
+            ear.eat_profile
+        )));
+    }
     if ear.exp.is_none_or(|exp| exp <= epoch(now)) {
         return Err(ResultsError::Expired { exp: ear.exp, now });
     }
     if let Some(expected) = nonce {
         let expected = ear_nonce(expected).map_err(|_| ResultsError::Nonce)?;
-        if ear.nonce.as_ref() != Some(&expected) {
+        if ear.eat_nonce.as_deref() != Some(expected.as_str()) {
             return Err(ResultsError::Nonce);
         }
     }
     Ok(ear)
-}
-
-/// The overall status of a verified token: `affirming`, `warning`,
-/// `contraindicated` or `none`.
-pub fn status(ear: &Ear) -> &'static str {
-    match ear.status.unwrap_or(TrustTier::None) {
-        TrustTier::None => "none",
-        TrustTier::Affirming => "affirming",
-        TrustTier::Warning => "warning",
-        TrustTier::Contraindicated => "contraindicated",
-    }
 }
 
 #[cfg(test)]
@@ -300,9 +395,7 @@ mod tests {
 
     use super::*;
 
-    /// Far ahead: the `ear` crate refuses to serialise a token already expired by the
-    /// system clock.
-    const T: u64 = 4_000_000_000;
+    const T: u64 = 1_700_000_000;
 
     fn key(seed: u64) -> ResultsKey {
         ResultsKey::generate(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed))
@@ -326,17 +419,40 @@ mod tests {
         let public = k.public_pem().unwrap();
         let token = sign(&k, &result(&Judgement::Trusted, Some("nonce-1234"))).unwrap();
         let ear = verify(&token, &public, Some("nonce-1234"), T + 100).unwrap();
-        assert_eq!(status(&ear), "affirming");
+        assert_eq!(ear.ear_status, TrustTier::Affirming);
         let a = &ear.submods["node-1"];
-        assert_eq!(a.trust_vector.by_name("hardware").unwrap().get(), 2);
-        assert_eq!(
-            a.verifier_claims["class"],
-            RawValue::String("r650".to_owned())
-        );
+        assert_eq!(a.ear_trustworthiness_vector["hardware"], 2);
+        assert_eq!(a.ear_verifier_claims["class"], "r650");
+        assert_eq!(a.ear_verifier_claims["evidence-time"], T - 10);
         assert_eq!(ear.iat, T as i64);
         // The key round-trips through its PEM form.
         let again = ResultsKey::from_pem(&k.to_pem().unwrap()).unwrap();
         assert_eq!(again.public_pem().unwrap(), public);
+    }
+
+    /// A plain JWS: any ES256 implementation (here p256's, not the one that signed)
+    /// checks the signature over `header.payload`, and the claims use the draft's names.
+    #[test]
+    fn tokens_are_standard_es256_jwts() {
+        use p256::ecdsa::signature::Verifier;
+        use p256::pkcs8::DecodePublicKey;
+        let k = key(5);
+        let token = sign(&k, &result(&Judgement::Trusted, None)).unwrap();
+        let parts: Vec<&str> = token.split('.').collect();
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let header: Value = serde_json::from_slice(&b64.decode(parts[0]).unwrap()).unwrap();
+        assert_eq!(header["alg"], "ES256");
+        let claims: Value = serde_json::from_slice(&b64.decode(parts[1]).unwrap()).unwrap();
+        assert_eq!(claims["eat_profile"], EAR_PROFILE);
+        assert_eq!(claims["ear_status"], "affirming");
+        assert_eq!(
+            claims["submods"]["node-1"]["ear_trustworthiness_vector"]["instance-identity"],
+            2
+        );
+        let vk = p256::ecdsa::VerifyingKey::from_public_key_pem(&k.public_pem().unwrap()).unwrap();
+        let sig = p256::ecdsa::Signature::from_slice(&b64.decode(parts[2]).unwrap()).unwrap();
+        vk.verify(format!("{}.{}", parts[0], parts[1]).as_bytes(), &sig)
+            .unwrap();
     }
 
     #[test]
@@ -351,10 +467,11 @@ mod tests {
             T + 100,
         )
         .unwrap();
-        assert_eq!(status(&ear), "contraindicated");
-        let v = &ear.submods["node-1"].trust_vector;
-        assert_eq!(v.by_name("executables").unwrap().get(), 96);
-        assert_eq!(v.by_name("instance-identity").unwrap().get(), 2);
+        assert_eq!(ear.ear_status, TrustTier::Contraindicated);
+        let v = &ear.submods["node-1"].ear_trustworthiness_vector;
+        assert_eq!((v["executables"], v["instance-identity"]), (96, 2));
+        let reasons = &ear.submods["node-1"].ear_verifier_claims["reasons"];
+        assert_eq!(reasons[0], "pcr_validation.invalid_pcr_4");
         let firmware = Judgement::Failed(vec!["pcr_validation.invalid_pcr_0".to_owned()]);
         let ear = verify(
             &sign(&k, &result(&firmware, None)).unwrap(),
@@ -363,8 +480,10 @@ mod tests {
             T + 100,
         )
         .unwrap();
-        let v = &ear.submods["node-1"].trust_vector;
-        assert_eq!(v.by_name("hardware").unwrap().get(), 96);
+        assert_eq!(
+            ear.submods["node-1"].ear_trustworthiness_vector["hardware"],
+            96
+        );
         let none = Judgement::NoEvidence("unreachable".to_owned());
         let ear = verify(
             &sign(&k, &result(&none, None)).unwrap(),
@@ -373,7 +492,8 @@ mod tests {
             T + 100,
         )
         .unwrap();
-        assert_eq!(status(&ear), "warning");
+        assert_eq!(ear.ear_status, TrustTier::Warning);
+        assert!(ear.submods["node-1"].ear_trustworthiness_vector.is_empty());
     }
 
     #[test]
