@@ -135,8 +135,9 @@ impl TrustQuery {
 }
 
 /// When the node's stored evidence answers the gate without a new round: its last
-/// round passed (it is polling, not failed or retrying) and is no older than
-/// `max_age` at `now`. Returns the evidence time.
+/// round passed (it is polling, not failed or retrying) and is younger than `max_age`
+/// at `now` (whole seconds, so `max_age` 0 always asks for a round). Returns the
+/// evidence time.
 pub(crate) fn fresh(node: &NodeAttestation, now: u64, max_age: u64) -> Option<u64> {
     let passed = node.last_successful_attestation();
     let polling = matches!(
@@ -146,7 +147,7 @@ pub(crate) fn fresh(node: &NodeAttestation, now: u64, max_age: u64) -> Option<u6
     (polling
         && passed > 0
         && passed >= node.last_received_quote()
-        && now.saturating_sub(passed) <= max_age)
+        && now.saturating_sub(passed) < max_age)
         .then_some(passed)
 }
 
