@@ -23,6 +23,9 @@ pub struct HardwareClass {
     pub mb_policy: Option<String>,
     /// The runtime policy its nodes are meant to use, by name.
     pub runtime_policy: Option<String>,
+    /// When its values last changed (epoch seconds): evidence judged before then does
+    /// not answer the trust gate.
+    pub changed_at: i64,
 }
 
 /// Persistence of hardware classes. Deleting a class a node uses is refused with

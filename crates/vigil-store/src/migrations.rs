@@ -147,8 +147,8 @@ mod tests {
             ),
             (
                 5,
-                "a3f9bb12185269abb82d1af1bff934ce9616d15e4ffd27080e4fe45bce8d6255",
-                "a3f9bb12185269abb82d1af1bff934ce9616d15e4ffd27080e4fe45bce8d6255",
+                "efd2e84952c83f18ad0615571fa4da9dea9c7d8c186af009a66a8e872befc6d0",
+                "efd2e84952c83f18ad0615571fa4da9dea9c7d8c186af009a66a8e872befc6d0",
             ),
         ];
         let sha256 = |sql: String| hex::encode(Sha256::digest(sql));

@@ -77,6 +77,9 @@ pub struct Enrolment {
     pub hardware_class: Option<String>,
     /// Free-form labels (`rack` → `7`), for selecting nodes (Vigil's gate).
     pub labels: BTreeMap<String, String>,
+    /// When the class was set (epoch seconds; 0 = never): evidence judged before then
+    /// does not answer the trust gate.
+    pub class_since: i64,
 }
 
 /// Where incremental IMA attestation resumes: the next entry to read and the PCR value
@@ -177,6 +180,8 @@ pub struct EnrolledAgent {
     pub hardware_class: Option<String>,
     /// See [`Enrolment::labels`].
     pub labels: BTreeMap<String, String>,
+    /// See [`Enrolment::class_since`].
+    pub class_since: i64,
 }
 
 /// The algorithms of the last quote.
@@ -323,14 +328,15 @@ pub trait VerifierAgents: Send + Sync {
         fence: Option<&Fence>,
     ) -> Result<(), StoreError>;
 
-    /// Sets the agent's hardware class (`Some(None)` clears it) and replaces its labels,
-    /// each only when given. [`StoreError::NotFound`] if the agent or the class is
-    /// missing; nothing is written then.
+    /// Sets the agent's hardware class (`Some(None)` clears it; `class_since` becomes
+    /// `at`) and replaces its labels, each only when given. [`StoreError::NotFound`]
+    /// if the agent or the class is missing; nothing is written then.
     async fn set_class_and_labels(
         &self,
         agent_id: &str,
         hardware_class: Option<Option<&str>>,
         labels: Option<&BTreeMap<String, String>>,
+        at: i64,
     ) -> Result<(), StoreError>;
 
     /// Ids of the agents whose labels include every `(key, value)` of `selector`,

@@ -265,6 +265,8 @@ pub(crate) async fn enrolment(
             None | Some(Value::Null) => Default::default(),
             Some(v) => crate::gate::labels(v).map_err(|m| ApiError::invalid("vigil_labels", m))?,
         },
+        // Set by the service, which has the clock.
+        class_since: 0,
     })
 }
 

@@ -135,10 +135,16 @@ impl TrustQuery {
 }
 
 /// When the node's stored evidence answers the gate without a new round: its last
-/// round passed (it is polling, not failed or retrying) and is younger than `max_age`
-/// at `now` (whole seconds, so `max_age` 0 always asks for a round). Returns the
+/// round passed (it is polling, not failed or retrying), is younger than `max_age` at
+/// `now` (whole seconds, so `max_age` 0 always asks for a round), and came after
+/// `not_before` (when its class, or the class's values, last changed). Returns the
 /// evidence time.
-pub(crate) fn fresh(node: &NodeAttestation, now: u64, max_age: u64) -> Option<u64> {
+pub(crate) fn fresh(
+    node: &NodeAttestation,
+    now: u64,
+    max_age: u64,
+    not_before: u64,
+) -> Option<u64> {
     let passed = node.last_successful_attestation();
     let polling = matches!(
         node.state(),
@@ -147,6 +153,7 @@ pub(crate) fn fresh(node: &NodeAttestation, now: u64, max_age: u64) -> Option<u6
     (polling
         && passed > 0
         && passed >= node.last_received_quote()
+        && passed > not_before
         && now.saturating_sub(passed) < max_age)
         .then_some(passed)
 }

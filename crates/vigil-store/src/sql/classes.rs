@@ -6,7 +6,7 @@ use super::{commit, for_every_dialect, get};
 use crate::error::{exists_or_db, found, is_foreign_key_violation, unsigned};
 use crate::{Entity, HardwareClass, HardwareClasses, StoreError};
 
-const COLUMNS: &str = "name, description, golden, mb_policy, runtime_policy";
+const COLUMNS: &str = "name, description, golden, mb_policy, runtime_policy, changed_at";
 
 for_every_dialect! {
     impl SqlStore {
@@ -17,6 +17,7 @@ for_every_dialect! {
                 golden: get(row, "golden")?,
                 mb_policy: get(row, "mb_policy")?,
                 runtime_policy: get(row, "runtime_policy")?,
+                changed_at: get(row, "changed_at")?,
             })
         }
     }
@@ -27,12 +28,13 @@ for_every_dialect! {
     impl HardwareClasses for SqlStore {
         async fn create(&self, c: HardwareClass) -> Result<(), StoreError> {
             const OP: &str = "create hardware class";
-            sqlx::query(&format!("INSERT INTO hardware_classes ({COLUMNS}) VALUES ($1, $2, $3, $4, $5)"))
+            sqlx::query(&format!("INSERT INTO hardware_classes ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"))
                 .bind(&c.name)
                 .bind(&c.description)
                 .bind(&c.golden)
                 .bind(&c.mb_policy)
                 .bind(&c.runtime_policy)
+                .bind(c.changed_at)
                 .execute(&self.pool)
                 .await
                 .map_err(|e| exists_or_db(e, Entity::HardwareClass, &c.name, OP))?;
@@ -42,13 +44,14 @@ for_every_dialect! {
         async fn update(&self, c: HardwareClass) -> Result<(), StoreError> {
             let done = sqlx::query(
                 "UPDATE hardware_classes SET description = $2, golden = $3, mb_policy = $4, \
-                 runtime_policy = $5 WHERE name = $1",
+                 runtime_policy = $5, changed_at = $6 WHERE name = $1",
             )
             .bind(&c.name)
             .bind(&c.description)
             .bind(&c.golden)
             .bind(&c.mb_policy)
             .bind(&c.runtime_policy)
+            .bind(c.changed_at)
             .execute(&self.pool)
             .await
             .map_err(StoreError::db("update hardware class"))?;

@@ -48,6 +48,7 @@ for_every_dialect! {
                 mtls_cert: get(row, "mtls_cert")?,
                 hardware_class: get(row, "hardware_class")?,
                 labels: decode_labels(get::<Option<String>, _>(row, "labels")?.as_deref())?,
+                class_since: get(row, "class_since")?,
             })
         }
 
@@ -121,9 +122,9 @@ for_every_dialect! {
                  runtime_policy_id, mb_policy_id, ima_sign_verification_keys, revocation_key, \
                  accept_tpm_hash_algs, accept_tpm_encryption_algs, accept_tpm_signing_algs, \
                  supported_version, ak_tpm, mtls_cert, accept_attestations, hardware_class, \
-                 labels) \
+                 labels, class_since) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
-                 $17, $18, $19, $20, $21, $22, $23, $24)",
+                 $17, $18, $19, $20, $21, $22, $23, $24, $25)",
             )
             .bind(&e.agent_id)
             .bind(&e.v)
@@ -149,6 +150,7 @@ for_every_dialect! {
             .bind(e.accept_attestations)
             .bind(&e.hardware_class)
             .bind(encode_labels(&e.labels))
+            .bind(e.class_since)
             .execute(&mut *tx)
             .await
             .map_err(|err| {
@@ -384,6 +386,7 @@ for_every_dialect! {
             agent_id: &str,
             hardware_class: Option<Option<&str>>,
             labels: Option<&BTreeMap<String, String>>,
+            at: i64,
         ) -> Result<(), StoreError> {
             const OP: &str = "set a node's class and labels";
             let class_missing = |e: sqlx::Error| {
@@ -398,13 +401,18 @@ for_every_dialect! {
             };
             // One statement: unchanged columns keep their value (CASE on a flag).
             let done = sqlx::query(
-                "UPDATE verifier_agents SET                  hardware_class = CASE WHEN $2 THEN $3 ELSE hardware_class END,                  labels = CASE WHEN $4 THEN $5 ELSE labels END                  WHERE agent_id = $1",
+                "UPDATE verifier_agents SET \
+                 hardware_class = CASE WHEN $2 THEN $3 ELSE hardware_class END, \
+                 class_since = CASE WHEN $2 THEN $6 ELSE class_since END, \
+                 labels = CASE WHEN $4 THEN $5 ELSE labels END \
+                 WHERE agent_id = $1",
             )
             .bind(agent_id)
             .bind(hardware_class.is_some())
             .bind(hardware_class.flatten())
             .bind(labels.is_some())
             .bind(labels.and_then(encode_labels))
+            .bind(at)
             .execute(&self.pool)
             .await
             .map_err(class_missing)?;

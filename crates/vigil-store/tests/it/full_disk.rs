@@ -31,6 +31,7 @@ fn enrolment(id: &str) -> Enrolment {
         accept_attestations: true,
         hardware_class: None,
         labels: Default::default(),
+        class_since: 0,
     }
 }
 

@@ -132,6 +132,7 @@ fn enrolment(id: &str, verifier: &str) -> Enrolment {
         accept_attestations: true,
         hardware_class: None,
         labels: Default::default(),
+        class_since: 0,
     }
 }
 
@@ -1124,6 +1125,7 @@ fn class(name: &str, golden: &str) -> HardwareClass {
         golden: golden.to_owned(),
         mb_policy: None,
         runtime_policy: Some("rp".to_owned()),
+        changed_at: 1000,
     }
 }
 
@@ -1188,18 +1190,18 @@ async fn hardware_classes_crud_class_and_labels(db: TestDb) {
     // Later: n2 joins rack 7 and class a100, labels kept when only the class changes.
     let rack7 = BTreeMap::from([("rack".to_owned(), "7".to_owned())]);
     agents
-        .set_class_and_labels("n2", Some(Some("a100")), Some(&rack7))
+        .set_class_and_labels("n2", Some(Some("a100")), Some(&rack7), 2000)
         .await
         .unwrap();
     agents
-        .set_class_and_labels("n1", Some(None), None)
+        .set_class_and_labels("n1", Some(None), None, 2001)
         .await
         .unwrap();
     let n1 = agents.get("n1").await.unwrap().unwrap().enrolment;
     assert_eq!((n1.hardware_class, n1.labels), (None, rack7.clone()));
     assert!(matches!(
         agents
-            .set_class_and_labels("n1", Some(Some("nope")), None)
+            .set_class_and_labels("n1", Some(Some("nope")), None, 2002)
             .await,
         Err(StoreError::NotFound {
             entity: Entity::HardwareClass,
@@ -1207,7 +1209,7 @@ async fn hardware_classes_crud_class_and_labels(db: TestDb) {
         })
     ));
     assert!(matches!(
-        agents.set_class_and_labels("gone", None, None).await,
+        agents.set_class_and_labels("gone", None, None, 2003).await,
         Err(StoreError::NotFound {
             entity: Entity::VerifierAgent,
             ..

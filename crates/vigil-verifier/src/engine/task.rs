@@ -183,11 +183,15 @@ impl NodeTask {
                     let Some(judged) = self.apply(ctx, node, done).instrument(span.clone()).await else { return };
                     Judged { node, ctx, .. } = judged;
                     let note = judged.note;
-                    if let Some(end) = judged.quote {
-                        answer_waiters(&mut waiters, &node, end, &note);
-                    }
+                    let answer = judged.quote.and_then(|end| round_answer(&node, end, &note));
                     if self.persist(&node, &ctx, note).instrument(span).await.is_err() {
                         return;
+                    }
+                    // Once recorded, so that the gate's next read sees the round.
+                    if let Some(answer) = answer {
+                        for w in waiters.drain(..) {
+                            let _ = w.send(answer.clone());
+                        }
                     }
                 }
                 cmd = rx.recv() => {
@@ -535,19 +539,15 @@ impl NodeTask {
     }
 }
 
-/// Answers the trust gate's waiters once a quote round ended: judged (passed, or the
-/// failures it recorded), or without an answer. A round skipped for a reboot has no
-/// verdict: the next one, asked at once, answers them.
-fn answer_waiters(
-    waiters: &mut Vec<oneshot::Sender<Attested>>,
+/// What the trust gate's waiters are told once a quote round ended: judged (passed,
+/// or the failures it recorded), or without an answer. A round skipped for a reboot
+/// has no verdict (`None`): the next one, asked at once, answers them.
+fn round_answer(
     node: &NodeAttestation,
     end: Result<(), String>,
     note: &RoundNote,
-) {
-    if waiters.is_empty() {
-        return;
-    }
-    let answer = match (end, note.verdict, note.quote_at) {
+) -> Option<Attested> {
+    Some(match (end, note.verdict, note.quote_at) {
         (Err(why), _, _) => Attested::NoAnswer(why),
         (Ok(()), Some(passed), Some(at)) => Attested::Judged {
             at: u64::try_from(at).unwrap_or(0),
@@ -560,11 +560,8 @@ fn answer_waiters(
                     .collect()
             },
         },
-        (Ok(()), _, _) => return,
-    };
-    for w in waiters.drain(..) {
-        let _ = w.send(answer.clone());
-    }
+        (Ok(()), _, _) => return None,
+    })
 }
 
 /// Judges one answer of the node with `vigil-core`'s one evaluation.

@@ -186,6 +186,7 @@ impl Service {
             golden: golden.to_json(),
             mb_policy: opt_name(body, "mb_policy")?,
             runtime_policy: opt_name(body, "runtime_policy")?,
+            changed_at: super::epoch(self.engine.clock.now().as_secs()),
         };
         let store = self.engine.store.hardware_classes();
         if create {
@@ -243,7 +244,12 @@ impl Service {
             .engine
             .store
             .verifier_agents()
-            .set_class_and_labels(id, class, labels.as_ref())
+            .set_class_and_labels(
+                id,
+                class,
+                labels.as_ref(),
+                super::epoch(self.engine.clock.now().as_secs()),
+            )
             .await
         {
             Ok(()) => {}
@@ -348,7 +354,20 @@ impl Service {
         let agent = self.agent(id).await?;
         let now = e.clock.now();
         let Restored { node, .. } = persist::restore(&e.attestation, (&agent).into(), now);
-        let verdict = match gate::fresh(&node, now.as_secs(), q.max_age) {
+        // Evidence judged before the node's class, or its values, last changed does not
+        // count.
+        let class_changed = match &agent.enrolment.hardware_class {
+            Some(name) => e
+                .store
+                .hardware_classes()
+                .get(name)
+                .await
+                .map_err(class_error("reading a class"))?
+                .map_or(0, |c| c.changed_at),
+            None => 0,
+        };
+        let not_before = u64::try_from(agent.enrolment.class_since.max(class_changed)).unwrap_or(0);
+        let verdict = match gate::fresh(&node, now.as_secs(), q.max_age, not_before) {
             Some(at) => Verdict::trusted(at, false),
             None => self.attest_now(id, q).await?,
         };

@@ -97,7 +97,10 @@ impl Service {
     /// Checks the enrolment body and enrols agent `id`; its attestation starts.
     pub(crate) async fn enrol(&self, id: &str, body: &Map<String, Value>) -> Result<(), ApiError> {
         let e = &self.engine;
-        let enrolment = enrol::enrolment(&e.config, &e.store, id, body).await?;
+        let mut enrolment = enrol::enrolment(&e.config, &e.store, id, body).await?;
+        if enrolment.hardware_class.is_some() {
+            enrolment.class_since = epoch(e.clock.now().as_secs());
+        }
         match e.store.verifier_agents().enrol(enrolment).await {
             Ok(()) => {
                 info!(agent_id = id, "agent enrolled");
@@ -270,6 +273,11 @@ impl Service {
         }
         Ok(())
     }
+}
+
+/// Epoch seconds as the store's signed column.
+pub(crate) fn epoch(secs: u64) -> i64 {
+    i64::try_from(secs).unwrap_or(i64::MAX)
 }
 
 impl ReadinessCheck for Service {

@@ -102,6 +102,8 @@ async fn gate_holds_what_is_outside_the_class(db: String) {
         }
     };
 
+    // Evidence counts only when judged after the class was set, to the second.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     // Stale (older than 0 s): a round now, with a new quote; judged with the class.
     let before = a.requests().len();
     let (code, r) = gate("a", "max_age=0&nonce=gate-nonce-1&timeout=20").await;
