@@ -12,6 +12,7 @@
 //! Exit status: 0 when every step behaved as shown, 1 when one did not (with the end
 //! of every log), 130 when interrupted, 2 on bad arguments.
 
+mod gate;
 mod procs;
 
 use std::ffi::OsString;
@@ -63,6 +64,18 @@ pub(crate) struct DemoArgs {
     /// directory of this vigil executable].
     #[arg(long, value_name = "DIR", env = "VIGIL_DEMO_BIN_DIR")]
     bin_dir: Option<PathBuf>,
+    /// Which scenario [default: runtime integrity: a node attested, then an unknown
+    /// script and a modified file caught].
+    #[arg(value_enum, value_name = "SCENARIO")]
+    scenario: Option<Scenario>,
+}
+
+/// The demo's scenarios besides the default one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Scenario {
+    /// The provisioning trust gate: two nodes of one hardware class, one released and
+    /// one held (its boot loader differs), EAR tokens checked offline.
+    Gate,
 }
 
 pub(crate) fn run(args: DemoArgs) -> Result<ExitCode> {
@@ -105,7 +118,10 @@ pub(crate) fn run(args: DemoArgs) -> Result<ExitCode> {
         tenant: Vec::new(),
         started: Instant::now(),
     };
-    let result = demo.run(&bins, args.keep_running);
+    let result = match args.scenario {
+        None => demo.run(&bins, args.keep_running),
+        Some(Scenario::Gate) => demo.run_gate(&bins),
+    };
     let code = match result {
         Ok(()) => 0,
         // A signal also makes the commands the demo was running fail: it was Ctrl-C.
@@ -237,7 +253,7 @@ impl Demo {
             self.dir.clone().into_os_string(),
         ]
         .into();
-        self.start_control_plane(bins, &ports)?;
+        self.start_control_plane(bins, &ports, 1.0)?;
         self.start_node(bins, &ports)?;
         self.enrol()?;
         self.attest()?;
@@ -259,8 +275,13 @@ impl Demo {
         self.dir.join(name)
     }
 
-    /// The CA, the registrar and the verifier.
-    fn start_control_plane(&mut self, bins: &Binaries, ports: &Ports) -> Result<()> {
+    /// The CA, the registrar and the verifier (a quote every `quote_interval` seconds).
+    fn start_control_plane(
+        &mut self,
+        bins: &Binaries,
+        ports: &Ports,
+        quote_interval: f64,
+    ) -> Result<()> {
         step("Control plane: a CA for mTLS, a registrar and a verifier (SQLite)");
         let cv_ca = self.path("cv_ca");
         self.vigil_ok(&[
@@ -288,7 +309,7 @@ impl Demo {
         std::fs::write(
             &ver_conf,
             format!(
-                "port = {}\nstate_dir = {}\ntls_dir = {}\nquote_interval = 1.0\nretry_interval = 1.0\n",
+                "port = {}\nstate_dir = {}\ntls_dir = {}\nquote_interval = {quote_interval:?}\nretry_interval = 1.0\n",
                 ports.verifier,
                 toml_str(&ver_dir),
                 toml_str(&cv_ca)
@@ -307,7 +328,7 @@ impl Demo {
             Command::new(&bins.verifier).arg("--config").arg(&ver_conf),
         )?;
         note(&format!(
-            "vigil-verifier (pid {pid}) on 127.0.0.1:{}, a quote every second",
+            "vigil-verifier (pid {pid}) on 127.0.0.1:{}, a quote every {quote_interval} s",
             ports.verifier
         ));
         Ok(())
@@ -333,7 +354,7 @@ impl Demo {
             swtpm.pid(),
             swtpm.port()
         ));
-        self.procs.adopt_swtpm(swtpm);
+        self.procs.adopt_swtpm("swtpm", swtpm);
 
         let files = self.path("node");
         std::fs::create_dir_all(&files)?;
