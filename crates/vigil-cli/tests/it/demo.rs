@@ -130,6 +130,7 @@ fn the_gate_demo_releases_one_node_and_holds_the_other() {
         "-> held: PCR 4 (the boot loader) is outside the class",
         "-> a new quote was taken on demand, not at the 300 s interval",
         "-> exit 1: one node of the rack is not trusted",
+        "-> released: PCR 4 now has two allowed values (both boot loaders)",
         "demo gate: every step as expected",
     ] {
         assert!(stdout.contains(line), "no {line:?} in:\n{stdout}");

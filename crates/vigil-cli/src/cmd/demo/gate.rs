@@ -4,8 +4,9 @@
 //! from the first with `vigil class create --from-node`; `vigil gate check` releasing
 //! the first (an affirming EAR token, checked offline with `vigil gate verify-token`)
 //! and holding the second (naming PCR 4); a stale node attested on demand (a new quote
-//! taken); and both checked at once by label. The verifier quotes every 300 s, so
-//! every round the demo shows is one the gate asked for.
+//! taken); both checked at once by label; then the class widened with the odd node's
+//! boot loader (a roll-out) and the odd node released. The verifier quotes every
+//! 300 s, so every round the demo shows is one the gate asked for.
 
 use std::ffi::OsString;
 use std::io::{Read as _, Write as _};
@@ -93,6 +94,7 @@ impl Demo {
         self.hold_odd()?;
         self.stale_on_demand()?;
         self.batch(&key)?;
+        self.widen()?;
         println!(
             "\ndemo gate: every step as expected, in {:.1} s; logs in {}",
             self.started.elapsed().as_secs_f64(),
@@ -374,6 +376,30 @@ impl Demo {
             bail!("the stale node was not attested on demand");
         }
         verdict("a new quote was taken on demand, not at the 300 s interval");
+        Ok(())
+    }
+
+    /// A firmware roll-out: the odd node's boot loader becomes a second allowed value
+    /// of the class (`vigil class widen`), the node is reactivated (Keylime's default
+    /// severity stopped polling it at its failure), and the gate releases it.
+    fn widen(&mut self) -> Result<()> {
+        step("A new boot loader rolled out: the class widened from the odd node");
+        let out = self.with_conn(&["class", "widen", CLASS, "--from-node", ODD])?;
+        self.show(&format!("class widen {CLASS} --from-node <odd>"), &out);
+        if !out.status.success() {
+            bail!("vigil class widen failed");
+        }
+        self.tenant_ok(&["reactivate", "-u", ODD])?;
+        note("$ vigil tenant reactivate -u <odd>");
+        let out = self.with_conn(&["gate", "check", ODD, "--max-age", "60"])?;
+        self.show("gate check <odd> --max-age 60", &out);
+        if out.status.code() != Some(0) {
+            bail!(
+                "the widened class did not release the odd node (exit {:?})",
+                out.status.code()
+            );
+        }
+        verdict("released: PCR 4 now has two allowed values (both boot loaders)");
         Ok(())
     }
 
