@@ -118,9 +118,11 @@ impl TrustQuery {
                 })?,
         };
         if let Some(n) = nonce {
-            if !NONCE_LEN.contains(&n.len()) || !n.bytes().all(|b| b.is_ascii_graphic()) {
+            // URL-safe characters only, so that a caller need not encode it.
+            let url_safe = |b: u8| b.is_ascii_alphanumeric() || b"-._~".contains(&b);
+            if !NONCE_LEN.contains(&n.len()) || !n.bytes().all(url_safe) {
                 return Err(format!(
-                    "nonce must be {}–{} printable characters",
+                    "nonce must be {}–{} characters of A-Z a-z 0-9 - . _ ~",
                     NONCE_LEN.start(),
                     NONCE_LEN.end()
                 ));
@@ -225,6 +227,7 @@ mod tests {
         assert_eq!(TrustQuery::parse(None, None, None).unwrap().max_age, 60);
         assert!(TrustQuery::parse(Some("-1"), None, None).is_err());
         assert!(TrustQuery::parse(None, Some("short"), None).is_err());
+        assert!(TrustQuery::parse(None, Some("a&b=c;d#e"), None).is_err());
         assert!(TrustQuery::parse(None, None, Some("1000")).is_err());
     }
 

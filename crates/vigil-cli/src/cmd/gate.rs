@@ -107,7 +107,7 @@ struct CheckArgs {
     /// How old the evidence may be (seconds); older evidence means a round now.
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     max_age: u64,
-    /// A nonce (8–64 printable characters) the EAR token must carry.
+    /// A nonce the EAR token must carry (8–64 characters of A-Z a-z 0-9 - . _ ~).
     #[arg(long, value_name = "NONCE")]
     nonce: Option<String>,
     /// Seconds the verifier may wait for an on-demand round (an unreachable node is

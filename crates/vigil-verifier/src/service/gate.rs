@@ -264,8 +264,7 @@ impl Service {
         Ok(())
     }
 
-    /// The ids of the nodes carrying every label of `selector`, with their class and
-    /// labels.
+    /// The ids of the nodes carrying every label of `selector`.
     pub(crate) async fn nodes(
         &self,
         selector: &BTreeMap<String, String>,
