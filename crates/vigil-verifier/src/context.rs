@@ -52,6 +52,12 @@ pub(crate) enum ContextError {
     V(#[from] base64::DecodeError),
     #[error("hardware class {0:?} does not exist")]
     NoClass(String),
+    #[error("hardware class {class:?} names the {kind} policy {name:?}, which does not exist")]
+    ClassPolicy {
+        class: String,
+        kind: &'static str,
+        name: String,
+    },
     #[error("hardware class {name:?}: {source}")]
     Golden {
         name: String,
@@ -199,7 +205,59 @@ pub(crate) async fn build(
     let generation = cache.generation();
     let e = &agent.enrolment;
     let tpm_policy = TpmPolicy::from_json(&e.tpm_policy)?;
-    let runtime_policy = match &e.runtime_policy {
+    // The class: its golden values, and the policies its nodes use when their
+    // enrolment names none.
+    let class = match &e.hardware_class {
+        Some(name) => Some(
+            store
+                .hardware_classes()
+                .get(name)
+                .await?
+                .ok_or_else(|| ContextError::NoClass(name.clone()))?,
+        ),
+        None => None,
+    };
+    let golden = match &class {
+        Some(c) => Some(Arc::new(GoldenPcrs::from_json(&c.golden).map_err(
+            |source| ContextError::Golden {
+                name: c.name.clone(),
+                source,
+            },
+        )?)),
+        None => None,
+    };
+    let runtime_name = e
+        .runtime_policy
+        .clone()
+        .or_else(|| class.as_ref().and_then(|c| c.runtime_policy.clone()));
+    let mb_name = e
+        .mb_policy
+        .clone()
+        .or_else(|| class.as_ref().and_then(|c| c.mb_policy.clone()));
+    // A class names its policies without a foreign key: one deleted since is an error
+    // here, not a node silently judged without it.
+    if let Some(c) = &class {
+        let missing = |kind, name: &String| ContextError::ClassPolicy {
+            class: c.name.clone(),
+            kind,
+            name: name.clone(),
+        };
+        if let Some(name) = c
+            .runtime_policy
+            .as_ref()
+            .filter(|_| e.runtime_policy.is_none())
+        {
+            if store.policies().get_runtime(name).await?.is_none() {
+                return Err(missing("runtime", name));
+            }
+        }
+        if let Some(name) = c.mb_policy.as_ref().filter(|_| e.mb_policy.is_none()) {
+            if store.policies().get_mb(name).await?.is_none() {
+                return Err(missing("measured-boot", name));
+            }
+        }
+    }
+    let runtime_policy = match &runtime_name {
         Some(name) => {
             let stored = store.policies().get_runtime(name).await?;
             match stored.and_then(|p| p.ima_policy) {
@@ -216,7 +274,7 @@ pub(crate) async fn build(
         }
         None => None,
     };
-    let mb_refstate = match &e.mb_policy {
+    let mb_refstate = match &mb_name {
         Some(name) => {
             let stored = store.policies().get_mb(name).await?;
             match stored.and_then(|p| p.mb_policy) {
@@ -266,22 +324,6 @@ pub(crate) async fn build(
     let v = match e.v.as_deref() {
         Some(v) if !v.is_empty() => Some(base64::engine::general_purpose::STANDARD.decode(v)?),
         _ => None,
-    };
-    let golden = match &e.hardware_class {
-        Some(name) => {
-            let class = store
-                .hardware_classes()
-                .get(name)
-                .await?
-                .ok_or_else(|| ContextError::NoClass(name.clone()))?;
-            let parsed =
-                GoldenPcrs::from_json(&class.golden).map_err(|source| ContextError::Golden {
-                    name: name.clone(),
-                    source,
-                })?;
-            Some(Arc::new(parsed))
-        }
-        None => None,
     };
     // The class's PCRs are quoted too, so none of them can be left out.
     let golden_mask = golden

@@ -145,8 +145,9 @@ impl Service {
 
     /// Creates (`create`) or replaces a class from `{"description", "golden",
     /// "mb_policy", "runtime_policy"}`; the golden set must parse and carry the class's
-    /// name. Nodes of a replaced class are judged by its new values from their next
-    /// round on.
+    /// name, and the named policies must exist (its nodes whose enrolment names no
+    /// policy of a kind use the class's). Nodes of a replaced class are judged by its
+    /// new values from their next round on.
     pub(crate) async fn put_class(
         &self,
         name: &str,
@@ -180,12 +181,39 @@ impl Service {
                 ),
             ));
         }
+        let policies = self.engine.store.policies();
+        let mb_policy = opt_name(body, "mb_policy")?;
+        let runtime_policy = opt_name(body, "runtime_policy")?;
+        if let Some(name) = &runtime_policy {
+            if policies
+                .get_runtime(name)
+                .await
+                .map_err(ApiError::store("reading a policy"))?
+                .is_none()
+            {
+                return Err(ApiError::NotFound(format!(
+                    "runtime policy {name} not found"
+                )));
+            }
+        }
+        if let Some(name) = &mb_policy {
+            if policies
+                .get_mb(name)
+                .await
+                .map_err(ApiError::store("reading a policy"))?
+                .is_none()
+            {
+                return Err(ApiError::NotFound(format!(
+                    "measured-boot policy {name} not found"
+                )));
+            }
+        }
         let class = HardwareClass {
             name: name.to_owned(),
             description,
             golden: golden.to_json(),
-            mb_policy: opt_name(body, "mb_policy")?,
-            runtime_policy: opt_name(body, "runtime_policy")?,
+            mb_policy,
+            runtime_policy,
             changed_at: super::epoch(self.engine.clock.now().as_secs()),
         };
         let store = self.engine.store.hardware_classes();

@@ -64,6 +64,21 @@ async fn gate_holds_what_is_outside_the_class(db: String) {
         "bank": pcrs["results"]["bank"],
         "pcrs": values.as_object().unwrap().iter().map(|(k, v)| (k.clone(), json!([v]))).collect::<serde_json::Map<_, _>>(),
     });
+    // Refused: a set named after another class, a policy that does not exist.
+    let (code, _) = call(
+        "POST",
+        "/vigil/v1/classes/other".into(),
+        Some(json!({"golden": golden})),
+    )
+    .await;
+    assert_eq!(code, 400);
+    let (code, _) = call(
+        "POST",
+        "/vigil/v1/classes/r650".into(),
+        Some(json!({"golden": golden, "runtime_policy": "missing"})),
+    )
+    .await;
+    assert_eq!(code, 404);
     let (code, r) = call(
         "POST",
         "/vigil/v1/classes/r650".into(),
@@ -71,6 +86,8 @@ async fn gate_holds_what_is_outside_the_class(db: String) {
     )
     .await;
     assert_eq!(code, 201, "{r}");
+    let (_, listed) = call("GET", "/vigil/v1/classes".into(), None).await;
+    assert_eq!(listed["results"]["classes"][0]["name"], "r650", "{listed}");
     let labels = json!({"rack": "7"});
     let (code, r) = call(
         "PATCH",
