@@ -111,7 +111,7 @@ struct CheckArgs {
     #[arg(long, value_name = "NONCE")]
     nonce: Option<String>,
     /// Seconds the verifier may wait for an on-demand round (an unreachable node is
-    /// not trusted once it passes).
+    /// not trusted once it passes); keep it below --timeout, the HTTP request's.
     #[arg(long = "round-timeout", value_name = "SECS", default_value_t = 30.0)]
     round_timeout: f64,
     /// Nodes checked at once with --label.
