@@ -231,6 +231,37 @@ mod tests {
         assert!(TrustQuery::parse(None, None, Some("1000")).is_err());
     }
 
+    /// Stored evidence answers only when the last round passed, is younger than
+    /// `max_age` and came after the class last changed.
+    #[test]
+    fn fresh_evidence_is_a_recent_passed_round_after_the_class_changed() {
+        use std::sync::Arc;
+        use vigil_core::attestation::{Action, AttestationConfig, RoundOutcome, UnixTime};
+        let mut node = NodeAttestation::new(Arc::new(AttestationConfig::default()), false);
+        assert_eq!(fresh(&node, 100, 60, 0), None, "never attested");
+        node.start(UnixTime::from_secs(100)).unwrap();
+        let Some(Action::GetQuote { id, .. }) = node.poll_action(UnixTime::from_secs(100)) else {
+            panic!("a quote request");
+        };
+        node.quote_received(
+            UnixTime::from_secs(100),
+            id,
+            RoundOutcome::passed().with_public_key("k"),
+        )
+        .unwrap();
+        assert_eq!(fresh(&node, 130, 60, 0), Some(100));
+        assert_eq!(fresh(&node, 160, 60, 0), None, "60 s old is stale");
+        assert_eq!(fresh(&node, 130, 0, 0), None, "max_age 0 always attests");
+        assert_eq!(
+            fresh(&node, 130, 60, 100),
+            None,
+            "judged before the class changed"
+        );
+        assert_eq!(fresh(&node, 130, 60, 99), Some(100));
+        node.stop(UnixTime::from_secs(101)).unwrap();
+        assert_eq!(fresh(&node, 130, 60, 0), None, "stopped by the tenant");
+    }
+
     #[test]
     fn the_key_is_created_once_and_read_back() {
         let dir = tempfile::tempdir().unwrap();
