@@ -881,6 +881,16 @@ fn write_status(out: &mut impl Write, id: &str, s: &Value) -> std::io::Result<()
     if s.get("attestation_status").is_some() {
         writeln!(out, "  attestation_status: {}", field("attestation_status"))?;
     }
+    if let Some(class) = s["vigil"]["class"].as_str() {
+        writeln!(out, "  hardware class: {class}")?;
+    }
+    if let Some(labels) = s["vigil"]["labels"].as_object().filter(|l| !l.is_empty()) {
+        let labels: Vec<String> = labels
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+            .collect();
+        writeln!(out, "  labels: {}", labels.join(", "))?;
+    }
     if s["vigil"]["stale"] == true {
         writeln!(
             out,

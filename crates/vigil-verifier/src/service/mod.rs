@@ -133,7 +133,20 @@ impl Service {
             .await
             .map_err(ApiError::store("reading an agent"))?;
         let record = records.first().ok_or(ApiError::AgentNotFound)?;
-        Ok(self.status_of(record).to_json())
+        Ok(self.status_json(record))
+    }
+
+    /// The status object, with Vigil's class and labels in its `vigil` part.
+    fn status_json(&self, record: &AgentStatusRecord) -> Value {
+        let mut status = self.status_of(record).to_json();
+        let en = &record.enrolment;
+        if en.hardware_class.is_some() || !en.labels.is_empty() {
+            if let Some(vigil) = status.get_mut("vigil").and_then(Value::as_object_mut) {
+                vigil.insert("class".into(), json!(en.hardware_class));
+                vigil.insert("labels".into(), json!(en.labels));
+            }
+        }
+        status
     }
 
     /// Agent ids (Keylime's list of one-element lists), or with `bulk` every agent's
@@ -155,7 +168,7 @@ impl Service {
             .map_err(ApiError::store("listing agents"))?;
         let out: Map<String, Value> = records
             .iter()
-            .map(|r| (r.enrolment.agent_id.clone(), self.status_of(r).to_json()))
+            .map(|r| (r.enrolment.agent_id.clone(), self.status_json(r)))
             .collect();
         Ok(Value::Object(out))
     }

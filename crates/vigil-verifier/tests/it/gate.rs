@@ -103,6 +103,9 @@ async fn gate_holds_what_is_outside_the_class(db: String) {
     assert_eq!(code, 200, "{r}");
     let (code, _) = call("DELETE", "/vigil/v1/classes/r650".into(), None).await;
     assert_eq!(code, 409);
+    let (_, status) = call("GET", "/v2.6/agents/b".into(), None).await;
+    assert_eq!(status["results"]["vigil"]["class"], "r650", "{status}");
+    assert_eq!(status["results"]["vigil"]["labels"]["rack"], "7");
     let (_, sel) = call("GET", "/vigil/v1/nodes?label=rack=7".into(), None).await;
     assert_eq!(sel["results"]["nodes"], json!(["a", "b"]));
 
