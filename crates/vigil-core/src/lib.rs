@@ -18,6 +18,7 @@
 //! - [`eventlog`]: the TCG PC Client (UEFI) event log and measured boot.
 //! - [`payload`]: Keylime's U/V bootstrap key and encrypted payloads.
 //! - [`revocation`]: signed revocation notices.
+//! - [`results`]: the trust gate's signed attestation results (EAR tokens).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -28,6 +29,7 @@ pub mod hash;
 pub mod ima;
 pub mod payload;
 pub mod policy;
+pub mod results;
 pub mod revocation;
 pub mod tpm;
 

@@ -634,6 +634,10 @@ pub(crate) fn verifier_agent(
         // NULL in pull mode, where the column means nothing.
         accept_attestations: text(row, "accept_attestations").is_none()
             || boolean(row, "accept_attestations")?,
+        // Keylime has no hardware classes or labels.
+        hardware_class: None,
+        labels: Default::default(),
+        class_since: 0,
     };
     Ok(KeylimeEnrolment { enrolment, notes })
 }

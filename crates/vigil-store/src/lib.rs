@@ -9,11 +9,12 @@
 //! - [`Policies`]: named runtime and measured-boot policies.
 //! - [`Leases`]: which verifier replica attests which agent.
 //! - [`Notices`]: revocation notice deliveries not yet made.
+//! - [`HardwareClasses`]: hardware classes and their golden PCR values (the trust gate).
 //!
 //! [`keylime`] reads a Keylime database and imports it through these repositories
 //! (`vigil store import-keylime`).
 //!
-//! The SQL behind all five is written once (`sql/`), generic over a small `Dialect`
+//! The SQL behind all six is written once (`sql/`), generic over a small `Dialect`
 //! trait; each backend file holds only its connection setup and dialect constants:
 //! SQLite (the embedded default: one file, WAL, foreign keys on) and PostgreSQL (shared
 //! by registrar and verifier replicas). [`Store::open`] picks one from the URL and
@@ -26,9 +27,10 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod classes;
 mod error;
-pub mod keylime;
 mod identities;
+pub mod keylime;
 mod leases;
 mod migrations;
 mod notices;
@@ -41,6 +43,7 @@ mod verifier;
 
 use std::sync::Arc;
 
+pub use classes::{HardwareClass, HardwareClasses};
 pub use error::{Entity, StoreError};
 pub use identities::{Identities, NonceUse};
 pub use leases::{Fence, Lease, Leases};
@@ -156,6 +159,14 @@ impl Store {
 
     /// Revocation notice deliveries not yet made.
     pub fn notices(&self) -> &dyn Notices {
+        match &self.inner {
+            Inner::Sqlite(s) => s.as_ref(),
+            Inner::Postgres(s) => s.as_ref(),
+        }
+    }
+
+    /// Hardware classes (the provisioning trust gate).
+    pub fn hardware_classes(&self) -> &dyn HardwareClasses {
         match &self.inner {
             Inner::Sqlite(s) => s.as_ref(),
             Inner::Postgres(s) => s.as_ref(),

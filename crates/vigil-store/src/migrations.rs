@@ -42,6 +42,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/0004_pending_notices.sql"),
     ),
     (
+        5,
+        "hardware classes",
+        include_str!("../migrations/0005_hardware_classes.sql"),
+    ),
+    (
         8,
         "workload identity",
         include_str!("../migrations/0008_workload_identity.sql"),
@@ -144,6 +149,11 @@ mod tests {
                 4,
                 "1e56aca7eec0f11ce2f3f5d2673f7b936ce5580ae0cf3f1b5f25fce34c30eb47",
                 "793d8d5e8d7d38113528fb4d2b36cf872ae0a1b294664b59359b498991f9b0a8",
+            ),
+            (
+                5,
+                "efd2e84952c83f18ad0615571fa4da9dea9c7d8c186af009a66a8e872befc6d0",
+                "efd2e84952c83f18ad0615571fa4da9dea9c7d8c186af009a66a8e872befc6d0",
             ),
         ];
         let sha256 = |sql: String| hex::encode(Sha256::digest(sql));

@@ -71,6 +71,15 @@ pub struct Enrolment {
     pub mtls_cert: Option<String>,
     /// Push mode: whether attestations are accepted.
     pub accept_attestations: bool,
+    /// The node's hardware class ([`HardwareClass`](crate::HardwareClass) name), if any:
+    /// its rounds are also judged against the class's golden PCR values.
+    /// [`StoreError::NotFound`] if there is no such class.
+    pub hardware_class: Option<String>,
+    /// Free-form labels (`rack` → `7`), for selecting nodes (Vigil's gate).
+    pub labels: BTreeMap<String, String>,
+    /// When the class was set (epoch seconds; 0 = never): evidence judged before then
+    /// does not answer the trust gate.
+    pub class_since: i64,
 }
 
 /// Where incremental IMA attestation resumes: the next entry to read and the PCR value
@@ -167,6 +176,12 @@ pub struct EnrolledAgent {
     pub ak_tpm: Vec<u8>,
     /// See [`Enrolment::mtls_cert`].
     pub mtls_cert: Option<String>,
+    /// See [`Enrolment::hardware_class`].
+    pub hardware_class: Option<String>,
+    /// See [`Enrolment::labels`].
+    pub labels: BTreeMap<String, String>,
+    /// See [`Enrolment::class_since`].
+    pub class_since: i64,
 }
 
 /// The algorithms of the last quote.
@@ -313,10 +328,50 @@ pub trait VerifierAgents: Send + Sync {
         fence: Option<&Fence>,
     ) -> Result<(), StoreError>;
 
+    /// Sets the agent's hardware class (`Some(None)` clears it; `class_since` becomes
+    /// `at`) and replaces its labels, each only when given. [`StoreError::NotFound`]
+    /// if the agent or the class is missing; nothing is written then.
+    async fn set_class_and_labels(
+        &self,
+        agent_id: &str,
+        hardware_class: Option<Option<&str>>,
+        labels: Option<&BTreeMap<String, String>>,
+        at: i64,
+    ) -> Result<(), StoreError>;
+
+    /// Ids of the agents whose labels include every `(key, value)` of `selector`,
+    /// sorted (every agent for an empty selector).
+    async fn with_labels(
+        &self,
+        selector: &BTreeMap<String, String>,
+    ) -> Result<Vec<String>, StoreError>;
+
     /// Deletes the agent, its IMA progress, failures and lease, and (as Keylime) the
     /// runtime and measured-boot policies named after it that no other agent uses.
     /// [`StoreError::NotFound`] if there is no such agent.
     async fn delete(&self, agent_id: &str) -> Result<(), StoreError>;
+}
+
+/// Encodes labels as the JSON object text stored in their column (NULL for none).
+pub(crate) fn encode_labels(labels: &BTreeMap<String, String>) -> Option<String> {
+    (!labels.is_empty()).then(|| {
+        serde_json::Value::from_iter(
+            labels
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str()))),
+        )
+        .to_string()
+    })
+}
+
+/// Decodes a labels column.
+pub(crate) fn decode_labels(text: Option<&str>) -> Result<BTreeMap<String, String>, StoreError> {
+    text.map_or(Ok(BTreeMap::new()), |t| {
+        serde_json::from_str(t).map_err(|e| StoreError::InvalidValue {
+            field: "labels",
+            reason: format!("not a JSON object of strings: {e}"),
+        })
+    })
 }
 
 /// Encodes an algorithm list as the JSON array text stored in its column.

@@ -116,6 +116,12 @@ pub struct Config {
     /// replaced. Empty = none. Example: `["spire-server", "agent", "evict",
     /// "-spiffeID", "{spiffe_id}"]`.
     pub identity_evict_command: Vec<String>,
+    /// The trust gate's attestation-results signing key (PKCS#8 PEM, P-256): created
+    /// at the first start when missing; empty = `<state_dir>/attestation-results-key.pem`,
+    /// relative = under `state_dir`.
+    pub attestation_results_key: PathBuf,
+    /// How long the trust gate's EAR tokens are valid (seconds, at least 1).
+    pub attestation_results_ttl: u32,
     /// Log filter (`tracing` syntax).
     pub log: String,
     /// Log lines as `text` (the default) or `json` (one object per line).
@@ -174,6 +180,8 @@ impl Default for Config {
             identity_trust_domain: "example.org".into(),
             identity_registrar: String::new(),
             identity_evict_command: Vec::new(),
+            attestation_results_key: PathBuf::new(),
+            attestation_results_ttl: 300,
             log: "info".into(),
             log_format: vigil_service::LogFormat::Text,
         }
@@ -205,6 +213,7 @@ const SCALAR_KEYS: &[&str] = &[
     "lease_batch",
     "stale_after_intervals",
     "max_answer_size",
+    "attestation_results_ttl",
 ];
 
 fn seconds(key: &str, v: f64) -> Result<Duration, ConfigError> {
@@ -296,6 +305,15 @@ impl Config {
             )
         } else {
             self.database_url.clone()
+        }
+    }
+
+    /// The attestation-results key file in use.
+    pub fn attestation_results_key(&self) -> PathBuf {
+        if self.attestation_results_key.as_os_str().is_empty() {
+            self.state_dir.join("attestation-results-key.pem")
+        } else {
+            self.state_dir.join(&self.attestation_results_key)
         }
     }
 

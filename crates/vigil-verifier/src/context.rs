@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use base64::Engine;
 use serde_json::Value;
 use vigil_core::ima::keyring::{ImaKeyring, ImaKeyrings};
+use vigil_core::policy::golden::GoldenPcrs;
 use vigil_core::policy::runtime::RuntimePolicy;
 use vigil_core::policy::tpm::TpmPolicy;
 use vigil_core::revocation::RevocationKey;
@@ -49,6 +50,20 @@ pub(crate) enum ContextError {
     LearnedKeyrings(#[source] vigil_core::ima::keyring::KeyError),
     #[error("v: {0}")]
     V(#[from] base64::DecodeError),
+    #[error("hardware class {0:?} does not exist")]
+    NoClass(String),
+    #[error("hardware class {class:?} names the {kind} policy {name:?}, which does not exist")]
+    ClassPolicy {
+        class: String,
+        kind: &'static str,
+        name: String,
+    },
+    #[error("hardware class {name:?}: {source}")]
+    Golden {
+        name: String,
+        #[source]
+        source: vigil_core::policy::golden::GoldenPcrsError,
+    },
 }
 
 /// Parsed policies keyed by the store's checksum of their text: every node using the
@@ -132,6 +147,8 @@ pub(crate) struct NodeContext {
     pub(crate) revocation_key: Option<Arc<RevocationKey>>,
     pub(crate) keyrings: ImaKeyrings,
     pub(crate) generation: u64,
+    /// The golden PCR values of the node's hardware class, if it has one.
+    pub(crate) golden: Option<Arc<GoldenPcrs>>,
 }
 
 impl std::fmt::Debug for NodeContext {
@@ -188,7 +205,59 @@ pub(crate) async fn build(
     let generation = cache.generation();
     let e = &agent.enrolment;
     let tpm_policy = TpmPolicy::from_json(&e.tpm_policy)?;
-    let runtime_policy = match &e.runtime_policy {
+    // The class: its golden values, and the policies its nodes use when their
+    // enrolment names none.
+    let class = match &e.hardware_class {
+        Some(name) => Some(
+            store
+                .hardware_classes()
+                .get(name)
+                .await?
+                .ok_or_else(|| ContextError::NoClass(name.clone()))?,
+        ),
+        None => None,
+    };
+    let golden = match &class {
+        Some(c) => Some(Arc::new(GoldenPcrs::from_json(&c.golden).map_err(
+            |source| ContextError::Golden {
+                name: c.name.clone(),
+                source,
+            },
+        )?)),
+        None => None,
+    };
+    let runtime_name = e
+        .runtime_policy
+        .clone()
+        .or_else(|| class.as_ref().and_then(|c| c.runtime_policy.clone()));
+    let mb_name = e
+        .mb_policy
+        .clone()
+        .or_else(|| class.as_ref().and_then(|c| c.mb_policy.clone()));
+    // A class names its policies without a foreign key: one deleted since is an error
+    // here, not a node silently judged without it.
+    if let Some(c) = &class {
+        let missing = |kind, name: &String| ContextError::ClassPolicy {
+            class: c.name.clone(),
+            kind,
+            name: name.clone(),
+        };
+        if let Some(name) = c
+            .runtime_policy
+            .as_ref()
+            .filter(|_| e.runtime_policy.is_none())
+        {
+            if store.policies().get_runtime(name).await?.is_none() {
+                return Err(missing("runtime", name));
+            }
+        }
+        if let Some(name) = c.mb_policy.as_ref().filter(|_| e.mb_policy.is_none()) {
+            if store.policies().get_mb(name).await?.is_none() {
+                return Err(missing("measured-boot", name));
+            }
+        }
+    }
+    let runtime_policy = match &runtime_name {
         Some(name) => {
             let stored = store.policies().get_runtime(name).await?;
             match stored.and_then(|p| p.ima_policy) {
@@ -205,7 +274,7 @@ pub(crate) async fn build(
         }
         None => None,
     };
-    let mb_refstate = match &e.mb_policy {
+    let mb_refstate = match &mb_name {
         Some(name) => {
             let stored = store.policies().get_mb(name).await?;
             match stored.and_then(|p| p.mb_policy) {
@@ -256,7 +325,11 @@ pub(crate) async fn build(
         Some(v) if !v.is_empty() => Some(base64::engine::general_purpose::STANDARD.decode(v)?),
         _ => None,
     };
-    let mask = quote_mask(&e.tpm_policy, &tpm_policy, runtime_policy.is_some());
+    // The class's PCRs are quoted too, so none of them can be left out.
+    let golden_mask = golden
+        .as_ref()
+        .map_or(0, |g| g.allowed().keys().fold(0u32, |m, &pcr| m | 1 << pcr));
+    let mask = quote_mask(&e.tpm_policy, &tpm_policy, runtime_policy.is_some()) | golden_mask;
     Ok(NodeContext {
         mask,
         agent_id: e.agent_id.clone(),
@@ -277,5 +350,6 @@ pub(crate) async fn build(
         revocation_key,
         keyrings,
         generation,
+        golden,
     })
 }

@@ -254,6 +254,19 @@ pub(crate) async fn enrolment(
         ak_tpm,
         mtls_cert: mtls_cert.map(str::to_owned),
         accept_attestations: true,
+        hardware_class: opt_str(b, "vigil_hardware_class")?
+            .map(|c| {
+                crate::gate::check_class_name(c)
+                    .map(|()| c.to_owned())
+                    .map_err(|m| ApiError::invalid("vigil_hardware_class", m))
+            })
+            .transpose()?,
+        labels: match b.get("vigil_labels") {
+            None | Some(Value::Null) => Default::default(),
+            Some(v) => crate::gate::labels(v).map_err(|m| ApiError::invalid("vigil_labels", m))?,
+        },
+        // Set by the service, which has the clock.
+        class_since: 0,
     })
 }
 

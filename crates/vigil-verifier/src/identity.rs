@@ -23,9 +23,8 @@ const NONCE_LEN: usize = 32;
 /// How long the eviction command may run.
 const EVICT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The class and labels of a node, as selectors need them. The node's hardware class
-/// and labels are stored by the admission gate (issue 20); until that is merged this
-/// is the one place that yields them, empty.
+/// The class and labels of a node, as selectors need them: the hardware class and
+/// labels of its enrolment (docs/trust-gate.md).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct NodeLabels {
     pub(crate) class: Option<String>,
@@ -33,9 +32,12 @@ pub(crate) struct NodeLabels {
 }
 
 impl NodeLabels {
-    /// The class and labels of node `agent` (nothing yet; see the type's doc).
-    pub(crate) fn of(_agent: &vigil_store::VerifierAgent) -> Self {
-        Self::default()
+    /// The class and labels of node `agent`.
+    pub(crate) fn of(agent: &vigil_store::VerifierAgent) -> Self {
+        Self {
+            class: agent.enrolment.hardware_class.clone(),
+            labels: agent.enrolment.labels.clone(),
+        }
     }
 }
 

@@ -36,6 +36,7 @@ mod context;
 mod engine;
 mod enrol;
 mod error;
+mod gate;
 mod http;
 mod identity;
 mod metrics;
@@ -165,6 +166,8 @@ impl Verifier {
         )
         .map_err(|e| tls_err(format!("{e}{}", e.setup_hint(&config.tls_dir()))))?;
         let identity = load_identity(config).map_err(tls_err)?;
+        let results_key = gate::load_or_create_key(&config.attestation_results_key())
+            .map_err(|e| StartError::Config(e.to_string()))?;
         let store = Store::open(&config.database_url()).await?;
         let (stop, stopped) = watch::channel(false);
         let config = Arc::new(config.clone());
@@ -192,6 +195,7 @@ impl Verifier {
             clock,
             nonces,
             stop: stopped.clone(),
+            results_key,
         });
         let addr = SocketAddr::new(config.ip, config.port);
         let listener = TcpListener::bind(addr)

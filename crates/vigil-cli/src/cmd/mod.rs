@@ -8,11 +8,13 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 mod ca;
+mod class;
 mod config;
 mod credential;
 mod demo;
 mod ekcert;
 mod eventlog;
+pub(crate) mod gate;
 mod generate;
 mod identity;
 mod ima;
@@ -70,6 +72,13 @@ enum Command {
     /// (`attest`), checked by the verifier with the node's selectors (`verify`).
     #[command(subcommand)]
     Identity(identity::IdentityCommand),
+    /// Hardware classes at the verifier (Vigil's trust gate): golden PCR values per
+    /// kind of machine, learnt from a known-good node or given in a file.
+    Class(Box<class::ClassArgs>),
+    /// The provisioning trust gate: is a node trusted with evidence no older than
+    /// --max-age (attesting it now if needed), with a signed EAR token; offline token
+    /// checks; the verifier's attestation-results key.
+    Gate(Box<gate::GateArgs>),
     /// Runs a whole deployment on this machine (swtpm, registrar, verifier, agent),
     /// attests a node, then shows the verifier catching an unknown script and a
     /// modified file; stops everything it started.
@@ -101,8 +110,9 @@ pub(crate) fn command() -> clap::Command {
         "tpm_policy",
     ];
     /// Each command, and the options that do not apply to it.
-    const TENANT: [(&str, &[&[&str]]); 10] = [
+    const TENANT: [(&str, &[&[&str]]); 11] = [
         ("add", &[LIST_ONLY]),
+        ("set", &[REGISTRAR, RETRIES, LIST_ONLY]),
         ("update", &[LIST_ONLY]),
         ("delete", &[REGISTRAR, LIST_ONLY]),
         ("reactivate", &[REGISTRAR, RETRIES, LIST_ONLY]),
@@ -199,6 +209,8 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Store(cmd) => store::run(cmd),
         Command::Tenant(args) => tenant::run(*args),
         Command::Identity(cmd) => identity::run(cmd),
+        Command::Class(args) => class::run(*args),
+        Command::Gate(args) => gate::run(*args),
         Command::Demo(args) => demo::run(args),
         Command::Completions(args) => generate::completions(&args),
         Command::Man(args) => generate::man(&args),

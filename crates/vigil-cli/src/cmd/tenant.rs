@@ -366,6 +366,9 @@ enum TenantCommand {
     Add(AddArgs),
     /// Delete the node at the verifier and add it again with new options.
     Update(AddArgs),
+    /// Set a node's hardware class and labels at the verifier (Vigil), without
+    /// enrolling it again; its next round is judged with the class.
+    Set(SetArgs),
     /// Remove a node from the verifier.
     Delete(IdArg),
     /// Restart attestation of a stopped or failed node.
@@ -397,6 +400,7 @@ impl TenantCommand {
     fn conn(&self) -> &Conn {
         match self {
             Self::Add(a) | Self::Update(a) => &a.conn,
+            Self::Set(a) => &a.conn,
             Self::Delete(a)
             | Self::Reactivate(a)
             | Self::Stop(a)
@@ -484,6 +488,35 @@ struct AddArgs {
     /// Accepted AK signing schemes.
     #[arg(long, value_delimiter = ',', default_values = ["ecschnorr", "rsassa"])]
     accept_signing_algs: Vec<String>,
+    /// Vigil's hardware class of the node: its rounds are also judged against the
+    /// class's golden PCR values (`vigil class create`).
+    #[arg(long, value_name = "NAME")]
+    class: Option<String>,
+    /// A label of the node (repeatable), for `vigil gate check --label`.
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = super::gate::parse_label)]
+    labels: Vec<(String, String)>,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+/// `vigil tenant set`: a node's class and labels, without enrolling it again.
+#[derive(Debug, Args)]
+struct SetArgs {
+    /// The node id (agent UUID).
+    #[arg(short = 'u', long = "uuid", value_name = "ID")]
+    uuid: String,
+    /// Its hardware class.
+    #[arg(long, value_name = "NAME", conflicts_with = "no_class")]
+    class: Option<String>,
+    /// Remove its hardware class.
+    #[arg(long)]
+    no_class: bool,
+    /// Its labels, replacing the ones it has (repeatable).
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = super::gate::parse_label)]
+    labels: Vec<(String, String)>,
+    /// Remove all its labels.
+    #[arg(long, conflicts_with = "labels")]
+    no_labels: bool,
     #[command(flatten)]
     conn: Conn,
 }
@@ -495,6 +528,30 @@ pub(crate) fn run(args: TenantArgs) -> Result<ExitCode> {
         match args.command {
             TenantCommand::Add(a) => add(&tenant, &conn, a, false).await,
             TenantCommand::Update(a) => add(&tenant, &conn, a, true).await,
+            TenantCommand::Set(a) => {
+                let mut body = serde_json::Map::new();
+                if a.no_class {
+                    body.insert("class".into(), Value::Null);
+                } else if let Some(c) = &a.class {
+                    body.insert("class".into(), json!(c));
+                }
+                if a.no_labels || !a.labels.is_empty() {
+                    let labels: std::collections::BTreeMap<_, _> = a.labels.into_iter().collect();
+                    body.insert("labels".into(), json!(labels));
+                }
+                if body.is_empty() {
+                    anyhow::bail!(
+                        "nothing to set: give --class, --no-class, --label or --no-labels"
+                    );
+                }
+                super::gate::set_node(&tenant, &a.uuid, &Value::Object(body)).await?;
+                done(
+                    &conn,
+                    &a.uuid,
+                    "class and labels set",
+                    json!({"agent_id": a.uuid, "set": true}),
+                )
+            }
             TenantCommand::Delete(a) => {
                 let existed = tenant.cv_delete(&a.uuid).await?;
                 done(
@@ -621,6 +678,8 @@ async fn add(tenant: &Tenant, conn: &Connection, a: AddArgs, update: bool) -> Re
             signing: a.accept_signing_algs,
         },
         agent_api_version: a.agent_api_version,
+        class: a.class,
+        labels: a.labels.into_iter().collect(),
     };
     if update {
         tenant.cv_delete(&plan.id).await?;
@@ -821,6 +880,16 @@ fn write_status(out: &mut impl Write, id: &str, s: &Value) -> std::io::Result<()
     writeln!(out, "  attestation_count: {}", field("attestation_count"))?;
     if s.get("attestation_status").is_some() {
         writeln!(out, "  attestation_status: {}", field("attestation_status"))?;
+    }
+    if let Some(class) = s["vigil"]["class"].as_str() {
+        writeln!(out, "  hardware class: {class}")?;
+    }
+    if let Some(labels) = s["vigil"]["labels"].as_object().filter(|l| !l.is_empty()) {
+        let labels: Vec<String> = labels
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+            .collect();
+        writeln!(out, "  labels: {}", labels.join(", "))?;
     }
     if s["vigil"]["stale"] == true {
         writeln!(

@@ -1,5 +1,7 @@
 //! Request bodies, field for field (and in the order) Keylime's tenant sends them.
 
+use std::collections::BTreeMap;
+
 use serde_json::{json, Map, Value};
 
 use super::identity::AcceptLists;
@@ -33,6 +35,10 @@ pub(crate) struct Enrolment<'a> {
     pub(crate) mtls_cert: Option<String>,
     /// The node's API version.
     pub(crate) supported_version: String,
+    /// Vigil's hardware class for the node (`--class`), sent as `vigil_hardware_class`.
+    pub(crate) hardware_class: Option<&'a str>,
+    /// Vigil's node labels (`--label k=v`), sent as `vigil_labels` when there are any.
+    pub(crate) labels: &'a BTreeMap<String, String>,
 }
 
 impl Enrolment<'_> {
@@ -64,6 +70,13 @@ impl Enrolment<'_> {
         m.insert("ak_tpm".into(), json!(self.ak_tpm));
         m.insert("mtls_cert".into(), json!(self.mtls_cert));
         m.insert("supported_version".into(), json!(self.supported_version));
+        // Vigil's own fields only when used, so Keylime's verifier sees its body as is.
+        if let Some(class) = self.hardware_class {
+            m.insert("vigil_hardware_class".into(), json!(class));
+        }
+        if !self.labels.is_empty() {
+            m.insert("vigil_labels".into(), json!(self.labels));
+        }
         Value::Object(m)
     }
 }

@@ -417,6 +417,10 @@ pub(crate) struct AddPlan {
     pub(crate) accept: AcceptLists,
     /// Force the node API version.
     pub(crate) agent_api_version: Option<String>,
+    /// Vigil's hardware class for the node.
+    pub(crate) class: Option<String>,
+    /// Vigil's node labels.
+    pub(crate) labels: std::collections::BTreeMap<String, String>,
 }
 
 /// What `add` did, for the report.
@@ -612,6 +616,8 @@ impl Tenant {
             ak_tpm: reg.aik_tpm.clone(),
             mtls_cert: reg.mtls_cert.clone(),
             supported_version: api_version.clone(),
+            hardware_class: plan.class.as_deref(),
+            labels: &plan.labels,
         };
         let p = self.verifier_prefix().await;
         let r = self

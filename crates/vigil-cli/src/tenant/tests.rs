@@ -133,6 +133,8 @@ fn request_bodies_equal_keylime_tenants() {
             mtls_cert: with_payload
                 .then(|| "-----BEGIN CERTIFICATE-----\nMII\n-----END CERTIFICATE-----\n".into()),
             supported_version: "2.6".into(),
+            hardware_class: None,
+            labels: &Default::default(),
         };
         let vigil = enrol.body();
         let path = |p: &Option<&std::path::PathBuf>| p.map(|p| p.display().to_string());

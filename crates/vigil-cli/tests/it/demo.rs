@@ -139,6 +139,57 @@ fn the_demo_attests_a_node_and_catches_a_script_and_a_modified_file() {
     assert!(!dir.join("pids").exists());
 }
 
+/// `vigil demo gate`: the good node released with an affirming token verified
+/// offline, the odd one held on PCR 4, a round on demand, the rack checked at once;
+/// six processes stopped.
+#[test]
+fn the_gate_demo_releases_one_node_and_holds_the_other() {
+    if !vigil_testkit::require("vigil demo gate", vigil_testkit::MANUFACTURE_TOOLS) {
+        return;
+    }
+    let bin_dir = service_binaries();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("demo");
+    let out = vigil()
+        .args(["demo", "gate", "--dir"])
+        .arg(&dir)
+        .args(["--timeout", "60", "--bin-dir"])
+        .arg(&bin_dir)
+        .output()
+        .expect("run vigil demo gate");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    for line in [
+        "-----BEGIN PUBLIC KEY-----",
+        "valid: node 6a1c8a5e-0000-4000-8000-00000000000a, ear_status affirming",
+        "-> released: trusted, EAR affirming, verified offline with the public key",
+        "pcr_validation.invalid_pcr_4: quoted",
+        "-> held: PCR 4 (the boot loader) is outside the class",
+        "-> a new quote was taken on demand, not at the 300 s interval",
+        "-> exit 1: one node of the rack is not trusted",
+        "-> released: PCR 4 now has two allowed values (both boot loaders)",
+        "demo gate: every step as expected",
+    ] {
+        assert!(stdout.contains(line), "no {line:?} in:\n{stdout}");
+    }
+    let stopped = stdout
+        .split("== Stopping everything the demo started, by PID")
+        .nth(1)
+        .expect("the stop step");
+    let pids: Vec<&str> = stopped
+        .lines()
+        .filter_map(|l| l.split("(pid ").nth(1)?.strip_suffix(')'))
+        .collect();
+    assert_eq!(pids.len(), 6, "{stopped}");
+    for pid in pids {
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "pid {pid} still runs"
+        );
+    }
+}
+
 #[test]
 fn the_demo_refuses_a_foreign_directory_and_missing_binaries() {
     let tmp = tempfile::tempdir().unwrap();

@@ -6,6 +6,7 @@ mod cli;
 mod config_import;
 mod demo;
 mod ekcert_swtpm;
+mod gate_token;
 mod keylime_deployment;
 mod keylime_differential;
 mod keylime_import;

@@ -19,6 +19,7 @@ use crate::hash::{Digest, HashAlg};
 use crate::ima::keyring::ImaKeyrings;
 use crate::ima::validate::PolicyValidator;
 use crate::ima::{process_measurement_list, AcceptAll, BatchStart, ImaConfig, IMA_PCR};
+use crate::policy::golden::GoldenPcrs;
 use crate::policy::measured_boot::{bootlog_evaluate, LogView, MbPolicy};
 use crate::policy::runtime::RuntimePolicy;
 use crate::policy::tpm::{
@@ -90,6 +91,10 @@ pub struct RoundPolicy<'a> {
     pub measured_boot: Option<MeasuredBootPolicy<'a>>,
     /// The verifier's `ignore_tomtou_errors`.
     pub ignore_tomtou_errors: bool,
+    /// The golden PCR values of the node's hardware class, checked against every
+    /// verified quote besides the node's own policies (Vigil's trust gate). The
+    /// verifier requests their PCRs too.
+    pub golden: Option<&'a GoldenPcrs>,
 }
 
 /// Keylime's `is_accepted`: a direct match, or equal after the `ecc`→`ecc256`,
@@ -131,7 +136,9 @@ fn fail(event: Event) -> RoundOutcome {
 ///    quote (`quote_validation`; the clock only once there is one);
 /// 5. every requested PCR quoted, PCR 16, IMA replay of PCR 10 from the stored running value (with the boot
 ///    aggregates of the UEFI log, when sent), the measured-boot PCRs against the
-///    replayed log, `tpm_policy` (`check_pcrs`);
+///    replayed log, `tpm_policy` (`check_pcrs`), then the hardware class's golden
+///    values (`pcr_validation.invalid_pcr_<n>` with the class, the value quoted and
+///    the allowed ones);
 /// 6. on a verified quote, the measured-boot policy over the log
 ///    (`measured_boot.policy_*`), when it runs this round. A log that cannot be read
 ///    is `measured_boot.parser.log.base64decode` or `…parser.tpm2_eventlog.error`.
@@ -420,6 +427,9 @@ fn check_quote(
         },
     );
     failure.merge(pcrs.failure);
+    if let Some(golden) = policy.golden {
+        failure.merge(golden.check(bank, &verified.pcrs));
+    }
     let quoted = verified.pcrs.keys().copied().collect();
     let outcome = outcome(failure, ima, ima_bank).with_clock(verified.clock_info);
     let outcome = match ima_counts {

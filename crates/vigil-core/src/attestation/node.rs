@@ -577,6 +577,25 @@ impl NodeAttestation {
         })
     }
 
+    /// Vigil's trust gate: the next round now rather than at its scheduled time. A
+    /// request already scheduled (quote, V delivery, retry, probe of an unreachable
+    /// node) falls due at `now`; one in flight is awaited. Says whether a round is
+    /// coming: `false` once polling has stopped (a failure that stops it, the
+    /// tenant's stop, TERMINATED), when only a reactivation resumes it.
+    pub fn attest_now(&mut self, now: UnixTime) -> bool {
+        if self.state == OperationalState::Terminated {
+            return false;
+        }
+        match &mut self.next {
+            Next::Due { at, .. } => {
+                *at = (*at).min(now);
+                true
+            }
+            Next::InFlight { .. } => true,
+            Next::Idle => false,
+        }
+    }
+
     /// When the next request falls due, if one is scheduled (`None` while a request is
     /// in flight or nothing is scheduled).
     pub fn next_deadline(&self) -> Option<UnixTime> {

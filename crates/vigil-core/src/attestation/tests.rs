@@ -321,6 +321,27 @@ fn start_asks_for_a_full_quote_at_once_then_polls_every_interval() {
     assert_eq!(n.next_deadline(), Some(t(106)));
 }
 
+/// The trust gate's on-demand round: a scheduled quote falls due now, one in flight
+/// is awaited, and a node whose polling stopped gets no round.
+#[test]
+fn attest_now_brings_the_next_quote_forward_unless_polling_stopped() {
+    let mut n = attested(cfg());
+    // The next quote was due at 101 + quote_interval; asked at 101 it is due at once.
+    assert_eq!(n.next_deadline(), Some(t(103)));
+    assert!(n.attest_now(t(101)));
+    assert_eq!(n.next_deadline(), Some(t(101)));
+    let (id, _, _) = quote(&mut n, t(101));
+    assert!(
+        n.attest_now(t(101)),
+        "a request in flight is a round coming"
+    );
+    n.quote_received(t(102), id, RoundOutcome::failed(pcr_fail()))
+        .unwrap();
+    assert_eq!(n.state(), S::InvalidQuote);
+    assert!(!n.attest_now(t(102)), "the default severity stops polling");
+    assert_eq!(n.next_deadline(), None);
+}
+
 #[test]
 fn quote_interval_zero_polls_again_immediately() {
     let mut n = attested(cfg_with(|c| c.quote_interval = Duration::ZERO));
@@ -1384,6 +1405,7 @@ mod evaluate {
             runtime_policy: None,
             measured_boot: None,
             ignore_tomtou_errors: false,
+            golden: None,
         }
     }
 
@@ -1491,6 +1513,47 @@ mod evaluate {
             ids(&evaluate_round(&node, &answer(&f), &wrong_nonce, &mut k)),
             ["qoute_validation.quote_validation"]
         );
+    }
+
+    /// The class's golden values are judged with the node's own policies: a PCR outside
+    /// them fails naming the PCR, the class, the value quoted and the allowed ones; any
+    /// allowed value passes.
+    #[test]
+    fn golden_values_of_the_class_are_checked() {
+        use crate::policy::golden::GoldenPcrs;
+        let f = fixture();
+        let node = NodeAttestation::new(cfg(), false);
+        let (zeros, ones) = ("0".repeat(64), "f".repeat(64));
+        let golden = |values: &str| {
+            GoldenPcrs::from_json(&format!(
+                r#"{{"name": "r650", "bank": "sha256", "pcrs": {{"15": ["{zeros}"], "22": [{values}]}}}}"#
+            ))
+            .unwrap()
+        };
+        let wrong = golden(&format!(r#""{zeros}""#));
+        let p = RoundPolicy {
+            golden: Some(&wrong),
+            ..policy(&f)
+        };
+        let o = evaluate_round(&node, &answer(&f), &p, &mut ImaKeyrings::new());
+        assert_eq!(
+            ids(&o),
+            [
+                "pcr_validation.invalid_pcr_16",
+                "pcr_validation.invalid_pcr_22"
+            ]
+        );
+        let event = &o.failure.events()[1].context;
+        assert_eq!(event["class"], "r650");
+        assert_eq!(event["got"], ones);
+        assert_eq!(event["expected"], serde_json::json!([zeros]));
+        let widened = golden(&format!(r#""{zeros}", "{ones}""#));
+        let p = RoundPolicy {
+            golden: Some(&widened),
+            ..policy(&f)
+        };
+        let o = evaluate_round(&node, &answer(&f), &p, &mut ImaKeyrings::new());
+        assert_eq!(ids(&o), ["pcr_validation.invalid_pcr_16"]);
     }
 
     /// A genuine quote that leaves out a PCR the verifier requested (here PCR 10, so

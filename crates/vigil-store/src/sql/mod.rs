@@ -17,6 +17,7 @@
 //! holds its SQL; the pure rules they apply inside their transactions stay in the
 //! aggregate modules of the crate root.
 
+mod classes;
 mod identities;
 mod leases;
 mod notices;

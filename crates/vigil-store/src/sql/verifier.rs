@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 
 use super::{commit, for_every_dialect, get, port};
-use crate::error::{exists_or_db, found, signed, unsigned};
+use crate::error::{exists_or_db, found, is_foreign_key_violation, signed, unsigned};
 use crate::leases::check_fence;
-use crate::verifier::{decode_list, encode_list, RoundCounts};
+use crate::verifier::{decode_labels, decode_list, encode_labels, encode_list, RoundCounts};
 use crate::{
     AgentState, AgentStatusRecord, EnrolledAgent, Enrolment, Entity, FailureRecord, Fence,
     ImaProgress, QuoteAlgs, RoundOutcome, RoundUpdate, StoreError, VerifierAgent, VerifierAgents,
@@ -46,6 +46,9 @@ for_every_dialect! {
                 supported_version: get(row, "supported_version")?,
                 ak_tpm: get(row, "ak_tpm")?,
                 mtls_cert: get(row, "mtls_cert")?,
+                hardware_class: get(row, "hardware_class")?,
+                labels: decode_labels(get::<Option<String>, _>(row, "labels")?.as_deref())?,
+                class_since: get(row, "class_since")?,
             })
         }
 
@@ -118,9 +121,10 @@ for_every_dialect! {
                  verifier_port, operational_state, public_key, tpm_policy, meta_data, \
                  runtime_policy_id, mb_policy_id, ima_sign_verification_keys, revocation_key, \
                  accept_tpm_hash_algs, accept_tpm_encryption_algs, accept_tpm_signing_algs, \
-                 supported_version, ak_tpm, mtls_cert, accept_attestations) \
+                 supported_version, ak_tpm, mtls_cert, accept_attestations, hardware_class, \
+                 labels, class_since) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
-                 $17, $18, $19, $20, $21, $22)",
+                 $17, $18, $19, $20, $21, $22, $23, $24, $25)",
             )
             .bind(&e.agent_id)
             .bind(&e.v)
@@ -144,9 +148,21 @@ for_every_dialect! {
             .bind(&e.ak_tpm)
             .bind(&e.mtls_cert)
             .bind(e.accept_attestations)
+            .bind(&e.hardware_class)
+            .bind(encode_labels(&e.labels))
+            .bind(e.class_since)
             .execute(&mut *tx)
             .await
-            .map_err(|err| exists_or_db(err, Entity::VerifierAgent, &e.agent_id, OP))?;
+            .map_err(|err| {
+                if is_foreign_key_violation(&err) {
+                    StoreError::NotFound {
+                        entity: Entity::HardwareClass,
+                        id: e.hardware_class.clone().unwrap_or_default(),
+                    }
+                } else {
+                    exists_or_db(err, Entity::VerifierAgent, &e.agent_id, OP)
+                }
+            })?;
             commit(tx, OP).await
         }
 
@@ -363,6 +379,65 @@ for_every_dialect! {
                 }
             }
             commit(tx, OP).await
+        }
+
+        async fn set_class_and_labels(
+            &self,
+            agent_id: &str,
+            hardware_class: Option<Option<&str>>,
+            labels: Option<&BTreeMap<String, String>>,
+            at: i64,
+        ) -> Result<(), StoreError> {
+            const OP: &str = "set a node's class and labels";
+            let class_missing = |e: sqlx::Error| {
+                if is_foreign_key_violation(&e) {
+                    StoreError::NotFound {
+                        entity: Entity::HardwareClass,
+                        id: hardware_class.flatten().unwrap_or_default().to_owned(),
+                    }
+                } else {
+                    StoreError::db(OP)(e)
+                }
+            };
+            // One statement: unchanged columns keep their value (CASE on a flag).
+            let done = sqlx::query(
+                "UPDATE verifier_agents SET \
+                 hardware_class = CASE WHEN $2 THEN $3 ELSE hardware_class END, \
+                 class_since = CASE WHEN $2 THEN $6 ELSE class_since END, \
+                 labels = CASE WHEN $4 THEN $5 ELSE labels END \
+                 WHERE agent_id = $1",
+            )
+            .bind(agent_id)
+            .bind(hardware_class.is_some())
+            .bind(hardware_class.flatten())
+            .bind(labels.is_some())
+            .bind(labels.and_then(encode_labels))
+            .bind(at)
+            .execute(&self.pool)
+            .await
+            .map_err(class_missing)?;
+            found(D::rows_affected(&done), Entity::VerifierAgent, agent_id)
+        }
+
+        async fn with_labels(
+            &self,
+            selector: &BTreeMap<String, String>,
+        ) -> Result<Vec<String>, StoreError> {
+            const OP: &str = "select verifier agents by label";
+            // Labels are a JSON text column on both backends: read and match here.
+            let rows: Vec<(String, Option<String>)> =
+                sqlx::query_as("SELECT agent_id, labels FROM verifier_agents ORDER BY agent_id")
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(StoreError::db(OP))?;
+            let mut ids = Vec::new();
+            for (id, text) in rows {
+                let labels = decode_labels(text.as_deref())?;
+                if selector.iter().all(|(k, v)| labels.get(k) == Some(v)) {
+                    ids.push(id);
+                }
+            }
+            Ok(ids)
         }
 
         async fn delete(&self, agent_id: &str) -> Result<(), StoreError> {

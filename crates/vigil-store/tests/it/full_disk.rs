@@ -29,6 +29,9 @@ fn enrolment(id: &str) -> Enrolment {
         ak_tpm: vec![0; 64],
         mtls_cert: None,
         accept_attestations: true,
+        hardware_class: None,
+        labels: Default::default(),
+        class_since: 0,
     }
 }
 

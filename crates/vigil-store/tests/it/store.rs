@@ -11,9 +11,9 @@ use std::future::Future;
 
 use sha2::Digest;
 use vigil_store::{
-    checksum, Backend, Enrolment, Entity, FailureRecord, IdentityField, ImaProgress, NewMbPolicy,
-    NewNotice, NewRuntimePolicy, NonceUse, PolicyRef, QuoteAlgs, RegisterOutcome, Registration,
-    RoundOutcome, RoundUpdate, Store, StoreError,
+    checksum, Backend, Enrolment, Entity, FailureRecord, HardwareClass, IdentityField, ImaProgress,
+    NewMbPolicy, NewNotice, NewRuntimePolicy, NonceUse, PolicyRef, QuoteAlgs, RegisterOutcome,
+    Registration, RoundOutcome, RoundUpdate, Store, StoreError,
 };
 
 /// What a test body gets: an open store and the URL that opens the same database.
@@ -89,6 +89,7 @@ on_both_backends!(
     notices_record_fail_deliver_and_survive_reopen,
     keylime_tables_import,
     identities_nonces_once_and_issued_survive_reopen,
+    hardware_classes_crud_class_and_labels,
 );
 
 // ---------------------------------------------------------------------------------
@@ -131,6 +132,9 @@ fn enrolment(id: &str, verifier: &str) -> Enrolment {
         ak_tpm: vec![0, 1, 2, 3],
         mtls_cert: Some("-----BEGIN CERTIFICATE-----".to_owned()),
         accept_attestations: true,
+        hardware_class: None,
+        labels: Default::default(),
+        class_since: 0,
     }
 }
 
@@ -1303,4 +1307,129 @@ async fn keylime_tables_import(db: TestDb) {
     assert_eq!(a.enrolment.ak_tpm, [1, 2, 3]);
     let rt = store.policies().get_runtime("rt").await.unwrap().unwrap();
     assert_eq!(rt.ima_policy.as_deref(), Some(r#"{"meta": {}}"#));
+}
+
+fn class(name: &str, golden: &str) -> HardwareClass {
+    HardwareClass {
+        name: name.to_owned(),
+        description: format!("{name} machines"),
+        golden: golden.to_owned(),
+        mb_policy: None,
+        runtime_policy: Some("rp".to_owned()),
+        changed_at: 1000,
+    }
+}
+
+/// Classes: create, read, widen (update), list; nodes take a class and labels at
+/// enrolment or later, are selected by label, and keep a class from being deleted.
+async fn hardware_classes_crud_class_and_labels(db: TestDb) {
+    let classes = db.store.hardware_classes();
+    let agents = db.store.verifier_agents();
+    classes.create(class("r650", "{}")).await.unwrap();
+    assert!(matches!(
+        classes.create(class("r650", "{}")).await,
+        Err(StoreError::AlreadyExists {
+            entity: Entity::HardwareClass,
+            ..
+        })
+    ));
+    classes
+        .update(class("r650", "{\"widened\": 1}"))
+        .await
+        .unwrap();
+    assert_eq!(
+        classes.get("r650").await.unwrap().unwrap().golden,
+        "{\"widened\": 1}"
+    );
+    assert!(matches!(
+        classes.update(class("nope", "{}")).await,
+        Err(StoreError::NotFound {
+            entity: Entity::HardwareClass,
+            ..
+        })
+    ));
+    classes.create(class("a100", "{}")).await.unwrap();
+    let names: Vec<_> = classes
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    assert_eq!(names, ["a100", "r650"]);
+
+    // Enrolled with a class and labels; a missing class refuses the enrolment.
+    let mut e = enrolment("n1", "v");
+    e.hardware_class = Some("r650".to_owned());
+    e.labels = BTreeMap::from([("rack".to_owned(), "7".to_owned())]);
+    agents.enrol(e).await.unwrap();
+    let mut bad = enrolment("n2", "v");
+    bad.hardware_class = Some("nope".to_owned());
+    assert!(matches!(
+        agents.enrol(bad).await,
+        Err(StoreError::NotFound {
+            entity: Entity::HardwareClass,
+            ..
+        })
+    ));
+    agents.enrol(enrolment("n2", "v")).await.unwrap();
+    let n1 = agents.get("n1").await.unwrap().unwrap().enrolment;
+    assert_eq!(n1.hardware_class.as_deref(), Some("r650"));
+    assert_eq!(n1.labels["rack"], "7");
+    assert_eq!(classes.users("r650").await.unwrap(), 1);
+
+    // Later: n2 joins rack 7 and class a100, labels kept when only the class changes.
+    let rack7 = BTreeMap::from([("rack".to_owned(), "7".to_owned())]);
+    agents
+        .set_class_and_labels("n2", Some(Some("a100")), Some(&rack7), 2000)
+        .await
+        .unwrap();
+    agents
+        .set_class_and_labels("n1", Some(None), None, 2001)
+        .await
+        .unwrap();
+    let n1 = agents.get("n1").await.unwrap().unwrap().enrolment;
+    assert_eq!((n1.hardware_class, n1.labels), (None, rack7.clone()));
+    assert!(matches!(
+        agents
+            .set_class_and_labels("n1", Some(Some("nope")), None, 2002)
+            .await,
+        Err(StoreError::NotFound {
+            entity: Entity::HardwareClass,
+            ..
+        })
+    ));
+    assert!(matches!(
+        agents.set_class_and_labels("gone", None, None, 2003).await,
+        Err(StoreError::NotFound {
+            entity: Entity::VerifierAgent,
+            ..
+        })
+    ));
+    assert_eq!(agents.with_labels(&rack7).await.unwrap(), ["n1", "n2"]);
+    let rack8 = BTreeMap::from([("rack".to_owned(), "8".to_owned())]);
+    assert!(agents.with_labels(&rack8).await.unwrap().is_empty());
+    let statuses = agents.statuses(None, Some("n2")).await.unwrap();
+    assert_eq!(
+        statuses[0].enrolment.hardware_class.as_deref(),
+        Some("a100")
+    );
+
+    // In use: refused, naming a node; free again once the node leaves.
+    match classes.delete("a100").await {
+        Err(StoreError::PolicyInUse {
+            agents, agent_id, ..
+        }) => {
+            assert_eq!((agents, agent_id.as_str()), (1, "n2"));
+        }
+        other => panic!("{other:?}"),
+    }
+    agents.delete("n2").await.unwrap();
+    classes.delete("a100").await.unwrap();
+    classes.delete("r650").await.unwrap();
+    assert!(matches!(
+        classes.delete("r650").await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(classes.get("r650").await.unwrap().is_none());
 }

@@ -199,6 +199,14 @@ impl TestAgent {
         self.record(&format!("ima-ng sha256:{digest} {path}"));
     }
 
+    /// Extends PCR `pcr` (SHA-256 bank) with the digest of `data`, as firmware or a
+    /// boot loader measures at boot: what hardware-class tests make nodes differ in.
+    pub fn extend(&self, pcr: u32, data: &[u8]) {
+        self.tpm
+            .pcr_extend(pcr, HashAlg::Sha256, &HashAlg::Sha256.hash(data))
+            .expect("extend a PCR");
+    }
+
     /// Appends the IMA entry `template digest name [data]` (a log line without its PCR
     /// and template hash, which are filled in) and extends PCR 10 with it.
     pub fn record(&self, entry: &str) {

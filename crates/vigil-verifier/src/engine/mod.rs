@@ -27,6 +27,7 @@ use tokio::sync::{mpsc, oneshot, watch, Notify, Semaphore};
 use tracing::{warn, Instrument};
 use vigil_core::attestation::{AttestationConfig, Deletion};
 use vigil_core::policy::measured_boot::MbPolicy;
+use vigil_core::results::ResultsKey;
 use vigil_store::{Fence, Store, StoreError};
 
 use crate::agent_client::AgentClient;
@@ -43,8 +44,27 @@ pub(crate) enum Command {
     Stop(oneshot::Sender<()>),
     Reactivate(oneshot::Sender<()>),
     Delete(oneshot::Sender<Deletion>),
+    /// The trust gate: attest now rather than at the next interval, and say how the
+    /// round ended.
+    AttestNow(oneshot::Sender<Attested>),
+    /// The node's class or labels changed: rebuild its context before the next round.
+    Rebuild,
     /// Stop attesting without touching the store (shutdown, lease lost).
     Shutdown,
+}
+
+/// How an on-demand round ([`Command::AttestNow`]) ended.
+#[derive(Debug, Clone)]
+pub(crate) enum Attested {
+    /// A quote was judged at `at` (epoch seconds); `failures` is empty when it passed.
+    Judged {
+        at: u64,
+        failures: Vec<(String, serde_json::Value)>,
+    },
+    /// The request got no usable answer (unreachable, bad answer).
+    NoAnswer(String),
+    /// Polling has stopped (a failure that stops it, the tenant's stop): no round.
+    NotPolling,
 }
 
 struct NodeHandle {
@@ -64,6 +84,7 @@ pub(crate) struct EngineParts {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) nonces: Arc<dyn NonceSource>,
     pub(crate) stop: watch::Receiver<bool>,
+    pub(crate) results_key: ResultsKey,
 }
 
 /// Shared by the service layer and every node task.
@@ -77,8 +98,10 @@ pub(crate) struct Engine {
     pub(crate) metrics: Arc<Metrics>,
     /// Workload identity: used nonces, issued identities, eviction.
     pub(crate) identity: crate::identity::IdentityBook,
-    nonces: Arc<dyn NonceSource>,
-    agents: AgentClient,
+    /// Signs the trust gate's attestation results.
+    pub(crate) results_key: ResultsKey,
+    pub(crate) nonces: Arc<dyn NonceSource>,
+    pub(crate) agents: AgentClient,
     mb_policy: MbPolicy,
     leases: bool,
     nodes: Mutex<HashMap<String, NodeHandle>>,
@@ -119,6 +142,7 @@ impl Engine {
             clock,
             nonces,
             stop,
+            results_key,
         } = parts;
         let mb_policy = config
             .measured_boot_policy_name
@@ -129,6 +153,7 @@ impl Engine {
             holder: config.replica_id(),
             metrics,
             identity: crate::identity::IdentityBook::new(config.identity_evict_command.clone()),
+            results_key,
             leases: config.lease_ttl > 0,
             store,
             attestation,

@@ -24,7 +24,7 @@ use vigil_core::attestation::{
 use vigil_store::{Fence, StoreError};
 
 use super::persist::{self, RoundNote, Written};
-use super::{Command, Engine};
+use super::{Attested, Command, Engine};
 use crate::agent_client::{Exchange, NodeTarget};
 use crate::config::MbEvaluate;
 use crate::context::{self, NodeContext};
@@ -77,6 +77,9 @@ struct Judged {
     node: NodeAttestation,
     ctx: NodeContext,
     note: RoundNote,
+    /// How a quote request ended, if this was one: `Ok` answered (judged, or skipped
+    /// for a reboot), `Err` without a usable answer.
+    quote: Option<Result<(), String>>,
 }
 
 impl NodeTask {
@@ -118,6 +121,8 @@ impl NodeTask {
             info!(agent_id = %self.id, state = node.state().name(), ima_next_entry = node.ima_state().next_entry, "resuming node");
         }
         let mut inflight: Option<InFlight> = None;
+        // The trust gate's requests for a round now, answered when a quote round ends.
+        let mut waiters: Vec<oneshot::Sender<Attested>> = Vec::new();
         let mut stop = e.stop.clone();
         let mut gauge = e.metrics.node_gauge();
         // The deadline slept towards: a quote request pulled after it is that late.
@@ -182,8 +187,15 @@ impl NodeTask {
                     let Some(judged) = self.apply(ctx, node, done).instrument(span.clone()).await else { return };
                     Judged { node, ctx, .. } = judged;
                     let note = judged.note;
+                    let answer = judged.quote.and_then(|end| round_answer(&node, end, &note));
                     if self.persist(&node, &ctx, note).instrument(span).await.is_err() {
                         return;
+                    }
+                    // Once recorded, so that the gate's next read sees the round.
+                    if let Some(answer) = answer {
+                        for w in waiters.drain(..) {
+                            let _ = w.send(answer.clone());
+                        }
                     }
                 }
                 cmd = rx.recv() => {
@@ -192,6 +204,18 @@ impl NodeTask {
                     let reply: oneshot::Sender<()>;
                     match cmd {
                         Command::Shutdown => return,
+                        Command::AttestNow(r) => {
+                            if node.attest_now(t) {
+                                waiters.push(r);
+                            } else {
+                                let _ = r.send(Attested::NotPolling);
+                            }
+                            continue;
+                        }
+                        Command::Rebuild => {
+                            self.rebuild(&mut ctx).await;
+                            continue;
+                        }
                         Command::Stop(r) => {
                             let _ = node.stop(t);
                             inflight = None;
@@ -233,6 +257,12 @@ impl NodeTask {
             // A named policy changed: rebuild before the next round.
             if ctx.generation != e.cache.generation() {
                 self.rebuild(&mut ctx).await;
+            }
+            // Someone waits for a round: keep it due now, unless polling stopped.
+            if !waiters.is_empty() && !node.attest_now(e.clock.now()) {
+                for w in waiters.drain(..) {
+                    let _ = w.send(Attested::NotPolling);
+                }
             }
         }
     }
@@ -354,7 +384,14 @@ impl NodeTask {
                 Err(f) => {
                     warn!(agent_id = %self.id, "quote request failed: {f}");
                     e.metrics.quote_failed(&f, round.started);
+                    let why = f.to_string();
                     let _ = node.request_failed(e.clock.now(), id, f);
+                    return Some(Judged {
+                        node,
+                        ctx,
+                        note: RoundNote::default(),
+                        quote: Some(Err(why)),
+                    });
                 }
             },
             Done::V { id, exchange } => match exchange.result {
@@ -372,6 +409,7 @@ impl NodeTask {
             node,
             ctx,
             note: RoundNote::default(),
+            quote: None,
         })
     }
 
@@ -402,8 +440,14 @@ impl NodeTask {
                     warn!(agent_id = %agent_id, "quote request failed: {err}");
                     let failure = CommFailure::BadResponse(err.to_string());
                     e.metrics.quote_failed(&failure, started);
+                    let why = failure.to_string();
                     let _ = node.request_failed(t, id, failure);
-                    return Judged { node, ctx, note };
+                    return Judged {
+                        node,
+                        ctx,
+                        note,
+                        quote: Some(Err(why)),
+                    };
                 }
             };
             drop(body);
@@ -418,7 +462,12 @@ impl NodeTask {
             if node.quote_received(t, id, outcome).is_ok() && note.verdict == Some(false) {
                 note.failures = Some(RoundNote::failures_of(&node));
             }
-            Judged { node, ctx, note }
+            Judged {
+                node,
+                ctx,
+                note,
+                quote: Some(Ok(())),
+            }
         })
         .await;
         drop(permit);
@@ -494,6 +543,31 @@ impl NodeTask {
     }
 }
 
+/// What the trust gate's waiters are told once a quote round ended: judged (passed,
+/// or the failures it recorded), or without an answer. A round skipped for a reboot
+/// has no verdict (`None`): the next one, asked at once, answers them.
+fn round_answer(
+    node: &NodeAttestation,
+    end: Result<(), String>,
+    note: &RoundNote,
+) -> Option<Attested> {
+    Some(match (end, note.verdict, note.quote_at) {
+        (Err(why), _, _) => Attested::NoAnswer(why),
+        (Ok(()), Some(passed), Some(at)) => Attested::Judged {
+            at: u64::try_from(at).unwrap_or(0),
+            failures: if passed {
+                Vec::new()
+            } else {
+                node.last_failures()
+                    .iter()
+                    .map(|f| (f.event_id.clone(), f.context.clone()))
+                    .collect()
+            },
+        },
+        (Ok(()), _, _) => return None,
+    })
+}
+
 /// Judges one answer of the node with `vigil-core`'s one evaluation.
 fn evaluate(
     e: &Engine,
@@ -526,6 +600,7 @@ fn evaluate(
         runtime_policy: ctx.runtime_policy.as_deref(),
         measured_boot,
         ignore_tomtou_errors: e.config.ignore_tomtou_errors,
+        golden: ctx.golden.as_deref(),
     };
     evaluate_round(node, &answer.as_quote_answer(), &policy, &mut ctx.keyrings)
 }

@@ -7,6 +7,7 @@
 //! `vigil_service::ops`'s.
 
 mod agents;
+mod gate;
 mod identity;
 mod policies;
 mod reply;
@@ -158,10 +159,15 @@ pub(crate) fn router(service: Service) -> Router {
         "/vigil/v1/identity/verify",
         post(identity::verify).fallback(not_implemented_use("POST")),
     );
+    let vigil = gate::routes()
+        .into_iter()
+        .fold(vigil, |r, (path, methods)| {
+            with_slash(r, path, methods.fallback(not_implemented_any))
+        });
     let ops = ops::routes(Ops::new(service.metrics(), Arc::new(service.clone())));
     unversioned
-        .merge(versioned)
         .merge(vigil)
+        .merge(versioned)
         .merge(ops)
         .fallback(|| async { plain(StatusCode::NOT_FOUND) })
         .with_state(service)

@@ -202,10 +202,12 @@ impl Service {
                     "nonce {nonce} was already used: ask this verifier for a fresh nonce"
                 )))
             }
-            NonceUse::Unknown => return Err(ApiError::IdentityRefused(format!(
+            NonceUse::Unknown => {
+                return Err(ApiError::IdentityRefused(format!(
                 "nonce {nonce} was not issued by this verifier or has expired (nonces last {} s)",
                 NONCE_TTL.as_secs()
-            ))),
+            )))
+            }
         }
         check_identity_quote(&agent, quote, nonce, hash_alg).map_err(|reason| {
             ApiError::IdentityRefused(format!(

@@ -1,8 +1,10 @@
 //! The service layer: what the REST API does, as typed operations over the engine and
 //! the store — enrol, status, list, delete, stop, reactivate (here), named policies
-//! ([`policies`]) and one-shot verification ([`verify`]). Handlers parse HTTP and call
+//! ([`policies`]), one-shot verification ([`verify`]) and the provisioning trust gate
+//! ([`gate`]: hardware classes, node labels, "trusted now?"). Handlers parse HTTP and call
 //! these; nothing here knows HTTP beyond Keylime's texts in [`ApiError`].
 
+mod gate;
 mod identity;
 mod policies;
 mod verify;
@@ -96,7 +98,10 @@ impl Service {
     /// Checks the enrolment body and enrols agent `id`; its attestation starts.
     pub(crate) async fn enrol(&self, id: &str, body: &Map<String, Value>) -> Result<(), ApiError> {
         let e = &self.engine;
-        let enrolment = enrol::enrolment(&e.config, &e.store, id, body).await?;
+        let mut enrolment = enrol::enrolment(&e.config, &e.store, id, body).await?;
+        if enrolment.hardware_class.is_some() {
+            enrolment.class_since = epoch(e.clock.now().as_secs());
+        }
         match e.store.verifier_agents().enrol(enrolment).await {
             Ok(()) => {
                 info!(agent_id = id, "agent enrolled");
@@ -129,7 +134,20 @@ impl Service {
             .await
             .map_err(ApiError::store("reading an agent"))?;
         let record = records.first().ok_or(ApiError::AgentNotFound)?;
-        Ok(self.status_of(record).to_json())
+        Ok(self.status_json(record))
+    }
+
+    /// The status object, with Vigil's class and labels in its `vigil` part.
+    fn status_json(&self, record: &AgentStatusRecord) -> Value {
+        let mut status = self.status_of(record).to_json();
+        let en = &record.enrolment;
+        if en.hardware_class.is_some() || !en.labels.is_empty() {
+            if let Some(vigil) = status.get_mut("vigil").and_then(Value::as_object_mut) {
+                vigil.insert("class".into(), json!(en.hardware_class));
+                vigil.insert("labels".into(), json!(en.labels));
+            }
+        }
+        status
     }
 
     /// Agent ids (Keylime's list of one-element lists), or with `bulk` every agent's
@@ -151,7 +169,7 @@ impl Service {
             .map_err(ApiError::store("listing agents"))?;
         let out: Map<String, Value> = records
             .iter()
-            .map(|r| (r.enrolment.agent_id.clone(), self.status_of(r).to_json()))
+            .map(|r| (r.enrolment.agent_id.clone(), self.status_json(r)))
             .collect();
         Ok(Value::Object(out))
     }
@@ -269,6 +287,11 @@ impl Service {
         }
         Ok(())
     }
+}
+
+/// Epoch seconds as the store's signed column.
+pub(crate) fn epoch(secs: u64) -> i64 {
+    i64::try_from(secs).unwrap_or(i64::MAX)
 }
 
 impl ReadinessCheck for Service {

@@ -224,6 +224,7 @@ fn judge_evidence(
             evaluate_now: true,
         }),
         ignore_tomtou_errors: false,
+        golden: None,
     };
     let outcome = evaluate_round(&node, &answer, &policy, &mut ImaKeyrings::new());
     failure.merge(outcome.failure);

@@ -23,6 +23,13 @@
 //!   and judged (`/proc/self/clear_refs` resets the peak), and resident RSS after the
 //!   round, once everything is dropped. The body itself, which the HTTP read holds
 //!   (preallocated to its length), is not counted in the peak.
+//! - `gate_latency`: the trust gate (`GET /vigil/v1/trust/{id}`, over mTLS, with its
+//!   EAR token signed) for one node with fresh evidence (answered from the store) and
+//!   with stale evidence (`max_age=0`: a round now — quote over HTTPS from a test agent
+//!   on swtpm, judged, recorded), 20 samples each; then 100 nodes at once, each stale
+//!   (100 concurrent requests, each forcing a round), the nodes served by 10 test
+//!   agents on 10 swtpms (10 node ids per agent). The verifier runs in-process on
+//!   SQLite with `quote_interval` 3600 s, so only the gate makes rounds happen.
 
 use crate::support;
 
@@ -182,6 +189,7 @@ async fn round_cpu_10k() {
         runtime_policy: Some(&policy),
         measured_boot: None,
         ignore_tomtou_errors: false,
+        golden: None,
     };
 
     // The node attested the first entries: its stored state is at entry BEFORE.
@@ -316,6 +324,7 @@ async fn answer_memory() {
                 runtime_policy: Some(&policy),
                 measured_boot: None,
                 ignore_tomtou_errors: false,
+                golden: None,
             },
             &mut ImaKeyrings::new(),
         );
@@ -333,4 +342,97 @@ async fn answer_memory() {
             (peak - before) / body_mib,
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a figure, not a test: run it explicitly (see the file's docs)"]
+async fn gate_latency() {
+    const SAMPLES: usize = 20;
+    const AGENTS: usize = 10;
+    const NODES: usize = 100;
+    let pki = Pki::new();
+    let ca = pki.tls_dir().join("cacert.crt");
+    let mut agents = Vec::new();
+    for i in 0..AGENTS {
+        let Some(agent) = TestAgent::new(&format!("verifier_figure_gate_{i}"), &ca).await else {
+            return;
+        };
+        agents.push(agent);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}?mode=rwc", dir.path().join("v.db").display());
+    let mut config = pki.config(&db);
+    config.quote_interval = 3600.0;
+    let v = support::start(&config).await;
+    let (a, c) = (v.addr(), Arc::new(pki.client(true)));
+    for n in 0..NODES {
+        let agent = &agents[n % AGENTS];
+        let (code, r) = c
+            .call(
+                a,
+                "POST",
+                &format!("/v2.6/agents/g{n}"),
+                Some(agent.enrolment("")),
+            )
+            .await;
+        assert_eq!(code, 200, "{r}");
+    }
+    for n in 0..NODES {
+        let path = format!("/v2.6/agents/g{n}");
+        wait_for(60, "attested", || async {
+            let s = c.call(a, "GET", &path, None).await.1["results"].clone();
+            (s["attestation_count"].as_u64() >= Some(1)).then_some(())
+        })
+        .await;
+    }
+    let gate = |c: Arc<support::Client>, id: String, max_age: u64| async move {
+        let t0 = Instant::now();
+        let (code, r) = c
+            .call(
+                a,
+                "GET",
+                &format!("/vigil/v1/trust/{id}?max_age={max_age}&timeout=60"),
+                None,
+            )
+            .await;
+        assert_eq!(code, 200, "{r}");
+        assert_eq!(r["results"]["trusted"], true, "{r}");
+        (t0.elapsed(), r["results"]["attested_now"] == true)
+    };
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    for (label, max_age, now) in [("fresh", 3600, false), ("stale", 0, true)] {
+        let mut samples = Vec::new();
+        for _ in 0..SAMPLES {
+            let (took, attested_now) = gate(c.clone(), "g0".into(), max_age).await;
+            assert_eq!(attested_now, now);
+            samples.push(took);
+        }
+        let (median, max) = summary(&mut samples);
+        println!(
+            "gate, one node, {label}: {SAMPLES} samples: min {:.1} ms, median {:.1} ms, max {:.1} ms",
+            ms(samples[0]),
+            ms(median),
+            ms(max)
+        );
+    }
+    let t0 = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..NODES {
+        tasks.spawn(gate(c.clone(), format!("g{n}"), 0));
+    }
+    let mut samples = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        let (took, attested_now) = done.unwrap();
+        assert!(attested_now);
+        samples.push(took);
+    }
+    let wall = t0.elapsed();
+    let (median, max) = summary(&mut samples);
+    println!(
+        "gate, {NODES} stale nodes at once ({AGENTS} swtpm agents): all answered in {:.0} ms; per request median {:.0} ms, max {:.0} ms",
+        ms(wall),
+        ms(median),
+        ms(max)
+    );
+    v.shutdown().await;
 }

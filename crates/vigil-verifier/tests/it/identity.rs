@@ -463,12 +463,10 @@ async fn vigil_identity_routes(db: String) {
     let spire = Client::named(&tls_dir, Some("spire-server"));
     let anonymous = Client::new(&tls_dir, false);
 
-    d.enrol(
-        &admin,
-        UUID,
-        d.enrolment(UUID, &d.node, d.node.agent.addr().port()).await,
-    )
-    .await;
+    // Labels given at enrolment become selectors.
+    let mut enrolment = d.enrolment(UUID, &d.node, d.node.agent.addr().port()).await;
+    enrolment["vigil_labels"] = serde_json::json!({"rack": "7"});
+    d.enrol(&admin, UUID, enrolment).await;
     // The other node enrolled where it cannot be reached: enrolled, never attested.
     d.enrol(
         &admin,
@@ -514,10 +512,11 @@ async fn vigil_identity_routes(db: String) {
         .map(|s| s.as_str().unwrap())
         .collect();
     assert_eq!(
-        list[..3],
+        list[..4],
         [
             format!("vigil:uuid:{UUID}").as_str(),
             "vigil:status:trusted",
+            "vigil:label:rack:7",
             format!("vigil:runtime_policy:{UUID}-policy").as_str(),
         ],
         "{r}"

@@ -13,6 +13,7 @@ mod bad_input;
 mod crash;
 mod faults;
 mod figures;
+mod gate;
 mod identity;
 mod keylime_tenant;
 mod ops;

@@ -12,6 +12,7 @@
 //! Exit status: 0 when every step behaved as shown, 1 when one did not (with the end
 //! of every log), 130 when interrupted, 2 on bad arguments.
 
+mod gate;
 mod identity;
 mod procs;
 
@@ -47,6 +48,10 @@ enum Scenario {
     /// selectors; the node is tampered, the same flow is refused and the eviction hook
     /// runs (docs/spire.md).
     Identity,
+    /// The provisioning trust gate: two nodes of one hardware class, one released and
+    /// one held (its boot loader differs), EAR tokens checked offline
+    /// (docs/trust-gate.md).
+    Gate,
 }
 
 /// `vigil demo` options.
@@ -126,7 +131,10 @@ pub(crate) fn run(args: DemoArgs) -> Result<ExitCode> {
         tenant: Vec::new(),
         started: Instant::now(),
     };
-    let result = demo.run(&bins, args.keep_running);
+    let result = match args.scenario {
+        Scenario::Gate => demo.run_gate(&bins),
+        Scenario::Tour | Scenario::Identity => demo.run(&bins, args.keep_running),
+    };
     let code = match result {
         Ok(()) => 0,
         // A signal also makes the commands the demo was running fail: it was Ctrl-C.
@@ -261,7 +269,7 @@ impl Demo {
             self.dir.clone().into_os_string(),
         ]
         .into();
-        self.start_control_plane(bins, &ports)?;
+        self.start_control_plane(bins, &ports, 1.0)?;
         self.start_node(bins, &ports)?;
         self.enrol()?;
         self.attest()?;
@@ -271,6 +279,7 @@ impl Demo {
                 self.modified_file()?;
             }
             Scenario::Identity => self.identity(&ports)?,
+            Scenario::Gate => unreachable!("the gate scenario runs its own nodes (run_gate)"),
         }
         println!(
             "\ndemo: every step as expected, in {:.1} s; logs in {}",
@@ -288,8 +297,13 @@ impl Demo {
         self.dir.join(name)
     }
 
-    /// The CA, the registrar and the verifier.
-    fn start_control_plane(&mut self, bins: &Binaries, ports: &Ports) -> Result<()> {
+    /// The CA, the registrar and the verifier (a quote every `quote_interval` seconds).
+    fn start_control_plane(
+        &mut self,
+        bins: &Binaries,
+        ports: &Ports,
+        quote_interval: f64,
+    ) -> Result<()> {
         step("Control plane: a CA for mTLS, a registrar and a verifier (SQLite)");
         let cv_ca = self.path("cv_ca");
         self.vigil_ok(&[
@@ -317,7 +331,7 @@ impl Demo {
         std::fs::write(
             &ver_conf,
             format!(
-                "port = {}\nstate_dir = {}\ntls_dir = {}\nquote_interval = 1.0\nretry_interval = 1.0\n{}",
+                "port = {}\nstate_dir = {}\ntls_dir = {}\nquote_interval = {quote_interval:?}\nretry_interval = 1.0\n{}",
                 ports.verifier,
                 toml_str(&ver_dir),
                 toml_str(&cv_ca),
@@ -337,7 +351,7 @@ impl Demo {
             Command::new(&bins.verifier).arg("--config").arg(&ver_conf),
         )?;
         note(&format!(
-            "vigil-verifier (pid {pid}) on 127.0.0.1:{}, a quote every second",
+            "vigil-verifier (pid {pid}) on 127.0.0.1:{}, a quote every {quote_interval} s",
             ports.verifier
         ));
         Ok(())
@@ -363,7 +377,7 @@ impl Demo {
             swtpm.pid(),
             swtpm.port()
         ));
-        self.procs.adopt_swtpm(swtpm);
+        self.procs.adopt_swtpm("swtpm", swtpm);
 
         let files = self.path("node");
         std::fs::create_dir_all(&files)?;

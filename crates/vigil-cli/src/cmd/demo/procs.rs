@@ -67,7 +67,7 @@ pub(super) fn pause(d: Duration) -> Result<()> {
 pub(super) struct Processes {
     dir: PathBuf,
     children: Vec<(String, Child)>,
-    swtpm: Option<vigil_swtpm::Swtpm>,
+    swtpms: Vec<(String, vigil_swtpm::Swtpm)>,
 }
 
 impl Processes {
@@ -80,7 +80,7 @@ impl Processes {
         Ok(Self {
             dir: dir.to_owned(),
             children: Vec::new(),
-            swtpm: None,
+            swtpms: Vec::new(),
         })
     }
 
@@ -105,10 +105,10 @@ impl Processes {
         Ok(pid)
     }
 
-    /// Takes charge of the swtpm (stopped last).
-    pub(super) fn adopt_swtpm(&mut self, swtpm: vigil_swtpm::Swtpm) {
-        self.record_pid("swtpm", swtpm.pid());
-        self.swtpm = Some(swtpm);
+    /// Takes charge of a swtpm named `name` (swtpms are stopped last).
+    pub(super) fn adopt_swtpm(&mut self, name: &str, swtpm: vigil_swtpm::Swtpm) {
+        self.record_pid(name, swtpm.pid());
+        self.swtpms.push((name.to_owned(), swtpm));
     }
 
     fn record_pid(&self, name: &str, pid: u32) {
@@ -132,8 +132,8 @@ impl Processes {
             report(&name, child.id());
             stop(&mut child);
         }
-        if let Some(mut swtpm) = self.swtpm.take() {
-            report("swtpm", swtpm.pid());
+        while let Some((name, mut swtpm)) = self.swtpms.pop() {
+            report(&name, swtpm.pid());
             swtpm.stop();
         }
         let _ = std::fs::remove_dir_all(self.dir.join("pids"));
