@@ -9,6 +9,8 @@
 //! Modules follow the domain:
 //! - [`attestation`]: the verifier's per-node attestation engine (states, retries,
 //!   severity, revocation triggers), a state machine with time passed in.
+//! - [`events`]: integrity events (verdict changes, new boots, relearns, actions) for
+//!   the verifier's sinks.
 //! - [`failure`]: Keylime-compatible failure events (event ids, context, recoverability).
 //! - [`hash`]: hash algorithms and inline digests shared by all evidence types.
 //! - [`ima`]: the IMA measurement list (`ascii_runtime_measurements`): parsing,
@@ -23,6 +25,7 @@
 
 pub mod attestation;
 pub mod eventlog;
+pub mod events;
 pub mod failure;
 pub mod hash;
 pub mod ima;

@@ -19,6 +19,8 @@ pub enum Entity {
     RuntimePolicy,
     /// A named measured-boot policy (`mb_policies`).
     MeasuredBootPolicy,
+    /// A known-good measurement set (`known_good`).
+    KnownGood,
 }
 
 impl fmt::Display for Entity {
@@ -28,6 +30,7 @@ impl fmt::Display for Entity {
             Self::VerifierAgent => "verifier agent",
             Self::RuntimePolicy => "runtime policy",
             Self::MeasuredBootPolicy => "measured-boot policy",
+            Self::KnownGood => "known-good set",
         })
     }
 }

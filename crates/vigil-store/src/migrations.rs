@@ -41,6 +41,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "pending notices",
         include_str!("../migrations/0004_pending_notices.sql"),
     ),
+    (6, "events", include_str!("../migrations/0006_events.sql")),
 ];
 
 /// A migration's SQL as dialect `D` spells it.
@@ -139,6 +140,11 @@ mod tests {
                 4,
                 "1e56aca7eec0f11ce2f3f5d2673f7b936ce5580ae0cf3f1b5f25fce34c30eb47",
                 "793d8d5e8d7d38113528fb4d2b36cf872ae0a1b294664b59359b498991f9b0a8",
+            ),
+            (
+                6,
+                "b15a1d922bb910f638e15d03bdc38f23908c07243e16d07c5e8028d1eb688e97",
+                "2154d14da0ac16c2b8b517ce93025a23f51241c8000a7a6b79780dff10da7123",
             ),
         ];
         let sha256 = |sql: String| hex::encode(Sha256::digest(sql));

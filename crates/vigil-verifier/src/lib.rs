@@ -11,7 +11,7 @@
 //! http (axum routes, Keylime's answers)
 //!   → service (enrol, status, list, delete, stop, reactivate, policies, verify)
 //!     → engine (task registry, leases, per-node driver, persist)
-//!       → agent_client, context, notify
+//!       → agent_client, context, notify, events (sinks, outbox, response rules)
 //!         → protocol, clock, config, error → vigil-core, vigil-store
 //! ```
 //!
@@ -36,6 +36,7 @@ mod context;
 mod engine;
 mod enrol;
 mod error;
+mod events;
 mod http;
 mod metrics;
 mod node_tls;

@@ -33,6 +33,7 @@ use crate::agent_client::AgentClient;
 use crate::clock::{Clock, NonceSource};
 use crate::config::Config;
 use crate::context::PolicyCache;
+use crate::events::Delivery;
 use crate::metrics::Metrics;
 use crate::notify::Notifiers;
 
@@ -75,6 +76,8 @@ pub(crate) struct Engine {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) holder: String,
     pub(crate) metrics: Arc<Metrics>,
+    /// This replica's event outbox delivery.
+    pub(crate) delivery: Arc<Delivery>,
     nonces: Arc<dyn NonceSource>,
     agents: AgentClient,
     mb_policy: MbPolicy,
@@ -123,8 +126,16 @@ impl Engine {
             .parse()
             .unwrap_or(MbPolicy::AcceptAll);
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let holder = config.replica_id();
+        let delivery = Delivery::new(
+            store.clone(),
+            crate::events::sinks(&config),
+            holder.clone(),
+            clock.clone(),
+        );
         Arc::new(Self {
-            holder: config.replica_id(),
+            holder,
+            delivery,
             metrics,
             leases: config.lease_ttl > 0,
             store,
@@ -155,6 +166,12 @@ impl Engine {
     /// Starts attesting: every node of this verifier, or the lease loop.
     pub(crate) async fn start(self: &Arc<Self>) -> Result<(), StoreError> {
         self.notifiers.resume().await?;
+        let delivery = self.delivery.clone();
+        let stop = self.stop.clone();
+        self.tasks
+            .lock()
+            .await
+            .spawn(async move { delivery.run(stop).await });
         if self.leases {
             let me = self.clone();
             self.tasks

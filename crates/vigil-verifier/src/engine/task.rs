@@ -17,11 +17,13 @@ use rand_core::OsRng;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, info_span, warn, Instrument, Span};
+use vigil_core::attestation::NodeSnapshot;
 use vigil_core::attestation::{
     evaluate_round, Action, CommFailure, Deletion, MeasuredBootPolicy, NodeAnswer, NodeAttestation,
     RequestId, RoundOutcome, RoundPolicy, UnixTime,
 };
-use vigil_store::{Fence, StoreError};
+use vigil_core::events::{round_events, EventNode, IntegrityEvent, RoundFacts};
+use vigil_store::{Fence, NewEvent, StoreError};
 
 use super::persist::{self, RoundNote, Written};
 use super::{Command, Engine};
@@ -69,6 +71,10 @@ pub(super) struct NodeTask {
     written: Written,
     /// Quote requests made so far.
     rounds: u64,
+    /// The node as its events name it.
+    event_node: EventNode,
+    /// The node's verdict as last recorded (what a verdict change is measured from).
+    verdict: Option<bool>,
 }
 
 /// A node's state machine and the context it is judged in, moved together to the
@@ -87,6 +93,8 @@ impl NodeTask {
             fence,
             written: Written::default(),
             rounds: 0,
+            event_node: EventNode::default(),
+            verdict: None,
         }
     }
 
@@ -107,6 +115,8 @@ impl NodeTask {
                 return;
             }
         };
+        self.event_node = crate::events::event_node(&agent.enrolment);
+        self.verdict = persist::stored_verdict(&agent.state);
         let t = e.clock.now();
         let persist::Restored { mut node, fresh } =
             persist::restore(&e.attestation, (&agent).into(), t);
@@ -436,10 +446,16 @@ impl NodeTask {
     ) -> Result<(), Ended> {
         let snap = node.snapshot();
         let keyrings = ctx.keyrings.learned_to_keylime_json();
-        let Some(update) = persist::round_update(&snap, &self.written, note, &keyrings) else {
+        let verdict = note.verdict;
+        let Some(mut update) = persist::round_update(&snap, &self.written, note, &keyrings) else {
             return Ok(());
         };
         let e = &self.engine;
+        let event = self.round_event(node, &snap, verdict);
+        update.at = e.clock.now_secs();
+        if let Some((_, queued)) = &event {
+            update.events.push(queued.clone());
+        }
         let written = e
             .metrics
             .store
@@ -457,6 +473,12 @@ impl NodeTask {
                     snapshot: Some(snap),
                     learned_keyrings: Some(keyrings),
                 };
+                if verdict.is_some() {
+                    self.verdict = verdict;
+                }
+                if event.is_some() {
+                    e.delivery.wake();
+                }
                 Ok(())
             }
             Err(StoreError::LeaseLost { .. }) => {
@@ -478,6 +500,48 @@ impl NodeTask {
                 Ok(())
             }
         }
+    }
+
+    /// The integrity event this round makes, if any, with its outbox rows (one per
+    /// configured sink).
+    fn round_event(
+        &self,
+        node: &NodeAttestation,
+        snap: &NodeSnapshot,
+        verdict: Option<bool>,
+    ) -> Option<(IntegrityEvent, NewEvent)> {
+        let e = &self.engine;
+        let sinks = e.delivery.sink_names();
+        if sinks.is_empty() {
+            return None;
+        }
+        let previous_boot = self
+            .written
+            .snapshot
+            .as_ref()
+            .map(persist::boot_mark)
+            .unwrap_or_default();
+        let facts = RoundFacts {
+            previous_verdict: self.verdict,
+            verdict,
+            previous_boot,
+            boot: persist::boot_mark(snap),
+            failures: node.last_failures(),
+        };
+        let event = round_events(
+            &self.event_node,
+            &facts,
+            e.clock.now(),
+            e.nonces.event_uuid(),
+        )?;
+        let json = serde_json::to_string(&event).ok()?;
+        let queued = NewEvent {
+            uuid: event.uuid.clone(),
+            agent_id: self.id.clone(),
+            event: json,
+            sinks,
+        };
+        Some((event, queued))
     }
 
     async fn remove(&self) {

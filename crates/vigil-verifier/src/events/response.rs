@@ -1,0 +1,1 @@
+//! Response rules (filled in below).
