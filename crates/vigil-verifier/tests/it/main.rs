@@ -11,6 +11,7 @@ mod api;
 mod attest;
 mod bad_input;
 mod crash;
+mod events;
 mod faults;
 mod figures;
 mod keylime_tenant;
