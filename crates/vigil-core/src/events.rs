@@ -134,7 +134,11 @@ impl Difference {
     /// The difference a failure event describes, when its context carries both the
     /// measured and the expected values.
     pub fn of_failure(event: &RatedEvent) -> Option<Self> {
-        let ctx = &event.context;
+        Self::of(&event.event_id, &event.context, event.file.as_deref())
+    }
+
+    /// [`of_failure`](Self::of_failure) from an event's parts.
+    pub fn of(event_id: &str, ctx: &Value, file: Option<&str>) -> Option<Self> {
         let measured = ctx.get("got")?.as_str()?.to_owned();
         let expected = match ctx.get("expected")? {
             Value::String(s) => vec![s.clone()],
@@ -145,7 +149,7 @@ impl Difference {
                 .collect(),
             _ => return None,
         };
-        let last = event.event_id.rsplit('.').next().unwrap_or_default();
+        let last = event_id.rsplit('.').next().unwrap_or_default();
         if let Some(pcr) = last
             .strip_prefix("invalid_pcr_")
             .and_then(|n| n.parse().ok())
@@ -156,8 +160,8 @@ impl Difference {
                 expected,
             });
         }
-        event.file.as_ref().map(|file| Self::File {
-            file: file.clone(),
+        file.map(|file| Self::File {
+            file: file.to_owned(),
             measured,
             expected,
         })

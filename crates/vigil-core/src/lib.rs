@@ -19,6 +19,7 @@
 //! - [`tpm`]: TPM 2.0 structures and quotes.
 //! - [`eventlog`]: the TCG PC Client (UEFI) event log and measured boot.
 //! - [`payload`]: Keylime's U/V bootstrap key and encrypted payloads.
+//! - [`relearn`]: adopting changed measurements that known-good sets cover.
 //! - [`revocation`]: signed revocation notices.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -31,6 +32,7 @@ pub mod hash;
 pub mod ima;
 pub mod payload;
 pub mod policy;
+pub mod relearn;
 pub mod revocation;
 pub mod tpm;
 

@@ -178,6 +178,13 @@ impl Verifier {
             clock.clone(),
             stopped.clone(),
         );
+        let rules = events::response::Rules::new(
+            (!config.response_rules.as_os_str().is_empty())
+                .then(|| config.state_dir.join(&config.response_rules)),
+            config.severity_labels.clone(),
+            config.event_sinks.clone(),
+        )
+        .map_err(|e| StartError::Config(e.to_string()))?;
         let engine = engine::Engine::new(engine::EngineParts {
             store: store.clone(),
             agents: agent_client::AgentClient::new(
@@ -191,6 +198,7 @@ impl Verifier {
             metrics,
             clock,
             nonces,
+            rules: Arc::new(rules),
             stop: stopped.clone(),
         });
         let addr = SocketAddr::new(config.ip, config.port);

@@ -16,6 +16,7 @@
 
 mod leases;
 pub(crate) mod persist;
+mod respond;
 mod task;
 
 use std::collections::HashMap;
@@ -33,6 +34,7 @@ use crate::agent_client::AgentClient;
 use crate::clock::{Clock, NonceSource};
 use crate::config::Config;
 use crate::context::PolicyCache;
+use crate::events::response::Rules;
 use crate::events::Delivery;
 use crate::metrics::Metrics;
 use crate::notify::Notifiers;
@@ -64,6 +66,7 @@ pub(crate) struct EngineParts {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) nonces: Arc<dyn NonceSource>,
+    pub(crate) rules: Arc<Rules>,
     pub(crate) stop: watch::Receiver<bool>,
 }
 
@@ -78,6 +81,8 @@ pub(crate) struct Engine {
     pub(crate) metrics: Arc<Metrics>,
     /// This replica's event outbox delivery.
     pub(crate) delivery: Arc<Delivery>,
+    /// The response rules in force.
+    pub(crate) rules: Arc<Rules>,
     nonces: Arc<dyn NonceSource>,
     agents: AgentClient,
     mb_policy: MbPolicy,
@@ -119,6 +124,7 @@ impl Engine {
             metrics,
             clock,
             nonces,
+            rules,
             stop,
         } = parts;
         let mb_policy = config
@@ -136,6 +142,7 @@ impl Engine {
         Arc::new(Self {
             holder,
             delivery,
+            rules,
             metrics,
             leases: config.lease_ttl > 0,
             store,
@@ -172,6 +179,21 @@ impl Engine {
             .lock()
             .await
             .spawn(async move { delivery.run(stop).await });
+        let (rules, mut stop) = (self.rules.clone(), self.stop.clone());
+        self.tasks.lock().await.spawn(async move {
+            let Ok(mut hup) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            else {
+                warn!("cannot listen for SIGHUP: response rules are not reloaded");
+                return;
+            };
+            loop {
+                tokio::select! {
+                    _ = hup.recv() => rules.reload(),
+                    _ = stop.changed() => return,
+                }
+            }
+        });
         if self.leases {
             let me = self.clone();
             self.tasks

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use vigil_core::attestation::{
     AttestationConfig, NodeAttestation, NodeSnapshot, OperationalState, UnixTime,
 };
-use vigil_core::events::BootMark;
+use vigil_core::events::{BootMark, Difference};
 use vigil_store::{
     AgentStatusRecord, FailureRecord, ImaProgress, QuoteAlgs, RoundUpdate, VerifierAgent,
 };
@@ -93,6 +93,26 @@ pub(crate) struct RoundNote {
     pub(crate) verdict: Option<bool>,
     /// The failing events of a failed round.
     pub(crate) failures: Option<Vec<FailureRecord>>,
+    /// Changed measurements a relearn rule adopted while judging the round.
+    pub(crate) relearned: Option<Adopted>,
+    /// A relearn rule matched but not every change was covered: the rule, and the
+    /// values no known-good set covers.
+    pub(crate) relearn_refused: Option<(String, Vec<Difference>)>,
+}
+
+/// Measurements adopted by a relearn: the node's new policies, to store.
+#[derive(Debug)]
+pub(crate) struct Adopted {
+    /// The rule that asked for it.
+    pub(crate) rule: String,
+    /// The known-good sets that cover the changes.
+    pub(crate) sets: Vec<String>,
+    /// The changes adopted.
+    pub(crate) changes: Vec<Difference>,
+    /// The new TPM policy (JSON text).
+    pub(crate) tpm_policy: String,
+    /// The new runtime policy (JSON text), when files changed.
+    pub(crate) runtime_policy: Option<String>,
 }
 
 impl RoundNote {

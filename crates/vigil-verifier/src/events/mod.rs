@@ -10,6 +10,7 @@
 //! the lease expires. Delivery is at least once: consumers de-duplicate by `uuid`
 //! (the NATS sink also sets `Nats-Msg-Id`, so JetStream drops a redelivery itself).
 
+pub(crate) mod act;
 mod file;
 mod nats;
 pub(crate) mod response;
@@ -37,14 +38,26 @@ const BATCH: u32 = 256;
 /// How often the loop looks for due rows when nothing wakes it.
 const POLL: Duration = Duration::from_secs(1);
 
-/// The node an event is about, as events name it: the one place its hardware class and
-/// labels come from. They are empty until the node record carries them (the trust-gate
-/// feature adds `class` and `labels` to the enrolment; fill them in here).
+/// The node an event is about, as events and rules name it: the one place its hardware
+/// class and labels come from.
+///
+/// Until the node record carries a class and labels of its own (the trust-gate
+/// feature's columns), they are read from the enrolment's metadata when it is a JSON
+/// object with `class` (a string) and `labels` (an object of strings); otherwise they are
+/// empty. Once the node row has them, take them from there instead.
 pub(crate) fn event_node(agent: &EnrolledAgent) -> EventNode {
+    let meta: serde_json::Value = serde_json::from_str(&agent.meta_data).unwrap_or_default();
     EventNode {
         node_id: agent.agent_id.clone(),
-        class: None,
-        labels: Default::default(),
+        class: meta["class"].as_str().map(str::to_owned),
+        labels: meta["labels"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                    .collect()
+            })
+            .unwrap_or_default(),
     }
 }
 
