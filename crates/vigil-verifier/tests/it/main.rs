@@ -17,3 +17,4 @@ mod figures;
 mod keylime_tenant;
 mod ops;
 mod real_logs;
+mod response;
