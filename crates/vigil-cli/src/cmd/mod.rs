@@ -15,6 +15,7 @@ mod ekcert;
 mod eventlog;
 mod generate;
 mod ima;
+mod known_good;
 mod policy;
 mod policy_file;
 mod quote;
@@ -60,6 +61,10 @@ enum Command {
     /// (Keylime's keylime_tenant; `-c add` style also accepted); defaults from
     /// /etc/vigil/tenant.toml and ~/.config/vigil/tenant.toml.
     Tenant(Box<tenant::TenantArgs>),
+    /// Known-good measurement sets at the verifier, for relearn: add (from a node just
+    /// updated, or from an event log, IMA log or PCR list), list, show, delete.
+    #[command(subcommand)]
+    KnownGood(known_good::KnownGoodCommand),
     /// Runs a whole deployment on this machine (swtpm, registrar, verifier, agent),
     /// attests a node, then shows the verifier catching an unknown script and a
     /// modified file; stops everything it started.
@@ -91,7 +96,7 @@ pub(crate) fn command() -> clap::Command {
         "tpm_policy",
     ];
     /// Each command, and the options that do not apply to it.
-    const TENANT: [(&str, &[&[&str]]); 10] = [
+    const TENANT: [(&str, &[&[&str]]); 11] = [
         ("add", &[LIST_ONLY]),
         ("update", &[LIST_ONLY]),
         ("delete", &[REGISTRAR, LIST_ONLY]),
@@ -99,12 +104,19 @@ pub(crate) fn command() -> clap::Command {
         ("stop", &[REGISTRAR, RETRIES, LIST_ONLY]),
         ("list", &[REGISTRAR, RETRIES]),
         ("status", &[REGISTRAR, RETRIES, LIST_ONLY]),
+        ("relearn", &[REGISTRAR, RETRIES, LIST_ONLY]),
         ("regstatus", &[VERIFIER, RETRIES, LIST_ONLY]),
         ("reglist", &[VERIFIER, RETRIES, LIST_ONLY]),
         ("regdelete", &[VERIFIER, RETRIES, LIST_ONLY]),
     ];
     const POLICY: [(&str, &[&[&str]]); 4] = [
         ("push", &[REGISTRAR, RETRIES, LIST_ONLY, PUSH]),
+        ("list", &[REGISTRAR, RETRIES, LIST_ONLY]),
+        ("show", &[REGISTRAR, RETRIES, LIST_ONLY]),
+        ("delete", &[REGISTRAR, RETRIES, LIST_ONLY]),
+    ];
+    const KNOWN_GOOD: [(&str, &[&[&str]]); 4] = [
+        ("add", &[REGISTRAR, RETRIES, LIST_ONLY]),
         ("list", &[REGISTRAR, RETRIES, LIST_ONLY]),
         ("show", &[REGISTRAR, RETRIES, LIST_ONLY]),
         ("delete", &[REGISTRAR, RETRIES, LIST_ONLY]),
@@ -122,6 +134,7 @@ pub(crate) fn command() -> clap::Command {
     Cli::command()
         .mut_subcommand("tenant", |tenant| hide(tenant, &TENANT))
         .mut_subcommand("policy", |policy| hide(policy, &POLICY))
+        .mut_subcommand("known-good", |kg| hide(kg, &KNOWN_GOOD))
 }
 
 /// Parses `args` (after [`keylime_argv`]) with [`command`], exiting with clap's usage
@@ -187,6 +200,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ca(cmd) => ca::run(cmd),
         Command::Config(cmd) => config::run(cmd),
         Command::Tenant(args) => tenant::run(*args),
+        Command::KnownGood(cmd) => known_good::run(cmd),
         Command::Demo(args) => demo::run(args),
         Command::Completions(args) => generate::completions(&args),
         Command::Man(args) => generate::man(&args),

@@ -83,7 +83,7 @@ pub(crate) struct Engine {
     pub(crate) delivery: Arc<Delivery>,
     /// The response rules in force.
     pub(crate) rules: Arc<Rules>,
-    nonces: Arc<dyn NonceSource>,
+    pub(crate) nonces: Arc<dyn NonceSource>,
     agents: AgentClient,
     mb_policy: MbPolicy,
     leases: bool,

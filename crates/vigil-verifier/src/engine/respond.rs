@@ -120,7 +120,7 @@ impl Engine {
     }
 
     /// Records an action's outcome and sends it out as an `action` event.
-    pub(super) async fn action_taken(
+    pub(crate) async fn action_taken(
         &self,
         node: &EventNode,
         rule: &str,
@@ -154,7 +154,7 @@ impl Engine {
     }
 
     /// Queues an event made outside a round for every sink.
-    pub(super) async fn queue(&self, event: &IntegrityEvent) {
+    pub(crate) async fn queue(&self, event: &IntegrityEvent) {
         let sinks = self.delivery.sink_names();
         if sinks.is_empty() {
             return;

@@ -9,6 +9,7 @@
 mod agents;
 mod policies;
 mod reply;
+mod response;
 mod verify;
 
 use std::sync::Arc;
@@ -142,9 +143,15 @@ pub(crate) fn router(service: Service) -> Router {
         .fold(Router::new(), |r, path| {
             with_slash(r, path, get(version).fallback(not_implemented_use("GET")))
         });
+    let vigil = response::routes()
+        .into_iter()
+        .fold(Router::new(), |r, (path, methods)| {
+            with_slash(r, path, methods.fallback(not_implemented_any))
+        });
     let ops = ops::routes(Ops::new(service.metrics(), Arc::new(service.clone())));
     unversioned
         .merge(versioned)
+        .merge(vigil)
         .merge(ops)
         .fallback(|| async { plain(StatusCode::NOT_FOUND) })
         .with_state(service)

@@ -4,6 +4,7 @@
 //! these; nothing here knows HTTP beyond Keylime's texts in [`ApiError`].
 
 mod policies;
+mod response;
 mod verify;
 
 use std::sync::Arc;
