@@ -214,6 +214,52 @@ actions = [
         store.known_good().versions("n1").await.unwrap().len(),
         before
     );
+    // Nor by the operator: the explicit relearn refuses it too.
+    let c = pki.client(true);
+    let (code, r) = c.call(a, "POST", "/vigil/v1/agents/n1/relearn", None).await;
+    assert_eq!(code, 400, "{r}");
+    assert!(
+        r["status"].as_str().unwrap().contains("never relearnt"),
+        "{r}"
+    );
+    // The operator's routes: the node's actions, known-good sets.
+    let (code, r) = c.call(a, "GET", "/vigil/v1/agents/n1/actions", None).await;
+    assert_eq!(code, 200, "{r}");
+    assert!(
+        r["results"]["actions"].as_array().unwrap().len() >= 6,
+        "{r}"
+    );
+    let set = json!({"name": "k9", "class": "c2", "recorded_by": "ops",
+        "measurements": {"pcrs": {"4": [digest(b"pcr4")]}}});
+    assert_eq!(
+        c.call(a, "POST", "/vigil/v1/known-good", Some(set.clone()))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        c.call(a, "POST", "/vigil/v1/known-good", Some(set)).await.0,
+        409
+    );
+    let (_, r) = c
+        .call(a, "GET", "/vigil/v1/known-good?class=c2", None)
+        .await;
+    assert_eq!(r["results"]["sets"][0]["name"], "k9", "{r}");
+    assert_eq!(
+        c.call(a, "DELETE", "/vigil/v1/known-good/k9", None).await.0,
+        200
+    );
+    assert_eq!(
+        c.call(a, "GET", "/vigil/v1/known-good/k9", None).await.0,
+        404
+    );
+    assert_eq!(
+        pki.client(false)
+            .call(a, "GET", "/vigil/v1/known-good", None)
+            .await
+            .0,
+        403
+    );
     store.close().await;
     v.shutdown().await;
 }
