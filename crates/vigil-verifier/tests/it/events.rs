@@ -273,3 +273,182 @@ on_both_backends!(
     events_reach_file_and_nats_once_per_round,
     sigkill_mid_delivery_loses_no_event,
 );
+
+// ---------------------------------------------------------------------------------
+// Figures for docs/benchmarks.md, not tests (ignored; they print what they measured):
+//
+//   cargo test -p vigil-verifier --test it events::figure_ -- --ignored --nocapture --test-threads 1
+
+/// Latency from a round whose verdict changed to its event arriving on NATS: a node
+/// on swtpm alternates between a quote whose signature does not verify and a genuine
+/// one (reactivated), so every round judged makes an event; the figure is each event's
+/// arrival at a NATS subscriber minus the event's own time (stamped when its round was
+/// recorded), over 120 events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a figure, not a test: run it explicitly (see above)"]
+async fn figure_event_latency() {
+    use support::Tamper;
+    let test = "verifier_figure_event_latency";
+    let Some(js) = jetstream(test).await else {
+        return;
+    };
+    let pki = Pki::new();
+    let Some(agent) = TestAgent::new(test, &pki.tls_dir().join("cacert.crt")).await else {
+        return;
+    };
+    agent.measure("/usr/bin/a", b"a");
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}?mode=rwc", dir.path().join("v.db").display());
+    let (prefix, stream) = unique("latency");
+    let config = vigil_verifier::Config {
+        event_sinks: vec!["nats".into()],
+        event_nats_subject_prefix: prefix.clone(),
+        event_nats_stream: stream.clone(),
+        quote_interval: 0.05,
+        ..pki.config(&db)
+    };
+    let client = async_nats::connect(NATS).await.unwrap();
+    let mut sub = client.subscribe(format!("{prefix}.>")).await.unwrap();
+    let v = support::start(&config).await;
+    let (a, c) = (v.addr(), pki.client(true));
+    let files = [("/usr/bin/a", b"a".as_slice())];
+    let (code, _) = c
+        .call(
+            a,
+            "POST",
+            "/v2.6/agents/n1",
+            Some(agent.enrolment(&TestAgent::policy_b64(&files))),
+        )
+        .await;
+    assert_eq!(code, 200);
+    const EVENTS: usize = 120;
+    let mut samples = Vec::with_capacity(EVENTS);
+    let mut failing = false;
+    while samples.len() < EVENTS {
+        let msg = tokio::time::timeout(Duration::from_secs(30), futures_next(&mut sub))
+            .await
+            .expect("an event within 30 s");
+        let arrived = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros();
+        let e: Value = serde_json::from_slice(&msg.payload).unwrap();
+        let made = u128::from(e["time_ms"].as_u64().unwrap()) * 1000;
+        samples.push(Duration::from_micros(
+            u64::try_from(arrived.saturating_sub(made)).unwrap(),
+        ));
+        // Flip the node: a bad signature fails it; genuine again, reactivated, it passes.
+        failing = !failing;
+        if failing {
+            agent.set_tamper(Tamper::QuoteSignature);
+        } else {
+            agent.set_tamper(Tamper::None);
+            c.call(a, "PUT", "/v2.6/agents/n1/reactivate", None).await;
+        }
+    }
+    samples.sort();
+    let p = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
+    eprintln!(
+        "FIGURE event latency round -> NATS over {} events: median {:?}, p99 {:?}, max {:?}",
+        samples.len(),
+        p(0.5),
+        p(0.99),
+        samples[samples.len() - 1]
+    );
+    v.shutdown().await;
+    let _ = js.delete_stream(&stream).await;
+}
+
+/// The next message of a subscription.
+async fn futures_next(sub: &mut async_nats::Subscriber) -> async_nats::Message {
+    use futures_core::Stream;
+    std::future::poll_fn(|cx| std::pin::Pin::new(&mut *sub).poll_next(cx))
+        .await
+        .expect("the subscription goes on")
+}
+
+/// Outbox throughput: 1,000 events queued while NATS is unreachable (the sink points at
+/// a forwarder that is not listening yet), then NATS comes back (the forwarder starts):
+/// the time from then until the outbox is empty, and from the first delivery to the
+/// last. The verifier in-process on SQLite, one replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a figure, not a test: run it explicitly (see above)"]
+async fn figure_outbox_throughput() {
+    let test = "verifier_figure_outbox";
+    let Some(js) = jetstream(test).await else {
+        return;
+    };
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}?mode=rwc", dir.path().join("v.db").display());
+    let (prefix, stream) = unique("outbox");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = vigil_verifier::Config {
+        event_sinks: vec!["nats".into()],
+        event_nats_url: format!("nats://127.0.0.1:{port}"),
+        event_nats_subject_prefix: prefix.clone(),
+        event_nats_stream: stream.clone(),
+        ..pki.config(&db)
+    };
+    let v = support::start(&config).await;
+    const EVENTS: usize = 1000;
+    let store = vigil_store::Store::open(&db).await.unwrap();
+    let rows: Vec<vigil_store::NewEvent> = (0..EVENTS)
+        .map(|i| {
+            let uuid = format!("00000000-0000-4000-8000-{i:012}");
+            vigil_store::NewEvent {
+                uuid: uuid.clone(),
+                agent_id: format!("n{}", i % 10),
+                event: serde_json::json!({"uuid": uuid, "kind": "runtime"}).to_string(),
+                sinks: vec!["nats".into()],
+            }
+        })
+        .collect();
+    store.outbox().enqueue(&rows, 0).await.unwrap();
+    // NATS "down": every attempt fails for a while (backoff grows).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(store.outbox().pending().await.unwrap(), EVENTS as u64);
+    let back = std::time::Instant::now();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                if let Ok(mut out) = tokio::net::TcpStream::connect("127.0.0.1:4222").await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                }
+            });
+        }
+    });
+    let mut first = None;
+    loop {
+        let left = store.outbox().pending().await.unwrap();
+        if first.is_none() && left < EVENTS as u64 {
+            first = Some(back.elapsed());
+        }
+        if left == 0 {
+            break;
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(300),
+            "not drained: {left} left"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let drained = back.elapsed();
+    let first = first.unwrap_or_default();
+    let on_nats = nats_events(&js, &stream).await.len();
+    eprintln!(
+        "FIGURE outbox: {EVENTS} queued while NATS was down; NATS back -> first delivery {first:?}, \
+         all delivered {drained:?} ({:.0} events/s from the first delivery); {on_nats} on the stream",
+        EVENTS as f64 / (drained - first).as_secs_f64()
+    );
+    store.close().await;
+    v.shutdown().await;
+    let _ = js.delete_stream(&stream).await;
+}
