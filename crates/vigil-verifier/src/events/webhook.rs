@@ -123,7 +123,65 @@ impl Sink for WebhookSink {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+
+    use axum::http::HeaderMap;
+    use axum::routing::post;
+    use tokio::sync::watch;
+
     use super::*;
+
+    #[tokio::test]
+    async fn events_are_posted_signed() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("event-webhook.secret"), "s3cret\n").unwrap();
+        let got: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+        let seen = got.clone();
+        let app = axum::Router::new().route(
+            "/hook",
+            post(move |headers: HeaderMap, body: String| async move {
+                let sig = headers[SIGNATURE_HEADER].to_str().unwrap().to_owned();
+                seen.lock().unwrap().push((sig, body));
+                axum::http::StatusCode::NO_CONTENT
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (_stop, stopped) = watch::channel(false);
+        tokio::spawn(vigil_service::server::serve(listener, None, app, stopped));
+        let config = Config {
+            state_dir: dir.path().to_owned(),
+            event_webhook_url: format!("http://{addr}/hook"),
+            ..Config::default()
+        };
+        let sink = WebhookSink::new(&config);
+        let event = r#"{"uuid":"u1","kind":"runtime"}"#;
+        sink.deliver(Outgoing {
+            uuid: "u1",
+            node_id: "n1",
+            event,
+        })
+        .await
+        .unwrap();
+        let got = got.lock().unwrap().clone();
+        assert_eq!(
+            got,
+            [(signature(b"s3cret", event.as_bytes()), event.to_owned())]
+        );
+        let missing = WebhookSink::new(&Config {
+            state_dir: dir.path().join("none"),
+            ..config
+        });
+        let e = missing
+            .deliver(Outgoing {
+                uuid: "u1",
+                node_id: "n1",
+                event,
+            })
+            .await
+            .unwrap_err();
+        assert!(e.contains("event_webhook_secret_file"), "{e}");
+    }
 
     #[test]
     fn signature_is_rfc4231_hmac_sha256() {
