@@ -252,8 +252,8 @@ impl NodeTask {
 
     /// Rebuilds the context from the stored enrolment, keeping what the old one learnt
     /// from the node's log (the IMA state carries on, so its learnt keys must too).
-    async fn rebuild(&self, ctx: &mut NodeContext) {
-        let e = &self.engine;
+    async fn rebuild(&mut self, ctx: &mut NodeContext) {
+        let e = self.engine.clone();
         let agent = match e.store.verifier_agents().get(&self.id).await {
             Ok(Some(a)) => a,
             Ok(None) => return,
@@ -262,6 +262,8 @@ impl NodeTask {
                 return;
             }
         };
+        // The node's class and labels may have changed with its record.
+        self.event_node = crate::events::event_node(&agent.enrolment);
         match context::build(&agent, &e.store, &e.cache, e.agents.identity()).await {
             Ok(mut new) => {
                 new.keyrings.adopt_learned(&mut ctx.keyrings);
