@@ -265,3 +265,80 @@ actions = [
 }
 
 on_both_backends!(rules_act_and_relearn_adopts_only_covered_changes);
+
+/// The rule file is read again on SIGHUP: a bad one is named and the rules in force
+/// stay; a good one replaces them. (The real binary: a signal to the test process
+/// would reach every in-process verifier.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_reload_on_sighup() {
+    use std::process::{Command, Stdio};
+    let pki = Pki::new();
+    let rules = pki.dir.path().join("rules.toml");
+    std::fs::write(
+        &rules,
+        "[[rules]]\nname = \"a\"\nactions = [{ action = \"revoke\" }]\n",
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log_path = pki.dir.path().join("verifier.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let db = format!(
+        "sqlite://{}?mode=rwc",
+        pki.dir.path().join("v.db").display()
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vigil-verifier"))
+        .arg("--database")
+        .arg(&db)
+        .env("VIGIL_VERIFIER_STATE_DIR", pki.dir.path())
+        .env("VIGIL_VERIFIER_PORT", port.to_string())
+        .env("VIGIL_VERIFIER_RESPONSE_RULES", &rules)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    wait_for(20, "the verifier listening", || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await;
+    let hup = |pid: u32| {
+        let ok = Command::new("kill")
+            .arg("-HUP")
+            .arg(pid.to_string())
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    };
+    let read = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    std::fs::write(
+        &rules,
+        "[[rules]]\nname = \"b\"\nmin_severity = \"nope\"\nactions = []\n",
+    )
+    .unwrap();
+    hup(child.id());
+    wait_for(10, "the bad file named", || async {
+        read().contains("rule \"b\": min_severity").then_some(())
+    })
+    .await;
+    assert!(read().contains("the rules in force stay"), "{}", read());
+    std::fs::write(
+        &rules,
+        "[[rules]]\nname = \"c\"\nactions = [{ action = \"revoke\" }]\n",
+    )
+    .unwrap();
+    hup(child.id());
+    wait_for(10, "the rules reloaded", || async {
+        read().contains("response rules reloaded").then_some(())
+    })
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+}
