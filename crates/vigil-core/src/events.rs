@@ -18,10 +18,6 @@ use serde_json::Value;
 
 use crate::attestation::{RatedEvent, UnixTime};
 
-/// The largest serialised event a sink or the outbox accepts: a round keeps at most a
-/// few thousand failures, and an event lists at most [`MAX_LISTED`] of them.
-pub const MAX_EVENT_BYTES: usize = 1 << 20;
-
 /// How many failures and differences one event lists; the rest are only counted
 /// ([`IntegrityEvent::omitted`]), so a log of a million failing files makes a bounded
 /// event.
@@ -62,17 +58,6 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    /// The kind as spelt in events and rule files.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::EarlyBoot => "early_boot",
-            Self::LateBoot => "late_boot",
-            Self::Runtime => "runtime",
-            Self::Relearned => "relearned",
-            Self::Action => "action",
-        }
-    }
-
     /// The stage a failure event id (with the file it names) belongs to.
     pub fn of_failure(event_id: &str, file: Option<&str>) -> Self {
         let mut parts = event_id.split('.');
@@ -366,14 +351,6 @@ impl IntegrityEvent {
             }
         }
         self.omitted += omitted;
-    }
-
-    /// The highest severity label among the failures, by the order of `labels`.
-    pub fn severity<'a>(&'a self, labels: &[String]) -> Option<&'a str> {
-        self.failures
-            .iter()
-            .max_by_key(|f| labels.iter().position(|l| *l == f.severity))
-            .map(|f| f.severity.as_str())
     }
 }
 
