@@ -79,6 +79,7 @@ pub(crate) fn router(
         app = versioned(app, index, api);
     }
     let app = app
+        .route("/vigil/v1/actions", post(response_action_handler))
         .merge(ops::routes(ops_of(&state)))
         .fallback(outside_versions)
         .layer(from_fn(log_requests))
@@ -664,6 +665,39 @@ async fn revocation(
         state.revocations.send_modify(|v| v.push(ran));
     });
     Ok(success(empty()))
+}
+
+async fn response_action_handler(state: Shared, req: Request) -> Response {
+    match json_body(req).await {
+        Ok(body) => answer(response_action(&state.0, body).await),
+        Err(r) => r,
+    }
+}
+
+/// `POST /vigil/v1/actions`: a signed response action (see [`crate::response`]).
+async fn response_action(
+    state: &Arc<AgentState>,
+    body: Map<String, Value>,
+) -> Result<Response, Response> {
+    let notice = RevocationNotice {
+        msg: str_field(&body, "msg")?.to_owned(),
+        signature: match body.get("signature") {
+            Some(Value::String(s)) => s.clone(),
+            _ => String::new(),
+        },
+    };
+    let message = crate::revocation::verify(&notice, &state.revocation_cert).map_err(|e| {
+        warn!("response action rejected: {e}");
+        bad_request(format!("Invalid action signature: {e}"))
+    })?;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let action = crate::response::check(&message, &state.uuid, now_ms).map_err(|e| {
+        warn!("response action rejected: {e}");
+        bad_request(format!("Invalid action: {e}"))
+    })?;
+    Ok(success(state.response.run(action, &message).await))
 }
 
 #[cfg(test)]

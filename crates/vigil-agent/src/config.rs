@@ -85,6 +85,15 @@ pub struct Config {
     pub allow_payload_revocation_actions: bool,
     /// Seconds each revocation action may run.
     pub revocation_action_timeout: u64,
+    /// Vigil only: response actions the verifier asks for (`quarantine`, `shutdown`) are
+    /// only logged, not run (`docs/response.md`).
+    pub response_dry_run: bool,
+    /// The quarantine script (drop the network except to `control_plane`).
+    pub quarantine_script: PathBuf,
+    /// The shutdown script (power off).
+    pub shutdown_script: PathBuf,
+    /// The control plane's addresses the quarantine script keeps reachable.
+    pub control_plane: Vec<String>,
     /// IMA emulation: files, or directories (every regular file under them), measured
     /// into PCR 10 and `ima_ml_path`. Empty = off.
     pub ima_emulate: Vec<PathBuf>,
@@ -149,6 +158,10 @@ impl Default for Config {
             revocation_actions_dir: PathBuf::from("/usr/libexec/vigil"),
             allow_payload_revocation_actions: true,
             revocation_action_timeout: 30,
+            response_dry_run: true,
+            quarantine_script: PathBuf::from("/usr/libexec/vigil/quarantine.sh"),
+            shutdown_script: PathBuf::from("/usr/libexec/vigil/shutdown.sh"),
+            control_plane: Vec::new(),
             ima_emulate: Vec::new(),
             ima_emulate_log: PathBuf::from("ima_emulated_measurements"),
             ima_emulate_interval: 10,
@@ -164,7 +177,12 @@ impl Default for Config {
     }
 }
 
-const LIST_KEYS: &[&str] = &["trusted_client_ca", "revocation_actions", "ima_emulate"];
+const LIST_KEYS: &[&str] = &[
+    "trusted_client_ca",
+    "revocation_actions",
+    "ima_emulate",
+    "control_plane",
+];
 const SCALAR_KEYS: &[&str] = &[
     "port",
     "contact_port",
@@ -178,6 +196,7 @@ const SCALAR_KEYS: &[&str] = &[
     "registration_retry_max",
     "serve_identity_socket",
     "identity_on_network",
+    "response_dry_run",
 ];
 
 /// A configuration value that parses as TOML but means nothing.

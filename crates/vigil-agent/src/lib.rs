@@ -28,6 +28,7 @@ pub mod local;
 mod metrics;
 pub mod payload;
 pub mod registration;
+pub mod response;
 pub mod revocation;
 
 use std::net::SocketAddr;
@@ -119,6 +120,7 @@ pub(crate) struct AgentState {
     pub(crate) revocation_cert: PathBuf,
     pub(crate) actions: revocation::Actions,
     pub(crate) revocations: watch::Sender<Vec<Vec<String>>>,
+    pub(crate) response: response::ResponseActions,
     pub(crate) metrics: metrics::Metrics,
     /// Serving over mTLS.
     pub(crate) mtls: bool,
@@ -299,6 +301,13 @@ impl Agent {
                 timeout: Duration::from_secs(config.revocation_action_timeout),
             },
             revocations: watch::channel(Vec::new()).0,
+            response: response::ResponseActions {
+                dry_run: config.response_dry_run,
+                quarantine: config.quarantine_script.clone(),
+                shutdown: config.shutdown_script.clone(),
+                control_plane: config.control_plane.clone(),
+                timeout: Duration::from_secs(config.revocation_action_timeout),
+            },
             metrics: metrics::Metrics::new(),
             mtls: tls.is_some(),
             identity_on_network: config.identity_on_network,

@@ -9,6 +9,8 @@
 //! Modules follow the domain:
 //! - [`attestation`]: the verifier's per-node attestation engine (states, retries,
 //!   severity, revocation triggers), a state machine with time passed in.
+//! - [`events`]: integrity events (verdict changes, new boots, relearns, actions) for
+//!   the verifier's sinks.
 //! - [`failure`]: Keylime-compatible failure events (event ids, context, recoverability).
 //! - [`hash`]: hash algorithms and inline digests shared by all evidence types.
 //! - [`ima`]: the IMA measurement list (`ascii_runtime_measurements`): parsing,
@@ -17,6 +19,7 @@
 //! - [`tpm`]: TPM 2.0 structures and quotes.
 //! - [`eventlog`]: the TCG PC Client (UEFI) event log and measured boot.
 //! - [`payload`]: Keylime's U/V bootstrap key and encrypted payloads.
+//! - [`relearn`]: adopting changed measurements that known-good sets cover.
 //! - [`revocation`]: signed revocation notices.
 //! - [`results`]: the trust gate's signed attestation results (EAR tokens).
 #![forbid(unsafe_code)]
@@ -24,11 +27,13 @@
 
 pub mod attestation;
 pub mod eventlog;
+pub mod events;
 pub mod failure;
 pub mod hash;
 pub mod ima;
 pub mod payload;
 pub mod policy;
+pub mod relearn;
 pub mod results;
 pub mod revocation;
 pub mod tpm;

@@ -377,10 +377,23 @@ impl Client {
         path_and_query: &str,
         body: Option<Vec<u8>>,
     ) -> Result<Answer, ClientError> {
+        self.request_with_headers(endpoint, method, path_and_query, body, &[])
+            .await
+    }
+
+    /// [`request`](Self::request) with extra request headers (a webhook's signature).
+    pub async fn request_with_headers(
+        &self,
+        endpoint: &Endpoint,
+        method: Method,
+        path_and_query: &str,
+        body: Option<Vec<u8>>,
+        headers: &[(&str, &str)],
+    ) -> Result<Answer, ClientError> {
         let timeout = self.limits.timeout;
         tokio::time::timeout(
             timeout,
-            self.exchange(endpoint, method, path_and_query, body),
+            self.exchange(endpoint, method, path_and_query, body, headers),
         )
         .await
         .map_err(|_| ClientError::Timeout {
@@ -395,6 +408,7 @@ impl Client {
         method: Method,
         path_and_query: &str,
         body: Option<Vec<u8>>,
+        headers: &[(&str, &str)],
     ) -> Result<Answer, ClientError> {
         let peer = endpoint.to_string();
         let mut req = hyper::Request::builder()
@@ -402,6 +416,9 @@ impl Client {
             .uri(path_and_query)
             .header(header::HOST, endpoint.authority())
             .header(header::ACCEPT, "application/json");
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
         if body.is_some() {
             req = req.header(header::CONTENT_TYPE, "application/json");
         }

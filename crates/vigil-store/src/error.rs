@@ -21,6 +21,8 @@ pub enum Entity {
     MeasuredBootPolicy,
     /// A hardware class (Vigil's trust gate).
     HardwareClass,
+    /// A known-good measurement set (`known_good`).
+    KnownGood,
 }
 
 impl fmt::Display for Entity {
@@ -31,6 +33,7 @@ impl fmt::Display for Entity {
             Self::RuntimePolicy => "runtime policy",
             Self::MeasuredBootPolicy => "measured-boot policy",
             Self::HardwareClass => "hardware class",
+            Self::KnownGood => "known-good set",
         })
     }
 }

@@ -10,11 +10,14 @@
 //! - [`Leases`]: which verifier replica attests which agent.
 //! - [`Notices`]: revocation notice deliveries not yet made.
 //! - [`HardwareClasses`]: hardware classes and their golden PCR values (the trust gate).
+//! - [`Outbox`]: integrity events not yet delivered to every sink.
+//! - [`ResponseActions`] and [`KnownGoodSets`]: the response engine's actions, and the
+//!   known-good measurements nodes may be relearnt to.
 //!
 //! [`keylime`] reads a Keylime database and imports it through these repositories
 //! (`vigil store import-keylime`).
 //!
-//! The SQL behind all six is written once (`sql/`), generic over a small `Dialect`
+//! The SQL behind them all is written once (`sql/`), generic over a small `Dialect`
 //! trait; each backend file holds only its connection setup and dialect constants:
 //! SQLite (the embedded default: one file, WAL, foreign keys on) and PostgreSQL (shared
 //! by registrar and verifier replicas). [`Store::open`] picks one from the URL and
@@ -34,9 +37,11 @@ pub mod keylime;
 mod leases;
 mod migrations;
 mod notices;
+mod outbox;
 mod policies;
 mod postgres;
 mod registrar;
+mod response;
 mod sql;
 mod sqlite;
 mod verifier;
@@ -48,10 +53,12 @@ pub use error::{Entity, StoreError};
 pub use identities::{Identities, NonceUse};
 pub use leases::{Fence, Lease, Leases};
 pub use notices::{NewNotice, Notices, PendingNotice};
+pub use outbox::{NewEvent, Outbox, OutboxRow};
 pub use policies::{checksum, MbPolicy, NewMbPolicy, NewRuntimePolicy, Policies, RuntimePolicy};
 pub use registrar::{
     IdentityField, RegisterOutcome, RegistrarAgent, RegistrarAgents, Registration,
 };
+pub use response::{ActionRecord, KnownGood, KnownGoodSets, PolicyVersion, ResponseActions};
 pub use verifier::{
     AgentState, AgentStatusRecord, EnrolledAgent, Enrolment, FailureRecord, ImaProgress, PolicyRef,
     QuoteAlgs, RoundOutcome, RoundUpdate, VerifierAgent, VerifierAgents,
@@ -159,6 +166,30 @@ impl Store {
 
     /// Revocation notice deliveries not yet made.
     pub fn notices(&self) -> &dyn Notices {
+        match &self.inner {
+            Inner::Sqlite(s) => s.as_ref(),
+            Inner::Postgres(s) => s.as_ref(),
+        }
+    }
+
+    /// Integrity events not yet delivered.
+    pub fn outbox(&self) -> &dyn Outbox {
+        match &self.inner {
+            Inner::Sqlite(s) => s.as_ref(),
+            Inner::Postgres(s) => s.as_ref(),
+        }
+    }
+
+    /// Response actions taken on nodes.
+    pub fn response_actions(&self) -> &dyn ResponseActions {
+        match &self.inner {
+            Inner::Sqlite(s) => s.as_ref(),
+            Inner::Postgres(s) => s.as_ref(),
+        }
+    }
+
+    /// Known-good measurement sets and relearnt policies.
+    pub fn known_good(&self) -> &dyn KnownGoodSets {
         match &self.inner {
             Inner::Sqlite(s) => s.as_ref(),
             Inner::Postgres(s) => s.as_ref(),

@@ -46,6 +46,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "hardware classes",
         include_str!("../migrations/0005_hardware_classes.sql"),
     ),
+    (6, "events", include_str!("../migrations/0006_events.sql")),
     (
         8,
         "workload identity",
@@ -154,6 +155,16 @@ mod tests {
                 5,
                 "efd2e84952c83f18ad0615571fa4da9dea9c7d8c186af009a66a8e872befc6d0",
                 "efd2e84952c83f18ad0615571fa4da9dea9c7d8c186af009a66a8e872befc6d0",
+            ),
+            (
+                6,
+                "b15a1d922bb910f638e15d03bdc38f23908c07243e16d07c5e8028d1eb688e97",
+                "2154d14da0ac16c2b8b517ce93025a23f51241c8000a7a6b79780dff10da7123",
+            ),
+            (
+                8,
+                "0e180256f64020f6e3cd8e75f184886cb3c5a601b0de23967460daa74083ef5b",
+                "0e180256f64020f6e3cd8e75f184886cb3c5a601b0de23967460daa74083ef5b",
             ),
         ];
         let sha256 = |sql: String| hex::encode(Sha256::digest(sql));

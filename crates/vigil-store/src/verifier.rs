@@ -275,6 +275,10 @@ pub struct RoundUpdate {
     pub public_key: Option<String>,
     /// The engine's snapshot (JSON text) after the round, if the caller keeps one.
     pub engine_state: Option<String>,
+    /// Integrity events the round made, queued in the outbox with it.
+    pub events: Vec<crate::NewEvent>,
+    /// When the round was recorded (epoch seconds): the events' queue time.
+    pub at: i64,
 }
 
 impl RoundUpdate {
@@ -292,6 +296,8 @@ impl RoundUpdate {
             severity: None,
             public_key: None,
             engine_state: None,
+            events: Vec::new(),
+            at: 0,
         }
     }
 }

@@ -97,6 +97,31 @@ impl AgentClient {
         }
     }
 
+    /// `POST /vigil/v1/actions` with a signed response action; the node's answer.
+    pub(crate) async fn response_action(
+        &self,
+        node: &NodeTarget,
+        body: Vec<u8>,
+    ) -> Result<Bytes, CommFailure> {
+        let addr = node
+            .addr
+            .ok_or_else(|| CommFailure::BadResponse("the node has no usable ip and port".into()))?;
+        let answer = self
+            .send(
+                addr,
+                node,
+                hyper::Method::POST,
+                "/vigil/v1/actions",
+                Some(body),
+            )
+            .await?;
+        if answer.status == 200 {
+            Ok(answer.body)
+        } else {
+            Err(CommFailure::Status(answer.status))
+        }
+    }
+
     async fn exchange(
         &self,
         node: &NodeTarget,

@@ -32,6 +32,13 @@ impl Clock for SystemClock {
 pub trait NonceSource: Send + Sync + 'static {
     /// A fresh nonce in Keylime's shape: 20 characters of `[A-Za-z0-9]`.
     fn nonce(&self) -> String;
+
+    /// The 16 random bytes of an integrity event's uuid.
+    fn event_uuid(&self) -> [u8; 16] {
+        let mut b = [0u8; 16];
+        OsRng.fill_bytes(&mut b);
+        b
+    }
 }
 
 /// Nonces from the operating system's generator.

@@ -122,6 +122,25 @@ pub struct Config {
     pub attestation_results_key: PathBuf,
     /// How long the trust gate's EAR tokens are valid (seconds, at least 1).
     pub attestation_results_ttl: u32,
+    /// Vigil only: where integrity events go, any of `file`, `webhook`, `nats`
+    /// (`docs/events.md`); empty = no events.
+    pub event_sinks: Vec<String>,
+    /// The `file` sink's JSON-lines file, relative to `state_dir` unless absolute.
+    pub event_file: PathBuf,
+    /// The `webhook` sink's URL (`http://` or `https://`).
+    pub event_webhook_url: String,
+    /// The file holding the `webhook` sink's HMAC-SHA256 secret, relative to
+    /// `state_dir` unless absolute.
+    pub event_webhook_secret_file: PathBuf,
+    /// The `nats` sink's server.
+    pub event_nats_url: String,
+    /// The `nats` sink's subject prefix: a node's events go to `<prefix>.<node id>`.
+    pub event_nats_subject_prefix: String,
+    /// The JetStream stream capturing `<prefix>.>` (created when missing).
+    pub event_nats_stream: String,
+    /// Vigil only: the response rule file (TOML, reloaded on SIGHUP), relative to
+    /// `state_dir` unless absolute; empty = no rules (`docs/response.md`).
+    pub response_rules: PathBuf,
     /// Log filter (`tracing` syntax).
     pub log: String,
     /// Log lines as `text` (the default) or `json` (one object per line).
@@ -182,6 +201,14 @@ impl Default for Config {
             identity_evict_command: Vec::new(),
             attestation_results_key: PathBuf::new(),
             attestation_results_ttl: 300,
+            event_sinks: Vec::new(),
+            event_file: PathBuf::from("events.jsonl"),
+            event_webhook_url: String::new(),
+            event_webhook_secret_file: PathBuf::from("event-webhook.secret"),
+            event_nats_url: "nats://127.0.0.1:4222".into(),
+            event_nats_subject_prefix: "vigil.events".into(),
+            event_nats_stream: "VIGIL_EVENTS".into(),
+            response_rules: PathBuf::new(),
             log: "info".into(),
             log_format: vigil_service::LogFormat::Text,
         }
@@ -195,6 +222,7 @@ const LIST_KEYS: &[&str] = &[
     "enabled_revocation_notifications",
     "identity_clients",
     "identity_evict_command",
+    "event_sinks",
 ];
 /// Keys whose environment value is a number or a boolean, not a string.
 const SCALAR_KEYS: &[&str] = &[
@@ -250,6 +278,19 @@ impl Config {
         self.measured_boot_policy_name
             .parse::<vigil_core::policy::measured_boot::MbPolicy>()
             .map_err(|e| format!("measured_boot_policy_name: {e}"))?;
+        if let Some(sink) = self
+            .event_sinks
+            .iter()
+            .find(|s| !crate::events::SINK_NAMES.contains(&s.as_str()))
+        {
+            return Err(format!(
+                "event_sinks: unknown sink '{sink}' (known: {})",
+                crate::events::SINK_NAMES.join(", ")
+            ));
+        }
+        if self.event_sinks.iter().any(|s| s == "webhook") && self.event_webhook_url.is_empty() {
+            return Err("event_sinks: webhook needs event_webhook_url".into());
+        }
         match self
             .enabled_revocation_notifications
             .iter()

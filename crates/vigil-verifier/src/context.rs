@@ -137,6 +137,8 @@ pub(crate) struct NodeContext {
     /// The PCR mask of the quote requests (see [`quote_mask`]).
     pub(crate) mask: u32,
     pub(crate) runtime_policy: Option<Arc<RuntimePolicy>>,
+    /// The runtime policy's name, if the node has one (what a relearn rewrites).
+    pub(crate) runtime_policy_name: Option<String>,
     pub(crate) mb_refstate: Option<Arc<Value>>,
     pub(crate) accept_hash_algs: Vec<String>,
     pub(crate) accept_enc_algs: Vec<String>,
@@ -191,7 +193,7 @@ pub(crate) fn revocation_key(pem: &str) -> Result<RevocationKey, String> {
 }
 
 /// The store's checksum of a policy text (the same function the store uses).
-fn checksum(text: &str) -> String {
+pub(crate) fn checksum(text: &str) -> String {
     vigil_store::checksum(Some(text))
 }
 
@@ -340,6 +342,7 @@ pub(crate) async fn build(
         meta_data: e.meta_data.clone(),
         tpm_policy,
         runtime_policy,
+        runtime_policy_name: e.runtime_policy.clone(),
         mb_refstate,
         accept_hash_algs: e.accept_tpm_hash_algs.clone(),
         accept_enc_algs: e.accept_tpm_encryption_algs.clone(),

@@ -11,7 +11,7 @@
 //! http (axum routes, Keylime's answers)
 //!   → service (enrol, status, list, delete, stop, reactivate, policies, verify)
 //!     → engine (task registry, leases, per-node driver, persist)
-//!       → agent_client, context, notify
+//!       → agent_client, context, notify, events (sinks, outbox, response rules)
 //!         → protocol, clock, config, error → vigil-core, vigil-store
 //! ```
 //!
@@ -36,6 +36,7 @@ mod context;
 mod engine;
 mod enrol;
 mod error;
+mod events;
 mod gate;
 mod http;
 mod identity;
@@ -181,6 +182,13 @@ impl Verifier {
             clock.clone(),
             stopped.clone(),
         );
+        let rules = events::response::Rules::new(
+            (!config.response_rules.as_os_str().is_empty())
+                .then(|| config.state_dir.join(&config.response_rules)),
+            config.severity_labels.clone(),
+            config.event_sinks.clone(),
+        )
+        .map_err(|e| StartError::Config(e.to_string()))?;
         let engine = engine::Engine::new(engine::EngineParts {
             store: store.clone(),
             agents: agent_client::AgentClient::new(
@@ -194,6 +202,7 @@ impl Verifier {
             metrics,
             clock,
             nonces,
+            rules: Arc::new(rules),
             stop: stopped.clone(),
             results_key,
         });

@@ -638,3 +638,68 @@ async fn payload_then_revocation() {
     assert_eq!(got["event_id"], "ima.validation.ima-ng.not_in_allowlist");
     env.stop().await;
 }
+
+/// The verifier's response actions (`POST /vigil/v1/actions`): signed with the node's
+/// revocation key, for this agent, recent; dry-run by default, so the agent only says
+/// what it would run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_actions_are_verified_and_dry_run_by_default() {
+    let Some(env) = Env::start("agent_response_actions", &[]).await else {
+        return;
+    };
+    let key = revocation_key();
+    let pem = key
+        .public_key()
+        .unwrap()
+        .to_public_key_pem(LineEnding::LF)
+        .unwrap();
+    let cert = env.config.revocation_cert();
+    std::fs::create_dir_all(cert.parent().unwrap()).unwrap();
+    std::fs::write(cert, pem).unwrap();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let request = |agent: &str, signer: &RevocationKey| {
+        let message = RevocationMessage {
+            kind: "vigil_quarantine".into(),
+            ip: Value::Null,
+            agent_id: agent.into(),
+            port: Value::Null,
+            tpm_policy: Value::Null,
+            meta_data: Value::Null,
+            event_time: "Mon Aug  3 08:08:39 2026".into(),
+            event_id: Some("7c9e6679-7425-40de-944b-e07fc1f90ae7".into()),
+            severity_label: None,
+            context: Some(json!({ "time_ms": now_ms }).to_string()),
+        };
+        serde_json::to_value(RevocationNotice::sign(&message, Some(signer)).unwrap()).unwrap()
+    };
+    let impostor = revocation_key();
+    let a = env
+        .call("POST", "/vigil/v1/actions", Some(request(UUID, &impostor)))
+        .await;
+    assert_eq!(a.status, 400, "{}", a.json());
+    let a = env
+        .call(
+            "POST",
+            "/vigil/v1/actions",
+            Some(request("other-node", &key)),
+        )
+        .await;
+    assert_eq!(a.status, 400, "{}", a.json());
+    let a = env
+        .call("POST", "/vigil/v1/actions", Some(request(UUID, &key)))
+        .await;
+    assert_eq!(a.status, 200, "{}", a.json());
+    let r = &a.json()["results"];
+    assert_eq!(r["outcome"], "dry_run", "{r}");
+    assert!(
+        r["detail"]
+            .as_str()
+            .unwrap()
+            .contains("would run /usr/libexec/vigil/quarantine.sh"),
+        "{r}"
+    );
+    env.stop().await;
+}

@@ -18,6 +18,7 @@ pub(crate) mod gate;
 mod generate;
 mod identity;
 mod ima;
+mod known_good;
 mod policy;
 mod policy_file;
 mod quote;
@@ -79,6 +80,10 @@ enum Command {
     /// --max-age (attesting it now if needed), with a signed EAR token; offline token
     /// checks; the verifier's attestation-results key.
     Gate(Box<gate::GateArgs>),
+    /// Known-good measurement sets at the verifier, for relearn: add (from a node just
+    /// updated, or from an event log, IMA log or PCR list), list, show, delete.
+    #[command(subcommand)]
+    KnownGood(known_good::KnownGoodCommand),
     /// Runs a whole deployment on this machine (swtpm, registrar, verifier, agent),
     /// attests a node, then shows the verifier catching an unknown script and a
     /// modified file; stops everything it started.
@@ -110,7 +115,7 @@ pub(crate) fn command() -> clap::Command {
         "tpm_policy",
     ];
     /// Each command, and the options that do not apply to it.
-    const TENANT: [(&str, &[&[&str]]); 11] = [
+    const TENANT: [(&str, &[&[&str]]); 12] = [
         ("add", &[LIST_ONLY]),
         ("set", &[REGISTRAR, RETRIES, LIST_ONLY]),
         ("update", &[LIST_ONLY]),
@@ -119,12 +124,19 @@ pub(crate) fn command() -> clap::Command {
         ("stop", &[REGISTRAR, RETRIES, LIST_ONLY]),
         ("list", &[REGISTRAR, RETRIES]),
         ("status", &[REGISTRAR, RETRIES, LIST_ONLY]),
+        ("relearn", &[REGISTRAR, RETRIES, LIST_ONLY]),
         ("regstatus", &[VERIFIER, RETRIES, LIST_ONLY]),
         ("reglist", &[VERIFIER, RETRIES, LIST_ONLY]),
         ("regdelete", &[VERIFIER, RETRIES, LIST_ONLY]),
     ];
     const POLICY: [(&str, &[&[&str]]); 4] = [
         ("push", &[REGISTRAR, RETRIES, LIST_ONLY, PUSH]),
+        ("list", &[REGISTRAR, RETRIES, LIST_ONLY]),
+        ("show", &[REGISTRAR, RETRIES, LIST_ONLY]),
+        ("delete", &[REGISTRAR, RETRIES, LIST_ONLY]),
+    ];
+    const KNOWN_GOOD: [(&str, &[&[&str]]); 4] = [
+        ("add", &[REGISTRAR, RETRIES, LIST_ONLY]),
         ("list", &[REGISTRAR, RETRIES, LIST_ONLY]),
         ("show", &[REGISTRAR, RETRIES, LIST_ONLY]),
         ("delete", &[REGISTRAR, RETRIES, LIST_ONLY]),
@@ -142,6 +154,7 @@ pub(crate) fn command() -> clap::Command {
     Cli::command()
         .mut_subcommand("tenant", |tenant| hide(tenant, &TENANT))
         .mut_subcommand("policy", |policy| hide(policy, &POLICY))
+        .mut_subcommand("known-good", |kg| hide(kg, &KNOWN_GOOD))
 }
 
 /// Parses `args` (after [`keylime_argv`]) with [`command`], exiting with clap's usage
@@ -211,6 +224,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Identity(cmd) => identity::run(cmd),
         Command::Class(args) => class::run(*args),
         Command::Gate(args) => gate::run(*args),
+        Command::KnownGood(cmd) => known_good::run(cmd),
         Command::Demo(args) => demo::run(args),
         Command::Completions(args) => generate::completions(&args),
         Command::Man(args) => generate::man(&args),

@@ -387,6 +387,11 @@ enum TenantCommand {
     /// limit) or the verifier did not answer.
     #[command(alias = "cvstatus")]
     Status(IdArg),
+    /// Adopt the node's current measurements as its baseline: the values its last
+    /// round found changed go into a new version of its policies (the old one kept),
+    /// and it is reactivated. Refused when that round failed on anything but changed
+    /// measurements (a quote signature, a nonce, a log replay).
+    Relearn(IdArg),
     /// A node's record at the registrar.
     Regstatus(IdArg),
     /// The nodes registered at the registrar.
@@ -405,6 +410,7 @@ impl TenantCommand {
             | Self::Reactivate(a)
             | Self::Stop(a)
             | Self::Status(a)
+            | Self::Relearn(a)
             | Self::Regstatus(a)
             | Self::Regdelete(a) => &a.conn,
             Self::List(a) => &a.conn,
@@ -585,6 +591,24 @@ pub(crate) fn run(args: TenantArgs) -> Result<ExitCode> {
             }
             TenantCommand::List(a) => list(&tenant, &conn, &a).await,
             TenantCommand::Status(a) => status(&tenant, &conn, &a.uuid).await,
+            TenantCommand::Relearn(a) => {
+                let adopted = tenant
+                    .vigil("POST", &format!("agents/{}/relearn", a.uuid), None)
+                    .await?
+                    .ok_or_else(|| {
+                        anyhow::Error::new(Refused(format!(
+                            "{} is not enrolled, or the verifier has no relearn",
+                            a.uuid
+                        )))
+                    })?;
+                let n = adopted["adopted"].as_array().map_or(0, Vec::len);
+                done(
+                    &conn,
+                    &a.uuid,
+                    &format!("relearnt: {n} changed value(s) adopted, node reactivated"),
+                    json!({"agent_id": a.uuid, "adopted": adopted["adopted"]}),
+                )
+            }
             TenantCommand::Regstatus(a) => regstatus(&tenant, &conn, &a.uuid).await,
             TenantCommand::Reglist(_) => {
                 let ids = tenant.reg_list().await?;
@@ -822,9 +846,20 @@ async fn status(tenant: &Tenant, conn: &Connection, id: &str) -> Result<ExitCode
             conn.verifier_ip, conn.verifier_port
         ))));
     };
+    // Vigil's response actions on the node (a Keylime verifier has none: skipped).
+    let actions = tenant
+        .vigil("GET", &format!("agents/{id}/actions"), None)
+        .await
+        .ok()
+        .flatten()
+        .map(|a| a["actions"].clone())
+        .unwrap_or(Value::Null);
     if conn.json {
         // Keylime's tenant prints {id: status} with the state as text.
         let mut s2 = s.clone();
+        if !actions.is_null() {
+            s2["vigil_actions"] = actions.clone();
+        }
         if let Some(code) = s["operational_state"].as_u64() {
             if let Ok(state) = OperationalState::from_code(code) {
                 s2["operational_state"] = json!(state.description());
@@ -833,8 +868,35 @@ async fn status(tenant: &Tenant, conn: &Connection, id: &str) -> Result<ExitCode
         super::print_json(&json!({ id: s2 }))?;
         return Ok(status_exit(&s));
     }
-    write_status(&mut anstream::stdout().lock(), id, &s)?;
+    let mut out = anstream::stdout().lock();
+    write_status(&mut out, id, &s)?;
+    write_actions(&mut out, &actions)?;
     Ok(status_exit(&s))
+}
+
+/// The response actions taken on the node, newest first (`status`).
+fn write_actions(out: &mut impl Write, actions: &Value) -> std::io::Result<()> {
+    let Some(list) = actions.as_array().filter(|l| !l.is_empty()) else {
+        return Ok(());
+    };
+    writeln!(out, "{EM}response actions{EM:#} (newest first):")?;
+    for a in list {
+        let outcome = a["outcome"].as_str().unwrap_or_default();
+        let style = match outcome {
+            "done" => OK,
+            "dry_run" => WARN,
+            _ => ERROR,
+        };
+        writeln!(
+            out,
+            "  {} {} (rule {}): {style}{outcome}{style:#}: {}",
+            a["at"],
+            a["action"].as_str().unwrap_or_default(),
+            a["rule"].as_str().unwrap_or_default(),
+            a["detail"].as_str().unwrap_or_default()
+        )?;
+    }
+    Ok(())
 }
 
 /// The text of `status`: the state (and the last failed round's event), the status

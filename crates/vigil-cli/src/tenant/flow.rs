@@ -220,6 +220,35 @@ impl Tenant {
         }
     }
 
+    /// A Vigil-only verifier route (`/vigil/v1/…`): `results` of a 200, `None` for a
+    /// 404 (a Keylime verifier has none of these routes), else an error naming the
+    /// verifier's words.
+    pub(crate) async fn vigil(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Option<Value>> {
+        let r = self
+            .verifier
+            .request(
+                method,
+                &format!("/vigil/v1/{path}"),
+                body.map(|b| b.to_string()),
+            )
+            .await?;
+        match r.status {
+            200 => Ok(Some(r.results().clone())),
+            404 => Ok(None),
+            400 | 409 => Err(refused(format!(
+                "{}: {}",
+                self.verifier_name(),
+                r.status_text()
+            ))),
+            _ => Err(unexpected(path, &self.verifier_name(), &r)),
+        }
+    }
+
     /// Verifier `PUT /agents/{id}/reactivate` or `/stop`.
     pub(crate) async fn cv_put(&self, id: &str, action: &str) -> Result<()> {
         let p = self.verifier_prefix().await;

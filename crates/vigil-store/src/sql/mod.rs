@@ -13,7 +13,8 @@
 //! timeout), and it converts every argument and row at run time. Being generic, each
 //! backend gets its own monomorphised, natively typed copy.
 //!
-//! One file per aggregate (`registrar.rs`, `policies.rs`, `verifier.rs`, `leases.rs`, `notices.rs`)
+//! One file per aggregate (`registrar.rs`, `policies.rs`, `verifier.rs`, `leases.rs`, `notices.rs`,
+//! `outbox.rs`, `response.rs`)
 //! holds its SQL; the pure rules they apply inside their transactions stay in the
 //! aggregate modules of the crate root.
 
@@ -21,8 +22,10 @@ mod classes;
 mod identities;
 mod leases;
 mod notices;
+mod outbox;
 mod policies;
 mod registrar;
+mod response;
 mod verifier;
 
 use sqlx::{Database, Decode, Encode, Pool, Transaction, Type};
@@ -47,6 +50,12 @@ pub(crate) trait Dialect: Database {
     /// Appended to the candidate query of a lease acquisition (over `verifier_agents a`):
     /// lock the candidates and skip those a concurrent acquirer is claiming.
     const SKIP_LOCKED: &'static str;
+    /// Appended to a single-table claim query: lock the rows and skip those another
+    /// replica is claiming.
+    const SKIP_LOCKED_ROWS: &'static str;
+    /// Appended to a `SELECT` over `verifier_agents a` outer-joined to other tables: lock
+    /// the agent's row only.
+    const FOR_UPDATE_OF_A: &'static str;
     /// The column type of byte strings (TPM structures, DER), `{bytes}` in the
     /// migrations.
     const BYTES: &'static str;

@@ -378,6 +378,7 @@ for_every_dialect! {
                     .map_err(StoreError::db(OP))?;
                 }
             }
+            Self::insert_events(&mut tx, &u.events, u.at, OP).await?;
             commit(tx, OP).await
         }
 

@@ -15,6 +15,7 @@ use vigil_store::{
     NewMbPolicy, NewNotice, NewRuntimePolicy, NonceUse, PolicyRef, QuoteAlgs, RegisterOutcome,
     Registration, RoundOutcome, RoundUpdate, Store, StoreError,
 };
+use vigil_store::{ActionRecord, KnownGood, NewEvent};
 
 /// What a test body gets: an open store and the URL that opens the same database.
 struct TestDb {
@@ -90,6 +91,8 @@ on_both_backends!(
     keylime_tables_import,
     identities_nonces_once_and_issued_survive_reopen,
     hardware_classes_crud_class_and_labels,
+    outbox_rides_the_round_and_leases_deliveries,
+    known_good_sets_and_adopted_policies,
 );
 
 // ---------------------------------------------------------------------------------
@@ -647,6 +650,8 @@ async fn record_round_results(db: TestDb) {
         severity: None,
         public_key: Some("PEM".to_owned()),
         engine_state: Some(r#"{"operational_state":3}"#.to_owned()),
+        events: Vec::new(),
+        at: 0,
     };
     va.record_round("n", passed, None).await.unwrap();
     let got = va.get("n").await.unwrap().unwrap();
@@ -1432,4 +1437,138 @@ async fn hardware_classes_crud_class_and_labels(db: TestDb) {
         Err(StoreError::NotFound { .. })
     ));
     assert!(classes.get("r650").await.unwrap().is_none());
+}
+
+// ---------------------------------------------------------------------------------
+// Integrity events, response actions, known-good sets
+
+async fn outbox_rides_the_round_and_leases_deliveries(db: TestDb) {
+    let va = db.store.verifier_agents();
+    va.enrol(enrolment("n1", "v1")).await.unwrap();
+    let event = |uuid: &str| NewEvent {
+        uuid: uuid.into(),
+        agent_id: "n1".into(),
+        event: format!(r#"{{"uuid":"{uuid}"}}"#),
+        sinks: vec!["file".into(), "nats".into()],
+    };
+    let update = RoundUpdate {
+        events: vec![event("u1")],
+        at: 100,
+        ..RoundUpdate::state_only(3)
+    };
+    va.record_round("n1", update, None).await.unwrap();
+    // A round that cannot be recorded queues nothing.
+    let lost = RoundUpdate {
+        events: vec![event("u2")],
+        at: 100,
+        ..RoundUpdate::state_only(3)
+    };
+    assert!(va.record_round("gone", lost, None).await.is_err());
+    let outbox = db.store.outbox();
+    assert_eq!(outbox.pending().await.unwrap(), 2);
+
+    // Replica a leases both rows; b gets none until the lease expires.
+    let a = outbox.claim("a", 100, 30, 10).await.unwrap();
+    assert_eq!(
+        a.iter().map(|r| r.sink.as_str()).collect::<Vec<_>>(),
+        ["file", "nats"]
+    );
+    assert!(a
+        .iter()
+        .all(|r| r.uuid == "u1" && r.event == r#"{"uuid":"u1"}"#));
+    assert!(outbox.claim("b", 110, 30, 10).await.unwrap().is_empty());
+    assert!(outbox.delivered(a[0].id).await.unwrap());
+    // a died holding the nats row: b takes it over once its lease ran out.
+    let b = outbox.claim("b", 131, 30, 10).await.unwrap();
+    assert_eq!(b.iter().map(|r| r.id).collect::<Vec<_>>(), [a[1].id]);
+    outbox
+        .failed(b[0].id, 200, "connection refused")
+        .await
+        .unwrap();
+    assert!(outbox.claim("a", 199, 30, 10).await.unwrap().is_empty());
+    let again = outbox.claim("a", 200, 30, 10).await.unwrap();
+    assert_eq!(again[0].attempts, 1);
+    assert_eq!(again[0].last_error.as_deref(), Some("connection refused"));
+    outbox.enqueue(&[event("u3")], 300).await.unwrap();
+    assert_eq!(outbox.pending().await.unwrap(), 3);
+
+    let actions = db.store.response_actions();
+    for (i, outcome) in ["dry_run", "failed"].into_iter().enumerate() {
+        actions
+            .record(&ActionRecord {
+                agent_id: "n1".into(),
+                event_uuid: "u1".into(),
+                rule: "r".into(),
+                action: "quarantine".into(),
+                outcome: outcome.into(),
+                detail: "d".into(),
+                at: 100 + i64::try_from(i).unwrap(),
+            })
+            .await
+            .unwrap();
+    }
+    let recent = actions.recent("n1", 1).await.unwrap();
+    assert_eq!(recent.len(), 1);
+    assert_eq!(recent[0].outcome, "failed");
+}
+
+async fn known_good_sets_and_adopted_policies(db: TestDb) {
+    let sets = db.store.known_good();
+    let set = KnownGood {
+        name: "kernel-6.1.2".into(),
+        class: "c1".into(),
+        measurements: r#"{"pcrs":{},"files":{}}"#.into(),
+        recorded_by: "ops".into(),
+        recorded_at: 5,
+    };
+    sets.add(&set).await.unwrap();
+    assert!(matches!(
+        sets.add(&set).await,
+        Err(StoreError::AlreadyExists {
+            entity: Entity::KnownGood,
+            ..
+        })
+    ));
+    assert_eq!(sets.get("kernel-6.1.2").await.unwrap(), Some(set.clone()));
+    assert_eq!(
+        sets.list(Some("c1")).await.unwrap(),
+        std::slice::from_ref(&set)
+    );
+    assert!(sets.list(Some("c2")).await.unwrap().is_empty());
+
+    let va = db.store.verifier_agents();
+    let mut e = enrolment("n1", "v1");
+    e.runtime_policy = Some(PolicyRef::Inline(runtime_policy("n1", r#"{"old":1}"#)));
+    va.enrol(e).await.unwrap();
+    sets.adopt(
+        "n1",
+        r#"{"mask":"0x1"}"#,
+        Some(r#"{"new":1}"#),
+        "kernel-6.1.2",
+        9,
+    )
+    .await
+    .unwrap();
+    let agent = va.get("n1").await.unwrap().unwrap();
+    assert_eq!(agent.enrolment.tpm_policy, r#"{"mask":"0x1"}"#);
+    let policy = db
+        .store
+        .policies()
+        .get_runtime("n1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(policy.ima_policy.as_deref(), Some(r#"{"new":1}"#));
+    let versions = sets.versions("n1").await.unwrap();
+    assert_eq!(versions.len(), 1);
+    assert_eq!(versions[0].runtime_policy.as_deref(), Some(r#"{"old":1}"#));
+    assert!(matches!(
+        sets.adopt("gone", "{}", None, "x", 1).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    sets.delete("kernel-6.1.2").await.unwrap();
+    assert!(matches!(
+        sets.delete("kernel-6.1.2").await,
+        Err(StoreError::NotFound { .. })
+    ));
 }

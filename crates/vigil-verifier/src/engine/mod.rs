@@ -16,6 +16,7 @@
 
 mod leases;
 pub(crate) mod persist;
+mod respond;
 mod task;
 
 use std::collections::HashMap;
@@ -34,6 +35,8 @@ use crate::agent_client::AgentClient;
 use crate::clock::{Clock, NonceSource};
 use crate::config::Config;
 use crate::context::PolicyCache;
+use crate::events::response::Rules;
+use crate::events::Delivery;
 use crate::metrics::Metrics;
 use crate::notify::Notifiers;
 
@@ -83,6 +86,7 @@ pub(crate) struct EngineParts {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) nonces: Arc<dyn NonceSource>,
+    pub(crate) rules: Arc<Rules>,
     pub(crate) stop: watch::Receiver<bool>,
     pub(crate) results_key: ResultsKey,
 }
@@ -100,6 +104,10 @@ pub(crate) struct Engine {
     pub(crate) identity: crate::identity::IdentityBook,
     /// Signs the trust gate's attestation results.
     pub(crate) results_key: ResultsKey,
+    /// This replica's event outbox delivery.
+    pub(crate) delivery: Arc<Delivery>,
+    /// The response rules in force.
+    pub(crate) rules: Arc<Rules>,
     pub(crate) nonces: Arc<dyn NonceSource>,
     pub(crate) agents: AgentClient,
     mb_policy: MbPolicy,
@@ -141,6 +149,7 @@ impl Engine {
             metrics,
             clock,
             nonces,
+            rules,
             stop,
             results_key,
         } = parts;
@@ -149,8 +158,17 @@ impl Engine {
             .parse()
             .unwrap_or(MbPolicy::AcceptAll);
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let holder = config.replica_id();
+        let delivery = Delivery::new(
+            store.clone(),
+            crate::events::sinks(&config),
+            holder.clone(),
+            clock.clone(),
+        );
         Arc::new(Self {
-            holder: config.replica_id(),
+            holder,
+            delivery,
+            rules,
             metrics,
             identity: crate::identity::IdentityBook::new(config.identity_evict_command.clone()),
             results_key,
@@ -183,6 +201,27 @@ impl Engine {
     /// Starts attesting: every node of this verifier, or the lease loop.
     pub(crate) async fn start(self: &Arc<Self>) -> Result<(), StoreError> {
         self.notifiers.resume().await?;
+        let delivery = self.delivery.clone();
+        let stop = self.stop.clone();
+        self.tasks
+            .lock()
+            .await
+            .spawn(async move { delivery.run(stop).await });
+        let (rules, mut stop) = (self.rules.clone(), self.stop.clone());
+        self.tasks.lock().await.spawn(async move {
+            let Ok(mut hup) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            else {
+                warn!("cannot listen for SIGHUP: response rules are not reloaded");
+                return;
+            };
+            loop {
+                tokio::select! {
+                    _ = hup.recv() => rules.reload(),
+                    _ = stop.changed() => return,
+                }
+            }
+        });
         if self.leases {
             let me = self.clone();
             self.tasks

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use vigil_core::attestation::{
     AttestationConfig, NodeAttestation, NodeSnapshot, OperationalState, UnixTime,
 };
+use vigil_core::events::{BootMark, Difference};
 use vigil_store::{
     AgentStatusRecord, FailureRecord, ImaProgress, QuoteAlgs, RoundUpdate, VerifierAgent,
 };
@@ -92,6 +93,26 @@ pub(crate) struct RoundNote {
     pub(crate) verdict: Option<bool>,
     /// The failing events of a failed round.
     pub(crate) failures: Option<Vec<FailureRecord>>,
+    /// Changed measurements a relearn rule adopted while judging the round.
+    pub(crate) relearned: Option<Adopted>,
+    /// A relearn rule matched but not every change was covered: the rule, and the
+    /// values no known-good set covers.
+    pub(crate) relearn_refused: Option<(String, Vec<Difference>)>,
+}
+
+/// Measurements adopted by a relearn: the node's new policies, to store.
+#[derive(Debug)]
+pub(crate) struct Adopted {
+    /// The rule that asked for it.
+    pub(crate) rule: String,
+    /// The known-good sets that cover the changes.
+    pub(crate) sets: Vec<String>,
+    /// The changes adopted.
+    pub(crate) changes: Vec<Difference>,
+    /// The new TPM policy (JSON text).
+    pub(crate) tpm_policy: String,
+    /// The new runtime policy (JSON text), when files changed.
+    pub(crate) runtime_policy: Option<String>,
 }
 
 impl RoundNote {
@@ -162,7 +183,30 @@ pub(crate) fn round_update(
         severity,
         public_key: snap.public_key.clone(),
         engine_state: serde_json::to_string(snap).ok(),
+        events: Vec::new(),
+        at: 0,
     })
+}
+
+/// What a node's boot is recognised by in its snapshot: the IMA boot time and the TPM
+/// reset count of the last verified quote.
+pub(crate) fn boot_mark(snap: &NodeSnapshot) -> BootMark {
+    BootMark {
+        boottime: snap.ima.boottime,
+        reset_count: snap.tpm_clockinfo.as_ref().map(|c| c.reset_count),
+    }
+}
+
+/// The node's verdict as the store last recorded it: failed while failures since the
+/// last success are counted, passed once it ever passed, none before its first verdict.
+pub(crate) fn stored_verdict(state: &vigil_store::AgentState) -> Option<bool> {
+    if state.consecutive_attestation_failures > 0 {
+        Some(false)
+    } else if state.attestation_count > 0 {
+        Some(true)
+    } else {
+        None
+    }
 }
 
 /// The update recording a tenant's decision about a node no task attests here.

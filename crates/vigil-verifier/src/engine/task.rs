@@ -17,17 +17,23 @@ use rand_core::OsRng;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, info_span, warn, Instrument, Span};
+use vigil_core::attestation::NodeSnapshot;
 use vigil_core::attestation::{
     evaluate_round, Action, CommFailure, Deletion, MeasuredBootPolicy, NodeAnswer, NodeAttestation,
     RequestId, RoundOutcome, RoundPolicy, UnixTime,
 };
-use vigil_store::{Fence, StoreError};
+use vigil_core::events::{round_events, Difference, EventNode, IntegrityEvent, RoundFacts};
+use vigil_core::policy::tpm::TpmPolicy;
+use vigil_core::relearn::{self, KnownGoodSet, Relearn};
+use vigil_store::{Fence, NewEvent, StoreError};
 
-use super::persist::{self, RoundNote, Written};
+use super::persist::{self, Adopted, RoundNote, Written};
 use super::{Attested, Command, Engine};
 use crate::agent_client::{Exchange, NodeTarget};
 use crate::config::MbEvaluate;
-use crate::context::{self, NodeContext};
+use crate::context::{self, checksum, NodeContext};
+use crate::events::act::Outcome;
+use crate::events::response::ActionSpec;
 
 /// A quote request under way: its span and when it was sent.
 struct Round {
@@ -69,6 +75,10 @@ pub(super) struct NodeTask {
     written: Written,
     /// Quote requests made so far.
     rounds: u64,
+    /// The node as its events name it.
+    event_node: EventNode,
+    /// The node's verdict as last recorded (what a verdict change is measured from).
+    verdict: Option<bool>,
 }
 
 /// A node's state machine and the context it is judged in, moved together to the
@@ -90,6 +100,8 @@ impl NodeTask {
             fence,
             written: Written::default(),
             rounds: 0,
+            event_node: EventNode::default(),
+            verdict: None,
         }
     }
 
@@ -110,6 +122,8 @@ impl NodeTask {
                 return;
             }
         };
+        self.event_node = crate::events::event_node(&agent.enrolment);
+        self.verdict = persist::stored_verdict(&agent.state);
         let t = e.clock.now();
         let persist::Restored { mut node, fresh } =
             persist::restore(&e.attestation, (&agent).into(), t);
@@ -186,7 +200,10 @@ impl NodeTask {
                     };
                     let Some(judged) = self.apply(ctx, node, done).instrument(span.clone()).await else { return };
                     Judged { node, ctx, .. } = judged;
-                    let note = judged.note;
+                    let mut note = judged.note;
+                    if let Some(adopted) = note.relearned.take() {
+                        self.adopt(adopted).instrument(span.clone()).await;
+                    }
                     let answer = judged.quote.and_then(|end| round_answer(&node, end, &note));
                     if self.persist(&node, &ctx, note).instrument(span).await.is_err() {
                         return;
@@ -269,8 +286,8 @@ impl NodeTask {
 
     /// Rebuilds the context from the stored enrolment, keeping what the old one learnt
     /// from the node's log (the IMA state carries on, so its learnt keys must too).
-    async fn rebuild(&self, ctx: &mut NodeContext) {
-        let e = &self.engine;
+    async fn rebuild(&mut self, ctx: &mut NodeContext) {
+        let e = self.engine.clone();
         let agent = match e.store.verifier_agents().get(&self.id).await {
             Ok(Some(a)) => a,
             Ok(None) => return,
@@ -279,6 +296,8 @@ impl NodeTask {
                 return;
             }
         };
+        // The node's class and labels may have changed with its record.
+        self.event_node = crate::events::event_node(&agent.enrolment);
         match context::build(&agent, &e.store, &e.cache, e.agents.identity()).await {
             Ok(mut new) => {
                 new.keyrings.adopt_learned(&mut ctx.keyrings);
@@ -288,7 +307,7 @@ impl NodeTask {
         }
     }
 
-    fn target(ctx: &NodeContext) -> NodeTarget {
+    pub(super) fn target(ctx: &NodeContext) -> NodeTarget {
         NodeTarget {
             addr: ctx.addr(),
             tls: ctx.tls.clone(),
@@ -424,6 +443,8 @@ impl NodeTask {
         body: Bytes,
         started: Instant,
     ) -> Option<Judged> {
+        let relearn = self.relearn_input(&ctx).await;
+        let event_node = self.event_node.clone();
         let permit = self.engine.judging.acquire().await.ok()?;
         let e = self.engine.clone();
         let agent_id = self.id.clone();
@@ -452,7 +473,23 @@ impl NodeTask {
             };
             drop(body);
             note.quote_at = Some(i64::try_from(t.as_secs()).unwrap_or(i64::MAX));
-            let outcome = evaluate(&e, &mut ctx, &node, &answer, nonce.as_bytes());
+            let mut outcome = evaluate(&e, &mut ctx, &node, &answer, nonce.as_bytes());
+            if let Some(input) =
+                relearn.filter(|_| !outcome.failure.is_empty() && !outcome.rebooted)
+            {
+                relearn_round(
+                    &e,
+                    &mut ctx,
+                    &node,
+                    &answer,
+                    nonce.as_bytes(),
+                    &event_node,
+                    input,
+                    &mut outcome,
+                    &mut note,
+                    t,
+                );
+            }
             log_outcome(&agent_id, &outcome, &answer);
             e.metrics.round_judged(&outcome, started);
             drop(answer);
@@ -485,14 +522,21 @@ impl NodeTask {
         &mut self,
         node: &NodeAttestation,
         ctx: &NodeContext,
-        note: RoundNote,
+        mut note: RoundNote,
     ) -> Result<(), Ended> {
         let snap = node.snapshot();
         let keyrings = ctx.keyrings.learned_to_keylime_json();
-        let Some(update) = persist::round_update(&snap, &self.written, note, &keyrings) else {
+        let verdict = note.verdict;
+        let refused = note.relearn_refused.take();
+        let Some(mut update) = persist::round_update(&snap, &self.written, note, &keyrings) else {
             return Ok(());
         };
         let e = &self.engine;
+        let event = self.round_event(node, &snap, verdict, refused);
+        update.at = e.clock.now_secs();
+        if let Some((_, queued)) = &event {
+            update.events.push(queued.clone());
+        }
         let written = e
             .metrics
             .store
@@ -510,6 +554,13 @@ impl NodeTask {
                     snapshot: Some(snap),
                     learned_keyrings: Some(keyrings),
                 };
+                if verdict.is_some() {
+                    self.verdict = verdict;
+                }
+                if let Some((event, queued)) = &event {
+                    e.delivery.wake();
+                    e.respond(ctx, node, event, &queued.event);
+                }
                 Ok(())
             }
             Err(StoreError::LeaseLost { .. }) => {
@@ -531,6 +582,140 @@ impl NodeTask {
                 Ok(())
             }
         }
+    }
+
+    /// The integrity event this round makes, if any, with its outbox rows (one per
+    /// configured sink).
+    fn round_event(
+        &self,
+        node: &NodeAttestation,
+        snap: &NodeSnapshot,
+        verdict: Option<bool>,
+        refused: Option<(String, Vec<Difference>)>,
+    ) -> Option<(IntegrityEvent, NewEvent)> {
+        let e = &self.engine;
+        let previous_boot = self
+            .written
+            .snapshot
+            .as_ref()
+            .map(persist::boot_mark)
+            .unwrap_or_default();
+        let facts = RoundFacts {
+            previous_verdict: self.verdict,
+            verdict,
+            previous_boot,
+            boot: persist::boot_mark(snap),
+            failures: node.last_failures(),
+        };
+        let mut event = round_events(
+            &self.event_node,
+            &facts,
+            e.clock.now(),
+            e.nonces.event_uuid(),
+        )?;
+        if let Some((rule, uncovered)) = refused {
+            event.detail = Some(json!({
+                "relearn": { "rule": rule, "refused": "not every change is in a known-good set", "uncovered": uncovered }
+            }));
+        }
+        let sinks =
+            e.rules
+                .current()
+                .sinks_for(&event, e.rules.severities(), &e.delivery.sink_names());
+        let json = serde_json::to_string(&event).ok()?;
+        let queued = NewEvent {
+            uuid: event.uuid.clone(),
+            agent_id: self.id.clone(),
+            event: json,
+            sinks,
+        };
+        Some((event, queued))
+    }
+
+    /// What a relearn needs besides the answer, fetched before judging when a rule may
+    /// ask for one: the known-good sets of the node's class and its runtime policy's
+    /// text. `None` when no rule relearns or the node has no class.
+    async fn relearn_input(&self, ctx: &NodeContext) -> Option<RelearnInput> {
+        let e = &self.engine;
+        let rules = e.rules.current();
+        if !rules
+            .rules
+            .iter()
+            .any(|r| r.actions.contains(&ActionSpec::Relearn))
+        {
+            return None;
+        }
+        let class = self.event_node.class.as_deref()?;
+        let sets = match e.store.known_good().list(Some(class)).await {
+            Ok(sets) => sets,
+            Err(err) => {
+                warn!(agent_id = %self.id, "known-good sets not read, no relearn this round: {err}");
+                return None;
+            }
+        };
+        let sets = sets
+            .into_iter()
+            .filter_map(|s| Some((s.name, serde_json::from_str(&s.measurements).ok()?)))
+            .collect();
+        let runtime_policy = match &ctx.runtime_policy_name {
+            Some(name) => e.store.policies().get_runtime(name).await.ok()??.ima_policy,
+            None => None,
+        };
+        Some(RelearnInput {
+            sets,
+            runtime_policy,
+        })
+    }
+
+    /// Stores the policies a relearn adopted (the old ones kept as a version) and sends
+    /// out the `relearned` event.
+    async fn adopt(&self, adopted: Adopted) {
+        let e = self.engine.clone();
+        let reason = format!(
+            "relearnt from {} (rule {})",
+            adopted.sets.join(", "),
+            adopted.rule
+        );
+        let stored = e
+            .store
+            .known_good()
+            .adopt(
+                &self.id,
+                &adopted.tpm_policy,
+                adopted.runtime_policy.as_deref(),
+                &reason,
+                e.clock.now_secs(),
+            )
+            .await;
+        let outcome = match &stored {
+            Ok(()) => {
+                info!(agent_id = %self.id, sets = %adopted.sets.join(", "), changes = adopted.changes.len(), "relearnt: new policy version adopted");
+                e.cache.bump();
+                Outcome::done(reason)
+            }
+            Err(err) => {
+                error!(agent_id = %self.id, "relearnt policies not stored: {err}");
+                Outcome::failed(format!("the new policies were not stored: {err}"))
+            }
+        };
+        let detail =
+            json!({ "sets": adopted.sets, "rule": adopted.rule, "stored": stored.is_ok() });
+        let event = IntegrityEvent::relearned(
+            &self.event_node,
+            &adopted.changes,
+            detail,
+            e.clock.now(),
+            e.nonces.event_uuid(),
+        );
+        e.queue(&event).await;
+        e.action_taken(
+            &self.event_node,
+            &adopted.rule,
+            "relearn",
+            &event.uuid,
+            outcome,
+        )
+        .await;
     }
 
     async fn remove(&self) {
@@ -566,6 +751,109 @@ fn round_answer(
         },
         (Ok(()), _, _) => return None,
     })
+}
+
+/// What [`relearn_round`] needs that judging does not.
+struct RelearnInput {
+    sets: Vec<(String, KnownGoodSet)>,
+    runtime_policy: Option<String>,
+}
+
+/// A failed round that a relearn rule matches: when every change is covered by a
+/// known-good set, the node's policies take the changes and the answer is judged again
+/// with them (so the node does not fail); otherwise the uncovered values are noted for
+/// the round's event.
+#[allow(clippy::too_many_arguments)]
+fn relearn_round(
+    e: &Engine,
+    ctx: &mut NodeContext,
+    node: &NodeAttestation,
+    answer: &NodeAnswer,
+    nonce: &[u8],
+    event_node: &EventNode,
+    input: RelearnInput,
+    outcome: &mut RoundOutcome,
+    note: &mut RoundNote,
+    t: UnixTime,
+) {
+    let rated = e.attestation.severity.rate(&outcome.failure);
+    let facts = RoundFacts {
+        previous_verdict: Some(true),
+        verdict: Some(false),
+        previous_boot: Default::default(),
+        boot: Default::default(),
+        failures: &rated.events,
+    };
+    let Some(probe) = round_events(event_node, &facts, t, [0; 16]) else {
+        return;
+    };
+    let rules = e.rules.current();
+    let Some(rule) = rules.relearn_rule(&probe, e.rules.severities()) else {
+        return;
+    };
+    let (sets, changes) = match relearn::judge(outcome.failure.events(), &input.sets) {
+        Relearn::NotEligible(why) => {
+            info!(agent_id = %ctx.agent_id, rule, "no relearn: {why} is no changed measurement");
+            return;
+        }
+        Relearn::Uncovered(uncovered) => {
+            warn!(agent_id = %ctx.agent_id, rule, uncovered = uncovered.len(), "no relearn: not every change is in a known-good set");
+            note.relearn_refused = Some((rule.to_owned(), uncovered));
+            return;
+        }
+        Relearn::Covered { sets, changes } => (sets, changes),
+    };
+    let files_changed = changes.iter().any(|c| matches!(c, Difference::File { .. }));
+    let adopted = (|| -> Result<_, String> {
+        let tpm_text =
+            relearn::adopt_tpm_policy(&ctx.tpm_policy_text, &changes).map_err(|e| e.to_string())?;
+        let tpm = TpmPolicy::from_json(&tpm_text).map_err(|e| e.to_string())?;
+        let runtime = match (&input.runtime_policy, files_changed) {
+            (Some(text), true) => {
+                let new =
+                    relearn::adopt_runtime_policy(text, &changes).map_err(|e| e.to_string())?;
+                let parsed = e
+                    .cache
+                    .runtime(&checksum(&new), &new)
+                    .map_err(|e| e.to_string())?;
+                Some((new, parsed))
+            }
+            (None, true) => return Err("files changed but the node has no runtime policy".into()),
+            (_, false) => None,
+        };
+        Ok((tpm_text, tpm, runtime))
+    })();
+    let (tpm_text, tpm, runtime) = match adopted {
+        Ok(a) => a,
+        Err(why) => {
+            warn!(agent_id = %ctx.agent_id, rule, "no relearn: {why}");
+            return;
+        }
+    };
+    let old = (
+        ctx.tpm_policy_text.clone(),
+        ctx.tpm_policy.clone(),
+        ctx.runtime_policy.clone(),
+    );
+    ctx.tpm_policy_text = tpm_text.clone();
+    ctx.tpm_policy = tpm;
+    if let Some((_, parsed)) = &runtime {
+        ctx.runtime_policy = Some(parsed.clone());
+    }
+    let again = evaluate(e, ctx, node, answer, nonce);
+    if again.failure.is_empty() {
+        *outcome = again;
+        note.relearned = Some(Adopted {
+            rule: rule.to_owned(),
+            sets,
+            changes,
+            tpm_policy: tpm_text,
+            runtime_policy: runtime.map(|(text, _)| text),
+        });
+    } else {
+        warn!(agent_id = %ctx.agent_id, rule, "no relearn: the answer still fails with the adopted values");
+        (ctx.tpm_policy_text, ctx.tpm_policy, ctx.runtime_policy) = old;
+    }
 }
 
 /// Judges one answer of the node with `vigil-core`'s one evaluation.

@@ -11,6 +11,7 @@ mod gate;
 mod identity;
 mod policies;
 mod reply;
+mod response;
 mod verify;
 
 use std::sync::Arc;
@@ -160,6 +161,11 @@ pub(crate) fn router(service: Service) -> Router {
         post(identity::verify).fallback(not_implemented_use("POST")),
     );
     let vigil = gate::routes()
+        .into_iter()
+        .fold(vigil, |r, (path, methods)| {
+            with_slash(r, path, methods.fallback(not_implemented_any))
+        });
+    let vigil = response::routes()
         .into_iter()
         .fold(vigil, |r, (path, methods)| {
             with_slash(r, path, methods.fallback(not_implemented_any))

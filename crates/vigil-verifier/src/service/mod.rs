@@ -7,6 +7,7 @@
 mod gate;
 mod identity;
 mod policies;
+mod response;
 mod verify;
 
 use std::sync::Arc;

@@ -16,7 +16,9 @@
 //!   failure as `cvstatus` shows it, `delete` of the failed node.
 //! - `keylime_tenant_cert_and_revocation`: `add --cert DIR` (Keylime's certificate
 //!   package, its `RevocationNotifier` key handed to the verifier), `status`, a measured
-//!   file changed and the signed revocation notice verified by the agent, `reactivate`.
+//!   file changed and the signed revocation notice verified by the agent, the response
+//!   rules' quarantine and shutdown requests verified by the agent and answered in
+//!   dry-run, `reactivate`.
 //! - `keylime_tenant_mb_policies`: the measured-boot policy commands (verifier only).
 //!
 //! Needs swtpm and the Keylime reference venv (`VIGIL_KEYLIME_PYTHON`); without them it
@@ -106,7 +108,17 @@ impl Deployment {
         })
         .await
         .expect("registrar starts");
+        // Response rules: the node's agent is asked to quarantine and shut down a node
+        // whose runtime fails (dry-run on the agent's side, its default).
+        let rules = dir.path().join("rules.toml");
+        std::fs::write(
+            &rules,
+            "[[rules]]\nname = \"contain\"\nkinds = [\"runtime\"]\n\
+             actions = [{ action = \"quarantine\" }, { action = \"shutdown\" }]\n",
+        )
+        .unwrap();
         let verifier = vigil_verifier::Verifier::start(&vigil_verifier::Config {
+            response_rules: rules,
             port: 0,
             state_dir: dir.path().join("verifier"),
             database_url: db.to_owned(),
@@ -645,6 +657,29 @@ async fn keylime_tenant_cert_and_revocation() {
             .unwrap();
         d.wait_status("Invalid Quote", |s| s["operational_state"] == 9)
             .await;
+        // The rules' actions: signed requests the agent verified with the package's
+        // RevocationNotifier certificate and, in dry-run, only described.
+        let path = format!("/vigil/v1/agents/{UUID}/actions");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let actions = loop {
+            let (_, r) = d.get(&path).await;
+            let list = r["results"]["actions"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            if list.len() >= 2 || std::time::Instant::now() > deadline {
+                break list;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        for name in ["quarantine", "shutdown"] {
+            let a = actions
+                .iter()
+                .find(|a| a["action"] == name)
+                .unwrap_or_else(|| panic!("no {name} action: {actions:?}"));
+            assert_eq!(a["outcome"], "dry_run", "{a}");
+            assert!(a["detail"].as_str().unwrap().contains("would run"), "{a}");
+        }
 
         // reactivate: polling starts again (and fails again on the same log).
         let run = d.tenant(&["-c", "reactivate", "-u", UUID]);
