@@ -58,6 +58,7 @@ fuzz_target!(|data: &[u8]| {
         tpm_policy: &f.tpm_policy,
         runtime_policy: Some(&f.runtime_policy),
         measured_boot: None,
+        golden: None,
         ignore_tomtou_errors: false,
     };
     let _ = evaluate_round(
