@@ -183,6 +183,7 @@ impl Verifier {
                 Some(identity),
                 config.request_timeout(),
                 config.max_answer_size,
+                config.agent_keep_alive,
             ),
             config: config.clone(),
             attestation,

@@ -21,6 +21,7 @@ use vigil_core::attestation::{
     evaluate_round, Action, CommFailure, Deletion, MeasuredBootPolicy, NodeAnswer, NodeAttestation,
     RequestId, RoundOutcome, RoundPolicy, UnixTime,
 };
+use vigil_service::client::KeptConnection;
 use vigil_store::{Fence, StoreError};
 
 use super::persist::{self, RoundNote, Written};
@@ -42,6 +43,8 @@ enum Done {
         nonce: String,
         exchange: Exchange<Bytes>,
         round: Round,
+        /// The node's connection, back for the next round (if the node kept it open).
+        conn: Option<KeptConnection>,
     },
     V {
         id: RequestId,
@@ -69,6 +72,9 @@ pub(super) struct NodeTask {
     written: Written,
     /// Quote requests made so far.
     rounds: u64,
+    /// The node's open connection between rounds (with the round in flight while one
+    /// is): one TLS handshake per node rather than per round.
+    conn: Option<KeptConnection>,
 }
 
 /// A node's state machine and the context it is judged in, moved together to the
@@ -87,6 +93,7 @@ impl NodeTask {
             fence,
             written: Written::default(),
             rounds: 0,
+            conn: None,
         }
     }
 
@@ -169,8 +176,11 @@ impl NodeTask {
                 }
             };
             tokio::select! {
-                done = request => {
+                mut done = request => {
                     inflight = None;
+                    if let Done::Quote { conn, .. } = &mut done {
+                        self.conn = conn.take();
+                    }
                     let span = match &done {
                         Done::Quote { round, .. } => round.span.clone(),
                         Done::V { .. } => Span::current(),
@@ -279,14 +289,19 @@ impl NodeTask {
             started: Instant::now(),
         };
         let span = round.span.clone();
+        let mut conn = self.conn.take();
         Box::pin(
             async move {
-                let exchange = e.agents.quote(&target, &nonce, mask, partial, entry).await;
+                let exchange = e
+                    .agents
+                    .quote(&mut conn, &target, &nonce, mask, partial, entry)
+                    .await;
                 Done::Quote {
                     id,
                     nonce,
                     exchange,
                     round,
+                    conn,
                 }
             }
             .instrument(span),
@@ -345,6 +360,7 @@ impl NodeTask {
                 nonce,
                 exchange,
                 round,
+                ..
             } => match exchange.result {
                 Ok(body) => return self.judge(ctx, node, id, nonce, body, round.started).await,
                 Err(f) => {
