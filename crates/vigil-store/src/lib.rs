@@ -38,7 +38,7 @@ use std::sync::Arc;
 
 pub use error::{Entity, StoreError};
 pub use leases::{Fence, Lease, Leases};
-pub use notices::{NewNotice, Notices, PendingNotice};
+pub use notices::{NewNotice, NoticeLease, Notices, PendingNotice};
 pub use policies::{checksum, MbPolicy, NewMbPolicy, NewRuntimePolicy, Policies, RuntimePolicy};
 pub use registrar::{
     IdentityField, RegisterOutcome, RegistrarAgent, RegistrarAgents, Registration,

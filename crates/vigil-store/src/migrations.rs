@@ -41,6 +41,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "pending notices",
         include_str!("../migrations/0004_pending_notices.sql"),
     ),
+    (
+        7,
+        "notice leases",
+        include_str!("../migrations/0007_notice_leases.sql"),
+    ),
 ];
 
 /// A migration's SQL as dialect `D` spells it.

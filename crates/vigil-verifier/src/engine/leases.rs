@@ -79,6 +79,9 @@ impl Engine {
                 }
                 Err(e) => error!("acquiring leases: {e}"),
             }
+            if let Err(e) = self.notifiers.renew_and_claim().await {
+                error!("renewing and claiming revocation notice deliveries: {e}");
+            }
             tokio::select! {
                 _ = tokio::time::sleep(period) => {}
                 _ = self.wake_leases.notified() => {}
