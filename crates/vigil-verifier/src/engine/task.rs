@@ -146,6 +146,14 @@ impl NodeTask {
                         partial,
                         ima_ml_entry,
                     } => {
+                        if e.leases_current() == Some(false) {
+                            // Not renewed within the TTL: the lease may have expired and
+                            // another replica may attest the node now. Stop rather than
+                            // poll it twice; the lease loop claims it again (new epoch)
+                            // if it is still this replica's.
+                            warn!(agent_id = %self.id, "leases not renewed within their TTL: no longer attesting this node");
+                            return;
+                        }
                         if let Some(due) = due.take() {
                             e.metrics.poll_lag(e.clock.now().saturating_since(due));
                         }
