@@ -158,9 +158,139 @@ point() {
     cleanup
 }
 
+# Three replicas on one PostgreSQL (lease_ttl 3), $nodes nodes enrolled through the
+# first; after the warm-up the first replica is SIGKILLed. From the nodes' side: the gap
+# each node saw across the kill (max, p99), double attestations over the whole run, and
+# throughput and CPU per attestation (all replicas) before the kill.
+failover() {
+    local pg=${VIGIL_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}
+    local schema=bench_fleet_$$ d=$work/failover
+    psql -q "$pg" -c "CREATE SCHEMA $schema" >/dev/null
+    local db="$pg?options[search_path]=$schema"
+    echo "# $(date -u +%FT%TZ) failover nodes=$nodes interval=$interval profile=$profile; load: $(uptime)" >&2
+    start_vigil failover "$db" "replica_id = \"r1\"
+lease_ttl = 3"
+    local r1=$verifier_pid vpids=() r
+    vpids+=($r1)
+    for r in 2 3; do
+        sed -e "s/^port = .*/port = $((port + 3 + r))/" -e "s/replica_id = \"r1\"/replica_id = \"r$r\"/" \
+            "$d/verifier.toml" > "$d/verifier$r.toml"
+        "$bin/vigil-verifier" --config "$d/verifier$r.toml" > "$d/verifier$r.log" 2>&1 &
+        pids+=($!); vpids+=($!)
+    done
+    sleep 2
+    local total=$((warmup + duration))
+    "$bin/vigil-sim" --nodes "$nodes" --port "$port" --verifier-ca "$d/cv_ca/cacert.crt" \
+        --verifier "https://127.0.0.1:$((port + 3))" --verifier-tls-dir "$d/cv_ca" \
+        --interval "$interval" --ima-rate "$ima_rate" --duration "$total" \
+        --report "$d/sim.json" --events "$d/events.csv" > "$d/sim.out" 2> "$d/sim.log" &
+    local spid=$!
+    pids+=($spid)
+    wait_for "$d/sim.log" "serving (ready)" $((120 + nodes / 20))
+    sleep "$warmup"
+    local cpu0=0 cpu1=0 p
+    for p in "${vpids[@]}"; do cpu0=$(echo "$cpu0 + $(cpu_of "$p")" | bc); done
+    local t_cpu0 t_kill
+    t_cpu0=$(date +%s%3N)
+    sleep $((duration / 3))
+    for p in "${vpids[@]}"; do cpu1=$(echo "$cpu1 + $(cpu_of "$p")" | bc); done
+    t_kill=$(date +%s%3N)
+    kill -9 "$r1"
+    wait "$spid"
+    psql -q "$pg" -c "DROP SCHEMA $schema CASCADE" >/dev/null
+    python3 - "$d" "$t_cpu0" "$t_kill" "$cpu0" "$cpu1" "$interval" "$nodes" <<'PY'
+import csv, json, sys
+d, t_cpu0, t_kill, cpu0, cpu1, interval, nodes = sys.argv[1:8]
+r = json.load(open(d + "/sim.json"))
+start = r["started_unix_ms"]
+t_cpu0, t_kill = int(t_cpu0) - start, int(t_kill) - start
+interval_ms = float(interval) * 1000
+last = {}
+gaps, doubles, before = [], 0, 0
+series = []
+for row in csv.DictReader(open(d + "/events.csv")):
+    at, node = int(row["at_ms"]), int(row["node"])
+    prev = last.get(node)
+    if prev is not None:
+        if at - prev < interval_ms / 2:
+            doubles += 1
+        if prev <= t_kill < at:
+            gaps.append(at - prev)
+            series.append((at - t_kill, at - prev))
+    if t_cpu0 <= at < t_kill:
+        before += 1
+    last[node] = at
+gaps.sort()
+p99 = gaps[min(len(gaps) - 1, int(len(gaps) * 0.99))] if gaps else 0
+window = (t_kill - t_cpu0) / 1000
+rate = before / window if window else 0
+cpu = (float(cpu1) - float(cpu0)) * 1000 / (before or 1)
+with open(d + "/failover-gaps.csv", "w") as f:
+    f.write("ms_after_kill,gap_ms\n")
+    for a, g in sorted(series):
+        f.write("%d,%d\n" % (a, g))
+print("failover nodes %s replicas 3 attestations/s-before %.1f cpu-per-attestation-ms %.3f "
+      "gap-max-ms %d gap-p99-ms %d nodes-reattested %d doubles %d"
+      % (nodes, rate, cpu, gaps[-1] if gaps else 0, p99, len(gaps), doubles))
+PY
+    cleanup
+}
+
+# The same point against Keylime 7.14.3's verifier (its own CA; measured boot `example`
+# and IMA as for Vigil). CPU is summed over the verifier's process group (it forks
+# workers).
+keylime() {
+    local d=$work/keylime
+    rm -rf "$d" && mkdir -p "$d/etc"
+    # shellcheck disable=SC1090
+    . "$(bash scripts/keylime-reference.sh)"
+    keylime_upgrade_config --defaults --templates ../shared/keylime-reference/templates --out "$d/etc" >/dev/null
+    sed -i -e "s/^quote_interval = .*/quote_interval = $interval/" \
+        -e "s/^measured_boot_policy_name = .*/measured_boot_policy_name = example/" \
+        -e "s/^port = 8881/port = $((port + 3))/" \
+        -e "s/^registrar_port = .*/registrar_port = $((port + 1))/" "$d/etc/verifier.conf"
+    export KEYLIME_DIR=$d KEYLIME_VERIFIER_CONFIG=$d/etc/verifier.conf \
+        KEYLIME_REGISTRAR_CONFIG=$d/etc/registrar.conf KEYLIME_CA_CONFIG=$d/etc/ca.conf \
+        KEYLIME_LOGGING_CONFIG=$d/etc/logging.conf KEYLIME_TENANT_CONFIG=$d/etc/tenant.conf
+    echo "# $(date -u +%FT%TZ) keylime nodes=$nodes interval=$interval; load: $(uptime)" >&2
+    setsid keylime_verifier > "$d/verifier.log" 2>&1 &
+    local kpid=$!
+    pids+=($kpid)
+    wait_for "$d/verifier.log" "Starting Cloud Verifier" 60 || true
+    sleep 3
+    group_cpu() { ps -o cputimes= -g "$kpid" 2>/dev/null | awk '{s += $1} END {print s + 0}'; }
+    local rss0 cpu0 cpu1 rss1 total=$((warmup + duration))
+    rss0=$(ps -o rss= -g "$kpid" | awk '{s += $1} END {print s}')
+    "$bin/vigil-sim" --nodes "$nodes" --port "$port" --verifier-ca "$d/cv_ca/cacert.crt" \
+        --verifier "https://127.0.0.1:$((port + 3))" --verifier-tls-dir "$d/cv_ca" \
+        --interval "$interval" --ima-rate "$ima_rate" --duration "$total" --measure-after "$warmup" \
+        --report "$d/sim.json" --events "$d/events.csv" > "$d/sim.out" 2> "$d/sim.log" &
+    local spid=$!
+    pids+=($spid)
+    wait_for "$d/sim.log" "serving (ready)" $((300 + nodes / 5))
+    sleep "$warmup"
+    cpu0=$(group_cpu)
+    sleep "$duration"
+    cpu1=$(group_cpu)
+    rss1=$(ps -o rss= -g "$kpid" | awk '{s += $1} END {print s}')
+    wait "$spid"
+    kill -9 -- "-$kpid" 2>/dev/null || true
+    python3 - "$d/sim.json" "$nodes" "$cpu0" "$cpu1" "$rss0" "$rss1" "$duration" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+nodes, cpu0, cpu1, rss0, rss1, dur = int(sys.argv[2]), *map(float, sys.argv[3:7]), float(sys.argv[7])
+cpu_ms = (cpu1 - cpu0) * 1000 / (r["quotes_per_s"] * dur or 1)
+print("keylime nodes %d attestations/s %.1f p99-lag-ms %d cpu-per-attestation-ms %.3f rss-per-node-kib %.1f"
+      % (nodes, r["quotes_per_s"], r["lag_ms"]["p99"], cpu_ms, (rss1 - rss0) / nodes))
+PY
+    cleanup
+}
+
 case "$mode" in
     point) point ;;
     sweep)
         for n in $sweep; do nodes=$n; point; done ;;
+    failover) failover ;;
+    keylime) keylime ;;
     *) echo "--$mode: not implemented yet" >&2; exit 2 ;;
 esac

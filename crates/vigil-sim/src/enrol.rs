@@ -22,17 +22,17 @@ const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STA
 pub(crate) const POLICY_NAME: &str = "vigil-sim";
 
 /// Where the verifier's admin API is and how to authenticate to it.
-pub(crate) struct VerifierApi {
-    pub(crate) endpoint: Endpoint,
+pub struct VerifierApi {
+    endpoint: Endpoint,
     /// The API version in paths (`2.2`, …).
-    pub(crate) version: String,
+    version: String,
 }
 
 impl VerifierApi {
     /// `url` (`https://ip:port`) with the `cv_ca` layout in `tls_dir` (`cacert.crt`,
     /// `client-cert.crt`, `client-private.pem`), checking the server certificate for
     /// `server_name` when given.
-    pub(crate) fn new(
+    pub fn new(
         url: &str,
         tls_dir: &std::path::Path,
         server_name: Option<&str>,

@@ -10,31 +10,40 @@ use std::time::Duration;
 
 /// What a fault does.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Kind {
+pub enum Kind {
+    /// A file outside the policy is measured.
     Ima,
+    /// PCR 4 is extended past the UEFI log.
     Pcr,
+    /// Quotes are made over another nonce.
     Nonce,
+    /// The last genuine answer is served again.
     Replay,
+    /// Connections are dropped.
     Down,
+    /// Connections are served again.
     Up,
+    /// Answers are delayed this long.
     Slow(Duration),
+    /// New boot time, TPM reset, IMA log from its start.
     Reboot,
 }
 
 /// One scheduled fault.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Fault {
-    pub(crate) kind: Kind,
+pub struct Fault {
+    /// What it does.
+    pub kind: Kind,
     /// First and last node index.
-    pub(crate) nodes: (usize, usize),
-    /// When, after serving starts.
-    pub(crate) at: Duration,
+    pub nodes: (usize, usize),
+    /// When (after enrolment, for the binary).
+    pub at: Duration,
 }
 
 /// Why a fault specification is refused.
 #[derive(Debug, thiserror::Error)]
 #[error("fault {spec:?}: {reason} (KIND@FIRST[-LAST]@SECONDS, KIND one of ima, pcr, nonce, replay, down, up, slow:MS, reboot)")]
-pub(crate) struct FaultError {
+pub struct FaultError {
     spec: String,
     reason: &'static str,
 }
@@ -90,7 +99,7 @@ impl std::str::FromStr for Fault {
 }
 
 /// The nodes any of `faults` touches (left out of the scheduling figures).
-pub(crate) fn touched(faults: &[Fault], nodes: usize) -> HashSet<usize> {
+pub fn touched(faults: &[Fault], nodes: usize) -> HashSet<usize> {
     faults
         .iter()
         .flat_map(|f| f.nodes.0..=f.nodes.1.min(nodes.saturating_sub(1)))

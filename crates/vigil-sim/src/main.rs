@@ -18,13 +18,6 @@
 //! second, poll lag and gap quantiles, double attestations, its own CPU).
 #![forbid(unsafe_code)]
 
-mod enrol;
-mod faults;
-mod material;
-mod node;
-mod serve;
-mod stats;
-
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,9 +25,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::Parser;
 use serde_json::json;
-
-use faults::{Fault, Kind};
-use node::{AkKind, Node};
+use vigil_sim::faults::{self, Fault};
+use vigil_sim::{cpu_seconds, AkKind, Sim, SimConfig, VerifierApi};
 
 #[derive(Parser, Debug)]
 #[command(version, about = "Simulated Keylime-API pull agents on loopback")]
@@ -55,7 +47,7 @@ struct Args {
     #[arg(long, default_value_t = 1000)]
     files: u16,
     /// The UEFI event log every node booted with.
-    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/testdata/tpm2-tools/event-bootorder.bin"))]
+    #[arg(long, default_value = vigil_sim::DEFAULT_UEFI_LOG)]
     uefi_log: PathBuf,
     /// CA certificate(s) whose client certificates the nodes accept (the verifier's).
     #[arg(long, required = true)]
@@ -105,99 +97,28 @@ struct Args {
     threads: usize,
 }
 
-/// The client-certificate check every node shares.
-fn client_verifier(cas: &[PathBuf]) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>> {
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for ca in cas {
-        for c in rustls::pki_types::CertificateDer::pem_file_iter(ca)
-            .with_context(|| format!("{}", ca.display()))?
-        {
-            roots.add(c?)?;
-        }
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    Ok(
-        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-            .build()?,
-    )
-}
-
-/// Makes the nodes on every core.
-fn make_nodes(args: &Args) -> Result<Vec<Node>> {
-    let verifier = client_verifier(&args.verifier_ca)?;
-    let run = args.run_id.unwrap_or_else(|| {
-        let mut b = [0u8; 4];
-        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut b);
-        u32::from_be_bytes(b)
-    });
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let chunk = args.nodes.div_ceil(workers).max(1);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = (0..args.nodes)
-            .step_by(chunk)
-            .map(|first| {
-                let verifier = verifier.clone();
-                s.spawn(move || {
-                    (first..(first + chunk).min(args.nodes))
-                        .map(|i| {
-                            Node::new(i, run, args.port, args.ak, args.ima_rate, verifier.clone())
-                        })
-                        .collect::<Result<Vec<_>>>()
-                })
-            })
-            .collect();
-        let mut nodes = Vec::with_capacity(args.nodes);
-        for h in handles {
-            nodes.extend(
-                h.join()
-                    .map_err(|_| anyhow::anyhow!("a node-making thread panicked"))??,
-            );
-        }
-        Ok(nodes)
-    })
-}
-
-fn apply(fleet: &serve::Fleet, fault: &Fault) {
-    let last = fault.nodes.1.min(fleet.nodes.len().saturating_sub(1));
-    for node in fleet.nodes.iter().take(last + 1).skip(fault.nodes.0) {
-        match &fault.kind {
-            Kind::Ima => node.measure_intruder(&fleet.material),
-            Kind::Pcr => node.change_boot_pcr(),
-            Kind::Nonce => node.set_faults(|f| f.wrong_nonce = true),
-            Kind::Replay => node.set_faults(|f| f.replay = true),
-            Kind::Down => node.set_faults(|f| f.unreachable = true),
-            Kind::Up => node.set_faults(|f| f.unreachable = false),
-            Kind::Slow(d) => node.set_faults(|f| f.delay = *d),
-            Kind::Reboot => node.reboot(),
-        }
-    }
-    eprintln!(
-        "vigil-sim: fault {:?} on nodes {}-{}",
-        fault.kind, fault.nodes.0, last
-    );
-}
-
 async fn run(args: Args) -> Result<()> {
-    let cpu0 = stats::cpu_seconds();
+    let cpu0 = cpu_seconds();
     let t = Instant::now();
-    let material = material::Material::new(&args.uefi_log, args.files)?;
-    let nodes = make_nodes(&args)?;
+    let sim = Sim::start(&SimConfig {
+        nodes: args.nodes,
+        port: args.port,
+        ak: args.ak,
+        ima_rate: args.ima_rate,
+        files: args.files,
+        uefi_log: args.uefi_log.clone(),
+        verifier_ca: args.verifier_ca.clone(),
+        run_id: args.run_id,
+    })
+    .await?;
     eprintln!(
         "vigil-sim: {} nodes made in {:.1} s",
-        nodes.len(),
+        args.nodes,
         t.elapsed().as_secs_f64()
     );
-    let fleet = Arc::new(serve::Fleet {
-        stats: stats::Stats::new(nodes.len()),
-        nodes,
-        material,
-        started: Instant::now(),
-    });
-    serve::serve(fleet.clone(), args.port).await?;
     if let Some(url) = &args.registrar {
         let t = Instant::now();
-        enrol::register(&fleet, url, args.concurrency).await?;
+        sim.register(url, args.concurrency).await?;
         eprintln!(
             "vigil-sim: registered and activated in {:.1} s",
             t.elapsed().as_secs_f64()
@@ -208,20 +129,19 @@ async fn run(args: Args) -> Result<()> {
             .verifier_tls_dir
             .as_deref()
             .context("--verifier needs --verifier-tls-dir")?;
-        let api = Arc::new(enrol::VerifierApi::new(
+        let api = Arc::new(VerifierApi::new(
             url,
             dir,
             args.verifier_server_name.as_deref(),
             &args.api_version,
         )?);
         let t = Instant::now();
-        enrol::upload_policies(&fleet, &api).await?;
-        enrol::enrol(&fleet, &api, args.concurrency).await?;
+        sim.enrol(&api, args.concurrency).await?;
         eprintln!("vigil-sim: enrolled in {:.1} s", t.elapsed().as_secs_f64());
     }
     let enrolled = Instant::now();
-    let enrolled_ms = fleet.started.elapsed().as_millis() as u64;
-    let cpu_enrolled = stats::cpu_seconds();
+    let enrolled_at = sim.elapsed();
+    let cpu_enrolled = cpu_seconds();
     eprintln!("vigil-sim: serving (ready)");
     let mut faults = args.fault.clone();
     faults.sort_by_key(|f| f.at);
@@ -246,24 +166,31 @@ async fn run(args: Args) -> Result<()> {
             _ = sigterm.recv() => break,
         }
         while let Some(f) = pending.next_if(|f| enrolled + f.at <= Instant::now()) {
-            apply(&fleet, f);
+            sim.apply(f);
+            eprintln!(
+                "vigil-sim: fault {:?} on nodes {}-{}",
+                f.kind, f.nodes.0, f.nodes.1
+            );
         }
         if end.is_some_and(|e| Instant::now() >= e) {
             break;
         }
     }
-    let to_ms = fleet.started.elapsed().as_millis() as u64;
-    let from_ms = enrolled_ms + (args.measure_after * 1000.0) as u64;
-    let interval_ms = (args.interval * 1000.0) as u64;
-    let faulty = faults::touched(&args.fault, fleet.nodes.len());
-    let mut report = fleet.stats.report(interval_ms, from_ms, to_ms, &faulty);
-    let cpu_serving = stats::cpu_seconds() - cpu_enrolled;
-    let served = fleet
-        .stats
-        .report(interval_ms, enrolled_ms, to_ms, &Default::default())["quotes"]
+    let to = sim.elapsed();
+    let from = enrolled_at + Duration::from_secs_f64(args.measure_after);
+    let interval = Duration::from_secs_f64(args.interval);
+    let faulty = faults::touched(&args.fault, args.nodes);
+    let mut report = sim.report(interval, from, to, &faulty);
+    let cpu_serving = cpu_seconds() - cpu_enrolled;
+    let served = sim.report(interval, enrolled_at, to, &Default::default())["quotes"]
         .as_u64()
         .unwrap_or(0);
-    report["nodes"] = json!(fleet.nodes.len());
+    report["nodes"] = json!(args.nodes);
+    // Where the events' `at_ms` count from, for scripts lining them up with the clock.
+    let started = std::time::SystemTime::now() - sim.elapsed();
+    report["started_unix_ms"] = json!(started
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64));
     report["nodes_with_faults"] = json!(faulty.len());
     report["sim_cpu_s"] = json!({
         "setup": cpu_enrolled - cpu0,
@@ -276,10 +203,7 @@ async fn run(args: Args) -> Result<()> {
         std::fs::write(path, &text).with_context(|| format!("{}", path.display()))?;
     }
     if let Some(path) = &args.events {
-        fleet
-            .stats
-            .write_csv(path)
-            .with_context(|| format!("{}", path.display()))?;
+        sim.write_events(path)?;
     }
     Ok(())
 }

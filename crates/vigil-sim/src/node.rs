@@ -21,7 +21,7 @@ use crate::material::{extend, Material, BANK, BOOT_AGGREGATE, DATA_PCR, INTRUDER
 
 /// The AK's algorithm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub(crate) enum AkKind {
+pub enum AkKind {
     /// ECC P-256, ECDSA-SHA256 (cheap to sign).
     Ecc,
     /// RSA-2048, RSASSA-SHA256.

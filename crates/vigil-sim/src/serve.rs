@@ -28,18 +28,21 @@ pub(crate) struct Fleet {
     pub(crate) started: Instant,
 }
 
-/// Binds `0.0.0.0:port` and serves every node until the task is dropped.
-pub(crate) async fn serve(fleet: Arc<Fleet>, port: u16) -> Result<()> {
+/// Binds `0.0.0.0:port` and serves every node until the returned task is aborted.
+pub(crate) async fn serve(fleet: Arc<Fleet>, port: u16) -> Result<tokio::task::JoinHandle<()>> {
     let listener = TcpListener::bind(("0.0.0.0", port))
         .await
         .with_context(|| format!("binding 0.0.0.0:{port}"))?;
-    tokio::spawn(async move {
+    Ok(tokio::spawn(async move {
+        // The connections die with the server.
+        let mut connections = tokio::task::JoinSet::new();
         loop {
             let Ok((tcp, peer)) = listener.accept().await else {
                 continue;
             };
+            while connections.try_join_next().is_some() {}
             let fleet = fleet.clone();
-            tokio::spawn(async move {
+            connections.spawn(async move {
                 let node = match (peer.ip().is_loopback(), tcp.local_addr()) {
                     (true, Ok(SocketAddr::V4(local))) => node_index(*local.ip()),
                     _ => None,
@@ -65,8 +68,7 @@ pub(crate) async fn serve(fleet: Arc<Fleet>, port: u16) -> Result<()> {
                     .await;
             });
         }
-    });
-    Ok(())
+    }))
 }
 
 fn query<'a>(req: &'a hyper::Request<hyper::body::Incoming>, key: &str) -> Option<&'a str> {

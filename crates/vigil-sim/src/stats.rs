@@ -108,6 +108,16 @@ impl Stats {
         })
     }
 
+    /// The nodes with a quote request at or after `since_ms`.
+    pub(crate) fn attested_since(&self, since_ms: u64) -> HashSet<usize> {
+        self.lock()
+            .requests
+            .iter()
+            .filter(|r| r.at >= since_ms)
+            .map(|r| r.node as usize)
+            .collect()
+    }
+
     /// Writes `at_ms,node,gap_ms` for every request (gap empty for a node's first).
     pub(crate) fn write_csv(&self, path: &std::path::Path) -> std::io::Result<()> {
         let s = self.lock();
@@ -124,7 +134,7 @@ impl Stats {
 }
 
 /// CPU seconds (user + system) this process has used, from `/proc/self/stat`.
-pub(crate) fn cpu_seconds() -> f64 {
+pub fn cpu_seconds() -> f64 {
     let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
         return 0.0;
     };

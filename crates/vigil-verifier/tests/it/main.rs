@@ -13,6 +13,7 @@ mod bad_input;
 mod crash;
 mod faults;
 mod figures;
+mod fleet;
 mod keylime_tenant;
 mod ops;
 mod real_logs;
