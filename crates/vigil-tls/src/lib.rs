@@ -24,7 +24,7 @@ mod pinned;
 mod trust;
 
 pub use config::{client_config, peer_subject, server_config, ClientAuth};
-pub use pinned::pinned_client_config;
+pub use pinned::{pinned_client_config, pinned_client_config_shared, PinnedIdentity};
 pub use trust::load_cert_store;
 
 use std::path::PathBuf;

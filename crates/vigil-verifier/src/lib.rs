@@ -121,7 +121,12 @@ fn load_identity(config: &Config) -> Result<node_tls::ClientIdentity, String> {
         .map_err(|e| format!("client_cert {}: {e}", cert.display()))?;
     let key = PrivateKeyDer::from_pem_file(&key)
         .map_err(|e| format!("client_key {}: {e}", key.display()))?;
-    Ok(node_tls::ClientIdentity { chain, key })
+    node_tls::ClientIdentity::new(chain, key).map_err(|e| {
+        format!(
+            "client_key {}: {e}",
+            config.tls_file(&config.client_key).display()
+        )
+    })
 }
 
 impl Verifier {
