@@ -286,11 +286,79 @@ PY
     cleanup
 }
 
+# Everything, bounded: a Vigil sweep, a Keylime sweep, failover; the plots (PNG, with
+# matplotlib from PyPI in .work/plot-venv) and the table into docs/benchmarks.md.
+all() {
+    local out=$work/all.txt
+    : > "$out"
+    local vigil_counts=${VIGIL_SWEEP:-"100 1000 2000 5000 10000"}
+    local keylime_counts=${KEYLIME_SWEEP:-"50 100 200 400"}
+    for n in $vigil_counts; do nodes=$n; point | tee -a "$out"; done
+    for n in $keylime_counts; do nodes=$n; keylime | tee -a "$out"; done
+    nodes=${FAILOVER_NODES:-2000}; failover | tee -a "$out"
+    if [ ! -x .work/plot-venv/bin/python ]; then
+        python3 -m venv .work/plot-venv && .work/plot-venv/bin/pip install -q matplotlib
+    fi
+    .work/plot-venv/bin/python - "$out" "$work/failover/failover-gaps.csv" docs <<'PY'
+import sys
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+out, gaps, docs = sys.argv[1:4]
+rows = {"vigil": [], "keylime": []}
+for line in open(out):
+    f = line.split()
+    if f and f[0] in ("nodes", "keylime"):
+        kind = "keylime" if f[0] == "keylime" else "vigil"
+        if kind == "keylime":
+            f = f[1:]
+        rows[kind].append((int(f[1]), float(f[5])))
+plt.figure(figsize=(6, 4))
+for kind, pts in rows.items():
+    if pts:
+        pts.sort()
+        plt.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=kind + " p99")
+plt.xscale("log"); plt.yscale("symlog")
+plt.xlabel("simulated nodes"); plt.ylabel("poll lag p99 (ms)")
+plt.title("Poll lag against node count (quote_interval 2 s)")
+plt.legend(); plt.grid(True, which="both", alpha=0.3); plt.tight_layout()
+plt.savefig(docs + "/fleet-lag.png", dpi=100)
+plt.figure(figsize=(6, 4))
+xs, ys = [], []
+for line in open(gaps).readlines()[1:]:
+    a, g = line.strip().split(",")
+    xs.append(int(a) / 1000); ys.append(int(g) / 1000)
+plt.scatter(xs, ys, s=4)
+plt.xlabel("seconds after SIGKILL (node re-attested)"); plt.ylabel("gap seen by the node (s)")
+plt.title("Failover: gap per node of the killed replica"); plt.grid(True, alpha=0.3)
+plt.tight_layout(); plt.savefig(docs + "/fleet-failover.png", dpi=100)
+PY
+    python3 - "$out" docs/benchmarks.md "$(nproc)" "$(uptime)" <<'PY'
+import sys, datetime
+out, doc, cores, load = sys.argv[1:5]
+lines = [l.rstrip() for l in open(out) if l.strip() and not l.startswith("#")]
+block = ["<!-- fleet-bench:begin -->",
+         "Last `scripts/bench-fleet.sh --all` run: %s, %s cores, load at the end: %s"
+         % (datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M UTC"), cores, load.strip()),
+         "", "```"] + lines + ["```", "",
+         "![poll lag against node count](fleet-lag.png)", "",
+         "![failover gap per node](fleet-failover.png)", "<!-- fleet-bench:end -->"]
+text = open(doc).read()
+a, b = text.find("<!-- fleet-bench:begin -->"), text.find("<!-- fleet-bench:end -->")
+if a >= 0 and b > a:
+    text = text[:a] + "\n".join(block) + text[b + len("<!-- fleet-bench:end -->"):]
+else:
+    text = text.rstrip() + "\n\n" + "\n".join(block) + "\n"
+open(doc, "w").write(text)
+PY
+    echo "figures in $out and docs/benchmarks.md; plots docs/fleet-lag.png docs/fleet-failover.png" >&2
+}
+
 case "$mode" in
     point) point ;;
+    all) all ;;
     sweep)
         for n in $sweep; do nodes=$n; point; done ;;
     failover) failover ;;
     keylime) keylime ;;
-    *) echo "--$mode: not implemented yet" >&2; exit 2 ;;
 esac
