@@ -197,7 +197,7 @@ lease_ttl = 3"
     t_kill=$(date +%s%3N)
     kill -9 "$r1"
     wait "$spid"
-    psql -q "$pg" -c "DROP SCHEMA $schema CASCADE" >/dev/null
+    PGOPTIONS=--client-min-messages=warning psql -q "$pg" -c "DROP SCHEMA $schema CASCADE" >/dev/null
     python3 - "$d" "$t_cpu0" "$t_kill" "$cpu0" "$cpu1" "$interval" "$nodes" <<'PY'
 import csv, json, sys
 d, t_cpu0, t_kill, cpu0, cpu1, interval, nodes = sys.argv[1:8]
@@ -244,7 +244,7 @@ keylime() {
     rm -rf "$d" && mkdir -p "$d/etc"
     # shellcheck disable=SC1090
     . "$(bash scripts/keylime-reference.sh)"
-    keylime_upgrade_config --defaults --templates ../shared/keylime-reference/templates --out "$d/etc" >/dev/null
+    "$VIGIL_KEYLIME_BIN/keylime_upgrade_config" --defaults --templates ../shared/keylime-reference/templates --out "$d/etc" >/dev/null
     sed -i -e "s/^quote_interval = .*/quote_interval = $interval/" \
         -e "s/^measured_boot_policy_name = .*/measured_boot_policy_name = example/" \
         -e "s/^port = 8881/port = $((port + 3))/" \
@@ -253,7 +253,7 @@ keylime() {
         KEYLIME_REGISTRAR_CONFIG=$d/etc/registrar.conf KEYLIME_CA_CONFIG=$d/etc/ca.conf \
         KEYLIME_LOGGING_CONFIG=$d/etc/logging.conf KEYLIME_TENANT_CONFIG=$d/etc/tenant.conf
     echo "# $(date -u +%FT%TZ) keylime nodes=$nodes interval=$interval; load: $(uptime)" >&2
-    setsid keylime_verifier > "$d/verifier.log" 2>&1 &
+    setsid "$VIGIL_KEYLIME_BIN/keylime_verifier" > "$d/verifier.log" 2>&1 &
     local kpid=$!
     pids+=($kpid)
     wait_for "$d/verifier.log" "Starting Cloud Verifier" 60 || true
