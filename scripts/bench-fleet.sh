@@ -13,7 +13,8 @@
 # Options: --interval S (quote_interval, default 2), --warmup S (seconds after enrolment
 # before the window opens, default 10), --ima-rate R (new IMA entries per node per second,
 # default 1), --no-keep-alive (the verifier opens a connection per round), --release /
-# --debug (which build; default release), --port P (the simulator's port).
+# --debug (which build; default release), --port P (the simulator's port), --no-build
+# (use the binaries as they are).
 #
 # The verifier runs with measured boot (`example` policy, the UEFI log's reference state)
 # and IMA (one shared runtime policy), SQLite unless --failover. The simulator reports
@@ -36,6 +37,7 @@ profile=release
 port=29100
 mode=point
 sweep=""
+build=true
 while [ $# -gt 0 ]; do
     case "$1" in
         --nodes) nodes=$2; shift 2 ;;
@@ -47,6 +49,7 @@ while [ $# -gt 0 ]; do
         --debug) profile=debug; shift ;;
         --release) profile=release; shift ;;
         --port) port=$2; shift 2 ;;
+        --no-build) build=false; shift ;;
         --sweep) mode=sweep; sweep=$2; shift 2 ;;
         --keylime) mode=keylime; shift ;;
         --failover) mode=failover; shift ;;
@@ -55,14 +58,13 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-if [ "$profile" = release ]; then
-    cargo build --release -p vigil-sim -p vigil-verifier -p vigil-registrar -p vigil-cli >&2
-    bin=$root/target/release
-else
-    cargo build -p vigil-sim -p vigil-verifier -p vigil-registrar -p vigil-cli >&2
-    bin=$root/target/debug
+bin=${CARGO_TARGET_DIR:-$root/target}/$profile
+if $build; then
+    flag=; [ "$profile" = release ] && flag=--release
+    cargo build $flag -p vigil-sim -p vigil-verifier -p vigil-registrar -p vigil-cli >&2
 fi
-[ -n "${CARGO_TARGET_DIR:-}" ] && bin=$CARGO_TARGET_DIR/$profile
+# `vigil ca init` only: any build will do (VIGIL_CLI overrides).
+vigil_cli=${VIGIL_CLI:-$bin/vigil}
 
 work=$root/.work/bench-fleet
 mkdir -p "$work"
@@ -92,7 +94,7 @@ wait_for() {
 start_vigil() {
     local d=$work/$1 db=$2 extra=${3:-}
     rm -rf "$d" && mkdir -p "$d"
-    "$bin/vigil" ca init --dir "$d/cv_ca" >/dev/null
+    "$vigil_cli" ca init --dir "$d/cv_ca" >/dev/null
     cat > "$d/registrar.toml" <<EOF
 port = $((port + 1))
 tls_port = $((port + 2))
