@@ -332,7 +332,7 @@ for line in open(gaps).readlines()[1:]:
     xs.append(int(a) / 1000); ys.append(int(g) / 1000)
 plt.scatter(xs, ys, s=4)
 plt.xlabel("seconds after SIGKILL (node re-attested)"); plt.ylabel("gap seen by the node (s)")
-plt.title("Failover: gap per node of the killed replica"); plt.grid(True, alpha=0.3)
+plt.title("Failover: gap seen by each node across the SIGKILL"); plt.grid(True, alpha=0.3)
 plt.tight_layout(); plt.savefig(docs + "/fleet-failover.png", dpi=100)
 PY
     python3 - "$out" docs/benchmarks.md "$(nproc)" "$(uptime)" <<'PY'
