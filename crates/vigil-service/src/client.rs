@@ -1,8 +1,12 @@
 //! The one outbound HTTP/1.1 client of Vigil: the agent registering with a registrar,
-//! the tenant talking to the services and nodes, the verifier's webhook (and its
-//! requests to nodes). One request per connection, as Keylime's nodes and services
-//! expect (they close connections), on hyper over TCP or rustls with the caller's
-//! `ClientConfig`.
+//! the tenant talking to the services and nodes, the verifier's webhook and its
+//! requests to nodes, on hyper over TCP or rustls with the caller's `ClientConfig`.
+//! [`Client::request`] makes one request per connection; [`Client::request_kept`]
+//! keeps the connection in the caller's [`KeptConnection`] slot for the next request
+//! to the same peer, as long as the peer keeps it open (the verifier polling a node:
+//! a TLS handshake per round is most of a round's CPU). Keeping a connection is not
+//! TLS session resumption: the one session stays open, and a peer that closes it (or
+//! answers `Connection: close`) gets a fresh connection and a full handshake next time.
 //!
 //! Every request is bounded: [`Limits::connect_timeout`] for name resolution, the TCP
 //! connection and the TLS handshake, [`Limits::timeout`] for the whole exchange, and
@@ -347,7 +351,34 @@ pub struct Client {
 }
 
 /// Aborts the connection task when the request ends, however it ends.
+#[derive(Debug)]
 struct Driver(JoinHandle<()>);
+
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+/// An open HTTP/1.1 connection to one peer, kept between requests by
+/// [`Client::request_kept`]. Dropping it closes the connection.
+#[derive(Debug)]
+pub struct KeptConnection {
+    sender: Sender,
+    /// The peer (`https://host:port`) and TLS configuration it was opened for: a
+    /// request to another peer or with another configuration (a node re-enrolled with
+    /// a new certificate) does not use it.
+    peer: String,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    _driver: Driver,
+}
+
+impl KeptConnection {
+    fn serves(&self, endpoint: &Endpoint, peer: &str) -> bool {
+        let same_tls = match (&self.tls, &endpoint.tls) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        same_tls && self.peer == peer && !self.sender.is_closed()
+    }
+}
 
 impl Drop for Driver {
     fn drop(&mut self) {
@@ -402,15 +433,85 @@ impl Client {
         })?
     }
 
-    async fn exchange(
+    /// [`request`](Self::request) on the connection in `slot` when it is open to the
+    /// same peer, else on a fresh one, which is left in `slot` afterwards unless the
+    /// peer closes it. A request on a kept connection the peer closed meanwhile (its
+    /// idle timeout racing this request) is made once more on a fresh connection, so
+    /// use this for idempotent requests only.
+    pub async fn request_kept(
         &self,
+        slot: &mut Option<KeptConnection>,
         endpoint: &Endpoint,
         method: Method,
         path_and_query: &str,
         body: Option<Vec<u8>>,
-        headers: &[(&str, &str)],
+    ) -> Result<Answer, ClientError> {
+        let timeout = self.limits.timeout;
+        tokio::time::timeout(
+            timeout,
+            self.exchange_kept(slot, endpoint, method, path_and_query, body),
+        )
+        .await
+        .map_err(|_| {
+            // A request cut short leaves the connection mid-exchange: not reusable.
+            *slot = None;
+            ClientError::Timeout {
+                peer: endpoint.to_string(),
+                timeout,
+            }
+        })?
+    }
+
+    async fn exchange_kept(
+        &self,
+        slot: &mut Option<KeptConnection>,
+        endpoint: &Endpoint,
+        method: Method,
+        path_and_query: &str,
+        body: Option<Vec<u8>>,
     ) -> Result<Answer, ClientError> {
         let peer = endpoint.to_string();
+        let body = body.as_deref();
+        if let Some(mut kept) = slot.take().filter(|k| k.serves(endpoint, &peer)) {
+            let req = self.build(endpoint, &peer, method.clone(), path_and_query, body, &[])?;
+            match self.send_on(&peer, &mut kept.sender, req).await {
+                Ok((answer, reusable)) => {
+                    if reusable {
+                        *slot = Some(kept);
+                    }
+                    return Ok(answer);
+                }
+                // Closed by the peer before it answered: once more, on a new connection.
+                Err(ClientError::Http { source, .. })
+                    if source.is_closed()
+                        || source.is_canceled()
+                        || source.is_incomplete_message() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let req = self.build(endpoint, &peer, method, path_and_query, body, &[])?;
+        let (mut sender, driver) = self.open(endpoint, &peer).await?;
+        let (answer, reusable) = self.send_on(&peer, &mut sender, req).await?;
+        if reusable {
+            *slot = Some(KeptConnection {
+                sender,
+                peer,
+                tls: endpoint.tls.clone(),
+                _driver: driver,
+            });
+        }
+        Ok(answer)
+    }
+
+    fn build(
+        &self,
+        endpoint: &Endpoint,
+        peer: &str,
+        method: Method,
+        path_and_query: &str,
+        body: Option<&[u8]>,
+        headers: &[(&str, &str)],
+    ) -> Result<hyper::Request<Full<Bytes>>, ClientError> {
         let mut req = hyper::Request::builder()
             .method(method)
             .uri(path_and_query)
@@ -422,22 +523,63 @@ impl Client {
         if body.is_some() {
             req = req.header(header::CONTENT_TYPE, "application/json");
         }
-        let req = req
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+        req.body(Full::new(Bytes::copy_from_slice(body.unwrap_or_default())))
             .map_err(|e| ClientError::Request {
-                peer: peer.clone(),
+                peer: peer.to_owned(),
                 message: e.to_string(),
-            })?;
+            })
+    }
+
+    /// A new connection (TCP, TLS when the endpoint has it, the HTTP/1.1 handshake)
+    /// within [`Limits::connect_timeout`], its driver running.
+    async fn open(&self, endpoint: &Endpoint, peer: &str) -> Result<(Sender, Driver), ClientError> {
         let connect_timeout = self.limits.connect_timeout;
         let connecting = tokio::time::timeout(connect_timeout, self.connect(endpoint));
         let io = connecting.await.map_err(|_| ClientError::ConnectTimeout {
-            peer: peer.clone(),
+            peer: peer.to_owned(),
             timeout: connect_timeout,
         })??;
         match io {
-            Stream::Plain(tcp) => self.send(&peer, TokioIo::new(tcp), req).await,
-            Stream::Tls(tls) => self.send(&peer, TokioIo::new(*tls), req).await,
+            Stream::Plain(tcp) => Self::handshake(peer, TokioIo::new(tcp)).await,
+            Stream::Tls(tls) => Self::handshake(peer, TokioIo::new(*tls)).await,
         }
+    }
+
+    async fn handshake<IO>(peer: &str, io: IO) -> Result<(Sender, Driver), ClientError>
+    where
+        IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    {
+        let (sender, conn) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(|source| ClientError::Http {
+                peer: peer.to_owned(),
+                source,
+            })?;
+        let driver = Driver(tokio::spawn(async move {
+            let _ = conn.await;
+        }));
+        Ok((sender, driver))
+    }
+
+    async fn exchange(
+        &self,
+        endpoint: &Endpoint,
+        method: Method,
+        path_and_query: &str,
+        body: Option<Vec<u8>>,
+        headers: &[(&str, &str)],
+    ) -> Result<Answer, ClientError> {
+        let peer = endpoint.to_string();
+        let req = self.build(
+            endpoint,
+            &peer,
+            method,
+            path_and_query,
+            body.as_deref(),
+            headers,
+        )?;
+        let (mut sender, _driver) = self.open(endpoint, &peer).await?;
+        self.send_on(&peer, &mut sender, req).await.map(|(a, _)| a)
     }
 
     async fn connect(&self, endpoint: &Endpoint) -> Result<Stream, ClientError> {
@@ -475,15 +617,15 @@ impl Client {
         }
     }
 
-    async fn send<IO>(
+    /// Sends `req` on an open connection and reads the whole answer; whether the
+    /// connection can carry another request (the answer was read to its end and
+    /// neither side asked to close).
+    async fn send_on(
         &self,
         peer: &str,
-        io: IO,
+        sender: &mut Sender,
         req: hyper::Request<Full<Bytes>>,
-    ) -> Result<Answer, ClientError>
-    where
-        IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    {
+    ) -> Result<(Answer, bool), ClientError> {
         let http = |source| ClientError::Http {
             peer: peer.to_owned(),
             source,
@@ -493,12 +635,7 @@ impl Client {
             peer: peer.to_owned(),
             limit,
         };
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
-            .await
-            .map_err(http)?;
-        let _driver = Driver(tokio::spawn(async move {
-            let _ = conn.await;
-        }));
+        sender.ready().await.map_err(http)?;
         let resp = sender.send_request(req).await.map_err(http)?;
         if crate::reply::declares_more_than(resp.headers(), limit) {
             return Err(too_large());
@@ -520,12 +657,19 @@ impl Client {
                 buf.extend_from_slice(data);
             }
         }
+        let close = headers
+            .get(header::CONNECTION)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"));
         let body = Bytes::from(buf);
-        Ok(Answer {
-            status,
-            headers,
-            body,
-        })
+        Ok((
+            Answer {
+                status,
+                headers,
+                body,
+            },
+            !close && !sender.is_closed(),
+        ))
     }
 }
 

@@ -52,7 +52,7 @@ pub use classes::{HardwareClass, HardwareClasses};
 pub use error::{Entity, StoreError};
 pub use identities::{Identities, NonceUse};
 pub use leases::{Fence, Lease, Leases};
-pub use notices::{NewNotice, Notices, PendingNotice};
+pub use notices::{NewNotice, NoticeLease, Notices, PendingNotice};
 pub use outbox::{NewEvent, Outbox, OutboxRow};
 pub use policies::{checksum, MbPolicy, NewMbPolicy, NewRuntimePolicy, Policies, RuntimePolicy};
 pub use registrar::{

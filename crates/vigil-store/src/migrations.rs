@@ -48,6 +48,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
     (6, "events", include_str!("../migrations/0006_events.sql")),
     (
+        7,
+        "notice leases",
+        include_str!("../migrations/0007_notice_leases.sql"),
+    ),
+    (
         8,
         "workload identity",
         include_str!("../migrations/0008_workload_identity.sql"),
@@ -160,6 +165,11 @@ mod tests {
                 6,
                 "b15a1d922bb910f638e15d03bdc38f23908c07243e16d07c5e8028d1eb688e97",
                 "2154d14da0ac16c2b8b517ce93025a23f51241c8000a7a6b79780dff10da7123",
+            ),
+            (
+                7,
+                "e1970507c48c9427c65b576881f6b572d89c18a4a2896a857768385786bffad3",
+                "e1970507c48c9427c65b576881f6b572d89c18a4a2896a857768385786bffad3",
             ),
             (
                 8,

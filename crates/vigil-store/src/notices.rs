@@ -6,6 +6,11 @@
 //! instead of dropping the notice. The store keeps the notice as the opaque signed
 //! JSON it is sent as: what is delivered after a restart is byte for byte what was
 //! recorded.
+//!
+//! When replicas share the database each delivery is leased like an agent
+//! ([`crate::Leases`]): recorded held by the replica that makes it ([`NoticeLease`]),
+//! renewed while that replica lives ([`Notices::renew`]), and claimed by another once
+//! the lease expired ([`Notices::claim`]), so a dead replica's deliveries are made.
 
 use async_trait::async_trait;
 
@@ -47,15 +52,41 @@ pub struct PendingNotice {
     pub last_error: Option<String>,
 }
 
+/// Who holds a delivery, until when (epoch seconds).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoticeLease {
+    /// The replica.
+    pub holder: String,
+    /// When the lease expires; the delivery is free from then on.
+    pub until: i64,
+}
+
 /// Persistence of pending notice deliveries.
 #[async_trait]
 pub trait Notices: Send + Sync {
-    /// Records `deliveries` (all or none), due at `now`. Returns them, in order.
+    /// Records `deliveries` (all or none), due at `now`, held under `lease` when
+    /// replicas share the database (else free: any verifier resuming takes them).
+    /// Returns them, in order.
     async fn record(
         &self,
         deliveries: &[NewNotice],
         now: i64,
+        lease: Option<&NoticeLease>,
     ) -> Result<Vec<PendingNotice>, StoreError>;
+
+    /// Claims for `lease` up to `limit` deliveries that are free or whose lease expired
+    /// at or before `now` (a dead replica's). Concurrent callers never get the same
+    /// row. Returns them, oldest first.
+    async fn claim(
+        &self,
+        lease: &NoticeLease,
+        now: i64,
+        limit: u32,
+    ) -> Result<Vec<PendingNotice>, StoreError>;
+
+    /// Extends every unexpired delivery lease of `lease.holder` to `lease.until`.
+    /// Returns how many.
+    async fn renew(&self, lease: &NoticeLease, now: i64) -> Result<u64, StoreError>;
 
     /// Every pending delivery, oldest first.
     async fn pending(&self) -> Result<Vec<PendingNotice>, StoreError>;

@@ -11,12 +11,54 @@
 //! clients never resume either, and a full handshake per request costs the node little
 //! at a quote every few seconds.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::ResolvesClientCert;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, SignatureScheme};
+
+/// The one crypto provider every pinned configuration shares.
+fn provider() -> Arc<CryptoProvider> {
+    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
+    PROVIDER
+        .get_or_init(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .clone()
+}
+
+/// A client certificate and its key, loaded once and shared by every pinned
+/// configuration made with it: a verifier holds one configuration per node, and a
+/// copy of the parsed key in each would cost memory per node for nothing.
+#[derive(Debug, Clone)]
+pub struct PinnedIdentity(Arc<Always>);
+
+#[derive(Debug)]
+struct Always(Arc<CertifiedKey>);
+
+impl ResolvesClientCert for Always {
+    fn resolve(&self, _: &[&[u8]], _: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+impl PinnedIdentity {
+    /// Loads `key` (the private key of `chain`'s first certificate).
+    pub fn new(
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+    ) -> Result<Self, rustls::Error> {
+        let key = provider().key_provider.load_private_key(key)?;
+        Ok(Self(Arc::new(Always(Arc::new(CertifiedKey::new(
+            chain, key,
+        ))))))
+    }
+}
 
 /// A client configuration that accepts only `cert` (DER) from the server, whatever its
 /// names and validity, presents `identity` (certificate chain and key) when given, and
@@ -25,7 +67,18 @@ pub fn pinned_client_config(
     cert: CertificateDer<'static>,
     identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
 ) -> Result<rustls::ClientConfig, rustls::Error> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let identity = identity
+        .map(|(chain, key)| PinnedIdentity::new(chain, key))
+        .transpose()?;
+    pinned_client_config_shared(cert, identity.as_ref())
+}
+
+/// [`pinned_client_config`] presenting an identity loaded once.
+pub fn pinned_client_config_shared(
+    cert: CertificateDer<'static>,
+    identity: Option<&PinnedIdentity>,
+) -> Result<rustls::ClientConfig, rustls::Error> {
+    let provider = provider();
     let verifier = Arc::new(PinnedCert {
         cert,
         provider: provider.clone(),
@@ -35,7 +88,7 @@ pub fn pinned_client_config(
         .dangerous()
         .with_custom_certificate_verifier(verifier);
     let mut config = match identity {
-        Some((chain, key)) => builder.with_client_auth_cert(chain, key)?,
+        Some(id) => builder.with_client_cert_resolver(id.0.clone()),
         None => builder.with_no_client_auth(),
     };
     config.resumption = rustls::client::Resumption::disabled();

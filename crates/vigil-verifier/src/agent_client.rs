@@ -1,8 +1,11 @@
 //! Keylime's agent API as the verifier speaks it (compat §1.5): the integrity quote
 //! request, V delivery, and API version negotiation on the agent's "API version not
-//! supported" 400 (§1.2). Transport is `vigil_service::client`'s (one connection per
-//! request, TLS pinned to the node's certificate, no session resumption, a limit on
-//! the answer's size); this file knows paths, query strings and answers, and maps every
+//! supported" 400 (§1.2). Transport is `vigil_service::client`'s (TLS pinned to the
+//! node's certificate, no session resumption, a limit on the answer's size): quote
+//! requests go on the node's kept connection ([`KeptConnection`], owned by the node's
+//! task) while the node keeps it open, since a TLS handshake per round was most of a
+//! round's CPU; everything else on a connection of its own. This file knows paths,
+//! query strings and answers, and maps every
 //! outcome to the engine's [`CommFailure`] — an answer over `max_answer_size` is
 //! [`CommFailure::TooLarge`], not an unreachable node.
 
@@ -13,7 +16,7 @@ use std::time::Duration;
 use hyper::body::Bytes;
 use serde_json::Value;
 use vigil_core::attestation::CommFailure;
-use vigil_service::client::{Answer, Client, ClientError, Endpoint, Limits};
+use vigil_service::client::{Answer, Client, ClientError, Endpoint, KeptConnection, Limits};
 
 use crate::node_tls::ClientIdentity;
 use crate::protocol::{negotiate, AGENT_VERSIONS};
@@ -41,22 +44,28 @@ pub(crate) struct Exchange<T> {
 pub(crate) struct AgentClient {
     identity: Option<ClientIdentity>,
     client: Client,
+    keep_alive: bool,
 }
 
 impl AgentClient {
     /// Requests of at most `timeout` each (connecting included), reading answers of at
-    /// most `max_answer` bytes.
+    /// most `max_answer` bytes; quote requests on kept connections if `keep_alive`.
     pub(crate) fn new(
         identity: Option<ClientIdentity>,
         timeout: Duration,
         max_answer: usize,
+        keep_alive: bool,
     ) -> Self {
         let client = Client::new(Limits {
             connect_timeout: timeout,
             timeout,
             body_limit: max_answer,
         });
-        Self { identity, client }
+        Self {
+            identity,
+            client,
+            keep_alive,
+        }
     }
 
     /// The verifier's client certificate and key, presented to nodes.
@@ -64,10 +73,12 @@ impl AgentClient {
         self.identity.as_ref()
     }
 
-    /// `GET /v{ver}/quotes/integrity`: the answer's body, unparsed (parsing it is
-    /// CPU work for the judging pool).
+    /// `GET /v{ver}/quotes/integrity` on the node's kept connection `conn` (opened or
+    /// replaced as needed): the answer's body, unparsed (parsing it is CPU work for the
+    /// judging pool).
     pub(crate) async fn quote(
         &self,
+        conn: &mut Option<KeptConnection>,
         node: &NodeTarget,
         nonce: &str,
         mask: u32,
@@ -79,7 +90,8 @@ impl AgentClient {
             node.version,
             u8::from(partial),
         );
-        self.exchange(node, hyper::Method::GET, &path, None).await
+        self.exchange(Some(conn), node, hyper::Method::GET, &path, None)
+            .await
     }
 
     /// `POST /v{ver}/keys/vkey` with the encrypted V (`{"encrypted_key": …}`).
@@ -89,7 +101,7 @@ impl AgentClient {
             result,
             renegotiated,
         } = self
-            .exchange(node, hyper::Method::POST, &path, Some(body))
+            .exchange(None, node, hyper::Method::POST, &path, Some(body))
             .await;
         Exchange {
             result: result.map(|_| ()),
@@ -108,6 +120,7 @@ impl AgentClient {
             .ok_or_else(|| CommFailure::BadResponse("the node has no usable ip and port".into()))?;
         let answer = self
             .send(
+                None,
                 addr,
                 node,
                 hyper::Method::POST,
@@ -124,6 +137,7 @@ impl AgentClient {
 
     async fn exchange(
         &self,
+        conn: Option<&mut Option<KeptConnection>>,
         node: &NodeTarget,
         method: hyper::Method,
         path: &str,
@@ -134,7 +148,7 @@ impl AgentClient {
             let addr = node.addr.ok_or_else(|| {
                 CommFailure::BadResponse("the node has no usable ip and port".into())
             })?;
-            let answer = self.send(addr, node, method, path, body).await?;
+            let answer = self.send(conn, addr, node, method, path, body).await?;
             if answer.status == 200 {
                 return Ok(answer.body);
             }
@@ -149,6 +163,7 @@ impl AgentClient {
 
     async fn send(
         &self,
+        conn: Option<&mut Option<KeptConnection>>,
         addr: SocketAddr,
         node: &NodeTarget,
         method: hyper::Method,
@@ -156,15 +171,20 @@ impl AgentClient {
         body: Option<Vec<u8>>,
     ) -> Result<Answer, CommFailure> {
         let endpoint = Endpoint::addr(addr).with_optional_tls(node.tls.clone());
-        self.client
-            .request(&endpoint, method, path, body)
-            .await
-            .map_err(|e| match e {
-                ClientError::TooLarge { limit, .. } => CommFailure::TooLarge {
-                    limit: u64::try_from(limit).unwrap_or(u64::MAX),
-                },
-                other => CommFailure::Unreachable(other.to_string()),
-            })
+        let answer = match conn.filter(|_| self.keep_alive) {
+            Some(slot) => {
+                self.client
+                    .request_kept(slot, &endpoint, method, path, body)
+                    .await
+            }
+            None => self.client.request(&endpoint, method, path, body).await,
+        };
+        answer.map_err(|e| match e {
+            ClientError::TooLarge { limit, .. } => CommFailure::TooLarge {
+                limit: u64::try_from(limit).unwrap_or(u64::MAX),
+            },
+            other => CommFailure::Unreachable(other.to_string()),
+        })
     }
 
     /// Maps a non-200 answer to the engine's failure, negotiating the API version on
@@ -184,7 +204,7 @@ impl AgentClient {
             return CommFailure::Status(answer.status);
         }
         let versions = match self
-            .send(addr, node, hyper::Method::GET, "/version", None)
+            .send(None, addr, node, hyper::Method::GET, "/version", None)
             .await
         {
             Ok(v) => v,

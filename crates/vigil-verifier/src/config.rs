@@ -67,6 +67,9 @@ pub struct Config {
     pub exponential_backoff: bool,
     /// Seconds a request to a node may take.
     pub request_timeout: f64,
+    /// Vigil only: keep each node's connection open between quote requests while the
+    /// node allows it (one TLS handshake per node rather than per round).
+    pub agent_keep_alive: bool,
     /// Vigil only: probe nodes FAILED only for unreachability, and bring them back.
     pub auto_recover: bool,
     /// Severity labels, lowest first.
@@ -168,6 +171,7 @@ impl Default for Config {
             max_retries: 5,
             exponential_backoff: true,
             request_timeout: 60.0,
+            agent_keep_alive: true,
             auto_recover: false,
             severity_labels: [
                 "info",
@@ -233,6 +237,7 @@ const SCALAR_KEYS: &[&str] = &[
     "max_retries",
     "exponential_backoff",
     "request_timeout",
+    "agent_keep_alive",
     "auto_recover",
     "ignore_tomtou_errors",
     "require_allow_list_signatures",

@@ -124,7 +124,12 @@ fn load_identity(config: &Config) -> Result<node_tls::ClientIdentity, String> {
         .map_err(|e| format!("client_cert {}: {e}", cert.display()))?;
     let key = PrivateKeyDer::from_pem_file(&key)
         .map_err(|e| format!("client_key {}: {e}", key.display()))?;
-    Ok(node_tls::ClientIdentity { chain, key })
+    node_tls::ClientIdentity::new(chain, key).map_err(|e| {
+        format!(
+            "client_key {}: {e}",
+            config.tls_file(&config.client_key).display()
+        )
+    })
 }
 
 impl Verifier {
@@ -195,6 +200,7 @@ impl Verifier {
                 Some(identity),
                 config.request_timeout(),
                 config.max_answer_size,
+                config.agent_keep_alive,
             ),
             config: config.clone(),
             attestation,

@@ -5,23 +5,11 @@
 
 use std::sync::Arc;
 
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::CertificateDer;
 
-/// The verifier's client identity (certificate chain and key), loaded once.
-#[derive(Debug)]
-pub(crate) struct ClientIdentity {
-    pub(crate) chain: Vec<CertificateDer<'static>>,
-    pub(crate) key: PrivateKeyDer<'static>,
-}
-
-impl Clone for ClientIdentity {
-    fn clone(&self) -> Self {
-        Self {
-            chain: self.chain.clone(),
-            key: self.key.clone_key(),
-        }
-    }
-}
+/// The verifier's client identity (certificate chain and key), loaded once and shared
+/// by every node's pinned configuration.
+pub(crate) type ClientIdentity = vigil_tls::PinnedIdentity;
 
 /// The DER of the first certificate in `pem` (or `pem` itself if it is DER).
 pub(crate) fn cert_der(pem_or_der: &[u8]) -> Option<CertificateDer<'static>> {
@@ -38,6 +26,5 @@ pub(crate) fn pinned_config(
     node_cert: CertificateDer<'static>,
     identity: Option<&ClientIdentity>,
 ) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
-    let identity = identity.map(|id| (id.chain.clone(), id.key.clone_key()));
-    vigil_tls::pinned_client_config(node_cert, identity).map(Arc::new)
+    vigil_tls::pinned_client_config_shared(node_cert, identity).map(Arc::new)
 }

@@ -481,6 +481,19 @@ impl AkPublicKey {
             (Self::Rsa(k), TpmSignature::RsaPss { sig, .. }) if allow_rsapss => {
                 k.verify(hash, true, message, sig)
             }
+            // The curve's own hash (what TPMs sign with): aws-lc, several times faster
+            // than the pure-Rust arithmetic, which was a third of a verifier's CPU per
+            // round with ECC AKs. Any other hash: the prehash path.
+            (Self::P256(k), TpmSignature::Ecdsa { r, s, .. }) if hash == HashAlg::Sha256 => {
+                let point = k.to_encoded_point(false);
+                let alg = &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED;
+                ecdsa_fixed(alg, point.as_bytes(), 32, r, s, message)
+            }
+            (Self::P384(k), TpmSignature::Ecdsa { r, s, .. }) if hash == HashAlg::Sha384 => {
+                let point = k.to_encoded_point(false);
+                let alg = &aws_lc_rs::signature::ECDSA_P384_SHA384_FIXED;
+                ecdsa_fixed(alg, point.as_bytes(), 48, r, s, message)
+            }
             (Self::P256(k), TpmSignature::Ecdsa { r, s, .. }) => ecdsa_sig!(p256, 32, r, s)
                 .is_some_and(|s| k.verify_prehash(hash.hash(message).as_bytes(), &s).is_ok()),
             (Self::P384(k), TpmSignature::Ecdsa { r, s, .. }) => ecdsa_sig!(p384, 48, r, s)
@@ -493,6 +506,24 @@ impl AkPublicKey {
             Err(SignatureMismatch::Invalid)
         }
     }
+}
+
+/// ECDSA over `message` with aws-lc: `r` and `s` (TPM2B integers) left-padded to `size`.
+fn ecdsa_fixed(
+    alg: &'static aws_lc_rs::signature::EcdsaVerificationAlgorithm,
+    point: &[u8],
+    size: usize,
+    r: &[u8],
+    s: &[u8],
+    message: &[u8],
+) -> bool {
+    let (Some(r), Some(s)) = (scalar(r, size), scalar(s, size)) else {
+        return false;
+    };
+    let sig = [r, s].concat();
+    aws_lc_rs::signature::UnparsedPublicKey::new(alg, point)
+        .verify(message, &sig)
+        .is_ok()
 }
 
 /// RSASSA with `bank`'s digest, for verifying certificates with the rsa crate.

@@ -271,3 +271,57 @@ async fn https_with_a_ca_a_pinned_certificate_and_a_client_certificate() {
         .unwrap_err();
     assert!(matches!(err, ClientError::Tls { .. }), "{err:?}");
 }
+
+/// `request_kept` sends every request on the one connection it keeps, unless the peer
+/// answers `Connection: close` (and closes): then each request gets a connection of its
+/// own and nothing is kept.
+#[tokio::test]
+async fn kept_connections_are_reused_until_the_peer_closes() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    for (close, connections) in [(false, 1), (true, 3)] {
+        let listener = TcpListener::bind(loopback()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = vec![0; 4096];
+                    loop {
+                        let mut request = Vec::new();
+                        while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match s.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => request.extend_from_slice(&buf[..n]),
+                            }
+                        }
+                        let how = if close { "close" } else { "keep-alive" };
+                        let answer = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: {how}\r\n\r\nok"
+                        );
+                        if s.write_all(answer.as_bytes()).await.is_err() || close {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let client = Client::new(Limits::default());
+        let endpoint = Endpoint::addr(addr);
+        let mut slot = None;
+        for _ in 0..3 {
+            let a = client
+                .request_kept(&mut slot, &endpoint, Method::GET, "/q", None)
+                .await
+                .unwrap();
+            assert_eq!(text(&a), "ok");
+        }
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            connections,
+            "close: {close}"
+        );
+        assert_eq!(slot.is_some(), !close, "close: {close}");
+    }
+}

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 
 use super::{commit, for_every_dialect, get};
 use crate::error::unsigned;
-use crate::notices::{NewNotice, Notices, PendingNotice};
+use crate::notices::{NewNotice, NoticeLease, Notices, PendingNotice};
 use crate::StoreError;
 
 const COLUMNS: &str =
@@ -39,6 +39,7 @@ for_every_dialect! {
             &self,
             deliveries: &[NewNotice],
             now: i64,
+            lease: Option<&NoticeLease>,
         ) -> Result<Vec<PendingNotice>, StoreError> {
             const OP: &str = "record notices";
             let mut tx = self.begin(OP).await?;
@@ -46,8 +47,9 @@ for_every_dialect! {
             for d in deliveries {
                 let sql = format!(
                     "INSERT INTO pending_notices \
-                     (agent_id, channel, target, notice, created_at, attempts, next_attempt_at) \
-                     VALUES ($1, $2, $3, $4, $5, 0, $5) RETURNING {COLUMNS}"
+                     (agent_id, channel, target, notice, created_at, attempts, next_attempt_at, \
+                      holder, lease_expires_at) \
+                     VALUES ($1, $2, $3, $4, $5, 0, $5, $6, $7) RETURNING {COLUMNS}"
                 );
                 let row = sqlx::query(&sql)
                     .bind(d.agent_id.as_str())
@@ -55,6 +57,8 @@ for_every_dialect! {
                     .bind(d.target.as_str())
                     .bind(d.notice.as_str())
                     .bind(now)
+                    .bind(lease.map(|l| l.holder.as_str()))
+                    .bind(lease.map_or(0, |l| l.until))
                     .fetch_one(&mut *tx)
                     .await
                     .map_err(StoreError::db(OP))?;
@@ -62,6 +66,50 @@ for_every_dialect! {
             }
             commit(tx, OP).await?;
             Ok(recorded)
+        }
+
+        async fn claim(
+            &self,
+            lease: &NoticeLease,
+            now: i64,
+            limit: u32,
+        ) -> Result<Vec<PendingNotice>, StoreError> {
+            // As for agent leases: on PostgreSQL rows another replica is claiming are
+            // skipped; on SQLite the statement holds the write lock. The outer WHERE
+            // re-checks expiry on the row itself.
+            let sql = format!(
+                "UPDATE pending_notices SET holder = $1, lease_expires_at = $3 \
+                 WHERE lease_expires_at <= $2 AND id IN ( \
+                     SELECT a.id FROM pending_notices a WHERE a.lease_expires_at <= $2 \
+                     ORDER BY a.id LIMIT $4{}) \
+                 RETURNING {COLUMNS}",
+                D::SKIP_LOCKED
+            );
+            let rows = sqlx::query(&sql)
+                .bind(lease.holder.as_str())
+                .bind(now)
+                .bind(lease.until)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(StoreError::db("claim notices"))?;
+            let mut claimed = Self::notices_from_rows(&rows)?;
+            claimed.sort_by_key(|n| n.id);
+            Ok(claimed)
+        }
+
+        async fn renew(&self, lease: &NoticeLease, now: i64) -> Result<u64, StoreError> {
+            let done = sqlx::query(
+                "UPDATE pending_notices SET lease_expires_at = $3 \
+                 WHERE holder = $1 AND lease_expires_at > $2",
+            )
+            .bind(lease.holder.as_str())
+            .bind(now)
+            .bind(lease.until)
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::db("renew notice leases"))?;
+            Ok(D::rows_affected(&done))
         }
 
         async fn pending(&self) -> Result<Vec<PendingNotice>, StoreError> {

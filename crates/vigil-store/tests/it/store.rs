@@ -93,6 +93,7 @@ on_both_backends!(
     hardware_classes_crud_class_and_labels,
     outbox_rides_the_round_and_leases_deliveries,
     known_good_sets_and_adopted_policies,
+    notices_leased_to_a_replica_pass_to_another_when_it_dies,
 );
 
 // ---------------------------------------------------------------------------------
@@ -1090,6 +1091,44 @@ fn notice(channel: &str, target: &str) -> NewNotice {
     }
 }
 
+async fn notices_leased_to_a_replica_pass_to_another_when_it_dies(db: TestDb) {
+    use vigil_store::NoticeLease;
+    let notices = db.store.notices();
+    let lease = |holder: &str, until| NoticeLease {
+        holder: holder.into(),
+        until,
+    };
+    let held = notices
+        .record(
+            &[notice("agent", "peer-1"), notice("agent", "peer-2")],
+            100,
+            Some(&lease("r1", 110)),
+        )
+        .await
+        .unwrap();
+    let free = notices
+        .record(&[notice("webhook", "http://h/")], 100, None)
+        .await
+        .unwrap();
+    // r2 gets only the unleased row while r1's lease runs; r1 renews its own.
+    let got = notices.claim(&lease("r2", 115), 105, 10).await.unwrap();
+    assert_eq!(got.iter().map(|n| n.id).collect::<Vec<_>>(), [free[0].id]);
+    assert_eq!(notices.renew(&lease("r1", 120), 108).await.unwrap(), 2);
+    assert!(notices
+        .claim(&lease("r2", 125), 112, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(notices.renew(&lease("r2", 130), 113).await.unwrap(), 1);
+    // r1 dies: its lease runs out at 120 and r2 takes its deliveries, the limit obeyed.
+    let got = notices.claim(&lease("r2", 130), 120, 1).await.unwrap();
+    assert_eq!(got.iter().map(|n| n.id).collect::<Vec<_>>(), [held[0].id]);
+    let got = notices.claim(&lease("r2", 130), 120, 10).await.unwrap();
+    assert_eq!(got.iter().map(|n| n.id).collect::<Vec<_>>(), [held[1].id]);
+    // A late renewal by r1 extends nothing it lost.
+    assert_eq!(notices.renew(&lease("r1", 140), 121).await.unwrap(), 0);
+}
+
 async fn notices_record_fail_deliver_and_survive_reopen(db: TestDb) {
     let notices = db.store.notices();
     let recorded = notices
@@ -1100,6 +1139,7 @@ async fn notices_record_fail_deliver_and_survive_reopen(db: TestDb) {
                 notice("webhook", "http://127.0.0.1:9/hook"),
             ],
             100,
+            None,
         )
         .await
         .unwrap();
@@ -1139,7 +1179,7 @@ async fn notices_record_fail_deliver_and_survive_reopen(db: TestDb) {
     assert!(!notices.delivered(recorded[0].id).await.unwrap());
     assert_eq!(notices.failed(recorded[0].id, 1, "x").await.unwrap(), None);
     // Nothing recorded from an empty batch.
-    assert!(notices.record(&[], 1).await.unwrap().is_empty());
+    assert!(notices.record(&[], 1, None).await.unwrap().is_empty());
     let left = notices.pending().await.unwrap();
     assert_eq!(left.len(), 2);
     db.store.close().await;

@@ -163,12 +163,16 @@ impl TestAgent {
             nk: Arc::from(self.nk_pem.as_str()),
         };
         self.server = Some(tokio::spawn(async move {
+            // The connections die with the server (a verifier keeps its connection to
+            // a node open between rounds: going offline must close it too).
+            let mut connections = tokio::task::JoinSet::new();
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     continue;
                 };
+                while connections.try_join_next().is_some() {}
                 let (acceptor, node) = (acceptor.clone(), node.clone());
-                tokio::spawn(async move {
+                connections.spawn(async move {
                     let Ok(stream) = acceptor.accept(tcp).await else {
                         return;
                     };
@@ -186,7 +190,7 @@ impl TestAgent {
         }));
     }
 
-    /// Stops answering (the port is closed).
+    /// Stops answering (the port and every open connection are closed).
     pub fn go_offline(&mut self) {
         if let Some(s) = self.server.take() {
             s.abort();

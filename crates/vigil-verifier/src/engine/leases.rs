@@ -17,6 +17,9 @@ use tracing::{error, info, warn};
 
 use super::{Command, Engine};
 
+/// Batches of `lease_batch` claimed at most per lease-loop tick.
+const MAX_BATCHES_PER_TICK: u32 = 100;
+
 impl Engine {
     /// Renews held leases, drops lost nodes, claims free ones; every `ttl / 3`.
     pub(super) async fn lease_loop(self: Arc<Self>) {
@@ -61,23 +64,35 @@ impl Engine {
                 }
                 Err(e) => error!("renewing leases: {e}"),
             }
-            match leases
-                .acquire(
-                    &self.holder,
-                    self.clock.now_secs(),
-                    ttl,
-                    self.config.lease_batch.max(1),
-                )
-                .await
-            {
-                Ok(got) => {
-                    for lease in got {
-                        info!(agent_id = %lease.agent_id, epoch = lease.epoch, holder = %self.holder, "lease acquired");
-                        let fence = lease.fence();
-                        self.spawn_node(lease.agent_id, Some(fence)).await;
+            // Batch after batch while batches come back full: a dead replica's nodes
+            // (thousands, all expiring together) are taken over in one tick rather than
+            // `lease_batch` a tick, which made the takeover gap grow with the fleet.
+            // Replicas claiming together split the nodes (SKIP LOCKED).
+            let batch = self.config.lease_batch.max(1);
+            for _ in 0..MAX_BATCHES_PER_TICK {
+                match leases
+                    .acquire(&self.holder, self.clock.now_secs(), ttl, batch)
+                    .await
+                {
+                    Ok(got) => {
+                        let full = got.len() == batch as usize;
+                        for lease in got {
+                            info!(agent_id = %lease.agent_id, epoch = lease.epoch, holder = %self.holder, "lease acquired");
+                            let fence = lease.fence();
+                            self.spawn_node(lease.agent_id, Some(fence)).await;
+                        }
+                        if !full {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        error!("acquiring leases: {e}");
+                        break;
                     }
                 }
-                Err(e) => error!("acquiring leases: {e}"),
+            }
+            if let Err(e) = self.notifiers.renew_and_claim().await {
+                error!("renewing and claiming revocation notice deliveries: {e}");
             }
             tokio::select! {
                 _ = tokio::time::sleep(period) => {}

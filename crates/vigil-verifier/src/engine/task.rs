@@ -25,6 +25,7 @@ use vigil_core::attestation::{
 use vigil_core::events::{round_events, Difference, EventNode, IntegrityEvent, RoundFacts};
 use vigil_core::policy::tpm::TpmPolicy;
 use vigil_core::relearn::{self, KnownGoodSet, Relearn};
+use vigil_service::client::KeptConnection;
 use vigil_store::{Fence, NewEvent, StoreError};
 
 use super::persist::{self, Adopted, RoundNote, Written};
@@ -48,6 +49,8 @@ enum Done {
         nonce: String,
         exchange: Exchange<Bytes>,
         round: Round,
+        /// The node's connection, back for the next round (if the node kept it open).
+        conn: Option<KeptConnection>,
     },
     V {
         id: RequestId,
@@ -79,6 +82,9 @@ pub(super) struct NodeTask {
     event_node: EventNode,
     /// The node's verdict as last recorded (what a verdict change is measured from).
     verdict: Option<bool>,
+    /// The node's open connection between rounds (with the round in flight while one
+    /// is): one TLS handshake per node rather than per round.
+    conn: Option<KeptConnection>,
 }
 
 /// A node's state machine and the context it is judged in, moved together to the
@@ -102,6 +108,7 @@ impl NodeTask {
             rounds: 0,
             event_node: EventNode::default(),
             verdict: None,
+            conn: None,
         }
     }
 
@@ -158,6 +165,14 @@ impl NodeTask {
                         partial,
                         ima_ml_entry,
                     } => {
+                        if e.leases_current() == Some(false) {
+                            // Not renewed within the TTL: the lease may have expired and
+                            // another replica may attest the node now. Stop rather than
+                            // poll it twice; the lease loop claims it again (new epoch)
+                            // if it is still this replica's.
+                            warn!(agent_id = %self.id, "leases not renewed within their TTL: no longer attesting this node");
+                            return;
+                        }
                         if let Some(due) = due.take() {
                             e.metrics.poll_lag(e.clock.now().saturating_since(due));
                         }
@@ -192,8 +207,11 @@ impl NodeTask {
                 }
             };
             tokio::select! {
-                done = request => {
+                mut done = request => {
                     inflight = None;
+                    if let Done::Quote { conn, .. } = &mut done {
+                        self.conn = conn.take();
+                    }
                     let span = match &done {
                         Done::Quote { round, .. } => round.span.clone(),
                         Done::V { .. } => Span::current(),
@@ -332,14 +350,19 @@ impl NodeTask {
             started: Instant::now(),
         };
         let span = round.span.clone();
+        let mut conn = self.conn.take();
         Box::pin(
             async move {
-                let exchange = e.agents.quote(&target, &nonce, mask, partial, entry).await;
+                let exchange = e
+                    .agents
+                    .quote(&mut conn, &target, &nonce, mask, partial, entry)
+                    .await;
                 Done::Quote {
                     id,
                     nonce,
                     exchange,
                     round,
+                    conn,
                 }
             }
             .instrument(span),
@@ -398,6 +421,7 @@ impl NodeTask {
                 nonce,
                 exchange,
                 round,
+                ..
             } => match exchange.result {
                 Ok(body) => return self.judge(ctx, node, id, nonce, body, round.started).await,
                 Err(f) => {

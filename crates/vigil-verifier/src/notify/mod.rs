@@ -11,6 +11,12 @@
 //! delivery is tried at most `max_retries` times (at least once), `retry_delay` apart
 //! (Keylime's `retry_interval`/`exponential_backoff` schedule; Keylime's agent channel
 //! likewise gives up after its window), then dropped with an error log line.
+//!
+//! When replicas share the database (`lease_ttl > 0`) each row is leased to the replica
+//! that records it, renewed by its lease loop ([`Notifiers::renew_and_claim`]), and
+//! claimed by another replica once a dead one's lease expired: its deliveries are made
+//! by the others, as its nodes are attested by them. A replica starts by claiming only
+//! free or expired rows, never a live replica's.
 
 mod agent;
 mod webhook;
@@ -26,7 +32,7 @@ use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 use vigil_core::attestation::{AttestationConfig, Notification, NotificationKind, UnixTime};
 use vigil_core::revocation::{asctime, RevocationMessage, RevocationNotice};
-use vigil_store::{NewNotice, PendingNotice, Store, StoreError};
+use vigil_store::{NewNotice, NoticeLease, PendingNotice, Store, StoreError};
 
 use crate::clock::Clock;
 use crate::config::Config;
@@ -79,6 +85,10 @@ struct Shared {
     stop: watch::Receiver<bool>,
     /// Every delivery under way, joined at shutdown before the store closes.
     tasks: Mutex<JoinSet<()>>,
+    /// This replica's id and the lease TTL, when replicas share the database.
+    lease: Option<(String, u32)>,
+    /// Rows claimed at once.
+    batch: u32,
 }
 
 fn epoch_secs(t: UnixTime) -> i64 {
@@ -120,33 +130,64 @@ impl Notifiers {
                 clock,
                 stop,
                 tasks: Mutex::new(JoinSet::new()),
+                lease: (config.lease_ttl > 0).then(|| (config.replica_id(), config.lease_ttl)),
+                batch: config.lease_batch.max(1),
             }),
         }
     }
 
     /// Resumes every delivery a previous run left pending (start-up).
+    /// Resumes the deliveries a previous process left: every pending row, or with
+    /// leases only the free and expired ones (never a live replica's).
     pub(crate) async fn resume(&self) -> Result<(), StoreError> {
-        let pending = self.shared.store.notices().pending().await?;
+        let pending = match self.shared.notice_lease() {
+            Some(lease) => {
+                let claimed = self.shared.store.notices();
+                claimed
+                    .claim(&lease, self.shared.now_secs(), self.shared.batch)
+                    .await?
+            }
+            None => self.shared.store.notices().pending().await?,
+        };
         self.shared.metrics.notices_pending(pending.len());
-        for row in pending {
+        self.adopt(pending);
+        Ok(())
+    }
+
+    /// With leases: renews this replica's delivery leases and takes over deliveries
+    /// whose lease expired (a dead replica's). Called by the engine's lease loop.
+    pub(crate) async fn renew_and_claim(&self) -> Result<(), StoreError> {
+        let Some(lease) = self.shared.notice_lease() else {
+            return Ok(());
+        };
+        let notices = self.shared.store.notices();
+        let now = self.shared.now_secs();
+        notices.renew(&lease, now).await?;
+        let claimed = notices.claim(&lease, now, self.shared.batch).await?;
+        if !claimed.is_empty() {
+            info!(count = claimed.len(), holder = %lease.holder,
+                "taking over revocation notice deliveries whose lease expired");
+        }
+        self.adopt(claimed);
+        Ok(())
+    }
+
+    fn adopt(&self, rows: Vec<PendingNotice>) {
+        for row in rows {
             match self.shared.channel(&row.channel) {
                 Some(channel) => {
                     info!(agent_id = %row.agent_id, channel = %row.channel, target = %row.target,
                         attempts = row.attempts, "resuming revocation notice delivery");
                     self.shared.spawn(self.shared.clone().deliver(channel, row));
                 }
-                // Kept, not dropped: the channel may be enabled again.
                 None => {
                     warn!(agent_id = %row.agent_id, channel = %row.channel,
                         "pending revocation notice for a channel not enabled; left pending")
                 }
             }
         }
-        Ok(())
     }
 
-    /// Builds and signs the notice, records one delivery per channel and target, then
-    /// delivers them, in the background.
     pub(crate) fn notify(&self, ctx: &NodeContext, n: &Notification, now: UnixTime) {
         let kind = match n.kind {
             NotificationKind::Revocation => "revocation",
@@ -213,6 +254,14 @@ impl Shared {
         self.clock.now_secs()
     }
 
+    /// The lease a delivery recorded or claimed now is held under, with leases on.
+    fn notice_lease(&self) -> Option<NoticeLease> {
+        self.lease.as_ref().map(|(holder, ttl)| NoticeLease {
+            holder: holder.clone(),
+            until: self.now_secs().saturating_add(i64::from(*ttl)),
+        })
+    }
+
     fn channel(&self, name: &str) -> Option<Arc<dyn Notifier>> {
         self.channels.iter().find(|c| c.name() == name).cloned()
     }
@@ -233,7 +282,13 @@ impl Shared {
                 }
             }
         }
-        let recorded = match self.store.notices().record(&rows, self.now_secs()).await {
+        let lease = self.notice_lease();
+        let recorded = match self
+            .store
+            .notices()
+            .record(&rows, self.now_secs(), lease.as_ref())
+            .await
+        {
             Ok(r) => r,
             Err(e) => {
                 error!(agent_id = %origin.agent_id, "revocation notice not sent: cannot record it: {e}");

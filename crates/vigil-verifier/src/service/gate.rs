@@ -324,7 +324,8 @@ impl Service {
         let entry = agent.state.ima.next_entry;
         let body = e
             .agents
-            .quote(&target, &nonce, mask, true, entry)
+            // A one-off connection: the node's own task keeps its connection.
+            .quote(&mut None, &target, &nonce, mask, true, entry)
             .await
             .result
             .map_err(|f| ApiError::Conflict(format!("node {id} did not answer: {f}")))?;

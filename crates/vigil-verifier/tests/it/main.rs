@@ -14,6 +14,7 @@ mod crash;
 mod events;
 mod faults;
 mod figures;
+mod fleet;
 mod gate;
 mod identity;
 mod keylime_tenant;
