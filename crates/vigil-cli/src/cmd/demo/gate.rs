@@ -189,18 +189,18 @@ impl Demo {
     }
 
     /// The connection options, for `vigil class` and `vigil gate`.
-    fn conn(&self) -> Vec<OsString> {
+    pub(super) fn conn(&self) -> Vec<OsString> {
         self.tenant[1..].to_vec()
     }
 
     /// `vigil <args> <connection options>`.
-    fn with_conn(&self, args: &[&str]) -> Result<Output> {
+    pub(super) fn with_conn(&self, args: &[&str]) -> Result<Output> {
         let mut all: Vec<OsString> = args.iter().map(OsString::from).collect();
         all.extend(self.conn());
         self.vigil(&all)
     }
 
-    fn show(&self, command: &str, out: &Output) {
+    pub(super) fn show(&self, command: &str, out: &Output) {
         note(&format!("$ vigil {command}"));
         for line in String::from_utf8_lossy(&out.stdout).lines() {
             note(&format!("  {line}"));
@@ -210,7 +210,7 @@ impl Demo {
         }
     }
 
-    fn gate_status(&self, id: &str) -> Result<Value> {
+    pub(super) fn gate_status(&self, id: &str) -> Result<Value> {
         let out = self.tenant_cmd(&["status", "-u", id, "--json"])?;
         let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
         Ok(v[id].clone())
