@@ -4,6 +4,8 @@
 //! emulation); a runtime policy made from the node's IMA log; the node enrolled with
 //! `vigil tenant add` and attested; then an unknown script and a modified measured
 //! file, each caught by the verifier with the file it names.
+//! Other scenarios (`identity`, `gate`, `response`) reuse the control plane, the
+//! nodes and the tenant helpers here; each is a module of its own.
 //!
 //! The operator commands run as the user would run them: this executable's own
 //! `ca init`, `policy create runtime`, `tenant add|status|reactivate`. Every process
@@ -285,18 +287,7 @@ struct Demo {
 impl Demo {
     fn run(&mut self, bins: &Binaries, keep: bool) -> Result<()> {
         let ports = Ports::free()?;
-        self.tenant = [
-            "tenant".into(),
-            "--tls-dir".into(),
-            self.path("cv_ca").into_os_string(),
-            "--verifier-port".into(),
-            ports.verifier.to_string().into(),
-            "--registrar-port".into(),
-            ports.registrar_tls.to_string().into(),
-            "--state-dir".into(),
-            self.dir.clone().into_os_string(),
-        ]
-        .into();
+        self.tenant = self.tenant_args(&ports);
         self.start_control_plane(bins, &ports, 1.0)?;
         self.start_node(bins, &ports)?;
         self.enrol()?;
@@ -320,6 +311,21 @@ impl Demo {
             self.keep_running(&ports)?;
         }
         Ok(())
+    }
+
+    /// `tenant` and the options that reach this demo's services.
+    fn tenant_args(&self, ports: &Ports) -> Vec<OsString> {
+        vec![
+            "tenant".into(),
+            "--tls-dir".into(),
+            self.path("cv_ca").into_os_string(),
+            "--verifier-port".into(),
+            ports.verifier.to_string().into(),
+            "--registrar-port".into(),
+            ports.registrar_tls.to_string().into(),
+            "--state-dir".into(),
+            self.dir.clone().into_os_string(),
+        ]
     }
 
     /// A path in the demo's directory.

@@ -150,7 +150,7 @@ impl Nats {
     }
 }
 
-/// One line of an event: its kind, verdict, failures and relearn detail.
+/// One line of an event: its kind, verdict, uuid and failures.
 fn summary(e: &Value) -> String {
     let failures: Vec<String> = e["failures"]
         .as_array()
@@ -206,7 +206,9 @@ impl Demo {
     /// Every event in the file sink.
     fn file_events(&self) -> Result<Vec<Value>> {
         let text = std::fs::read_to_string(self.events_file()).unwrap_or_default();
-        text.lines()
+        // Only whole lines: the verifier may be appending one.
+        text.split_inclusive('\n')
+            .filter(|l| l.ends_with('\n'))
             .map(|l| serde_json::from_str(l).context("a line of the events file is no JSON"))
             .collect()
     }
@@ -234,18 +236,7 @@ impl Demo {
             ports.verifier,
             ports.agent,
         ])?;
-        self.tenant = [
-            "tenant".into(),
-            "--tls-dir".into(),
-            self.path("cv_ca").into_os_string(),
-            "--verifier-port".into(),
-            ports.verifier.to_string().into(),
-            "--registrar-port".into(),
-            ports.registrar_tls.to_string().into(),
-            "--state-dir".into(),
-            self.dir.clone().into_os_string(),
-        ]
-        .into();
+        self.tenant = self.tenant_args(&ports);
         {
             let nats = self.nats()?;
             note(&format!(
@@ -390,11 +381,6 @@ impl Demo {
             extra.join(" ")
         ));
         Ok(())
-    }
-
-    /// Status of `id` (state as text), `Null` while unknown.
-    fn node_status(&self, id: &str) -> Result<Value> {
-        self.gate_status(id)
     }
 
     /// Waits until `id` passed `n` more rounds than now, always in Get Quote.
