@@ -37,23 +37,27 @@ const SET: &str = "app-2.0";
 const APP: &str = "opt/app";
 /// The rule file: every verdict change to every sink, quarantine production nodes
 /// whose runtime fails, and relearn what a known-good set of the class covers.
-const RULES: &str = r#"[[rules]]
+fn rules() -> String {
+    format!(
+        r#"[[rules]]
 name = "notify-all"
 on_pass = true
-actions = [{ action = "notify" }]
+actions = [{{ action = "notify" }}]
 
 [[rules]]
 name = "relearn-planned-updates"
 kinds = ["runtime"]
-class = "demo-web"
-actions = [{ action = "relearn" }]
+class = "{CLASS}"
+actions = [{{ action = "relearn" }}]
 
 [[rules]]
 name = "quarantine-runtime"
 kinds = ["runtime"]
-labels = { ring = "prod" }
-actions = [{ action = "quarantine" }]
-"#;
+labels = {{ ring = "prod" }}
+actions = [{{ action = "quarantine" }}]
+"#
+    )
+}
 
 /// The demo's JetStream stream, read back to show the events the verifier sent, and
 /// deleted at the end.
@@ -185,8 +189,8 @@ impl Demo {
         let Some(nats) = &self.nats else {
             return Ok(String::new());
         };
-        let rules = self.path("response-rules.toml");
-        std::fs::write(&rules, RULES)?;
+        let rule_file = self.path("response-rules.toml");
+        std::fs::write(&rule_file, rules())?;
         Ok(format!(
             "event_sinks = [\"file\", \"nats\"]\nevent_file = {}\nevent_nats_url = {}\n\
              event_nats_subject_prefix = \"{}\"\nevent_nats_stream = \"{}\"\nresponse_rules = {}\n",
@@ -194,7 +198,7 @@ impl Demo {
             Value::String(nats.url.clone()),
             nats.prefix,
             nats.stream,
-            toml_str(&rules)
+            toml_str(&rule_file)
         ))
     }
 
@@ -250,7 +254,7 @@ impl Demo {
             self.events_file().display(),
             self.path("response-rules.toml").display()
         ));
-        for line in RULES.lines().filter(|l| !l.is_empty()) {
+        for line in rules().lines().filter(|l| !l.is_empty()) {
             note(&format!("  {line}"));
         }
         self.start_root_node(bins, &ports, "prod", NODE, ports.agent)?;
