@@ -387,7 +387,9 @@ impl Demo {
         Ok(())
     }
 
-    /// Waits until `id` passed `n` more rounds than now, always in Get Quote.
+    /// Waits until `id` passed `n` more rounds than now and is in Get Quote; fails if
+    /// it fails meanwhile. (A node enrolled with `--cert` passes its first rounds in
+    /// Provide V, while its package is delivered.)
     fn wait_rounds(&mut self, id: &str, n: u64) -> Result<u64> {
         let start = self.node_status(id)?["attestation_count"]
             .as_u64()
@@ -396,11 +398,13 @@ impl Demo {
             let s = d.node_status(id)?;
             let count = s["attestation_count"].as_u64().unwrap_or(0);
             match s["operational_state"].as_str() {
-                Some("Get Quote") | None => Ok((count >= start + n).then_some(count)),
-                Some(other) if count > start => {
-                    bail!("{id} went to {other} after {} rounds", count - start)
+                Some("Get Quote") => Ok((count >= start + n).then_some(count)),
+                Some(bad @ ("Invalid Quote" | "Failed" | "Tenant Quote Failed"))
+                    if count > start =>
+                {
+                    bail!("{id} went to {bad} after {} rounds", count - start)
                 }
-                Some(_) => Ok(None),
+                _ => Ok(None),
             }
         })
     }
