@@ -190,6 +190,72 @@ fn the_gate_demo_releases_one_node_and_holds_the_other() {
     }
 }
 
+/// `vigil demo response`: the unplanned change caught, its event in the file and on
+/// NATS, the quarantine in dry-run, the operator's relearn, the planned update recorded
+/// from the canary and adopted; six processes stopped and the demo's stream deleted.
+/// Needs NATS JetStream on 127.0.0.1:4222 (skipped without it, except under CI).
+#[test]
+fn the_response_demo_quarantines_an_unplanned_change_and_relearns_a_planned_one() {
+    if !vigil_testkit::require("vigil demo response", vigil_testkit::MANUFACTURE_TOOLS) {
+        return;
+    }
+    if std::net::TcpStream::connect(("127.0.0.1", 4222)).is_err() {
+        vigil_testkit::skip(
+            "vigil demo response",
+            "no NATS server on 127.0.0.1:4222; start nats-server -js",
+        );
+        return;
+    }
+    let bin_dir = service_binaries();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("demo");
+    let out = vigil()
+        .args(["demo", "response", "--dir"])
+        .arg(&dir)
+        .args(["--timeout", "60", "--bin-dir"])
+        .arg(&bin_dir)
+        .output()
+        .expect("run vigil demo response");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    for line in [
+        "-> both nodes are trusted (Get Quote), class demo-web",
+        "state: Invalid Quote, event: ima.validation.ima-ng.runtime_policy_hash",
+        "kind runtime, policy_evaluation_passed: false",
+        "(the same event, 1 message)",
+        "-> Invalid Quote; a runtime event with policy_evaluation_passed: false, in the file and on NATS",
+        "quarantine (rule quarantine-runtime): dry_run: dry-run: would run",
+        "agent log: dry-run: would run /usr/libexec/vigil/quarantine.sh to drop the network except to the control plane",
+        "relearnt: 1 changed value(s) adopted, node reactivated",
+        "-> the production node is trusted again (Get Quote)",
+        "the relearn rule matched and refused: not every change is in a known-good set",
+        "-> app-2.0: opt/app/app.sh's new digest, for class demo-web",
+        "kind relearned, policy_evaluation_passed: true",
+        "detail: sets [\"app-2.0\"], rule relearn-planned-updates",
+        "-> relearned from app-2.0: the production node stayed in Get Quote",
+        "demo response: every step as expected",
+    ] {
+        assert!(stdout.contains(line), "no {line:?} in:\n{stdout}");
+    }
+    let stopped = stdout
+        .split("== Stopping everything the demo started, by PID")
+        .nth(1)
+        .expect("the stop step");
+    let pids: Vec<&str> = stopped
+        .lines()
+        .filter_map(|l| l.split("(pid ").nth(1)?.strip_suffix(')'))
+        .collect();
+    assert_eq!(pids.len(), 6, "{stopped}");
+    for pid in pids {
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "pid {pid} still runs"
+        );
+    }
+    assert!(stopped.contains("deleted"), "{stopped}");
+}
+
 #[test]
 fn the_demo_refuses_a_foreign_directory_and_missing_binaries() {
     let tmp = tempfile::tempdir().unwrap();

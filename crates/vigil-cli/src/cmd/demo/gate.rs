@@ -73,18 +73,7 @@ impl Demo {
             ports.verifier,
             ports.agent,
         ])?;
-        self.tenant = [
-            "tenant".into(),
-            "--tls-dir".into(),
-            self.path("cv_ca").into_os_string(),
-            "--verifier-port".into(),
-            ports.verifier.to_string().into(),
-            "--registrar-port".into(),
-            ports.registrar_tls.to_string().into(),
-            "--state-dir".into(),
-            self.dir.clone().into_os_string(),
-        ]
-        .into();
+        self.tenant = self.tenant_args(&ports);
         // Rounds every 300 s: every round shown below is one the gate asked for.
         self.start_control_plane(bins, &ports, 300.0)?;
         self.start_gate_node(bins, &ports, GOOD, ports.agent, false)?;
@@ -189,18 +178,18 @@ impl Demo {
     }
 
     /// The connection options, for `vigil class` and `vigil gate`.
-    fn conn(&self) -> Vec<OsString> {
+    pub(super) fn conn(&self) -> Vec<OsString> {
         self.tenant[1..].to_vec()
     }
 
     /// `vigil <args> <connection options>`.
-    fn with_conn(&self, args: &[&str]) -> Result<Output> {
+    pub(super) fn with_conn(&self, args: &[&str]) -> Result<Output> {
         let mut all: Vec<OsString> = args.iter().map(OsString::from).collect();
         all.extend(self.conn());
         self.vigil(&all)
     }
 
-    fn show(&self, command: &str, out: &Output) {
+    pub(super) fn show(&self, command: &str, out: &Output) {
         note(&format!("$ vigil {command}"));
         for line in String::from_utf8_lossy(&out.stdout).lines() {
             note(&format!("  {line}"));
@@ -210,7 +199,7 @@ impl Demo {
         }
     }
 
-    fn gate_status(&self, id: &str) -> Result<Value> {
+    pub(super) fn node_status(&self, id: &str) -> Result<Value> {
         let out = self.tenant_cmd(&["status", "-u", id, "--json"])?;
         let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
         Ok(v[id].clone())
@@ -238,7 +227,7 @@ impl Demo {
         }
         note("$ vigil tenant add -u <good> --label rack=7");
         self.wait_for("the good node's first round", |d| {
-            Ok((d.gate_status(GOOD)?["attestation_count"].as_u64() >= Some(1)).then_some(()))
+            Ok((d.node_status(GOOD)?["attestation_count"].as_u64() >= Some(1)).then_some(()))
         })?;
         let command = format!("class create {CLASS} --from-node {GOOD} --pcrs 0-7");
         let out = self.with_conn(&[
@@ -356,13 +345,13 @@ impl Demo {
     /// round, and the attestation count shows a new quote.
     fn stale_on_demand(&mut self) -> Result<()> {
         step("A stale node attested on demand");
-        let before = self.gate_status(GOOD)?["attestation_count"]
+        let before = self.node_status(GOOD)?["attestation_count"]
             .as_u64()
             .unwrap_or(0);
         pause(Duration::from_millis(1500))?;
         let out = self.with_conn(&["gate", "check", GOOD, "--max-age", "1", "--json"])?;
         let answer: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-        let after = self.gate_status(GOOD)?["attestation_count"]
+        let after = self.node_status(GOOD)?["attestation_count"]
             .as_u64()
             .unwrap_or(0);
         note(&format!(

@@ -46,10 +46,13 @@ impl Demo {
         self.path("evictions.log")
     }
 
-    /// The verifier's identity settings (empty for the tour); writes the stub hook.
+    /// The verifier's scenario settings: identity (writing the stub hook), response
+    /// (events and rules), none for the others.
     pub(super) fn verifier_extra(&self, ports: &Ports) -> Result<String> {
-        if self.scenario != super::Scenario::Identity {
-            return Ok(String::new());
+        match self.scenario {
+            super::Scenario::Identity => {}
+            super::Scenario::Response => return self.response_verifier_extra(),
+            super::Scenario::Tour | super::Scenario::Gate => return Ok(String::new()),
         }
         let hook = self.path("evict.sh");
         write_script(

@@ -4,6 +4,8 @@
 //! emulation); a runtime policy made from the node's IMA log; the node enrolled with
 //! `vigil tenant add` and attested; then an unknown script and a modified measured
 //! file, each caught by the verifier with the file it names.
+//! Other scenarios (`identity`, `gate`, `response`) reuse the control plane, the
+//! nodes and the tenant helpers here; each is a module of its own.
 //!
 //! The operator commands run as the user would run them: this executable's own
 //! `ca init`, `policy create runtime`, `tenant add|status|reactivate`. Every process
@@ -15,6 +17,7 @@
 mod gate;
 mod identity;
 mod procs;
+mod response;
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
@@ -52,6 +55,10 @@ enum Scenario {
     /// one held (its boot loader differs), EAR tokens checked offline
     /// (docs/trust-gate.md).
     Gate,
+    /// Integrity events, response rules and relearn: an unplanned change quarantined
+    /// (dry-run), events on NATS and in a file, a planned update recorded from a canary
+    /// and adopted (docs/response.md).
+    Response,
 }
 
 /// `vigil demo` options.
@@ -84,6 +91,14 @@ pub(crate) struct DemoArgs {
     /// directory of this vigil executable].
     #[arg(long, value_name = "DIR", env = "VIGIL_DEMO_BIN_DIR")]
     bin_dir: Option<PathBuf>,
+    /// NATS JetStream for the response scenario's events (it fails without it).
+    #[arg(
+        long,
+        value_name = "URL",
+        default_value = "nats://127.0.0.1:4222",
+        env = "VIGIL_DEMO_NATS_URL"
+    )]
+    nats_url: String,
 }
 
 pub(crate) fn run(args: DemoArgs) -> Result<ExitCode> {
@@ -113,6 +128,11 @@ pub(crate) fn run(args: DemoArgs) -> Result<ExitCode> {
             missing.join(", ")
         );
     }
+    // The response scenario's events go to NATS: checked before anything starts.
+    let nats = match args.scenario {
+        Scenario::Response => Some(response::Nats::connect(&args.nats_url)?),
+        _ => None,
+    };
     let dir = prepare_dir(&args.dir)?;
     procs::watch_signals()?;
     let [registrar, verifier, agent] = bins;
@@ -130,9 +150,11 @@ pub(crate) fn run(args: DemoArgs) -> Result<ExitCode> {
         procs: Processes::new(&dir)?,
         tenant: Vec::new(),
         started: Instant::now(),
+        nats,
     };
     let result = match args.scenario {
         Scenario::Gate => demo.run_gate(&bins),
+        Scenario::Response => demo.run_response(&bins),
         Scenario::Tour | Scenario::Identity => demo.run(&bins, args.keep_running),
     };
     let code = match result {
@@ -150,6 +172,12 @@ pub(crate) fn run(args: DemoArgs) -> Result<ExitCode> {
     step("Stopping everything the demo started, by PID");
     demo.procs
         .stop_all(|name, pid| note(&format!("{name} (pid {pid})")));
+    if let Some(nats) = &demo.nats {
+        match nats.delete() {
+            Ok(()) => note(&format!("NATS stream {} deleted", nats.stream())),
+            Err(e) => note(&format!("NATS stream {} not deleted: {e}", nats.stream())),
+        }
+    }
     Ok(ExitCode::from(code))
 }
 
@@ -252,23 +280,14 @@ struct Demo {
     /// `tenant` and its connection options.
     tenant: Vec<OsString>,
     started: Instant,
+    /// The response scenario's JetStream stream.
+    nats: Option<response::Nats>,
 }
 
 impl Demo {
     fn run(&mut self, bins: &Binaries, keep: bool) -> Result<()> {
         let ports = Ports::free()?;
-        self.tenant = [
-            "tenant".into(),
-            "--tls-dir".into(),
-            self.path("cv_ca").into_os_string(),
-            "--verifier-port".into(),
-            ports.verifier.to_string().into(),
-            "--registrar-port".into(),
-            ports.registrar_tls.to_string().into(),
-            "--state-dir".into(),
-            self.dir.clone().into_os_string(),
-        ]
-        .into();
+        self.tenant = self.tenant_args(&ports);
         self.start_control_plane(bins, &ports, 1.0)?;
         self.start_node(bins, &ports)?;
         self.enrol()?;
@@ -279,7 +298,9 @@ impl Demo {
                 self.modified_file()?;
             }
             Scenario::Identity => self.identity(&ports)?,
-            Scenario::Gate => unreachable!("the gate scenario runs its own nodes (run_gate)"),
+            Scenario::Gate | Scenario::Response => {
+                unreachable!("the gate and response scenarios run their own nodes")
+            }
         }
         println!(
             "\ndemo: every step as expected, in {:.1} s; logs in {}",
@@ -290,6 +311,21 @@ impl Demo {
             self.keep_running(&ports)?;
         }
         Ok(())
+    }
+
+    /// `tenant` and the options that reach this demo's services.
+    fn tenant_args(&self, ports: &Ports) -> Vec<OsString> {
+        vec![
+            "tenant".into(),
+            "--tls-dir".into(),
+            self.path("cv_ca").into_os_string(),
+            "--verifier-port".into(),
+            ports.verifier.to_string().into(),
+            "--registrar-port".into(),
+            ports.registrar_tls.to_string().into(),
+            "--state-dir".into(),
+            self.dir.clone().into_os_string(),
+        ]
     }
 
     /// A path in the demo's directory.
@@ -553,10 +589,15 @@ impl Demo {
         f.write_all(b"# changed\n")?;
         drop(f);
         let (ima_log, name) = (self.ima_log(), target.to_string_lossy().into_owned());
+        self.wait_measured(target, &name, &ima_log)
+    }
+
+    /// Waits until `ima_log` holds the digest of `target` under the name `measured_as`.
+    fn wait_measured(&mut self, target: &Path, measured_as: &str, ima_log: &Path) -> Result<()> {
         self.wait_for("the agent to measure the changed file", |_| {
-            let log = std::fs::read_to_string(&ima_log).unwrap_or_default();
+            let log = std::fs::read_to_string(ima_log).unwrap_or_default();
             let digest = vigil_core::HashAlg::Sha256.hash(&std::fs::read(target)?);
-            let entry = format!("sha256:{} {name}", digest.to_hex());
+            let entry = format!("sha256:{} {measured_as}", digest.to_hex());
             Ok(log.contains(&entry).then_some(()))
         })?;
         note("measured: the agent extended PCR 10 with its new digest");
