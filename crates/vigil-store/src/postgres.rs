@@ -22,7 +22,6 @@ impl Dialect for Postgres {
     const FOR_UPDATE: &'static str = " FOR UPDATE";
     const FOR_SHARE: &'static str = " FOR SHARE";
     const SKIP_LOCKED: &'static str = " FOR UPDATE OF a SKIP LOCKED";
-    const SKIP_LOCKED_ROWS: &'static str = " FOR UPDATE SKIP LOCKED";
     const FOR_UPDATE_OF_A: &'static str = " FOR UPDATE OF a";
 
     const BYTES: &'static str = "BYTEA";

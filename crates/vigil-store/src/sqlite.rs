@@ -34,7 +34,6 @@ impl Dialect for Sqlite {
     const FOR_UPDATE: &'static str = "";
     const FOR_SHARE: &'static str = "";
     const SKIP_LOCKED: &'static str = "";
-    const SKIP_LOCKED_ROWS: &'static str = "";
     const FOR_UPDATE_OF_A: &'static str = "";
 
     const BYTES: &'static str = "BLOB";

@@ -47,12 +47,10 @@ pub(crate) trait Dialect: Database {
     /// Appended to a `SELECT` of a row that must not be deleted before the transaction
     /// ends (a policy an enrolment references).
     const FOR_SHARE: &'static str;
-    /// Appended to the candidate query of a lease acquisition (over `verifier_agents a`):
-    /// lock the candidates and skip those a concurrent acquirer is claiming.
+    /// Appended to the candidate query of a claim (over the claimed table aliased `a`:
+    /// agent leases, notice and event deliveries): lock the candidates and skip those a
+    /// concurrent claimer holds.
     const SKIP_LOCKED: &'static str;
-    /// Appended to a single-table claim query: lock the rows and skip those another
-    /// replica is claiming.
-    const SKIP_LOCKED_ROWS: &'static str;
     /// Appended to a `SELECT` over `verifier_agents a` outer-joined to other tables: lock
     /// the agent's row only.
     const FOR_UPDATE_OF_A: &'static str;

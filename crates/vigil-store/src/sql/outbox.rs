@@ -71,37 +71,34 @@ for_every_dialect! {
             lease_secs: i64,
             limit: u32,
         ) -> Result<Vec<OutboxRow>, StoreError> {
-            const OP: &str = "claim events";
-            let mut tx = self.begin(OP).await?;
+            // One statement, as for notices: on PostgreSQL rows another replica is
+            // claiming are skipped; on SQLite the statement holds the write lock. The
+            // outer WHERE re-checks the claim on the row itself.
             let sql = format!(
-                "SELECT id FROM event_outbox WHERE next_attempt_at <= $1 \
+                "UPDATE event_outbox SET lease_owner = $2, lease_expires = $3 \
+                 WHERE next_attempt_at <= $1 \
                  AND (lease_owner IS NULL OR lease_owner = $2 OR lease_expires <= $1) \
-                 ORDER BY id LIMIT $3{}",
-                D::SKIP_LOCKED_ROWS
+                 AND id IN ( \
+                     SELECT a.id FROM event_outbox a WHERE a.next_attempt_at <= $1 \
+                     AND (a.lease_owner IS NULL OR a.lease_owner = $2 OR a.lease_expires <= $1) \
+                     ORDER BY a.id LIMIT $4{}) \
+                 RETURNING {COLUMNS}",
+                D::SKIP_LOCKED
             );
-            let ids: Vec<i64> = sqlx::query_scalar(&sql)
+            let rows = sqlx::query(&sql)
                 .bind(now)
                 .bind(owner)
-                .bind(i64::from(limit))
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(StoreError::db(OP))?;
-            let mut rows = Vec::with_capacity(ids.len());
-            for id in ids {
-                let row = sqlx::query(&format!(
-                    "UPDATE event_outbox SET lease_owner = $2, lease_expires = $3 \
-                     WHERE id = $1 RETURNING {COLUMNS}"
-                ))
-                .bind(id)
-                .bind(owner)
                 .bind(now.saturating_add(lease_secs))
-                .fetch_one(&mut *tx)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
                 .await
-                .map_err(StoreError::db(OP))?;
-                rows.push(Self::outbox_from_row(&row)?);
-            }
-            commit(tx, OP).await?;
-            Ok(rows)
+                .map_err(StoreError::db("claim events"))?;
+            let mut claimed = rows
+                .iter()
+                .map(Self::outbox_from_row)
+                .collect::<Result<Vec<_>, _>>()?;
+            claimed.sort_by_key(|r| r.id);
+            Ok(claimed)
         }
 
         async fn delivered(&self, id: i64) -> Result<bool, StoreError> {
