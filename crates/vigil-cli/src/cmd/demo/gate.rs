@@ -111,36 +111,13 @@ impl Demo {
                 ""
             }
         ));
-        let tpm_dir = self.path(&format!("swtpm-{name}"));
-        let ca = vigil_swtpm::manufacture(&tpm_dir, name)?;
-        let store = self.path("tpm_cert_store");
-        std::fs::create_dir_all(&store)?;
-        std::fs::copy(
-            ca.join("issuercert.pem"),
-            store.join(format!("{name}-issuer.pem")),
-        )?;
-        std::fs::copy(
-            ca.join("swtpm-localca-rootca-cert.pem"),
-            store.join(format!("{name}-root.pem")),
-        )?;
-        let swtpm = vigil_swtpm::Swtpm::launch(&tpm_dir)?;
+        let (tcti, port_tpm) = self.launch_swtpm(&format!("swtpm-{name}"), name, "")?;
         for pcr in 0..8 {
-            pcr_extend(
-                swtpm.port(),
-                pcr,
-                &sha256(&format!("demo firmware, PCR {pcr}")),
-            )?;
+            pcr_extend(port_tpm, pcr, &sha256(&format!("demo firmware, PCR {pcr}")))?;
         }
         if odd {
-            pcr_extend(swtpm.port(), 4, &sha256("an unexpected boot loader"))?;
+            pcr_extend(port_tpm, 4, &sha256("an unexpected boot loader"))?;
         }
-        let tcti = swtpm.tcti();
-        note(&format!(
-            "swtpm (pid {}) on 127.0.0.1:{}",
-            swtpm.pid(),
-            swtpm.port()
-        ));
-        self.procs.adopt_swtpm(&format!("swtpm-{name}"), swtpm);
         let agent_dir = self.path(&format!("agent-{name}"));
         std::fs::create_dir_all(&agent_dir)?;
         let conf = self.path(&format!("agent-{name}.toml"));

@@ -394,26 +394,34 @@ impl Demo {
     }
 
     /// The swtpm, the measured files and the agent, until it registered.
-    fn start_node(&mut self, bins: &Binaries, ports: &Ports) -> Result<()> {
-        step("A node: swtpm manufactured with an EK certificate, vigil-agent measuring files");
-        let tpm_dir = self.path("swtpm");
-        let ca = vigil_swtpm::manufacture(&tpm_dir, "demo")?;
-        // The verifier side trusts the manufacturer's CA certificates (not its keys).
+    /// Manufactures a swtpm in the demo's directory `proc` (its EK certificate from a
+    /// local CA named `ca`), has the verifier side trust that CA's certificates (not its
+    /// keys) through `tpm_cert_store`, starts it and hands it to the process list as
+    /// `proc`: its TCTI string and port.
+    fn launch_swtpm(&mut self, proc: &str, ca: &str, note_suffix: &str) -> Result<(String, u16)> {
+        let tpm_dir = self.path(proc);
+        let ca_dir = vigil_swtpm::manufacture(&tpm_dir, ca)?;
         let store = self.path("tpm_cert_store");
         std::fs::create_dir_all(&store)?;
-        std::fs::copy(ca.join("issuercert.pem"), store.join("demo-issuer.pem"))?;
-        std::fs::copy(
-            ca.join("swtpm-localca-rootca-cert.pem"),
-            store.join("demo-root.pem"),
-        )?;
+        for (from, to) in [
+            ("issuercert.pem", "issuer"),
+            ("swtpm-localca-rootca-cert.pem", "root"),
+        ] {
+            std::fs::copy(ca_dir.join(from), store.join(format!("{ca}-{to}.pem")))?;
+        }
         let swtpm = vigil_swtpm::Swtpm::launch(&tpm_dir)?;
-        let tcti = swtpm.tcti();
+        let (tcti, port) = (swtpm.tcti(), swtpm.port());
         note(&format!(
-            "swtpm (pid {}) on 127.0.0.1:{}, EK certificate from a local CA",
-            swtpm.pid(),
-            swtpm.port()
+            "swtpm (pid {}) on 127.0.0.1:{port}{note_suffix}",
+            swtpm.pid()
         ));
-        self.procs.adopt_swtpm("swtpm", swtpm);
+        self.procs.adopt_swtpm(proc, swtpm);
+        Ok((tcti, port))
+    }
+
+    fn start_node(&mut self, bins: &Binaries, ports: &Ports) -> Result<()> {
+        step("A node: swtpm manufactured with an EK certificate, vigil-agent measuring files");
+        let (tcti, _) = self.launch_swtpm("swtpm", "demo", ", EK certificate from a local CA")?;
 
         let files = self.path("node");
         std::fs::create_dir_all(&files)?;

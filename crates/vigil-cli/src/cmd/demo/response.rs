@@ -284,24 +284,7 @@ impl Demo {
         step(&format!(
             "Node {name} ({id}): swtpm, vigil-agent measuring {APP} under its root"
         ));
-        let tpm_dir = self.path(&format!("swtpm-{name}"));
-        let ca = vigil_swtpm::manufacture(&tpm_dir, name)?;
-        let store = self.path("tpm_cert_store");
-        std::fs::create_dir_all(&store)?;
-        for (from, to) in [
-            ("issuercert.pem", "issuer"),
-            ("swtpm-localca-rootca-cert.pem", "root"),
-        ] {
-            std::fs::copy(ca.join(from), store.join(format!("{name}-{to}.pem")))?;
-        }
-        let swtpm = vigil_swtpm::Swtpm::launch(&tpm_dir)?;
-        let tcti = swtpm.tcti();
-        note(&format!(
-            "swtpm (pid {}) on 127.0.0.1:{}",
-            swtpm.pid(),
-            swtpm.port()
-        ));
-        self.procs.adopt_swtpm(&format!("swtpm-{name}"), swtpm);
+        let (tcti, _) = self.launch_swtpm(&format!("swtpm-{name}"), name, "")?;
 
         let root = self.root(name);
         let app = root.join(APP);
