@@ -151,7 +151,23 @@ pub fn evaluate_round(
     policy: &RoundPolicy<'_>,
     keyrings: &mut ImaKeyrings,
 ) -> RoundOutcome {
-    let boot = BootEvidence::read(answer, policy);
+    evaluate_round_memo(node, answer, policy, keyrings, &mut BootLogMemo::default())
+}
+
+/// [`evaluate_round`] for a node polled round after round: `memo` keeps what the
+/// node's last UEFI event log replayed to, so a log sent again unchanged (the same
+/// boot) is not decoded, parsed and replayed again — it is recognised by its SHA-256.
+/// The replayed PCRs are still compared with every quote; the measured-boot policy,
+/// when it runs this round, reads a freshly parsed log.
+pub fn evaluate_round_memo(
+    node: &NodeAttestation,
+    answer: &QuoteAnswer<'_>,
+    policy: &RoundPolicy<'_>,
+    keyrings: &mut ImaKeyrings,
+    memo: &mut BootLogMemo,
+) -> RoundOutcome {
+    let evaluate_now = policy.measured_boot.is_some_and(|mb| mb.evaluate_now);
+    let boot = BootEvidence::read(answer, evaluate_now, memo);
     let relevant: BTreeSet<u32> = match policy.measured_boot {
         Some(mb) => {
             let r = mb.policy.relevant_pcrs();
@@ -185,6 +201,27 @@ pub fn evaluate_round(
     outcome
 }
 
+/// The last UEFI event log a node sent, by digest, and what replaying it gave in the
+/// answer's bank: see [`evaluate_round_memo`]. Small (a digest and a few PCRs), kept
+/// per node by the verifier.
+#[derive(Debug, Default, Clone)]
+pub struct BootLogMemo {
+    /// SHA-256 of the answer's `hash_alg`, a NUL and the log's base64 text.
+    key: Option<Digest>,
+    replayed: Option<BTreeMap<u32, Digest>>,
+    aggregates: Vec<Digest>,
+}
+
+impl BootLogMemo {
+    fn key(hash_alg: &str, b64: &str) -> Digest {
+        let mut h = HashAlg::Sha256.hasher();
+        h.update(hash_alg.as_bytes());
+        h.update(&[0]);
+        h.update(b64.as_bytes());
+        h.finalize()
+    }
+}
+
 /// What the UEFI event log of an answer gives the round.
 #[derive(Default)]
 struct BootEvidence {
@@ -199,11 +236,21 @@ struct BootEvidence {
 }
 
 impl BootEvidence {
-    fn read(answer: &QuoteAnswer<'_>, policy: &RoundPolicy<'_>) -> Self {
+    /// The answer's log: decoded, parsed and replayed, unless `memo` holds this very
+    /// log and the policy does not run (`evaluate_now`), which needs the parsed log.
+    fn read(answer: &QuoteAnswer<'_>, evaluate_now: bool, memo: &mut BootLogMemo) -> Self {
         let mut boot = Self::default();
         let Some(b64) = answer.mb_measurement_list else {
             return boot;
         };
+        let key = BootLogMemo::key(answer.hash_alg, b64);
+        if !evaluate_now && memo.key.as_ref() == Some(&key) {
+            boot.replayed.clone_from(&memo.replayed);
+            boot.aggregates.clone_from(&memo.aggregates);
+            return boot;
+        }
+        // Remembered only once the log replayed.
+        memo.key = None;
         let event = |sub: &[&str], name: &str, message: String| {
             Event::new(
                 Component::MeasuredBoot,
@@ -238,9 +285,14 @@ impl BootEvidence {
                     .collect();
                 boot.replayed =
                     HashAlg::from_name(answer.hash_alg).and_then(|b| banks.get(&b).cloned());
-                if policy.measured_boot.is_some_and(|mb| mb.evaluate_now) {
+                if evaluate_now {
                     boot.view = Some(LogView::new(&log));
                 }
+                *memo = BootLogMemo {
+                    key: Some(key),
+                    replayed: boot.replayed.clone(),
+                    aggregates: boot.aggregates.clone(),
+                };
             }
         }
         boot
@@ -437,4 +489,64 @@ fn check_quote(
         None => outcome,
     };
     (outcome, Some(quoted))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log_b64(name: &str) -> String {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../../shared/testdata/tpm2-tools")
+            .join(name);
+        base64::engine::general_purpose::STANDARD.encode(std::fs::read(path).expect("test log"))
+    }
+
+    fn answer(log: &str) -> QuoteAnswer<'_> {
+        QuoteAnswer {
+            hash_alg: "sha256",
+            mb_measurement_list: Some(log),
+            ..QuoteAnswer::default()
+        }
+    }
+
+    #[test]
+    fn an_unchanged_log_is_replayed_once_and_a_changed_one_again() {
+        let (a, b) = (
+            log_b64("event-bootorder.bin"),
+            log_b64("event-uefiservices.bin"),
+        );
+        let mut memo = BootLogMemo::default();
+        let first = BootEvidence::read(&answer(&a), false, &mut memo);
+        let replayed_a = first.replayed.clone().expect("sha256 bank replayed");
+        assert!(first.failure.is_empty() && first.view.is_none());
+        assert!(!first.aggregates.is_empty());
+
+        // The same log again: taken from the memo (a marker put there comes back).
+        let marker: BTreeMap<u32, Digest> = [(0, HashAlg::Sha256.ones())].into();
+        memo.replayed = Some(marker.clone());
+        let again = BootEvidence::read(&answer(&a), false, &mut memo);
+        assert_eq!(again.replayed, Some(marker));
+        assert_eq!(again.aggregates, first.aggregates);
+
+        // Another log, or the policy running this round: parsed and replayed.
+        let other = BootEvidence::read(&answer(&b), false, &mut memo);
+        assert_ne!(other.replayed, Some(replayed_a.clone()));
+        let now = BootEvidence::read(&answer(&a), true, &mut memo);
+        assert_eq!(now.replayed, Some(replayed_a.clone()));
+        assert!(now.view.is_some());
+
+        // Another bank of the same log is another key.
+        let sha1 = QuoteAnswer {
+            hash_alg: "sha1",
+            ..answer(&a)
+        };
+        let in_sha1 = BootEvidence::read(&sha1, false, &mut memo);
+        assert_ne!(in_sha1.replayed, Some(replayed_a));
+
+        // A log that cannot be read fails and forgets the last one.
+        let bad = BootEvidence::read(&answer("not base64!"), false, &mut memo);
+        assert!(!bad.failure.is_empty());
+        assert!(memo.key.is_none());
+    }
 }

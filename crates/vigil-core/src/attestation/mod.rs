@@ -39,7 +39,9 @@ pub mod status;
 mod time;
 
 pub use answer::{AnswerError, NodeAnswer};
-pub use evaluate::{evaluate_round, MeasuredBootPolicy, QuoteAnswer, RoundPolicy};
+pub use evaluate::{
+    evaluate_round, evaluate_round_memo, BootLogMemo, MeasuredBootPolicy, QuoteAnswer, RoundPolicy,
+};
 pub use node::{
     Action, AttestationConfig, CommFailure, Deletion, Ignored, NodeAttestation, NodeSnapshot,
     Notification, NotificationKind, QuoteAlgs, Reachability, RequestId, RoundOutcome,
