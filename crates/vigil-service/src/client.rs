@@ -27,6 +27,12 @@ use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
+/// hyper's read buffer per connection. Its default grows with the largest answer read
+/// and stays that size while the connection is kept: 30–60 KiB per node for a verifier
+/// keeping a connection to each of thousands of nodes. Reading in fixed chunks costs a
+/// few more reads per large answer.
+const READ_BUFFER: usize = 8 * 1024;
+
 /// How long a request may take and how much it may read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -549,7 +555,9 @@ impl Client {
     where
         IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     {
-        let (sender, conn) = hyper::client::conn::http1::handshake(io)
+        let (sender, conn) = hyper::client::conn::http1::Builder::new()
+            .read_buf_exact_size(Some(READ_BUFFER))
+            .handshake(io)
             .await
             .map_err(|source| ClientError::Http {
                 peer: peer.to_owned(),

@@ -61,7 +61,7 @@ pub use registrar::{
 pub use response::{ActionRecord, KnownGood, KnownGoodSets, PolicyVersion, ResponseActions};
 pub use verifier::{
     AgentState, AgentStatusRecord, EnrolledAgent, Enrolment, FailureRecord, ImaProgress, PolicyRef,
-    QuoteAlgs, RoundOutcome, RoundUpdate, VerifierAgent, VerifierAgents,
+    QuoteAlgs, RoundOutcome, RoundUpdate, RoundWrite, VerifierAgent, VerifierAgents,
 };
 
 /// Which database a [`Store`] talks to.

@@ -249,6 +249,17 @@ pub enum RoundOutcome {
     NoVerdict,
 }
 
+/// One round to record with [`VerifierAgents::record_rounds`].
+#[derive(Debug, Clone)]
+pub struct RoundWrite {
+    /// The agent the round is of.
+    pub agent_id: String,
+    /// What the round changed.
+    pub update: RoundUpdate,
+    /// The lease the write is fenced by, when replicas share the database.
+    pub fence: Option<Fence>,
+}
+
 /// The result of one attestation round, written atomically.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoundUpdate {
@@ -333,6 +344,14 @@ pub trait VerifierAgents: Send + Sync {
         update: RoundUpdate,
         fence: Option<&Fence>,
     ) -> Result<(), StoreError>;
+
+    /// Records several rounds (of different agents) in one transaction, as
+    /// [`record_round`](Self::record_round) would one by one — one commit for many
+    /// rounds is what lets one verifier keep up with thousands of nodes. Each round
+    /// gets its own result, in `batch`'s order: a round whose lease moved or whose
+    /// agent is gone is not written while the others are; on a database error every
+    /// round is tried again in a transaction of its own.
+    async fn record_rounds(&self, batch: Vec<RoundWrite>) -> Vec<Result<(), StoreError>>;
 
     /// Sets the agent's hardware class (`Some(None)` clears it; `class_since` becomes
     /// `at`) and replaces its labels, each only when given. [`StoreError::NotFound`]

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use base64::Engine;
 use serde_json::Value;
+use vigil_core::attestation::BootLogMemo;
 use vigil_core::ima::keyring::{ImaKeyring, ImaKeyrings};
 use vigil_core::policy::golden::GoldenPcrs;
 use vigil_core::policy::runtime::RuntimePolicy;
@@ -151,6 +152,9 @@ pub(crate) struct NodeContext {
     pub(crate) generation: u64,
     /// The golden PCR values of the node's hardware class, if it has one.
     pub(crate) golden: Option<Arc<GoldenPcrs>>,
+    /// What the node's last UEFI event log replayed to: the same log is not parsed
+    /// again every round.
+    pub(crate) boot_memo: BootLogMemo,
 }
 
 impl std::fmt::Debug for NodeContext {
@@ -354,5 +358,6 @@ pub(crate) async fn build(
         keyrings,
         generation,
         golden,
+        boot_memo: BootLogMemo::default(),
     })
 }

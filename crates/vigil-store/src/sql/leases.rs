@@ -69,16 +69,23 @@ for_every_dialect! {
         }
 
         async fn renew(&self, holder: &str, now: i64, ttl: u32) -> Result<Vec<Lease>, StoreError> {
-            let rows = sqlx::query(
-                "UPDATE agent_leases SET expires_at = $3 WHERE holder = $1 AND expires_at > $2 \
+            // The rows are locked in agent order, as a batch of rounds locks them
+            // (`record_rounds`): a renewal and a batch cannot deadlock on PostgreSQL.
+            let sql = format!(
+                "UPDATE agent_leases SET expires_at = $3 WHERE agent_id IN ( \
+                     SELECT agent_id FROM agent_leases WHERE holder = $1 AND expires_at > $2 \
+                     ORDER BY agent_id{}) \
+                 AND holder = $1 AND expires_at > $2 \
                  RETURNING agent_id, holder, expires_at, epoch",
-            )
-            .bind(holder)
-            .bind(now)
-            .bind(now.saturating_add(i64::from(ttl)))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(StoreError::db("renew leases"))?;
+                D::FOR_UPDATE
+            );
+            let rows = sqlx::query(&sql)
+                .bind(holder)
+                .bind(now)
+                .bind(now.saturating_add(i64::from(ttl)))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(StoreError::db("renew leases"))?;
             Self::leases_from_rows(&rows)
         }
 

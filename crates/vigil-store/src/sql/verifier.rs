@@ -10,8 +10,12 @@ use crate::leases::check_fence;
 use crate::verifier::{decode_labels, decode_list, encode_labels, encode_list, RoundCounts};
 use crate::{
     AgentState, AgentStatusRecord, EnrolledAgent, Enrolment, Entity, FailureRecord, Fence,
-    ImaProgress, QuoteAlgs, RoundOutcome, RoundUpdate, StoreError, VerifierAgent, VerifierAgents,
+    ImaProgress, QuoteAlgs, RoundOutcome, RoundUpdate, RoundWrite, StoreError, VerifierAgent,
+    VerifierAgents,
 };
+
+/// The operation a round's write is named by in errors.
+const RECORD_ROUND: &str = "record attestation round";
 
 for_every_dialect! {
     impl SqlStore {
@@ -104,6 +108,139 @@ for_every_dialect! {
                 engine_state: get(row, "engine_state")?,
             };
             Ok(VerifierAgent { enrolment, state })
+        }
+
+        /// Writes one round in `tx`: fence checks (nothing written if the lease moved or
+        /// the agent is gone), the agent's row, its IMA running PCRs, its failures, its
+        /// events.
+        async fn write_round(
+            tx: &mut sqlx::Transaction<'static, D>,
+            agent_id: &str,
+            u: &RoundUpdate,
+            fence: Option<&Fence>,
+        ) -> Result<(), StoreError> {
+            const OP: &str = RECORD_ROUND;
+            let counts = RoundCounts::of(&u.outcome);
+            let next_entry = u
+                .ima
+                .as_ref()
+                .map(|i| signed("ima_next_entry", i.next_entry))
+                .transpose()?;
+            if let Some(f) = fence {
+                // A missing agent is NotFound, not a lost lease. The lock order is agent
+                // row, then lease row (the order `acquire` takes them in), so a stale
+                // holder's round and a takeover cannot deadlock on PostgreSQL.
+                let sql = format!(
+                    "SELECT 1 FROM verifier_agents WHERE agent_id = $1{}",
+                    D::FOR_UPDATE
+                );
+                let agent: Option<i32> = sqlx::query_scalar(&sql)
+                    .bind(agent_id)
+                    .fetch_optional(&mut **tx)
+                    .await
+                    .map_err(StoreError::db(OP))?;
+                if agent.is_none() {
+                    return Err(StoreError::NotFound {
+                        entity: Entity::VerifierAgent,
+                        id: agent_id.to_owned(),
+                    });
+                }
+                // The lease row's lock (SQLite: the write lock) holds off a takeover until
+                // this round is written.
+                let sql = format!(
+                    "SELECT holder, epoch FROM agent_leases WHERE agent_id = $1{}",
+                    D::FOR_UPDATE
+                );
+                let current: Option<(String, i64)> = sqlx::query_as(&sql)
+                    .bind(agent_id)
+                    .fetch_optional(&mut **tx)
+                    .await
+                    .map_err(StoreError::db(OP))?;
+                check_fence(agent_id, f, current)?;
+            }
+            let algs = u.algs.as_ref();
+            let done = sqlx::query(
+                "UPDATE verifier_agents SET operational_state = $2, \
+                 hash_alg = COALESCE($3, hash_alg), enc_alg = COALESCE($4, enc_alg), \
+                 sign_alg = COALESCE($5, sign_alg), boottime = COALESCE($6, boottime), \
+                 tpm_clockinfo = COALESCE($7, tpm_clockinfo), \
+                 learned_ima_keyrings = COALESCE($8, learned_ima_keyrings), \
+                 severity_level = COALESCE($9, severity_level), \
+                 last_event_id = COALESCE($10, last_event_id), \
+                 last_received_quote = COALESCE($11, last_received_quote), \
+                 attestation_count = attestation_count + $12, \
+                 last_successful_attestation = COALESCE($13, last_successful_attestation), \
+                 consecutive_attestation_failures = CASE WHEN $14 THEN 0 \
+                     ELSE consecutive_attestation_failures + $15 END, \
+                 ima_next_entry = COALESCE($16, ima_next_entry), \
+                 public_key = COALESCE($17, public_key), \
+                 engine_state = COALESCE($18, engine_state) \
+                 WHERE agent_id = $1",
+            )
+            .bind(agent_id)
+            .bind(i64::from(u.operational_state))
+            .bind(algs.map(|a| a.hash_alg.as_str()))
+            .bind(algs.map(|a| a.enc_alg.as_str()))
+            .bind(algs.map(|a| a.sign_alg.as_str()))
+            .bind(u.boottime)
+            .bind(u.tpm_clockinfo.as_deref())
+            .bind(u.learned_ima_keyrings.as_deref())
+            .bind(u.severity.as_ref().map(|(l, _)| i64::from(*l)))
+            .bind(u.severity.as_ref().map(|(_, id)| id.as_str()))
+            .bind(u.received_quote_at)
+            .bind(counts.passed)
+            .bind(counts.passed_at)
+            .bind(counts.reset_failures)
+            .bind(counts.failed)
+            .bind(next_entry)
+            .bind(u.public_key.as_deref())
+            .bind(u.engine_state.as_deref())
+            .execute(&mut **tx)
+            .await
+            .map_err(StoreError::db(OP))?;
+            found(D::rows_affected(&done), Entity::VerifierAgent, agent_id)?;
+            if let Some(ima) = &u.ima {
+                sqlx::query("DELETE FROM ima_running_pcrs WHERE agent_id = $1")
+                    .bind(agent_id)
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(StoreError::db(OP))?;
+                for (bank, value) in &ima.running_pcrs {
+                    sqlx::query(
+                        "INSERT INTO ima_running_pcrs (agent_id, bank, value) VALUES ($1, $2, $3)",
+                    )
+                    .bind(agent_id)
+                    .bind(bank)
+                    .bind(value)
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(StoreError::db(OP))?;
+                }
+            }
+            if let RoundOutcome::Failed { failures } = &u.outcome {
+                sqlx::query("DELETE FROM agent_failures WHERE agent_id = $1")
+                    .bind(agent_id)
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(StoreError::db(OP))?;
+                for (seq, f) in (0_i64..).zip(failures) {
+                    sqlx::query(
+                        "INSERT INTO agent_failures (agent_id, seq, event_id, severity_label, \
+                         recoverable, context, file) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    )
+                    .bind(agent_id)
+                    .bind(seq)
+                    .bind(&f.event_id)
+                    .bind(&f.severity_label)
+                    .bind(f.recoverable)
+                    .bind(&f.context)
+                    .bind(&f.file)
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(StoreError::db(OP))?;
+                }
+            }
+            Self::insert_events(tx, &u.events, u.at, OP).await
         }
     }
 }
@@ -256,130 +393,47 @@ for_every_dialect! {
             u: RoundUpdate,
             fence: Option<&Fence>,
         ) -> Result<(), StoreError> {
-            const OP: &str = "record attestation round";
-            let counts = RoundCounts::of(&u.outcome);
-            let next_entry = u
-                .ima
-                .as_ref()
-                .map(|i| signed("ima_next_entry", i.next_entry))
-                .transpose()?;
-            let mut tx = self.begin(OP).await?;
-            if let Some(f) = fence {
-                // A missing agent is NotFound, not a lost lease. The lock order is agent
-                // row, then lease row (the order `acquire` takes them in), so a stale
-                // holder's round and a takeover cannot deadlock on PostgreSQL.
-                let sql = format!(
-                    "SELECT 1 FROM verifier_agents WHERE agent_id = $1{}",
-                    D::FOR_UPDATE
-                );
-                let agent: Option<i32> = sqlx::query_scalar(&sql)
-                    .bind(agent_id)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(StoreError::db(OP))?;
-                if agent.is_none() {
-                    return Err(StoreError::NotFound {
-                        entity: Entity::VerifierAgent,
-                        id: agent_id.to_owned(),
-                    });
+            let mut tx = self.begin(RECORD_ROUND).await?;
+            Self::write_round(&mut tx, agent_id, &u, fence).await?;
+            commit(tx, RECORD_ROUND).await
+        }
+
+        async fn record_rounds(&self, mut batch: Vec<RoundWrite>) -> Vec<Result<(), StoreError>> {
+            // Agent rows are locked in one order by every batch, so two replicas' batches
+            // cannot deadlock on PostgreSQL (a stale holder's and a taker's overlap only
+            // at a hand-over).
+            let mut order: Vec<usize> = (0..batch.len()).collect();
+            order.sort_by(|&a, &b| batch[a].agent_id.cmp(&batch[b].agent_id));
+            let together = async {
+                let mut tx = self.begin(RECORD_ROUND).await?;
+                let mut results: Vec<Option<Result<(), StoreError>>> =
+                    batch.iter().map(|_| None).collect();
+                for &i in &order {
+                    let w = &batch[i];
+                    match Self::write_round(&mut tx, &w.agent_id, &w.update, w.fence.as_ref()).await {
+                        // Found before anything of this round was written: the others go on.
+                        Err(e @ (StoreError::LeaseLost { .. } | StoreError::NotFound { .. })) => {
+                            results[i] = Some(Err(e));
+                        }
+                        Err(e) => return Err(e),
+                        Ok(()) => results[i] = Some(Ok(())),
+                    }
                 }
-                // The lease row's lock (SQLite: the write lock) holds off a takeover until
-                // this round is written.
-                let sql = format!(
-                    "SELECT holder, epoch FROM agent_leases WHERE agent_id = $1{}",
-                    D::FOR_UPDATE
-                );
-                let current: Option<(String, i64)> = sqlx::query_as(&sql)
-                    .bind(agent_id)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(StoreError::db(OP))?;
-                check_fence(agent_id, f, current)?;
-            }
-            let algs = u.algs.as_ref();
-            let done = sqlx::query(
-                "UPDATE verifier_agents SET operational_state = $2, \
-                 hash_alg = COALESCE($3, hash_alg), enc_alg = COALESCE($4, enc_alg), \
-                 sign_alg = COALESCE($5, sign_alg), boottime = COALESCE($6, boottime), \
-                 tpm_clockinfo = COALESCE($7, tpm_clockinfo), \
-                 learned_ima_keyrings = COALESCE($8, learned_ima_keyrings), \
-                 severity_level = COALESCE($9, severity_level), \
-                 last_event_id = COALESCE($10, last_event_id), \
-                 last_received_quote = COALESCE($11, last_received_quote), \
-                 attestation_count = attestation_count + $12, \
-                 last_successful_attestation = COALESCE($13, last_successful_attestation), \
-                 consecutive_attestation_failures = CASE WHEN $14 THEN 0 \
-                     ELSE consecutive_attestation_failures + $15 END, \
-                 ima_next_entry = COALESCE($16, ima_next_entry), \
-                 public_key = COALESCE($17, public_key), \
-                 engine_state = COALESCE($18, engine_state) \
-                 WHERE agent_id = $1",
-            )
-            .bind(agent_id)
-            .bind(i64::from(u.operational_state))
-            .bind(algs.map(|a| a.hash_alg.as_str()))
-            .bind(algs.map(|a| a.enc_alg.as_str()))
-            .bind(algs.map(|a| a.sign_alg.as_str()))
-            .bind(u.boottime)
-            .bind(u.tpm_clockinfo.as_deref())
-            .bind(u.learned_ima_keyrings.as_deref())
-            .bind(u.severity.as_ref().map(|(l, _)| i64::from(*l)))
-            .bind(u.severity.as_ref().map(|(_, id)| id.as_str()))
-            .bind(u.received_quote_at)
-            .bind(counts.passed)
-            .bind(counts.passed_at)
-            .bind(counts.reset_failures)
-            .bind(counts.failed)
-            .bind(next_entry)
-            .bind(u.public_key.as_deref())
-            .bind(u.engine_state.as_deref())
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::db(OP))?;
-            found(D::rows_affected(&done), Entity::VerifierAgent, agent_id)?;
-            if let Some(ima) = &u.ima {
-                sqlx::query("DELETE FROM ima_running_pcrs WHERE agent_id = $1")
-                    .bind(agent_id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(StoreError::db(OP))?;
-                for (bank, value) in &ima.running_pcrs {
-                    sqlx::query(
-                        "INSERT INTO ima_running_pcrs (agent_id, bank, value) VALUES ($1, $2, $3)",
-                    )
-                    .bind(agent_id)
-                    .bind(bank)
-                    .bind(value)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(StoreError::db(OP))?;
+                commit(tx, RECORD_ROUND).await?;
+                Ok(results.into_iter().map(|r| r.unwrap_or(Ok(()))).collect::<Vec<_>>())
+            };
+            match together.await {
+                Ok(results) => results,
+                // A database error rolled the whole batch back: each round on its own,
+                // so each gets its own answer (and one bad round does not fail the rest).
+                Err(_) => {
+                    let mut results = Vec::with_capacity(batch.len());
+                    for w in batch.drain(..) {
+                        results.push(self.record_round(&w.agent_id, w.update, w.fence.as_ref()).await);
+                    }
+                    results
                 }
             }
-            if let RoundOutcome::Failed { failures } = &u.outcome {
-                sqlx::query("DELETE FROM agent_failures WHERE agent_id = $1")
-                    .bind(agent_id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(StoreError::db(OP))?;
-                for (seq, f) in (0_i64..).zip(failures) {
-                    sqlx::query(
-                        "INSERT INTO agent_failures (agent_id, seq, event_id, severity_label, \
-                         recoverable, context, file) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                    )
-                    .bind(agent_id)
-                    .bind(seq)
-                    .bind(&f.event_id)
-                    .bind(&f.severity_label)
-                    .bind(f.recoverable)
-                    .bind(&f.context)
-                    .bind(&f.file)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(StoreError::db(OP))?;
-                }
-            }
-            Self::insert_events(&mut tx, &u.events, u.at, OP).await?;
-            commit(tx, OP).await
         }
 
         async fn set_class_and_labels(

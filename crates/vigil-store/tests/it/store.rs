@@ -15,7 +15,7 @@ use vigil_store::{
     NewMbPolicy, NewNotice, NewRuntimePolicy, NonceUse, PolicyRef, QuoteAlgs, RegisterOutcome,
     Registration, RoundOutcome, RoundUpdate, Store, StoreError,
 };
-use vigil_store::{ActionRecord, KnownGood, NewEvent};
+use vigil_store::{ActionRecord, Fence, KnownGood, NewEvent, RoundWrite};
 
 /// What a test body gets: an open store and the URL that opens the same database.
 struct TestDb {
@@ -84,6 +84,7 @@ on_both_backends!(
     record_round_results,
     record_round_error_midway_writes_nothing,
     leases_acquire_renew_release_and_fence,
+    record_rounds_in_one_transaction_each_with_its_answer,
     leases_concurrent_acquirers_split_agents,
     reopen_keeps_everything,
     ping_answers_until_closed,
@@ -930,6 +931,76 @@ async fn leases_acquire_renew_release_and_fence(db: TestDb) {
     va.delete("a1").await.unwrap();
     assert_eq!(leases.get("a1").await.unwrap(), None);
     assert_eq!(leases.renew("r1", 142, 30).await.unwrap().len(), 1);
+}
+
+/// A batch of rounds: written together, each with its own answer — a stale lease or
+/// a deleted agent refuses that round only; the others are written.
+async fn record_rounds_in_one_transaction_each_with_its_answer(db: TestDb) {
+    let va = db.store.verifier_agents();
+    let leases = db.store.leases();
+    for id in ["b0", "b1", "b2"] {
+        va.enrol(enrolment(id, "v")).await.unwrap();
+    }
+    let held = leases.acquire("r1", 100, 30, 10).await.unwrap();
+    let fence = |id: &str| held.iter().find(|l| l.agent_id == id).unwrap().fence();
+    let stale = Fence {
+        holder: "r0".into(),
+        epoch: 7,
+    };
+    let write = |id: &str, state: u8, fence: Option<Fence>| RoundWrite {
+        agent_id: id.to_owned(),
+        update: RoundUpdate::state_only(state),
+        fence,
+    };
+    // Out of agent order on purpose: answers come back in the batch's order.
+    let results = va
+        .record_rounds(vec![
+            write("b2", 3, Some(fence("b2"))),
+            write("ghost", 3, Some(fence("b0"))),
+            write("b1", 3, Some(stale)),
+            write("b0", 4, Some(fence("b0"))),
+        ])
+        .await;
+    assert!(results[0].is_ok(), "{results:?}");
+    assert!(
+        matches!(results[1], Err(StoreError::NotFound { .. })),
+        "{results:?}"
+    );
+    assert!(
+        matches!(results[2], Err(StoreError::LeaseLost { .. })),
+        "{results:?}"
+    );
+    assert!(results[3].is_ok(), "{results:?}");
+    let state = |id: &'static str| async move {
+        va.get(id).await.unwrap().unwrap().state.operational_state
+    };
+    assert_eq!(
+        (state("b0").await, state("b1").await, state("b2").await),
+        (4, 1, 3)
+    );
+    assert!(va.record_rounds(Vec::new()).await.is_empty());
+
+    // A round the database refuses (an empty bank name) rolls the batch back; each
+    // round is then written on its own, so only the bad one fails.
+    let bad_bank = RoundWrite {
+        update: RoundUpdate {
+            ima: Some(ImaProgress {
+                next_entry: 9,
+                running_pcrs: pcrs(&[("", 3)]),
+            }),
+            ..RoundUpdate::state_only(5)
+        },
+        ..write("b0", 5, Some(fence("b0")))
+    };
+    let results = va
+        .record_rounds(vec![bad_bank, write("b2", 5, Some(fence("b2")))])
+        .await;
+    assert!(
+        matches!(results[0], Err(StoreError::Database { .. })),
+        "{results:?}"
+    );
+    assert!(results[1].is_ok(), "{results:?}");
+    assert_eq!((state("b0").await, state("b2").await), (4, 5));
 }
 
 async fn leases_concurrent_acquirers_split_agents(db: TestDb) {

@@ -9,7 +9,8 @@
 //!   sends to a node's task;
 //! - [`leases`]: which nodes a replica attests when replicas share the database;
 //! - [`task`]: the per-node driver (judging runs on the blocking pool, bounded);
-//! - [`persist`]: the node's state mapped to the store's rows.
+//! - [`persist`]: the node's state mapped to the store's rows;
+//! - [`writer`]: rounds written in batches, one transaction for many nodes.
 //!
 //! Which nodes a replica attests: without leases (`lease_ttl = 0`), every node
 //! enrolled with this verifier's `uuid`; with leases, the nodes whose lease it holds.
@@ -18,6 +19,7 @@ mod leases;
 pub(crate) mod persist;
 mod respond;
 mod task;
+mod writer;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -110,6 +112,8 @@ pub(crate) struct Engine {
     pub(crate) rules: Arc<Rules>,
     pub(crate) nonces: Arc<dyn NonceSource>,
     pub(crate) agents: AgentClient,
+    /// Writes the nodes' rounds, many per transaction.
+    pub(crate) writer: writer::RoundWriter,
     mb_policy: MbPolicy,
     leases: bool,
     nodes: Mutex<HashMap<String, NodeHandle>>,
@@ -166,6 +170,7 @@ impl Engine {
             clock.clone(),
         );
         Arc::new(Self {
+            writer: writer::RoundWriter::start(store.clone()),
             holder,
             delivery,
             rules,

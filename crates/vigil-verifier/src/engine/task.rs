@@ -19,8 +19,8 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, info_span, warn, Instrument, Span};
 use vigil_core::attestation::NodeSnapshot;
 use vigil_core::attestation::{
-    evaluate_round, Action, CommFailure, Deletion, MeasuredBootPolicy, NodeAnswer, NodeAttestation,
-    RequestId, RoundOutcome, RoundPolicy, UnixTime,
+    evaluate_round_memo, Action, CommFailure, Deletion, MeasuredBootPolicy, NodeAnswer,
+    NodeAttestation, RequestId, RoundOutcome, RoundPolicy, UnixTime,
 };
 use vigil_core::events::{round_events, Difference, EventNode, IntegrityEvent, RoundFacts};
 use vigil_core::policy::tpm::TpmPolicy;
@@ -112,6 +112,10 @@ impl NodeTask {
         }
     }
 
+    /// Drives the node until it is deleted, stopped by a shutdown, or its lease is lost.
+    ///
+    /// The futures awaited here are boxed: a task's future is as large as the largest
+    /// one it awaits, and each of thousands of idle nodes holds its task for ever.
     pub(super) async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
         let e = self.engine.clone();
         let agent = match e.store.verifier_agents().get(&self.id).await {
@@ -122,7 +126,14 @@ impl NodeTask {
                 return;
             }
         };
-        let mut ctx = match context::build(&agent, &e.store, &e.cache, e.agents.identity()).await {
+        let mut ctx = match Box::pin(context::build(
+            &agent,
+            &e.store,
+            &e.cache,
+            e.agents.identity(),
+        ))
+        .await
+        {
             Ok(c) => c,
             Err(err) => {
                 error!(agent_id = %self.id, "cannot attest this node: {err}");
@@ -149,8 +160,7 @@ impl NodeTask {
         // The deadline slept towards: a quote request pulled after it is that late.
         let mut due: Option<UnixTime> = None;
         self.written.learned_keyrings = agent.state.learned_ima_keyrings.clone();
-        if self
-            .persist(&node, &ctx, RoundNote::default())
+        if Box::pin(self.persist(&node, &ctx, RoundNote::default()))
             .await
             .is_err()
         {
@@ -185,7 +195,7 @@ impl NodeTask {
                         e.notifiers.notify(&ctx, &n, e.clock.now());
                     }
                     Action::Remove => {
-                        self.remove().await;
+                        Box::pin(self.remove()).await;
                         return;
                     }
                 }
@@ -216,14 +226,14 @@ impl NodeTask {
                         Done::Quote { round, .. } => round.span.clone(),
                         Done::V { .. } => Span::current(),
                     };
-                    let Some(judged) = self.apply(ctx, node, done).instrument(span.clone()).await else { return };
+                    let Some(judged) = Box::pin(self.apply(ctx, node, done).instrument(span.clone())).await else { return };
                     Judged { node, ctx, .. } = judged;
                     let mut note = judged.note;
                     if let Some(adopted) = note.relearned.take() {
-                        self.adopt(adopted).instrument(span.clone()).await;
+                        Box::pin(self.adopt(adopted).instrument(span.clone())).await;
                     }
                     let answer = judged.quote.and_then(|end| round_answer(&node, end, &note));
-                    if self.persist(&node, &ctx, note).instrument(span).await.is_err() {
+                    if Box::pin(self.persist(&node, &ctx, note).instrument(span)).await.is_err() {
                         return;
                     }
                     // Once recorded, so that the gate's next read sees the round.
@@ -248,7 +258,7 @@ impl NodeTask {
                             continue;
                         }
                         Command::Rebuild => {
-                            self.rebuild(&mut ctx).await;
+                            Box::pin(self.rebuild(&mut ctx)).await;
                             continue;
                         }
                         Command::Stop(r) => {
@@ -258,7 +268,7 @@ impl NodeTask {
                         }
                         Command::Reactivate(r) => {
                             // The tenant may have fixed the enrolment's policies.
-                            self.rebuild(&mut ctx).await;
+                            Box::pin(self.rebuild(&mut ctx)).await;
                             if node.reactivate(t).is_ok() {
                                 info!(agent_id = %self.id, "reactivated by the tenant: polling restarts, TPM clock monotonicity starts afresh");
                             }
@@ -268,11 +278,11 @@ impl NodeTask {
                         Command::Delete(r) => {
                             let how = node.deleted(t);
                             if how == Deletion::Immediate {
-                                self.remove().await;
+                                Box::pin(self.remove()).await;
                                 let _ = r.send(how);
                                 return;
                             }
-                            let written = self.persist(&node, &ctx, RoundNote::default()).await;
+                            let written = Box::pin(self.persist(&node, &ctx, RoundNote::default())).await;
                             let _ = r.send(how);
                             if written.is_err() {
                                 return;
@@ -280,7 +290,7 @@ impl NodeTask {
                             continue;
                         }
                     }
-                    let written = self.persist(&node, &ctx, RoundNote::default()).await;
+                    let written = Box::pin(self.persist(&node, &ctx, RoundNote::default())).await;
                     let _ = reply.send(());
                     if written.is_err() {
                         return;
@@ -291,7 +301,7 @@ impl NodeTask {
             }
             // A named policy changed: rebuild before the next round.
             if ctx.generation != e.cache.generation() {
-                self.rebuild(&mut ctx).await;
+                Box::pin(self.rebuild(&mut ctx)).await;
             }
             // Someone waits for a round: keep it due now, unless polling stopped.
             if !waiters.is_empty() && !node.attest_now(e.clock.now()) {
@@ -319,6 +329,8 @@ impl NodeTask {
         match context::build(&agent, &e.store, &e.cache, e.agents.identity()).await {
             Ok(mut new) => {
                 new.keyrings.adopt_learned(&mut ctx.keyrings);
+                // What the log replayed to does not depend on the policies.
+                new.boot_memo = std::mem::take(&mut ctx.boot_memo);
                 *ctx = new;
             }
             Err(err) => warn!(agent_id = %self.id, "keeping the old policies: {err}"),
@@ -566,9 +578,7 @@ impl NodeTask {
             .store
             .time(
                 "record_round",
-                e.store
-                    .verifier_agents()
-                    .record_round(&self.id, update, self.fence.as_ref()),
+                e.writer.record(&self.id, update, self.fence.as_ref()),
             )
             .await;
         self.engine.store_written(written.as_ref().map(|_| ()));
@@ -914,7 +924,13 @@ fn evaluate(
         ignore_tomtou_errors: e.config.ignore_tomtou_errors,
         golden: ctx.golden.as_deref(),
     };
-    evaluate_round(node, &answer.as_quote_answer(), &policy, &mut ctx.keyrings)
+    evaluate_round_memo(
+        node,
+        &answer.as_quote_answer(),
+        &policy,
+        &mut ctx.keyrings,
+        &mut ctx.boot_memo,
+    )
 }
 
 /// Logs a failed round as operators need it: every failing event, with its context.
