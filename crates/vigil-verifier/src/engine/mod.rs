@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch, Notify, Semaphore};
 use tracing::{warn, Instrument};
-use vigil_core::attestation::{AttestationConfig, Deletion};
+use vigil_core::attestation::{AttestationConfig, Deletion, UnixTime};
 use vigil_core::policy::measured_boot::MbPolicy;
 use vigil_core::results::ResultsKey;
 use vigil_store::{Fence, Store, StoreError};
@@ -39,6 +39,11 @@ use crate::events::response::Rules;
 use crate::events::Delivery;
 use crate::metrics::Metrics;
 use crate::notify::Notifiers;
+
+/// How long a lease must still run for a node's task to start a round: a round begun
+/// just before the lease expires, and not recorded before another replica claims the
+/// node at expiry, would be followed at once by that replica's first round.
+const LEASE_GUARD: Duration = Duration::from_millis(250);
 
 /// A tenant action for a node's task. Each is answered once the change is recorded,
 /// so the tenant's next read sees it.
@@ -54,6 +59,9 @@ pub(crate) enum Command {
     Rebuild,
     /// Stop attesting without touching the store (shutdown, lease lost).
     Shutdown,
+    /// Hand the node over to another replica: finish the round under way, then give
+    /// up the lease (which another replica claims at a new epoch) and stop.
+    Release,
 }
 
 /// How an on-demand round ([`Command::AttestNow`]) ended.
@@ -121,9 +129,9 @@ pub(crate) struct Engine {
     /// The last failure to record a round, until a round is recorded again: the
     /// verifier is not ready while its database refuses writes.
     store_fault: Mutex<Option<String>>,
-    /// When the lease loop last renewed this replica's leases (with leases on): the
-    /// verifier is not ready once that is older than the lease TTL.
-    leases_renewed: Mutex<Option<std::time::Instant>>,
+    /// Until when the leases the lease loop last renewed run, as the database has it
+    /// (with leases on): the verifier is not ready, and starts no round, past that.
+    leases_valid_until: Mutex<Option<UnixTime>>,
     /// Answers judged at once: judging is CPU work on the blocking pool, and an answer
     /// may hold hundreds of megabytes, so more than a core's worth at a time would
     /// only add memory.
@@ -189,7 +197,7 @@ impl Engine {
             tasks: tokio::sync::Mutex::new(tokio::task::JoinSet::new()),
             judging: Semaphore::new(cores),
             store_fault: Mutex::new(None),
-            leases_renewed: Mutex::new(None),
+            leases_valid_until: Mutex::new(None),
         })
     }
 
@@ -272,26 +280,29 @@ impl Engine {
             .clone()
     }
 
-    /// Notes that the lease loop renewed this replica's leases.
-    pub(crate) fn leases_renewed(&self) {
+    /// Notes that the lease loop renewed this replica's leases until `until` (the
+    /// expiry it wrote).
+    pub(crate) fn leases_renewed(&self, until: UnixTime) {
         *self
-            .leases_renewed
+            .leases_valid_until
             .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(std::time::Instant::now());
+            .unwrap_or_else(|e| e.into_inner()) = Some(until);
     }
 
-    /// With leases on, whether they were renewed within the lease TTL (`None` with
-    /// leases off).
+    /// With leases on, whether they still run for [`LEASE_GUARD`] (`None` with leases
+    /// off). Measured against the expiry written in the database, in whole seconds,
+    /// not the time since the renewal: the written expiry can be up to a second short
+    /// of `lease_ttl`, and past it another replica may claim the node and poll it.
     pub(crate) fn leases_current(&self) -> Option<bool> {
         if !self.leases {
             return None;
         }
-        let ttl = Duration::from_secs(u64::from(self.config.lease_ttl));
-        let renewed = *self
-            .leases_renewed
+        let until = *self
+            .leases_valid_until
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        Some(renewed.is_some_and(|at| at.elapsed() < ttl))
+        let now = self.clock.now();
+        Some(until.is_some_and(|until| until.saturating_since(now) > LEASE_GUARD))
     }
 
     /// Whether replicas share nodes through leases.

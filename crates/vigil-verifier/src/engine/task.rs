@@ -148,6 +148,8 @@ impl NodeTask {
         let mut gauge = e.metrics.node_gauge();
         // The deadline slept towards: a quote request pulled after it is that late.
         let mut due: Option<UnixTime> = None;
+        // Handing over: release the lease once the request under way is recorded.
+        let mut release = false;
         self.written.learned_keyrings = agent.state.learned_ima_keyrings.clone();
         if self
             .persist(&node, &ctx, RoundNote::default())
@@ -232,6 +234,10 @@ impl NodeTask {
                             let _ = w.send(answer.clone());
                         }
                     }
+                    if release {
+                        self.release().await;
+                        return;
+                    }
                 }
                 cmd = rx.recv() => {
                     let Some(cmd) = cmd else { return };
@@ -239,6 +245,14 @@ impl NodeTask {
                     let reply: oneshot::Sender<()>;
                     match cmd {
                         Command::Shutdown => return,
+                        Command::Release if inflight.is_none() => {
+                            self.release().await;
+                            return;
+                        }
+                        Command::Release => {
+                            release = true;
+                            continue;
+                        }
                         Command::AttestNow(r) => {
                             if node.attest_now(t) {
                                 waiters.push(r);
@@ -740,6 +754,18 @@ impl NodeTask {
             outcome,
         )
         .await;
+    }
+
+    /// Gives the node's lease up to hand the node over (its last round recorded):
+    /// another replica claims it at a new epoch.
+    async fn release(&self) {
+        let e = &self.engine;
+        match e.store.leases().release(&e.holder, &self.id).await {
+            Ok(_) => info!(agent_id = %self.id, "handed over: lease released"),
+            Err(err) => {
+                warn!(agent_id = %self.id, "releasing the lease to hand the node over: {err}; this replica adopts it again");
+            }
+        }
     }
 
     async fn remove(&self) {
