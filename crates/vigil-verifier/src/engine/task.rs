@@ -132,8 +132,12 @@ impl NodeTask {
         self.event_node = crate::events::event_node(&agent.enrolment);
         self.verdict = persist::stored_verdict(&agent.state);
         let t = e.clock.now();
-        let persist::Restored { mut node, fresh } =
-            persist::restore(&e.attestation, (&agent).into(), t);
+        let persist::Restored {
+            mut node,
+            fresh,
+            stored,
+        } = persist::restore(&e.attestation, (&agent).into(), t);
+        self.written.snapshot = stored;
         if fresh {
             if node.state() != vigil_core::attestation::OperationalState::TenantFailed {
                 let _ = node.start(t);
