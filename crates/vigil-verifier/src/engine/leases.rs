@@ -280,14 +280,9 @@ mod tests {
                 hand_over: 100
             }
         );
-        // r2 claims up to its share.
-        assert_eq!(
-            plan("r2", 0, &f),
-            Plan {
-                claim: Some(1_000),
-                hand_over: 0
-            }
-        );
+        // r2 claims whatever is free: r1, at or above its share, lacks nothing, and
+        // hands over no more than its excess.
+        assert_eq!(plan("r2", 0, &f), ALL);
         // Within the slack, r1 keeps what it has.
         let f = fleet(2_000, &[("r1", 1_040), ("r2", 960)]);
         assert_eq!(

@@ -172,11 +172,11 @@ impl NodeTask {
                         ima_ml_entry,
                     } => {
                         if e.leases_current() == Some(false) {
-                            // Not renewed within the TTL: the lease may have expired and
+                            // Not renewed in time: the lease expires (or expired) and
                             // another replica may attest the node now. Stop rather than
                             // poll it twice; the lease loop claims it again (new epoch)
                             // if it is still this replica's.
-                            warn!(agent_id = %self.id, "leases not renewed within their TTL: no longer attesting this node");
+                            warn!(agent_id = %self.id, "leases not renewed in time: no longer attesting this node");
                             return;
                         }
                         if let Some(due) = due.take() {

@@ -38,7 +38,7 @@ async fn killed_replica_nodes_are_taken_over_without_double_attestation() {
             replicas.push(support::start(&config).await);
         }
         let started = std::time::Instant::now();
-        let sim = fleet(&pki, &replicas[0]).await;
+        let sim = fleet(&pki, &replicas[0], 0).await;
         eprintln!(
             "fleet: {NODES} nodes made and enrolled in {:?}",
             started.elapsed()
@@ -99,10 +99,11 @@ async fn killed_replica_nodes_are_taken_over_without_double_attestation() {
     .await;
 }
 
-/// Starts the simulator's 120 nodes and enrols them through `via`.
-async fn fleet(pki: &Pki, via: &vigil_verifier::Verifier) -> Sim {
-    // A port of its own per test process, so parallel runs do not collide.
-    let port = 30_000 + (std::process::id() % 20_000) as u16;
+/// Starts the simulator's 120 nodes and enrols them through `via`; `test` (0, 1, …)
+/// tells this file's tests apart.
+async fn fleet(pki: &Pki, via: &vigil_verifier::Verifier, test: u16) -> Sim {
+    // A port of its own per test and test process, so parallel runs do not collide.
+    let port = 30_000 + (std::process::id() % 10_000) as u16 * 2 + test;
     let mut sim_config = SimConfig::new(NODES, port, pki.tls_dir().join("cacert.crt"));
     sim_config.ima_rate = 0.2;
     let sim = Sim::start(&sim_config)
@@ -130,7 +131,7 @@ async fn a_joining_replica_is_handed_its_share_without_gaps_or_double_attestatio
         config.lease_batch = 50;
         config.replica_id = "r1".into();
         let r1 = support::start(&config).await;
-        let sim = fleet(&pki, &r1).await;
+        let sim = fleet(&pki, &r1, 1).await;
         wait_for(120, "r1 attesting every node", || async {
             (sim.attested_since(Duration::ZERO).len() == NODES && r1.attested_nodes() == NODES)
                 .then_some(())
