@@ -988,14 +988,20 @@ async fn heartbeats_give_the_fleet(db: TestDb) {
     let fleet = leases.heartbeat("r2", 111, 30).await.unwrap();
     assert_eq!(fleet.replicas, [("r1".to_owned(), 3), ("r2".to_owned(), 1)]);
     assert_eq!(fleet.next_expiry, Some(130), "r1's leases expire at 130");
-    // r1's heartbeat and leases expire together; r2 alone is live then.
-    let fleet = leases.heartbeat("r2", 135, 30).await.unwrap();
+    // r1 stops: its heartbeat (written at 110) and leases (renewed at 110) expire
+    // together at 140; r2, renewing, is alone from then on.
+    leases.renew("r1", 110, 30).await.unwrap();
+    leases.renew("r2", 120, 30).await.unwrap();
+    let fleet = leases.heartbeat("r2", 139, 30).await.unwrap();
+    assert_eq!(fleet.replicas, [("r1".to_owned(), 3), ("r2".to_owned(), 1)]);
+    assert_eq!(fleet.next_expiry, Some(140));
+    let fleet = leases.heartbeat("r2", 140, 30).await.unwrap();
     assert_eq!(fleet.replicas, [("r2".to_owned(), 1)]);
     assert_eq!(fleet.next_expiry, None);
     // A clean shutdown takes the heartbeat away at once.
-    leases.heartbeat("r1", 136, 30).await.unwrap();
+    leases.heartbeat("r1", 141, 30).await.unwrap();
     leases.release_all("r2").await.unwrap();
-    let fleet = leases.heartbeat("r1", 137, 30).await.unwrap();
+    let fleet = leases.heartbeat("r1", 142, 30).await.unwrap();
     assert_eq!(fleet.replicas, [("r1".to_owned(), 0)]);
 }
 
