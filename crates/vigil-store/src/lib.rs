@@ -217,7 +217,10 @@ impl Store {
     pub async fn close(&self) {
         match &self.inner {
             Inner::Sqlite(s) => s.pool.close().await,
-            Inner::Postgres(s) => s.pool.close().await,
+            Inner::Postgres(s) => {
+                s.pool.close().await;
+                s.lease_pool.close().await;
+            }
         }
     }
 }

@@ -66,7 +66,7 @@ for_every_dialect! {
                 .bind(now)
                 .bind(now.saturating_add(i64::from(ttl)))
                 .bind(i64::from(limit))
-                .fetch_all(&self.pool)
+                .fetch_all(&self.lease_pool)
                 .await
                 .map_err(StoreError::db("acquire leases"))?;
             Self::leases_from_rows(&rows)
@@ -80,7 +80,7 @@ for_every_dialect! {
             .bind(holder)
             .bind(now)
             .bind(now.saturating_add(i64::from(ttl)))
-            .fetch_all(&self.pool)
+            .fetch_all(&self.lease_pool)
             .await
             .map_err(StoreError::db("renew leases"))?;
             Self::leases_from_rows(&rows)
@@ -94,7 +94,7 @@ for_every_dialect! {
             )
             .bind(agent_id)
             .bind(holder)
-            .execute(&self.pool)
+            .execute(&self.lease_pool)
             .await
             .map_err(StoreError::db("release lease"))?;
             Ok(D::rows_affected(&done) > 0)
@@ -105,13 +105,13 @@ for_every_dialect! {
                 "UPDATE agent_leases SET expires_at = 0 WHERE holder = $1 AND expires_at <> 0",
             )
             .bind(holder)
-            .execute(&self.pool)
+            .execute(&self.lease_pool)
             .await
             .map_err(StoreError::db("release leases"))?;
             // The others stop counting this replica in their shares at once.
             sqlx::query("DELETE FROM verifier_replicas WHERE holder = $1")
                 .bind(holder)
-                .execute(&self.pool)
+                .execute(&self.lease_pool)
                 .await
                 .map_err(StoreError::db("forget the replica"))?;
             Ok(D::rows_affected(&done))
@@ -124,12 +124,12 @@ for_every_dialect! {
             )
             .bind(holder)
             .bind(now.saturating_add(i64::from(ttl)))
-            .execute(&self.pool)
+            .execute(&self.lease_pool)
             .await
             .map_err(StoreError::db("write the replica heartbeat"))?;
             sqlx::query("DELETE FROM verifier_replicas WHERE seen_until < $1")
                 .bind(now.saturating_sub(FORGET_AFTER))
-                .execute(&self.pool)
+                .execute(&self.lease_pool)
                 .await
                 .map_err(StoreError::db("forget past replicas"))?;
             let rows = sqlx::query(
@@ -138,7 +138,7 @@ for_every_dialect! {
                  FROM verifier_replicas r WHERE r.seen_until > $1 ORDER BY r.holder",
             )
             .bind(now)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.lease_pool)
             .await
             .map_err(StoreError::db("read the replicas"))?;
             let replicas = rows
@@ -152,7 +152,7 @@ for_every_dialect! {
             )
             .bind(holder)
             .bind(now)
-            .fetch_one(&self.pool)
+            .fetch_one(&self.lease_pool)
             .await
             .map_err(StoreError::db("count the nodes"))?;
             Ok(Fleet {
@@ -167,7 +167,7 @@ for_every_dialect! {
                 "SELECT agent_id, holder, expires_at, epoch FROM agent_leases WHERE agent_id = $1",
             )
             .bind(agent_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.lease_pool)
             .await
             .map_err(StoreError::db("read lease"))?
             .as_ref()
