@@ -112,9 +112,6 @@ impl Engine {
             let mut mine = None;
             match renewed {
                 Ok(held) => {
-                    self.leases_renewed(UnixTime::from_secs(
-                        u64::try_from(now).unwrap_or(0) + u64::from(ttl),
-                    ));
                     let held: HashSet<_> = held.into_iter().map(|l| l.agent_id).collect();
                     let (lost, orphaned) = {
                         let nodes = self.lock_nodes();
@@ -129,6 +126,12 @@ impl Engine {
                         (lost, orphaned.into_iter().cloned().collect::<Vec<_>>())
                     };
                     mine = Some(held.len().saturating_sub(handing.len()) as u64);
+                    // Before the adoptions below (a query each): the node tasks
+                    // waiting for the renewal go on at once.
+                    self.leases_renewed(
+                        UnixTime::from_secs(u64::try_from(now).unwrap_or(0) + u64::from(ttl)),
+                        held,
+                    );
                     for id in lost {
                         warn!(agent_id = %id, holder = %self.holder, "lease lost: no longer attesting this node");
                         self.command(&id, Command::Shutdown);

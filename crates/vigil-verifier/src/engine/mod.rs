@@ -19,7 +19,7 @@ pub(crate) mod persist;
 mod respond;
 mod task;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -132,6 +132,10 @@ pub(crate) struct Engine {
     /// Until when the leases the lease loop last renewed run, as the database has it
     /// (with leases on): the verifier is not ready, and starts no round, past that.
     leases_valid_until: Mutex<Option<UnixTime>>,
+    /// The nodes whose lease the lease loop last renewed, and a wake-up for node tasks
+    /// waiting for that renewal.
+    leases_held: Mutex<HashSet<String>>,
+    renewed: Notify,
     /// Answers judged at once: judging is CPU work on the blocking pool, and an answer
     /// may hold hundreds of megabytes, so more than a core's worth at a time would
     /// only add memory.
@@ -198,6 +202,8 @@ impl Engine {
             judging: Semaphore::new(cores),
             store_fault: Mutex::new(None),
             leases_valid_until: Mutex::new(None),
+            leases_held: Mutex::new(HashSet::new()),
+            renewed: Notify::new(),
         })
     }
 
@@ -280,13 +286,36 @@ impl Engine {
             .clone()
     }
 
-    /// Notes that the lease loop renewed this replica's leases until `until` (the
-    /// expiry it wrote).
-    pub(crate) fn leases_renewed(&self, until: UnixTime) {
+    /// Notes that the lease loop renewed this replica's leases on `held` until `until`
+    /// (the expiry it wrote), and wakes the node tasks waiting for it.
+    pub(crate) fn leases_renewed(&self, until: UnixTime, held: HashSet<String>) {
         *self
             .leases_valid_until
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = Some(until);
+        *self.leases_held.lock().unwrap_or_else(|e| e.into_inner()) = held;
+        self.renewed.notify_waiters();
+    }
+
+    /// For a node task whose replica's leases were not renewed in time: waits (at most
+    /// a lease TTL) for the next renewal, and says whether its node's lease was
+    /// renewed then. A busy replica whose lease loop runs late thus delays its rounds
+    /// instead of stopping its node tasks (which it would start again, adding to the
+    /// load that made it late).
+    pub(crate) async fn lease_renewed_for(&self, id: &str) -> bool {
+        let renewed = self.renewed.notified();
+        if self.leases_current() != Some(true) {
+            let ttl = Duration::from_secs(u64::from(self.config.lease_ttl));
+            if tokio::time::timeout(ttl, renewed).await.is_err() {
+                return false;
+            }
+        }
+        self.leases_current() == Some(true)
+            && self
+                .leases_held
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(id)
     }
 
     /// With leases on, whether they still run for [`LEASE_GUARD`] (`None` with leases

@@ -171,11 +171,12 @@ impl NodeTask {
                         partial,
                         ima_ml_entry,
                     } => {
-                        if e.leases_current() == Some(false) {
-                            // Not renewed in time: the lease expires (or expired) and
-                            // another replica may attest the node now. Stop rather than
-                            // poll it twice; the lease loop claims it again (new epoch)
-                            // if it is still this replica's.
+                        if e.leases_current() == Some(false) && !e.lease_renewed_for(&self.id).await
+                        {
+                            // Not renewed in time: the lease expired and another
+                            // replica may attest the node now. Stop rather than poll it
+                            // twice; the lease loop claims it again (new epoch) if it is
+                            // still this replica's.
                             warn!(agent_id = %self.id, "leases not renewed in time: no longer attesting this node");
                             return;
                         }
