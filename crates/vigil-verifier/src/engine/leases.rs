@@ -177,9 +177,6 @@ impl Engine {
                 Some(0)
             };
             self.claim(ttl, claim).await;
-            if let Err(e) = self.notifiers.renew_and_claim().await {
-                error!("renewing and claiming revocation notice deliveries: {e}");
-            }
             // Wake when another replica's lease expires if that comes before the
             // next tick: that replica stopped renewing, and its nodes are free then.
             let sleep = fleet
@@ -193,6 +190,23 @@ impl Engine {
             tokio::select! {
                 _ = tokio::time::sleep(sleep) => {}
                 _ = self.wake_leases.notified() => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
+    /// Renews and claims revocation notice deliveries every lease period, apart from
+    /// the lease loop: they go through the main connection pool, which a busy
+    /// replica's node tasks keep busy, and must not hold up the renewal of the leases.
+    pub(super) async fn notice_loop(self: Arc<Self>) {
+        let period = Self::lease_period(self.config.lease_ttl);
+        let mut stop = self.stop.clone();
+        loop {
+            if let Err(e) = self.notifiers.renew_and_claim().await {
+                error!("renewing and claiming revocation notice deliveries: {e}");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(period) => {}
                 _ = stop.changed() => return,
             }
         }

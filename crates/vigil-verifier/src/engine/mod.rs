@@ -242,6 +242,11 @@ impl Engine {
                 .lock()
                 .await
                 .spawn(async move { me.lease_loop().await });
+            let me = self.clone();
+            self.tasks
+                .lock()
+                .await
+                .spawn(async move { me.notice_loop().await });
         } else {
             for id in self
                 .store
