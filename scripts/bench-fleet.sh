@@ -7,14 +7,19 @@
 #   scripts/bench-fleet.sh --sweep "100 1000 3000"        one point per count (Vigil)
 #   scripts/bench-fleet.sh --keylime --nodes N ...        the same point against Keylime's verifier
 #   scripts/bench-fleet.sh --failover --nodes N           3 replicas on PostgreSQL, one SIGKILLed
-#   scripts/bench-fleet.sh --all                          sweep, Keylime, failover, plots,
-#                                                         figures into docs/benchmarks.md
+#   scripts/bench-fleet.sh --replicas "1 2 3" --nodes N   throughput of 1, 2, 3 replicas on one
+#                                                         PostgreSQL, the same nodes
+#   scripts/bench-fleet.sh --rebalance --nodes N          one replica with N nodes, a second joins:
+#                                                         time to an even split, gaps, doubles
+#   scripts/bench-fleet.sh --all                          sweep, Keylime, replicas, rebalance,
+#                                                         failover, plots, figures into
+#                                                         docs/benchmarks.md
 #
 # Options: --interval S (quote_interval, default 2), --warmup S (seconds after enrolment
 # before the window opens, default 10), --ima-rate R (new IMA entries per node per second,
 # default 1), --no-keep-alive (the verifier opens a connection per round), --release /
 # --debug (which build; default release), --port P (the simulator's port), --no-build
-# (use the binaries as they are).
+# (use the binaries as they are), --lease-ttl S (replicas' lease_ttl, default 3).
 #
 # The verifier runs with measured boot (`example` policy, the UEFI log's reference state)
 # and IMA (one shared runtime policy), SQLite unless --failover. The simulator reports
@@ -38,6 +43,8 @@ port=29100
 mode=point
 sweep=""
 build=true
+replica_counts="1 2 3"
+lease_ttl=3
 while [ $# -gt 0 ]; do
     case "$1" in
         --nodes) nodes=$2; shift 2 ;;
@@ -53,6 +60,9 @@ while [ $# -gt 0 ]; do
         --sweep) mode=sweep; sweep=$2; shift 2 ;;
         --keylime) mode=keylime; shift ;;
         --failover) mode=failover; shift ;;
+        --replicas) mode=replicas; replica_counts=$2; shift 2 ;;
+        --rebalance) mode=rebalance; shift ;;
+        --lease-ttl) lease_ttl=$2; shift 2 ;;
         --all) mode=all; shift ;;
         *) echo "unknown argument $1" >&2; exit 2 ;;
     esac
@@ -160,46 +170,163 @@ point() {
     cleanup
 }
 
-# Three replicas on one PostgreSQL (lease_ttl 3), $nodes nodes enrolled through the
-# first; after the warm-up the first replica is SIGKILLed. From the nodes' side: the gap
-# each node saw across the kill (max, p99), double attestations over the whole run, and
-# throughput and CPU per attestation (all replicas) before the kill.
-failover() {
-    local pg=${VIGIL_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}
-    local schema=bench_fleet_$$ d=$work/failover
-    psql -q "$pg" -c "CREATE SCHEMA $schema" >/dev/null
-    local db="$pg?options[search_path]=$schema"
-    echo "# $(date -u +%FT%TZ) failover nodes=$nodes interval=$interval profile=$profile; load: $(uptime)" >&2
-    start_vigil failover "$db" "replica_id = \"r1\"
-lease_ttl = 3"
-    local r1=$verifier_pid vpids=() r
-    vpids+=($r1)
-    for r in 2 3; do
-        sed -e "s/^port = .*/port = $((port + 3 + r))/" -e "s/replica_id = \"r1\"/replica_id = \"r$r\"/" \
-            "$d/verifier.toml" > "$d/verifier$r.toml"
-        "$bin/vigil-verifier" --config "$d/verifier$r.toml" > "$d/verifier$r.log" 2>&1 &
-        pids+=($!); vpids+=($!)
-    done
-    sleep 2
-    local total=$((warmup + duration))
+pg=${VIGIL_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}
+
+# A fresh PostgreSQL schema, CA, registrar and replica r1 in $work/$1 (lease_ttl
+# $lease_ttl), then replicas r2..r$2 with the same configuration: $vpids, $schema.
+start_replicas() {
+    local d=$work/$1 count=$2 r
+    schema=bench_fleet_$$_$1
+    PGOPTIONS=--client-min-messages=warning psql -q "$pg" -c "DROP SCHEMA IF EXISTS $schema CASCADE; CREATE SCHEMA $schema" >/dev/null
+    start_vigil "$1" "$pg?options[search_path]=$schema" "replica_id = \"r1\"
+lease_ttl = $lease_ttl"
+    vpids=($verifier_pid)
+    for r in $(seq 2 "$count"); do start_replica "$d" "$r"; done
+    [ "$count" -gt 1 ] && sleep 2
+    return 0
+}
+
+# Replica r$2 of the verifier in $1 (r1's configuration, its own port): appended to
+# $vpids.
+start_replica() {
+    local d=$1 r=$2
+    sed -e "s/^port = .*/port = $((port + 3 + r))/" -e "s/replica_id = \"r1\"/replica_id = \"r$r\"/" \
+        "$d/verifier.toml" > "$d/verifier$r.toml"
+    "$bin/vigil-verifier" --config "$d/verifier$r.toml" > "$d/verifier$r.log" 2>&1 &
+    pids+=($!); vpids+=($!)
+}
+
+drop_schema() {
+    PGOPTIONS=--client-min-messages=warning psql -q "$pg" -c "DROP SCHEMA $schema CASCADE" >/dev/null
+}
+
+# CPU seconds of every replica in $vpids.
+replicas_cpu() {
+    local p sum=0
+    for p in "${vpids[@]}"; do sum=$(echo "$sum + $(cpu_of "$p")" | bc); done
+    echo "$sum"
+}
+
+# The simulator against the replicas of $work/$1, enrolling through r1, for warm-up +
+# duration seconds (extra arguments passed on); returns once it serves. Its pid: $spid.
+start_sim() {
+    local d=$work/$1; shift
     "$bin/vigil-sim" --nodes "$nodes" --port "$port" --verifier-ca "$d/cv_ca/cacert.crt" \
         --verifier "https://127.0.0.1:$((port + 3))" --verifier-tls-dir "$d/cv_ca" \
-        --interval "$interval" --ima-rate "$ima_rate" --duration "$total" \
-        --report "$d/sim.json" --events "$d/events.csv" > "$d/sim.out" 2> "$d/sim.log" &
-    local spid=$!
+        --interval "$interval" --ima-rate "$ima_rate" --duration $((warmup + duration)) \
+        --report "$d/sim.json" --events "$d/events.csv" "$@" > "$d/sim.out" 2> "$d/sim.log" &
+    spid=$!
     pids+=($spid)
     wait_for "$d/sim.log" "serving (ready)" $((120 + nodes / 20))
+}
+
+# $1 replicas on one PostgreSQL (lease_ttl $lease_ttl) sharing $nodes nodes enrolled
+# through the first: throughput, p99 lag (the simulator's, over the window), CPU per
+# attestation summed over the replicas (PostgreSQL's own not counted), doubles.
+replicas_point() {
+    local count=$1 name=replicas$1 d=$work/replicas$1
+    echo "# $(date -u +%FT%TZ) replicas=$count nodes=$nodes interval=$interval lease_ttl=$lease_ttl profile=$profile; load: $(uptime)" >&2
+    start_replicas "$name" "$count"
+    start_sim "$name" --measure-after "$warmup"
     sleep "$warmup"
-    local cpu0=0 cpu1=0 p
-    for p in "${vpids[@]}"; do cpu0=$(echo "$cpu0 + $(cpu_of "$p")" | bc); done
-    local t_cpu0 t_kill
+    local cpu0 cpu1
+    cpu0=$(replicas_cpu)
+    sleep "$duration"
+    cpu1=$(replicas_cpu)
+    wait "$spid"
+    drop_schema
+    python3 - "$d/sim.json" "$nodes" "$count" "$cpu0" "$cpu1" "$duration" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+nodes, count, cpu0, cpu1, dur = int(sys.argv[2]), int(sys.argv[3]), *map(float, sys.argv[4:7])
+cpu_ms = (cpu1 - cpu0) * 1000 / (r["quotes_per_s"] * dur or 1)
+print("replicas %d nodes %d attestations/s %.1f p99-lag-ms %d cpu-per-attestation-ms %.3f doubles %d"
+      % (count, nodes, r["quotes_per_s"], r["lag_ms"]["p99"], cpu_ms, r["doubles"]))
+PY
+    cleanup
+}
+
+# One replica attesting $nodes nodes; after the warm-up a second joins. The leases each
+# holds are sampled from the database every half second; from the nodes' side: the
+# largest gap between two polls of a node after the join and double attestations.
+# Prints the time from the join to an even split (neither replica above its share
+# ceil(N/2) plus the 5 % slack), the final split, the gaps and the doubles.
+rebalance() {
+    local d=$work/rebalance
+    echo "# $(date -u +%FT%TZ) rebalance nodes=$nodes interval=$interval lease_ttl=$lease_ttl profile=$profile; load: $(uptime)" >&2
+    start_replicas rebalance 1
+    start_sim rebalance
+    sleep "$warmup"
+    local t_join
+    t_join=$(date +%s%3N)
+    start_replica "$d" 2
+    local end=$((SECONDS + duration))
+    : > "$d/holders.csv"
+    while [ $SECONDS -lt $end ] && kill -0 "$spid" 2>/dev/null; do
+        psql -At -F, "$pg" -c "SELECT (extract(epoch from clock_timestamp()) * 1000)::bigint, holder, count(*)
+            FROM $schema.agent_leases WHERE expires_at > extract(epoch from now()) GROUP BY holder" \
+            >> "$d/holders.csv"
+        sleep 0.5
+    done
+    wait "$spid"
+    drop_schema
+    python3 - "$d" "$t_join" "$interval" "$nodes" <<'PY'
+import csv, json, sys, math
+d, t_join, interval, nodes = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+r = json.load(open(d + "/sim.json"))
+join = t_join - r["started_unix_ms"]
+share = math.ceil(nodes / 2)
+even_at, last = None, {}
+samples = {}
+for row in csv.reader(open(d + "/holders.csv")):
+    if len(row) == 3:
+        samples.setdefault(int(row[0]), {})[row[1]] = int(row[2])
+for at in sorted(samples):
+    held = samples[at]
+    last = held
+    if even_at is None and len(held) == 2 and max(held.values()) <= share + max(1, share // 20):
+        even_at = at - t_join
+gaps, doubles = [], 0
+for row in csv.DictReader(open(d + "/events.csv")):
+    if row["retry"] == "1" or not row["gap_ms"] or int(row["at_ms"]) < join:
+        continue
+    g = int(row["gap_ms"])
+    gaps.append(g)
+    if g < interval * 500:
+        doubles += 1
+gaps.sort()
+p99 = gaps[min(len(gaps) - 1, int(len(gaps) * 0.99))] if gaps else 0
+split = "/".join(str(last.get(h, 0)) for h in ("r1", "r2"))
+print("rebalance nodes %d replicas 1+1 time-to-even-s %s split %s gap-max-ms %d gap-p99-ms %d doubles %d retries %d"
+      % (nodes, "%.1f" % (even_at / 1000) if even_at is not None else "never", split,
+         gaps[-1] if gaps else 0, p99, doubles, r.get("retries", 0)))
+PY
+    cleanup
+}
+
+# Three replicas on one PostgreSQL (lease_ttl $lease_ttl), $nodes nodes enrolled
+# through the first; after the warm-up the replica holding the most leases is
+# SIGKILLed. From the nodes' side: how long after the kill every node had been polled
+# again, the gap each node saw across the kill (max, p99), double attestations over the
+# whole run, and throughput and CPU per attestation (all replicas) before the kill.
+failover() {
+    local d=$work/failover
+    echo "# $(date -u +%FT%TZ) failover nodes=$nodes interval=$interval lease_ttl=$lease_ttl profile=$profile; load: $(uptime)" >&2
+    start_replicas failover 3
+    start_sim failover
+    sleep "$warmup"
+    local cpu0 cpu1 t_cpu0 t_kill victim
+    cpu0=$(replicas_cpu)
     t_cpu0=$(date +%s%3N)
     sleep $((duration / 3))
-    for p in "${vpids[@]}"; do cpu1=$(echo "$cpu1 + $(cpu_of "$p")" | bc); done
+    cpu1=$(replicas_cpu)
+    victim=$(psql -At "$pg" -c "SELECT holder FROM $schema.agent_leases
+        WHERE expires_at > extract(epoch from now()) GROUP BY holder ORDER BY count(*) DESC LIMIT 1")
+    victim=${vpids[$(( ${victim#r} - 1 ))]}
     t_kill=$(date +%s%3N)
-    kill -9 "$r1"
+    kill -9 "$victim"
     wait "$spid"
-    PGOPTIONS=--client-min-messages=warning psql -q "$pg" -c "DROP SCHEMA $schema CASCADE" >/dev/null
+    drop_schema
     python3 - "$d" "$t_cpu0" "$t_kill" "$cpu0" "$cpu1" "$interval" "$nodes" <<'PY'
 import csv, json, sys
 d, t_cpu0, t_kill, cpu0, cpu1, interval, nodes = sys.argv[1:8]
@@ -212,6 +339,8 @@ gaps, doubles, before = [], 0, 0
 series = []
 for row in csv.DictReader(open(d + "/events.csv")):
     at, node = int(row["at_ms"]), int(row["node"])
+    if row["retry"] == "1":
+        continue
     prev = last.get(node)
     if prev is not None:
         if at - prev < interval_ms / 2:
@@ -232,8 +361,9 @@ with open(d + "/failover-gaps.csv", "w") as f:
     for a, g in sorted(series):
         f.write("%d,%d\n" % (a, g))
 print("failover nodes %s replicas 3 attestations/s-before %.1f cpu-per-attestation-ms %.3f "
-      "gap-max-ms %d gap-p99-ms %d nodes-reattested %d doubles %d"
-      % (nodes, rate, cpu, gaps[-1] if gaps else 0, p99, len(gaps), doubles))
+      "reattested-max-ms %d gap-max-ms %d gap-p99-ms %d nodes-reattested %d doubles %d retries %d"
+      % (nodes, rate, cpu, max((a for a, _ in series), default=0), gaps[-1] if gaps else 0,
+         p99, len(gaps), doubles, r.get("retries", 0)))
 PY
     cleanup
 }
@@ -297,7 +427,10 @@ all() {
     local keylime_counts=${KEYLIME_SWEEP:-"50 100 200 400"}
     for n in $vigil_counts; do nodes=$n; point | tee -a "$out"; done
     for n in $keylime_counts; do nodes=$n; keylime | tee -a "$out"; done
-    nodes=${FAILOVER_NODES:-2000}; failover | tee -a "$out"
+    nodes=${FLEET_NODES:-2000}
+    for n in $replica_counts; do replicas_point "$n" | tee -a "$out"; done
+    rebalance | tee -a "$out"
+    failover | tee -a "$out"
     if [ ! -x .work/plot-venv/bin/python ]; then
         python3 -m venv .work/plot-venv && .work/plot-venv/bin/pip install -q matplotlib
     fi
@@ -362,5 +495,8 @@ case "$mode" in
     sweep)
         for n in $sweep; do nodes=$n; point; done ;;
     failover) failover ;;
+    replicas)
+        for n in $replica_counts; do replicas_point "$n"; done ;;
+    rebalance) rebalance ;;
     keylime) keylime ;;
 esac

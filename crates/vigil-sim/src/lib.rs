@@ -200,7 +200,8 @@ impl Sim {
     /// serving started), nodes in `faulty` left out, for a verifier polling every
     /// `interval`: `window_s`, `quotes`, `quotes_per_s`, `nodes_attested`, `lag_ms` and
     /// `gap_ms` (`p50`, `p99`, `max`), `doubles` (requests to a node less than half an
-    /// interval after the previous one: two pollers).
+    /// interval after the previous one: two pollers) and `retries` (a request with
+    /// the previous one's nonce: the same round sent again, counted apart).
     pub fn report(
         &self,
         interval: Duration,
@@ -222,7 +223,7 @@ impl Sim {
         self.fleet.stats.attested_since(since.as_millis() as u64)
     }
 
-    /// Writes every quote request (`at_ms,node,gap_ms`) to `path`.
+    /// Writes every quote request (`at_ms,node,gap_ms,retry`) to `path`.
     pub fn write_events(&self, path: &std::path::Path) -> Result<()> {
         self.fleet
             .stats

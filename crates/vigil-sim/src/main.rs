@@ -85,7 +85,7 @@ struct Args {
     /// Write the report (JSON) here too.
     #[arg(long)]
     report: Option<PathBuf>,
-    /// Write every quote request (`at_ms,node,gap_ms`) here.
+    /// Write every quote request (`at_ms,node,gap_ms,retry`) here.
     #[arg(long)]
     events: Option<PathBuf>,
     /// The first group of the node ids (hex; random by default, so a second run does

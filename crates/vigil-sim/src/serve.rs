@@ -110,12 +110,12 @@ async fn handle(
         );
     }
     if path.ends_with("/quotes/integrity") {
-        fleet.stats.request(index, fleet.started);
+        let nonce = query(&req, "nonce").unwrap_or_default();
+        fleet.stats.request(index, fleet.started, nonce);
         let delay = node.faults().delay;
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
-        let nonce = query(&req, "nonce").unwrap_or_default();
         let mask = query(&req, "mask")
             .and_then(|m| u32::from_str_radix(m.trim_start_matches("0x"), 16).ok())
             .unwrap_or(0);

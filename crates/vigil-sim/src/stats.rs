@@ -2,6 +2,10 @@
 //! (time between two requests to a node minus the interval), failover gaps and double
 //! attestations (two requests to a node much closer than the interval: two pollers)
 //! come from the nodes' side, the same for any verifier.
+//!
+//! A request carrying the same nonce as the node's previous one is the same round sent
+//! again (the verifier's client retries once on a fresh connection when a kept one was
+//! closed under the request): it is counted as a retry, not as a poll.
 
 use std::collections::HashSet;
 use std::io::Write as _;
@@ -10,17 +14,20 @@ use std::time::Instant;
 
 use serde_json::{json, Value};
 
-/// One quote request: when (ms since the simulator started), which node, and the gap
-/// since that node's previous request (ms; `None` for its first).
+/// One quote request: when (ms since the simulator started), which node, the gap
+/// since that node's previous request (ms; `None` for its first), and whether it
+/// repeated that request's nonce.
 #[derive(Clone, Copy)]
 struct Request {
     at: u64,
     node: u32,
     gap: Option<u64>,
+    retry: bool,
 }
 
 struct Inner {
-    last: Vec<Option<u64>>,
+    /// Per node: its last request's time and nonce.
+    last: Vec<Option<(u64, String)>>,
     requests: Vec<Request>,
 }
 
@@ -52,16 +59,20 @@ impl Stats {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Notes a quote request to node `index` now.
-    pub(crate) fn request(&self, index: usize, started: Instant) {
+    /// Notes a quote request to node `index` now, with `nonce`.
+    pub(crate) fn request(&self, index: usize, started: Instant, nonce: &str) {
         let at = started.elapsed().as_millis() as u64;
         let mut s = self.lock();
-        let gap = s.last[index].map(|prev| at.saturating_sub(prev));
-        s.last[index] = Some(at);
+        let (gap, retry) = match &s.last[index] {
+            Some((prev, last_nonce)) => (Some(at.saturating_sub(*prev)), last_nonce == nonce),
+            None => (None, false),
+        };
+        s.last[index] = Some((at, nonce.to_owned()));
         s.requests.push(Request {
             at,
             node: index as u32,
             gap,
+            retry,
         });
     }
 
@@ -79,9 +90,14 @@ impl Stats {
         let mut gaps = Vec::new();
         let mut count = 0u64;
         let mut doubles = 0u64;
+        let mut retries = 0u64;
         let mut seen = HashSet::new();
         for r in &s.requests {
             if r.at < from_ms || r.at >= to_ms || faulty.contains(&(r.node as usize)) {
+                continue;
+            }
+            if r.retry {
+                retries += 1;
                 continue;
             }
             count += 1;
@@ -105,6 +121,7 @@ impl Stats {
             "lag_ms": {"p50": quantile(&lags, 0.5), "p99": quantile(&lags, 0.99), "max": quantile(&lags, 1.0)},
             "gap_ms": {"p50": quantile(&gaps, 0.5), "p99": quantile(&gaps, 0.99), "max": quantile(&gaps, 1.0)},
             "doubles": doubles,
+            "retries": retries,
         })
     }
 
@@ -118,16 +135,15 @@ impl Stats {
             .collect()
     }
 
-    /// Writes `at_ms,node,gap_ms` for every request (gap empty for a node's first).
+    /// Writes `at_ms,node,gap_ms,retry` for every request (gap empty for a node's
+    /// first; retry 1 when it repeated the previous request's nonce).
     pub(crate) fn write_csv(&self, path: &std::path::Path) -> std::io::Result<()> {
         let s = self.lock();
         let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
-        writeln!(out, "at_ms,node,gap_ms")?;
+        writeln!(out, "at_ms,node,gap_ms,retry")?;
         for r in &s.requests {
-            match r.gap {
-                Some(g) => writeln!(out, "{},{},{g}", r.at, r.node)?,
-                None => writeln!(out, "{},{},", r.at, r.node)?,
-            }
+            let gap = r.gap.map(|g| g.to_string()).unwrap_or_default();
+            writeln!(out, "{},{},{gap},{}", r.at, r.node, u8::from(r.retry))?;
         }
         out.flush()
     }

@@ -51,6 +51,20 @@ pub struct Fence {
     pub epoch: u64,
 }
 
+/// The replicas sharing the nodes, as one replica sees them at its lease tick: what
+/// its fair share of the nodes is computed from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fleet {
+    /// Every live replica (unexpired heartbeat) with the unexpired leases it holds,
+    /// sorted by holder.
+    pub replicas: Vec<(String, u64)>,
+    /// The nodes enrolled: every one is to be leased by some replica.
+    pub nodes: u64,
+    /// The earliest expiry after `now` of a lease another replica holds: when the
+    /// nodes of a replica that died become free.
+    pub next_expiry: Option<i64>,
+}
+
 /// Persistence of leases on verifier agents.
 #[async_trait]
 pub trait Leases: Send + Sync {
@@ -72,8 +86,13 @@ pub trait Leases: Send + Sync {
     /// Gives up `holder`'s lease on `agent_id`, if it holds it. Returns whether it did.
     async fn release(&self, holder: &str, agent_id: &str) -> Result<bool, StoreError>;
 
-    /// Gives up every lease of `holder` (clean shutdown). Returns how many.
+    /// Gives up every lease of `holder` and its heartbeat (clean shutdown). Returns
+    /// how many leases.
     async fn release_all(&self, holder: &str) -> Result<u64, StoreError>;
+
+    /// Notes `holder` alive until `now + ttl`, forgets replicas long gone, and returns
+    /// the fleet as of `now`.
+    async fn heartbeat(&self, holder: &str, now: i64, ttl: u32) -> Result<Fleet, StoreError>;
 
     /// The current lease row of `agent_id`, expired or not.
     async fn get(&self, agent_id: &str) -> Result<Option<Lease>, StoreError>;

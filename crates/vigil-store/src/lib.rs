@@ -51,7 +51,7 @@ use std::sync::Arc;
 pub use classes::{HardwareClass, HardwareClasses};
 pub use error::{Entity, StoreError};
 pub use identities::{Identities, NonceUse};
-pub use leases::{Fence, Lease, Leases};
+pub use leases::{Fence, Fleet, Lease, Leases};
 pub use notices::{NewNotice, NoticeLease, Notices, PendingNotice};
 pub use outbox::{NewEvent, Outbox, OutboxRow};
 pub use policies::{checksum, MbPolicy, NewMbPolicy, NewRuntimePolicy, Policies, RuntimePolicy};
@@ -217,7 +217,10 @@ impl Store {
     pub async fn close(&self) {
         match &self.inner {
             Inner::Sqlite(s) => s.pool.close().await,
-            Inner::Postgres(s) => s.pool.close().await,
+            Inner::Postgres(s) => {
+                s.pool.close().await;
+                s.lease_pool.close().await;
+            }
         }
     }
 }

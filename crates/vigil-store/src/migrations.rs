@@ -57,6 +57,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "workload identity",
         include_str!("../migrations/0008_workload_identity.sql"),
     ),
+    (
+        9,
+        "replica heartbeats",
+        include_str!("../migrations/0009_replica_heartbeats.sql"),
+    ),
 ];
 
 /// A migration's SQL as dialect `D` spells it.
@@ -175,6 +180,11 @@ mod tests {
                 8,
                 "0e180256f64020f6e3cd8e75f184886cb3c5a601b0de23967460daa74083ef5b",
                 "0e180256f64020f6e3cd8e75f184886cb3c5a601b0de23967460daa74083ef5b",
+            ),
+            (
+                9,
+                "e73ba24c2ccd8165aa1e094a6834b09993c0a49fa84f0da36c0ae8d6275012eb",
+                "e73ba24c2ccd8165aa1e094a6834b09993c0a49fa84f0da36c0ae8d6275012eb",
             ),
         ];
         let sha256 = |sql: String| hex::encode(Sha256::digest(sql));

@@ -81,6 +81,12 @@ pub trait Policies: Send + Sync {
     async fn list_mb(&self) -> Result<Vec<String>, StoreError>;
     /// Deletes a measured-boot policy; [`StoreError::PolicyInUse`] while agents use it.
     async fn delete_mb(&self, name: &str) -> Result<(), StoreError>;
+
+    /// The checksum of the runtime policy of that name, without its text: a reader
+    /// holding the policy parsed by checksum need not fetch it again.
+    async fn runtime_checksum(&self, name: &str) -> Result<Option<String>, StoreError>;
+    /// The checksum of the measured-boot policy of that name, without its text.
+    async fn mb_checksum(&self, name: &str) -> Result<Option<String>, StoreError>;
 }
 
 /// The checksum stored with a policy: SHA-256 of its text, lowercase hex.

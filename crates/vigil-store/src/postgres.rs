@@ -15,6 +15,9 @@ use crate::{migrations, StoreError};
 /// Pool size: the verifier's round tasks share it; PostgreSQL's default limit is 100
 /// connections for every replica together.
 const MAX_CONNECTIONS: u32 = 10;
+/// Connections of the leases' own pool: the lease loop's, and node tasks releasing a
+/// lease to hand their node over.
+const LEASE_CONNECTIONS: u32 = 2;
 
 impl Dialect for Postgres {
     const BEGIN_WRITE: &'static str = "BEGIN";
@@ -40,5 +43,10 @@ pub(crate) async fn open(url: &str) -> Result<SqlStore<Postgres>, StoreError> {
         .await
         .map_err(StoreError::db("connect to PostgreSQL"))?;
     migrations::run(&pool).await?;
-    Ok(SqlStore { pool })
+    let lease_pool = PgPoolOptions::new()
+        .max_connections(LEASE_CONNECTIONS)
+        .connect(url)
+        .await
+        .map_err(StoreError::db("connect to PostgreSQL"))?;
+    Ok(SqlStore { pool, lease_pool })
 }

@@ -79,5 +79,8 @@ pub(crate) async fn open(url: &str) -> Result<SqlStore<Sqlite>, StoreError> {
         .await
         .map_err(StoreError::db("open the SQLite database"))?;
     migrations::run(&pool).await?;
-    Ok(SqlStore { pool })
+    Ok(SqlStore {
+        lease_pool: pool.clone(),
+        pool,
+    })
 }

@@ -97,6 +97,18 @@ impl PolicyCache {
         Ok(parsed)
     }
 
+    /// The parsed runtime policy of this checksum, if a node holds it already.
+    pub(crate) fn cached_runtime(&self, checksum: &str) -> Option<Arc<RuntimePolicy>> {
+        let map = self.runtime.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(checksum).cloned()
+    }
+
+    /// The parsed measured-boot reference state of this checksum, if held already.
+    pub(crate) fn cached_mb(&self, checksum: &str) -> Option<Arc<Value>> {
+        let map = self.mb.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(checksum).cloned()
+    }
+
     /// The parsed measured-boot reference state of this text.
     pub(crate) fn mb(&self, checksum: &str, text: &str) -> Result<Arc<Value>, serde_json::Error> {
         let mut map = self.mb.lock().unwrap_or_else(|e| e.into_inner());
@@ -263,12 +275,25 @@ pub(crate) async fn build(
             }
         }
     }
-    let runtime_policy = match &runtime_name {
-        Some(name) => {
+    // The checksum first: a policy another node holds parsed is not fetched (a
+    // shared runtime policy is ~100 KB; a replica taking over a thousand nodes would
+    // read it a thousand times).
+    let cached_runtime = match &runtime_name {
+        Some(name) => store
+            .policies()
+            .runtime_checksum(name)
+            .await?
+            .and_then(|c| cache.cached_runtime(&c)),
+        None => None,
+    };
+    let runtime_policy = match (&runtime_name, cached_runtime) {
+        (_, Some(policy)) => Some(policy),
+        (Some(name), None) => {
             let stored = store.policies().get_runtime(name).await?;
-            match stored.and_then(|p| p.ima_policy) {
-                Some(text) if !text.is_empty() => {
-                    Some(cache.runtime(&checksum(&text), &text).map_err(|source| {
+            match stored {
+                Some(p) if p.ima_policy.as_deref().is_some_and(|t| !t.is_empty()) => {
+                    let text = p.ima_policy.unwrap_or_default();
+                    Some(cache.runtime(&p.checksum, &text).map_err(|source| {
                         ContextError::RuntimePolicy {
                             name: name.clone(),
                             source,
@@ -278,25 +303,36 @@ pub(crate) async fn build(
                 _ => None,
             }
         }
+        (None, None) => None,
+    };
+    let cached_mb = match &mb_name {
+        Some(name) => store
+            .policies()
+            .mb_checksum(name)
+            .await?
+            .and_then(|c| cache.cached_mb(&c)),
         None => None,
     };
-    let mb_refstate = match &mb_name {
-        Some(name) => {
-            let stored = store.policies().get_mb(name).await?;
-            match stored.and_then(|p| p.mb_policy) {
-                Some(text) if !text.is_empty() => {
-                    Some(cache.mb(&checksum(&text), &text).map_err(|source| {
-                        ContextError::MbPolicy {
-                            name: name.clone(),
-                            source,
-                        }
-                    })?)
+    let mb_refstate =
+        match (&mb_name, cached_mb) {
+            (_, Some(refstate)) => Some(refstate),
+            (Some(name), None) => {
+                let stored = store.policies().get_mb(name).await?;
+                match stored {
+                    Some(p) if p.mb_policy.as_deref().is_some_and(|t| !t.is_empty()) => {
+                        let text = p.mb_policy.unwrap_or_default();
+                        Some(cache.mb(&p.checksum, &text).map_err(|source| {
+                            ContextError::MbPolicy {
+                                name: name.clone(),
+                                source,
+                            }
+                        })?)
+                    }
+                    _ => None,
                 }
-                _ => None,
             }
-        }
-        None => None,
-    };
+            (None, None) => None,
+        };
     let ak = AkPublicKey::from_spki_or_tpm2b(&e.ak_tpm)?;
     let tls = match e.mtls_cert.as_deref() {
         Some(pem) if pem != "disabled" && !pem.is_empty() => {

@@ -934,9 +934,10 @@ impl NodeAttestation {
 
     /// Rebuilds a node after a verifier restart and schedules what resumes at `now`:
     /// - START: the first quote again;
-    /// - GET_QUOTE and its retry state: GET_QUOTE, a quote at once asking for the
-    ///   public key (a changed key means the node restarted and needs V again), from
-    ///   the stored IMA offset;
+    /// - GET_QUOTE and its retry state: GET_QUOTE, a quote asking for the public key
+    ///   (a changed key means the node restarted and needs V again), from the stored
+    ///   IMA offset, at once or a quote interval after the last answer if that is
+    ///   later;
     /// - PROVIDE_V and its retry state: V again (START if no key is known);
     /// - FAILED for unreachability with `auto_recover`: a probe at once;
     /// - TERMINATED: [`Action::Remove`];
@@ -970,7 +971,13 @@ impl NodeAttestation {
             S::GetQuote | S::GetQuoteRetry => {
                 node.state = S::GetQuote;
                 node.comm_streak = None;
-                node.schedule_quote(now, Duration::ZERO, false);
+                // Not sooner than a quote interval after the last answer: a node
+                // handed over by another replica right after its round keeps its
+                // pace. The answer's time is stored in whole seconds; the middle of
+                // that second is the best guess.
+                let due = UnixTime::from_millis(node.last_received_quote.saturating_mul(1000))
+                    .saturating_add(Duration::from_millis(500) + node.config.quote_interval);
+                node.schedule_quote(now, due.saturating_since(now), false);
             }
             S::ProvideV | S::ProvideVRetry if node.public_key.is_some() => {
                 node.state = S::ProvideV;

@@ -1081,6 +1081,23 @@ fn snapshot_round_trips_through_json_and_resumes_polling() {
 }
 
 #[test]
+fn restore_keeps_the_quote_interval_since_the_last_answer() {
+    // Answered at 103.x (stored as 103), handed over at once to a replica that
+    // restores it at 104: its first quote waits for 103.5 + the interval.
+    let mut n = attested(cfg());
+    let (id, _, _) = quote(&mut n, t(103));
+    n.quote_received(t(103), id, RoundOutcome::passed())
+        .unwrap();
+    drain(&mut n, t(103));
+    let interval = cfg().quote_interval;
+    let due = t(103).saturating_add(Duration::from_millis(500) + interval);
+    let mut r = NodeAttestation::restore(cfg(), n.snapshot(), t(104));
+    assert_eq!(r.next_deadline(), Some(due));
+    assert_eq!(r.poll_action(t(104)), None);
+    quote(&mut r, due);
+}
+
+#[test]
 fn restore_resumes_probing_an_unreachable_node_with_auto_recover() {
     let config = cfg_with(|c| {
         c.auto_recover = true;

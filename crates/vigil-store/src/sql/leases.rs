@@ -4,7 +4,11 @@ use async_trait::async_trait;
 
 use super::{for_every_dialect, get};
 use crate::error::unsigned;
-use crate::{Lease, Leases, StoreError};
+use crate::{Fleet, Lease, Leases, StoreError};
+
+/// How long (seconds) an expired heartbeat row is kept before a replica deletes it:
+/// replica names carry a pid, so rows of past processes would otherwise pile up.
+const FORGET_AFTER: i64 = 3_600;
 
 for_every_dialect! {
     impl SqlStore {
@@ -62,7 +66,7 @@ for_every_dialect! {
                 .bind(now)
                 .bind(now.saturating_add(i64::from(ttl)))
                 .bind(i64::from(limit))
-                .fetch_all(&self.pool)
+                .fetch_all(&self.lease_pool)
                 .await
                 .map_err(StoreError::db("acquire leases"))?;
             Self::leases_from_rows(&rows)
@@ -83,7 +87,7 @@ for_every_dialect! {
                 .bind(holder)
                 .bind(now)
                 .bind(now.saturating_add(i64::from(ttl)))
-                .fetch_all(&self.pool)
+                .fetch_all(&self.lease_pool)
                 .await
                 .map_err(StoreError::db("renew leases"))?;
             Self::leases_from_rows(&rows)
@@ -97,7 +101,7 @@ for_every_dialect! {
             )
             .bind(agent_id)
             .bind(holder)
-            .execute(&self.pool)
+            .execute(&self.lease_pool)
             .await
             .map_err(StoreError::db("release lease"))?;
             Ok(D::rows_affected(&done) > 0)
@@ -108,10 +112,61 @@ for_every_dialect! {
                 "UPDATE agent_leases SET expires_at = 0 WHERE holder = $1 AND expires_at <> 0",
             )
             .bind(holder)
-            .execute(&self.pool)
+            .execute(&self.lease_pool)
             .await
             .map_err(StoreError::db("release leases"))?;
+            // The others stop counting this replica in their shares at once.
+            sqlx::query("DELETE FROM verifier_replicas WHERE holder = $1")
+                .bind(holder)
+                .execute(&self.lease_pool)
+                .await
+                .map_err(StoreError::db("forget the replica"))?;
             Ok(D::rows_affected(&done))
+        }
+
+        async fn heartbeat(&self, holder: &str, now: i64, ttl: u32) -> Result<Fleet, StoreError> {
+            sqlx::query(
+                "INSERT INTO verifier_replicas (holder, seen_until) VALUES ($1, $2) \
+                 ON CONFLICT (holder) DO UPDATE SET seen_until = EXCLUDED.seen_until",
+            )
+            .bind(holder)
+            .bind(now.saturating_add(i64::from(ttl)))
+            .execute(&self.lease_pool)
+            .await
+            .map_err(StoreError::db("write the replica heartbeat"))?;
+            sqlx::query("DELETE FROM verifier_replicas WHERE seen_until < $1")
+                .bind(now.saturating_sub(FORGET_AFTER))
+                .execute(&self.lease_pool)
+                .await
+                .map_err(StoreError::db("forget past replicas"))?;
+            let rows = sqlx::query(
+                "SELECT r.holder, (SELECT COUNT(*) FROM agent_leases l \
+                     WHERE l.holder = r.holder AND l.expires_at > $1) AS held \
+                 FROM verifier_replicas r WHERE r.seen_until > $1 ORDER BY r.holder",
+            )
+            .bind(now)
+            .fetch_all(&self.lease_pool)
+            .await
+            .map_err(StoreError::db("read the replicas"))?;
+            let replicas = rows
+                .iter()
+                .map(|row| Ok((get(row, "holder")?, unsigned("held", get(row, "held")?)?)))
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            let row = sqlx::query(
+                "SELECT (SELECT COUNT(*) FROM verifier_agents) AS nodes, \
+                     (SELECT MIN(expires_at) FROM agent_leases \
+                      WHERE holder <> $1 AND expires_at > $2) AS next_expiry",
+            )
+            .bind(holder)
+            .bind(now)
+            .fetch_one(&self.lease_pool)
+            .await
+            .map_err(StoreError::db("count the nodes"))?;
+            Ok(Fleet {
+                replicas,
+                nodes: unsigned("nodes", get(&row, "nodes")?)?,
+                next_expiry: get(&row, "next_expiry")?,
+            })
         }
 
         async fn get(&self, agent_id: &str) -> Result<Option<Lease>, StoreError> {
@@ -119,7 +174,7 @@ for_every_dialect! {
                 "SELECT agent_id, holder, expires_at, epoch FROM agent_leases WHERE agent_id = $1",
             )
             .bind(agent_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.lease_pool)
             .await
             .map_err(StoreError::db("read lease"))?
             .as_ref()

@@ -114,9 +114,14 @@ macro_rules! for_every_dialect {
 }
 use for_every_dialect;
 
-/// Every repository over one connection pool of backend `D`.
+/// Every repository over one connection pool of backend `D`, leases over their own.
 pub(crate) struct SqlStore<D: Database> {
     pub(crate) pool: Pool<D>,
+    /// Where [`Leases`](crate::Leases) run: on PostgreSQL a small pool of its own, so a
+    /// replica's lease renewals do not queue behind thousands of node tasks' rounds
+    /// (renewed late, the leases would expire under a busy replica and its nodes
+    /// churn); on SQLite the same pool (one writer at a time anyway).
+    pub(crate) lease_pool: Pool<D>,
 }
 
 impl<D: Dialect> SqlStore<D> {

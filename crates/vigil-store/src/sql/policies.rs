@@ -30,6 +30,18 @@ const MB: PolicyTable = PolicyTable {
 
 for_every_dialect! {
     impl SqlStore {
+        async fn policy_checksum(
+            &self,
+            t: &PolicyTable,
+            name: &str,
+        ) -> Result<Option<String>, StoreError> {
+            sqlx::query_scalar(&format!("SELECT checksum FROM {} WHERE name = $1", t.table))
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(StoreError::db("read a policy checksum"))
+        }
+
         fn runtime_from_row(row: &D::Row) -> Result<RuntimePolicy, StoreError> {
             Ok(RuntimePolicy {
                 name: get(row, "name")?,
@@ -306,6 +318,14 @@ for_every_dialect! {
 
         async fn delete_mb(&self, name: &str) -> Result<(), StoreError> {
             self.delete_policy(&MB, name).await
+        }
+
+        async fn runtime_checksum(&self, name: &str) -> Result<Option<String>, StoreError> {
+            self.policy_checksum(&RUNTIME, name).await
+        }
+
+        async fn mb_checksum(&self, name: &str) -> Result<Option<String>, StoreError> {
+            self.policy_checksum(&MB, name).await
         }
     }
 }

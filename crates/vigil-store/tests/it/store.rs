@@ -86,6 +86,7 @@ on_both_backends!(
     leases_acquire_renew_release_and_fence,
     record_rounds_in_one_transaction_each_with_its_answer,
     leases_concurrent_acquirers_split_agents,
+    heartbeats_give_the_fleet,
     reopen_keeps_everything,
     ping_answers_until_closed,
     notices_record_fail_deliver_and_survive_reopen,
@@ -1037,6 +1038,42 @@ async fn leases_concurrent_acquirers_split_agents(db: TestDb) {
     let distinct: BTreeSet<_> = all.iter().cloned().collect();
     assert_eq!(all.len(), AGENTS, "no agent leased twice");
     assert_eq!(distinct.len(), AGENTS, "every agent leased");
+}
+
+async fn heartbeats_give_the_fleet(db: TestDb) {
+    let va = db.store.verifier_agents();
+    let leases = db.store.leases();
+    for i in 0..5 {
+        va.enrol(enrolment(&format!("a{i}"), "v")).await.unwrap();
+    }
+    // Alone: no other replica, no lease of another's to wait for.
+    let fleet = leases.heartbeat("r1", 100, 30).await.unwrap();
+    assert_eq!(fleet.replicas, [("r1".to_owned(), 0)]);
+    assert_eq!((fleet.nodes, fleet.next_expiry), (5, None));
+    leases.acquire("r1", 100, 30, 3).await.unwrap();
+    leases.acquire("r2", 110, 30, 1).await.unwrap();
+    // r2 holds a lease but its heartbeat is not there yet: it is not counted live.
+    let fleet = leases.heartbeat("r1", 110, 30).await.unwrap();
+    assert_eq!(fleet.replicas, [("r1".to_owned(), 3)]);
+    assert_eq!(fleet.next_expiry, Some(140), "r2's lease expires at 140");
+    let fleet = leases.heartbeat("r2", 111, 30).await.unwrap();
+    assert_eq!(fleet.replicas, [("r1".to_owned(), 3), ("r2".to_owned(), 1)]);
+    assert_eq!(fleet.next_expiry, Some(130), "r1's leases expire at 130");
+    // r1 stops: its heartbeat (written at 110) and leases (renewed at 110) expire
+    // together at 140; r2, renewing, is alone from then on.
+    leases.renew("r1", 110, 30).await.unwrap();
+    leases.renew("r2", 120, 30).await.unwrap();
+    let fleet = leases.heartbeat("r2", 139, 30).await.unwrap();
+    assert_eq!(fleet.replicas, [("r1".to_owned(), 3), ("r2".to_owned(), 1)]);
+    assert_eq!(fleet.next_expiry, Some(140));
+    let fleet = leases.heartbeat("r2", 140, 30).await.unwrap();
+    assert_eq!(fleet.replicas, [("r2".to_owned(), 1)]);
+    assert_eq!(fleet.next_expiry, None);
+    // A clean shutdown takes the heartbeat away at once.
+    leases.heartbeat("r1", 141, 30).await.unwrap();
+    leases.release_all("r2").await.unwrap();
+    let fleet = leases.heartbeat("r1", 142, 30).await.unwrap();
+    assert_eq!(fleet.replicas, [("r1".to_owned(), 0)]);
 }
 
 // ---------------------------------------------------------------------------------

@@ -21,14 +21,14 @@ mod respond;
 mod task;
 mod writer;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch, Notify, Semaphore};
 use tracing::{warn, Instrument};
-use vigil_core::attestation::{AttestationConfig, Deletion};
+use vigil_core::attestation::{AttestationConfig, Deletion, UnixTime};
 use vigil_core::policy::measured_boot::MbPolicy;
 use vigil_core::results::ResultsKey;
 use vigil_store::{Fence, Store, StoreError};
@@ -41,6 +41,11 @@ use crate::events::response::Rules;
 use crate::events::Delivery;
 use crate::metrics::Metrics;
 use crate::notify::Notifiers;
+
+/// How long a lease must still run for a node's task to start a round: a round begun
+/// just before the lease expires, and not recorded before another replica claims the
+/// node at expiry, would be followed at once by that replica's first round.
+const LEASE_GUARD: Duration = Duration::from_millis(250);
 
 /// A tenant action for a node's task. Each is answered once the change is recorded,
 /// so the tenant's next read sees it.
@@ -56,6 +61,9 @@ pub(crate) enum Command {
     Rebuild,
     /// Stop attesting without touching the store (shutdown, lease lost).
     Shutdown,
+    /// Hand the node over to another replica: finish the round under way, then give
+    /// up the lease (which another replica claims at a new epoch) and stop.
+    Release,
 }
 
 /// How an on-demand round ([`Command::AttestNow`]) ended.
@@ -125,9 +133,13 @@ pub(crate) struct Engine {
     /// The last failure to record a round, until a round is recorded again: the
     /// verifier is not ready while its database refuses writes.
     store_fault: Mutex<Option<String>>,
-    /// When the lease loop last renewed this replica's leases (with leases on): the
-    /// verifier is not ready once that is older than the lease TTL.
-    leases_renewed: Mutex<Option<std::time::Instant>>,
+    /// Until when the leases the lease loop last renewed run, as the database has it
+    /// (with leases on): the verifier is not ready, and starts no round, past that.
+    leases_valid_until: Mutex<Option<UnixTime>>,
+    /// The nodes whose lease the lease loop last renewed, and a wake-up for node tasks
+    /// waiting for that renewal.
+    leases_held: Mutex<HashSet<String>>,
+    renewed: Notify,
     /// Answers judged at once: judging is CPU work on the blocking pool, and an answer
     /// may hold hundreds of megabytes, so more than a core's worth at a time would
     /// only add memory.
@@ -194,7 +206,9 @@ impl Engine {
             tasks: tokio::sync::Mutex::new(tokio::task::JoinSet::new()),
             judging: Semaphore::new(cores),
             store_fault: Mutex::new(None),
-            leases_renewed: Mutex::new(None),
+            leases_valid_until: Mutex::new(None),
+            leases_held: Mutex::new(HashSet::new()),
+            renewed: Notify::new(),
         })
     }
 
@@ -233,6 +247,11 @@ impl Engine {
                 .lock()
                 .await
                 .spawn(async move { me.lease_loop().await });
+            let me = self.clone();
+            self.tasks
+                .lock()
+                .await
+                .spawn(async move { me.notice_loop().await });
         } else {
             for id in self
                 .store
@@ -277,26 +296,52 @@ impl Engine {
             .clone()
     }
 
-    /// Notes that the lease loop renewed this replica's leases.
-    pub(crate) fn leases_renewed(&self) {
+    /// Notes that the lease loop renewed this replica's leases on `held` until `until`
+    /// (the expiry it wrote), and wakes the node tasks waiting for it.
+    pub(crate) fn leases_renewed(&self, until: UnixTime, held: HashSet<String>) {
         *self
-            .leases_renewed
+            .leases_valid_until
             .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(std::time::Instant::now());
+            .unwrap_or_else(|e| e.into_inner()) = Some(until);
+        *self.leases_held.lock().unwrap_or_else(|e| e.into_inner()) = held;
+        self.renewed.notify_waiters();
     }
 
-    /// With leases on, whether they were renewed within the lease TTL (`None` with
-    /// leases off).
+    /// For a node task whose replica's leases were not renewed in time: waits (at most
+    /// a lease TTL) for the next renewal, and says whether its node's lease was
+    /// renewed then. A busy replica whose lease loop runs late thus delays its rounds
+    /// instead of stopping its node tasks (which it would start again, adding to the
+    /// load that made it late).
+    pub(crate) async fn lease_renewed_for(&self, id: &str) -> bool {
+        let renewed = self.renewed.notified();
+        if self.leases_current() != Some(true) {
+            let ttl = Duration::from_secs(u64::from(self.config.lease_ttl));
+            if tokio::time::timeout(ttl, renewed).await.is_err() {
+                return false;
+            }
+        }
+        self.leases_current() == Some(true)
+            && self
+                .leases_held
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(id)
+    }
+
+    /// With leases on, whether they still run for [`LEASE_GUARD`] (`None` with leases
+    /// off). Measured against the expiry written in the database, in whole seconds,
+    /// not the time since the renewal: the written expiry can be up to a second short
+    /// of `lease_ttl`, and past it another replica may claim the node and poll it.
     pub(crate) fn leases_current(&self) -> Option<bool> {
         if !self.leases {
             return None;
         }
-        let ttl = Duration::from_secs(u64::from(self.config.lease_ttl));
-        let renewed = *self
-            .leases_renewed
+        let until = *self
+            .leases_valid_until
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        Some(renewed.is_some_and(|at| at.elapsed() < ttl))
+        let now = self.clock.now();
+        Some(until.is_some_and(|until| until.saturating_since(now) > LEASE_GUARD))
     }
 
     /// Whether replicas share nodes through leases.

@@ -17,6 +17,9 @@ use vigil_store::{
 pub(crate) struct Restored {
     pub(crate) node: NodeAttestation,
     pub(crate) fresh: bool,
+    /// The snapshot it was restored from (what the store holds): a node restored
+    /// unchanged needs no write before its first round.
+    pub(crate) stored: Option<NodeSnapshot>,
 }
 
 /// A node as stored: what its state machine is restored from.
@@ -61,8 +64,9 @@ pub(crate) fn restore(
         .and_then(|s| serde_json::from_str::<NodeSnapshot>(s).ok());
     if let Some(snap) = snapshot {
         return Restored {
-            node: NodeAttestation::restore(attestation.clone(), snap, now),
+            node: NodeAttestation::restore(attestation.clone(), snap.clone(), now),
             fresh: false,
+            stored: Some(snap),
         };
     }
     let v_present = stored.v.is_some_and(|v| !v.is_empty());
@@ -73,7 +77,11 @@ pub(crate) fn restore(
         // Cannot be ignored: a new node is not terminated.
         let _ = node.stop(now);
     }
-    Restored { node, fresh: true }
+    Restored {
+        node,
+        fresh: true,
+        stored: None,
+    }
 }
 
 /// What the store holds for a node, as last written by its task: a write is skipped

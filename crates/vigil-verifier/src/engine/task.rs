@@ -143,8 +143,12 @@ impl NodeTask {
         self.event_node = crate::events::event_node(&agent.enrolment);
         self.verdict = persist::stored_verdict(&agent.state);
         let t = e.clock.now();
-        let persist::Restored { mut node, fresh } =
-            persist::restore(&e.attestation, (&agent).into(), t);
+        let persist::Restored {
+            mut node,
+            fresh,
+            stored,
+        } = persist::restore(&e.attestation, (&agent).into(), t);
+        self.written.snapshot = stored;
         if fresh {
             if node.state() != vigil_core::attestation::OperationalState::TenantFailed {
                 let _ = node.start(t);
@@ -159,6 +163,8 @@ impl NodeTask {
         let mut gauge = e.metrics.node_gauge();
         // The deadline slept towards: a quote request pulled after it is that late.
         let mut due: Option<UnixTime> = None;
+        // Handing over: release the lease once the request under way is recorded.
+        let mut release = false;
         self.written.learned_keyrings = agent.state.learned_ima_keyrings.clone();
         if Box::pin(self.persist(&node, &ctx, RoundNote::default()))
             .await
@@ -175,12 +181,13 @@ impl NodeTask {
                         partial,
                         ima_ml_entry,
                     } => {
-                        if e.leases_current() == Some(false) {
-                            // Not renewed within the TTL: the lease may have expired and
-                            // another replica may attest the node now. Stop rather than
-                            // poll it twice; the lease loop claims it again (new epoch)
-                            // if it is still this replica's.
-                            warn!(agent_id = %self.id, "leases not renewed within their TTL: no longer attesting this node");
+                        if e.leases_current() == Some(false) && !e.lease_renewed_for(&self.id).await
+                        {
+                            // Not renewed in time: the lease expired and another
+                            // replica may attest the node now. Stop rather than poll it
+                            // twice; the lease loop claims it again (new epoch) if it is
+                            // still this replica's.
+                            warn!(agent_id = %self.id, "leases not renewed in time: no longer attesting this node");
                             return;
                         }
                         if let Some(due) = due.take() {
@@ -242,6 +249,10 @@ impl NodeTask {
                             let _ = w.send(answer.clone());
                         }
                     }
+                    if release {
+                        self.release().await;
+                        return;
+                    }
                 }
                 cmd = rx.recv() => {
                     let Some(cmd) = cmd else { return };
@@ -249,6 +260,14 @@ impl NodeTask {
                     let reply: oneshot::Sender<()>;
                     match cmd {
                         Command::Shutdown => return,
+                        Command::Release if inflight.is_none() => {
+                            self.release().await;
+                            return;
+                        }
+                        Command::Release => {
+                            release = true;
+                            continue;
+                        }
                         Command::AttestNow(r) => {
                             if node.attest_now(t) {
                                 waiters.push(r);
@@ -750,6 +769,18 @@ impl NodeTask {
             outcome,
         )
         .await;
+    }
+
+    /// Gives the node's lease up to hand the node over (its last round recorded):
+    /// another replica claims it at a new epoch.
+    async fn release(&self) {
+        let e = &self.engine;
+        match e.store.leases().release(&e.holder, &self.id).await {
+            Ok(_) => info!(agent_id = %self.id, "handed over: lease released"),
+            Err(err) => {
+                warn!(agent_id = %self.id, "releasing the lease to hand the node over: {err}; this replica adopts it again");
+            }
+        }
     }
 
     async fn remove(&self) {

@@ -64,7 +64,7 @@ impl Service {
     /// Whether the verifier is ready: the database answers a trivial query within
     /// [`PING_TIMEOUT`] (`store`); it recorded the last round (`rounds`: not after a
     /// write failed — a full disk, a lost connection — until one is recorded again);
-    /// with leases on, they were renewed within the lease TTL (`leases`); the TLS
+    /// with leases on, the last renewed ones still run (`leases`); the TLS
     /// material is loaded (`tls`: the verifier does not start without it). Why a
     /// check fails is logged, not answered.
     pub(crate) async fn readiness(&self) -> Readiness {
@@ -87,7 +87,7 @@ impl Service {
         let leases = match e.leases_current() {
             None => Check::Off,
             Some(true) => Check::Ok,
-            Some(false) => Check::Failing("not renewed within the lease TTL"),
+            Some(false) => Check::Failing("not renewed in time: the leases expire"),
         };
         Readiness::default()
             .with("store", store)
