@@ -84,7 +84,8 @@ cleanup() {
     for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
     pids=()
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 # CPU seconds (user+system) of a process.
 cpu_of() { awk '{print ($14 + $15) / 100}' "/proc/$1/stat"; }
