@@ -325,3 +325,32 @@ async fn kept_connections_are_reused_until_the_peer_closes() {
         assert_eq!(slot.is_some(), !close, "close: {close}");
     }
 }
+
+/// Over TLS too, a kept connection carries request after request — large answers
+/// (several TLS records) included — and stays in the slot between them.
+#[tokio::test]
+async fn kept_tls_connections_carry_every_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = vigil_tls::ca::init(dir.path(), &["127.0.0.1".into()], false).unwrap();
+    let server = vigil_tls::server_config(
+        &ca.cert("server"),
+        &ca.key("server"),
+        &[&ca.ca_cert()],
+        vigil_tls::ClientAuth::Optional,
+    )
+    .unwrap();
+    let s = start(loopback(), Some(server)).await;
+    let cert = CertificateDer::from_pem_file(ca.cert("server")).unwrap();
+    let pinned = Arc::new(vigil_tls::pinned_client_config(cert, None).unwrap());
+    let endpoint = Endpoint::addr(s.addr).with_tls(pinned);
+    let client = Client::default();
+    let mut slot = None;
+    for path in ["/x", "/big", "/x", "/big"] {
+        let a = client
+            .request_kept(&mut slot, &endpoint, Method::GET, path, None)
+            .await
+            .unwrap();
+        assert_eq!(a.status, 200);
+        assert!(slot.is_some(), "the connection was not kept after {path}");
+    }
+}

@@ -88,10 +88,11 @@ pub(super) struct NodeTask {
 }
 
 /// A node's state machine and the context it is judged in, moved together to the
-/// blocking pool and back.
+/// blocking pool and back. Both are boxed: moved by pointer each round, and held once
+/// by the node's task rather than at each of its await points.
 struct Judged {
-    node: NodeAttestation,
-    ctx: NodeContext,
+    node: Box<NodeAttestation>,
+    ctx: Box<NodeContext>,
     note: RoundNote,
     /// How a quote request ended, if this was one: `Ok` answered (judged, or skipped
     /// for a reboot), `Err` without a usable answer.
@@ -134,7 +135,7 @@ impl NodeTask {
         ))
         .await
         {
-            Ok(c) => c,
+            Ok(c) => Box::new(c),
             Err(err) => {
                 error!(agent_id = %self.id, "cannot attest this node: {err}");
                 return;
@@ -144,11 +145,12 @@ impl NodeTask {
         self.verdict = persist::stored_verdict(&agent.state);
         let t = e.clock.now();
         let persist::Restored {
-            mut node,
+            node,
             fresh,
             stored,
         } = persist::restore(&e.attestation, (&agent).into(), t);
         self.written.snapshot = stored;
+        let mut node = Box::new(node);
         if fresh {
             if node.state() != vigil_core::attestation::OperationalState::TenantFailed {
                 let _ = node.start(t);
@@ -166,6 +168,9 @@ impl NodeTask {
         // Handing over: release the lease once the request under way is recorded.
         let mut release = false;
         self.written.learned_keyrings = agent.state.learned_ima_keyrings.clone();
+        // The record (policies' names, certificates, the stored state) is not needed
+        // past here: not held for the node's lifetime.
+        drop(agent);
         if Box::pin(self.persist(&node, &ctx, RoundNote::default()))
             .await
             .is_err()
@@ -433,8 +438,8 @@ impl NodeTask {
     /// blocking pool. `None` if judging could not finish (the task ends).
     async fn apply(
         &self,
-        mut ctx: NodeContext,
-        mut node: NodeAttestation,
+        mut ctx: Box<NodeContext>,
+        mut node: Box<NodeAttestation>,
         done: Done,
     ) -> Option<Judged> {
         let e = &self.engine;
@@ -491,8 +496,8 @@ impl NodeTask {
     /// as the engine allows, and feeds the outcome to the state machine.
     async fn judge(
         &self,
-        ctx: NodeContext,
-        node: NodeAttestation,
+        ctx: Box<NodeContext>,
+        node: Box<NodeAttestation>,
         id: RequestId,
         nonce: String,
         body: Bytes,

@@ -1,12 +1,14 @@
 //! The one outbound HTTP/1.1 client of Vigil: the agent registering with a registrar,
 //! the tenant talking to the services and nodes, the verifier's webhook and its
-//! requests to nodes, on hyper over TCP or rustls with the caller's `ClientConfig`.
+//! requests to nodes, over TCP or rustls with the caller's `ClientConfig`.
 //! [`Client::request`] makes one request per connection; [`Client::request_kept`]
 //! keeps the connection in the caller's [`KeptConnection`] slot for the next request
 //! to the same peer, as long as the peer keeps it open (the verifier polling a node:
 //! a TLS handshake per round is most of a round's CPU). Keeping a connection is not
 //! TLS session resumption: the one session stays open, and a peer that closes it (or
 //! answers `Connection: close`) gets a fresh connection and a full handshake next time.
+//! The exchange itself is [`http1`]'s: a kept connection is its stream and nothing
+//! else, so a verifier can keep one to each of thousands of nodes.
 //!
 //! Every request is bounded: [`Limits::connect_timeout`] for name resolution, the TCP
 //! connection and the TLS handshake, [`Limits::timeout`] for the whole exchange, and
@@ -14,24 +16,19 @@
 //! ([`ClientError::TooLarge`]) so a caller can tell an oversized answer from a peer
 //! that cannot be reached.
 
+mod http1;
+
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
-use hyper::{header, HeaderMap, Method};
-use hyper_util::rt::TokioIo;
+use hyper::{HeaderMap, Method};
 use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
-use tokio::task::JoinHandle;
 
-/// hyper's read buffer per connection. Its default grows with the largest answer read
-/// and stays that size while the connection is kept: 30–60 KiB per node for a verifier
-/// keeping a connection to each of thousands of nodes. Reading in fixed chunks costs a
-/// few more reads per large answer.
-const READ_BUFFER: usize = 8 * 1024;
+use http1::Http1Error;
 
 /// How long a request may take and how much it may read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,7 +106,7 @@ pub enum ClientError {
         #[source]
         source: std::io::Error,
     },
-    /// The request cannot be built (a method or path hyper refuses).
+    /// The request cannot be built (a path or header with control characters).
     #[error("bad request to {peer}: {message}")]
     Request {
         /// The peer.
@@ -118,13 +115,12 @@ pub enum ClientError {
         message: String,
     },
     /// The HTTP exchange failed after connecting (connection closed, malformed answer).
-    #[error("HTTP with {peer}: {source}")]
+    #[error("HTTP with {peer}: {reason}")]
     Http {
         /// The peer.
         peer: String,
-        /// hyper's error.
-        #[source]
-        source: hyper::Error,
+        /// What went wrong.
+        reason: String,
     },
     /// The answer's body is larger than [`Limits::body_limit`].
     #[error("the answer of {peer} exceeds {limit} bytes")]
@@ -356,23 +352,24 @@ pub struct Client {
     limits: Limits,
 }
 
-/// Aborts the connection task when the request ends, however it ends.
-#[derive(Debug)]
-struct Driver(JoinHandle<()>);
-
-type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
-
-/// An open HTTP/1.1 connection to one peer, kept between requests by
-/// [`Client::request_kept`]. Dropping it closes the connection.
-#[derive(Debug)]
+/// An open connection to one peer, kept between requests by [`Client::request_kept`]:
+/// the stream and nothing else. Dropping it closes the connection.
 pub struct KeptConnection {
-    sender: Sender,
+    stream: Stream,
     /// The peer (`https://host:port`) and TLS configuration it was opened for: a
     /// request to another peer or with another configuration (a node re-enrolled with
     /// a new certificate) does not use it.
     peer: String,
     tls: Option<Arc<rustls::ClientConfig>>,
-    _driver: Driver,
+}
+
+impl fmt::Debug for KeptConnection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeptConnection")
+            .field("peer", &self.peer)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
 }
 
 impl KeptConnection {
@@ -382,13 +379,7 @@ impl KeptConnection {
             (None, None) => true,
             _ => false,
         };
-        same_tls && self.peer == peer && !self.sender.is_closed()
-    }
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        self.0.abort();
+        same_tls && self.peer == peer
     }
 }
 
@@ -428,15 +419,21 @@ impl Client {
         headers: &[(&str, &str)],
     ) -> Result<Answer, ClientError> {
         let timeout = self.limits.timeout;
-        tokio::time::timeout(
-            timeout,
-            self.exchange(endpoint, method, path_and_query, body, headers),
-        )
-        .await
-        .map_err(|_| ClientError::Timeout {
-            peer: endpoint.to_string(),
-            timeout,
-        })?
+        let exchange = async {
+            let peer = endpoint.to_string();
+            let request = build(endpoint, &peer, &method, path_and_query, body, headers)?;
+            let mut stream = self.open(endpoint, &peer).await?;
+            self.send_on(&peer, &mut stream, &request, &method)
+                .await
+                .map(|(answer, _)| answer)
+                .map_err(|r| r.into_error(&peer))
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| ClientError::Timeout {
+                peer: endpoint.to_string(),
+                timeout,
+            })?
     }
 
     /// [`request`](Self::request) on the connection in `slot` when it is open to the
@@ -477,10 +474,12 @@ impl Client {
         body: Option<Vec<u8>>,
     ) -> Result<Answer, ClientError> {
         let peer = endpoint.to_string();
-        let body = body.as_deref();
+        let request = build(endpoint, &peer, &method, path_and_query, body, &[])?;
         if let Some(mut kept) = slot.take().filter(|k| k.serves(endpoint, &peer)) {
-            let req = self.build(endpoint, &peer, method.clone(), path_and_query, body, &[])?;
-            match self.send_on(&peer, &mut kept.sender, req).await {
+            match self
+                .send_on(&peer, &mut kept.stream, &request, &method)
+                .await
+            {
                 Ok((answer, reusable)) => {
                     if reusable {
                         *slot = Some(kept);
@@ -488,106 +487,35 @@ impl Client {
                     return Ok(answer);
                 }
                 // Closed by the peer before it answered: once more, on a new connection.
-                Err(ClientError::Http { source, .. })
-                    if source.is_closed()
-                        || source.is_canceled()
-                        || source.is_incomplete_message() => {}
-                Err(e) => return Err(e),
+                Err(Retry::ClosedBeforeAnswer) => {}
+                Err(Retry::No(e)) => return Err(e),
             }
         }
-        let req = self.build(endpoint, &peer, method, path_and_query, body, &[])?;
-        let (mut sender, driver) = self.open(endpoint, &peer).await?;
-        let (answer, reusable) = self.send_on(&peer, &mut sender, req).await?;
+        let mut stream = self.open(endpoint, &peer).await?;
+        let (answer, reusable) = self
+            .send_on(&peer, &mut stream, &request, &method)
+            .await
+            .map_err(|r| r.into_error(&peer))?;
         if reusable {
             *slot = Some(KeptConnection {
-                sender,
+                stream,
                 peer,
                 tls: endpoint.tls.clone(),
-                _driver: driver,
             });
         }
         Ok(answer)
     }
 
-    fn build(
-        &self,
-        endpoint: &Endpoint,
-        peer: &str,
-        method: Method,
-        path_and_query: &str,
-        body: Option<&[u8]>,
-        headers: &[(&str, &str)],
-    ) -> Result<hyper::Request<Full<Bytes>>, ClientError> {
-        let mut req = hyper::Request::builder()
-            .method(method)
-            .uri(path_and_query)
-            .header(header::HOST, endpoint.authority())
-            .header(header::ACCEPT, "application/json");
-        for (name, value) in headers {
-            req = req.header(*name, *value);
-        }
-        if body.is_some() {
-            req = req.header(header::CONTENT_TYPE, "application/json");
-        }
-        req.body(Full::new(Bytes::copy_from_slice(body.unwrap_or_default())))
-            .map_err(|e| ClientError::Request {
-                peer: peer.to_owned(),
-                message: e.to_string(),
-            })
-    }
-
-    /// A new connection (TCP, TLS when the endpoint has it, the HTTP/1.1 handshake)
-    /// within [`Limits::connect_timeout`], its driver running.
-    async fn open(&self, endpoint: &Endpoint, peer: &str) -> Result<(Sender, Driver), ClientError> {
+    /// A new connection (TCP, and TLS when the endpoint has it) within
+    /// [`Limits::connect_timeout`].
+    async fn open(&self, endpoint: &Endpoint, peer: &str) -> Result<Stream, ClientError> {
         let connect_timeout = self.limits.connect_timeout;
-        let connecting = tokio::time::timeout(connect_timeout, self.connect(endpoint));
-        let io = connecting.await.map_err(|_| ClientError::ConnectTimeout {
-            peer: peer.to_owned(),
-            timeout: connect_timeout,
-        })??;
-        match io {
-            Stream::Plain(tcp) => Self::handshake(peer, TokioIo::new(tcp)).await,
-            Stream::Tls(tls) => Self::handshake(peer, TokioIo::new(*tls)).await,
-        }
-    }
-
-    async fn handshake<IO>(peer: &str, io: IO) -> Result<(Sender, Driver), ClientError>
-    where
-        IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    {
-        let (sender, conn) = hyper::client::conn::http1::Builder::new()
-            .read_buf_exact_size(Some(READ_BUFFER))
-            .handshake(io)
+        tokio::time::timeout(connect_timeout, self.connect(endpoint))
             .await
-            .map_err(|source| ClientError::Http {
+            .map_err(|_| ClientError::ConnectTimeout {
                 peer: peer.to_owned(),
-                source,
-            })?;
-        let driver = Driver(tokio::spawn(async move {
-            let _ = conn.await;
-        }));
-        Ok((sender, driver))
-    }
-
-    async fn exchange(
-        &self,
-        endpoint: &Endpoint,
-        method: Method,
-        path_and_query: &str,
-        body: Option<Vec<u8>>,
-        headers: &[(&str, &str)],
-    ) -> Result<Answer, ClientError> {
-        let peer = endpoint.to_string();
-        let req = self.build(
-            endpoint,
-            &peer,
-            method,
-            path_and_query,
-            body.as_deref(),
-            headers,
-        )?;
-        let (mut sender, _driver) = self.open(endpoint, &peer).await?;
-        self.send_on(&peer, &mut sender, req).await.map(|(a, _)| a)
+                timeout: connect_timeout,
+            })?
     }
 
     async fn connect(&self, endpoint: &Endpoint) -> Result<Stream, ClientError> {
@@ -625,60 +553,107 @@ impl Client {
         }
     }
 
-    /// Sends `req` on an open connection and reads the whole answer; whether the
-    /// connection can carry another request (the answer was read to its end and
-    /// neither side asked to close).
+    /// Sends `request` on an open connection and reads the whole answer; whether the
+    /// connection can carry another request (the answer was framed and read to its
+    /// end, neither side asked to close, and the peer has not closed it since).
     async fn send_on(
         &self,
         peer: &str,
-        sender: &mut Sender,
-        req: hyper::Request<Full<Bytes>>,
-    ) -> Result<(Answer, bool), ClientError> {
-        let http = |source| ClientError::Http {
-            peer: peer.to_owned(),
-            source,
-        };
+        stream: &mut Stream,
+        request: &[u8],
+        method: &Method,
+    ) -> Result<(Answer, bool), Retry> {
         let limit = self.limits.body_limit;
-        let too_large = || ClientError::TooLarge {
-            peer: peer.to_owned(),
-            limit,
+        let head_request = method == Method::HEAD;
+        let result = match stream {
+            Stream::Plain(s) => http1::exchange(s, request, head_request, limit).await,
+            Stream::Tls(s) => http1::exchange(&mut **s, request, head_request, limit).await,
         };
-        sender.ready().await.map_err(http)?;
-        let resp = sender.send_request(req).await.map_err(http)?;
-        if crate::reply::declares_more_than(resp.headers(), limit) {
-            return Err(too_large());
-        }
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        // Read into one buffer sized from the declared length (capped by the limit):
-        // collecting frames and then joining them would hold the body twice.
-        let capacity = crate::reply::declared_length(&headers)
-            .map_or(0, |n| usize::try_from(n).unwrap_or(limit).min(limit));
-        let mut buf = Vec::with_capacity(capacity);
-        let mut body = resp.into_body();
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(http)?;
-            if let Some(data) = frame.data_ref() {
-                if buf.len() + data.len() > limit {
-                    return Err(too_large());
-                }
-                buf.extend_from_slice(data);
-            }
-        }
-        let close = headers
-            .get(header::CONNECTION)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.eq_ignore_ascii_case("close"));
-        let body = Bytes::from(buf);
-        Ok((
-            Answer {
-                status,
-                headers,
-                body,
-            },
-            !close && !sender.is_closed(),
-        ))
+        let response = result.map_err(|e| match e {
+            Http1Error::ClosedBeforeAnswer => Retry::ClosedBeforeAnswer,
+            Http1Error::TooLarge => Retry::No(ClientError::TooLarge {
+                peer: peer.to_owned(),
+                limit,
+            }),
+            other => Retry::No(ClientError::Http {
+                peer: peer.to_owned(),
+                reason: other.to_string(),
+            }),
+        })?;
+        let reusable = response.reusable
+            && match stream {
+                Stream::Plain(s) => http1::idle(s),
+                Stream::Tls(s) => http1::idle(&mut **s),
+            };
+        let answer = Answer {
+            status: response.status,
+            headers: response.headers,
+            body: Bytes::from(response.body),
+        };
+        Ok((answer, reusable))
     }
+}
+
+/// A failed exchange, and whether it may be made again on a new connection.
+enum Retry {
+    /// The peer closed the connection before a byte of the answer.
+    ClosedBeforeAnswer,
+    /// Any other failure.
+    No(ClientError),
+}
+
+impl Retry {
+    fn into_error(self, peer: &str) -> ClientError {
+        match self {
+            Self::No(e) => e,
+            Self::ClosedBeforeAnswer => ClientError::Http {
+                peer: peer.to_owned(),
+                reason: Http1Error::ClosedBeforeAnswer.to_string(),
+            },
+        }
+    }
+}
+
+/// The request, serialized: `Host`, `Accept: application/json`, the caller's headers,
+/// and a body sent as JSON.
+fn build(
+    endpoint: &Endpoint,
+    peer: &str,
+    method: &Method,
+    path_and_query: &str,
+    body: Option<Vec<u8>>,
+    headers: &[(&str, &str)],
+) -> Result<Vec<u8>, ClientError> {
+    let bad = |message: String| ClientError::Request {
+        peer: peer.to_owned(),
+        message,
+    };
+    // What hyper's URI and header types refused: nothing that could end a line or
+    // the request target early.
+    if !path_and_query.starts_with('/') || !path_and_query.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(bad(format!("invalid request target {path_and_query:?}")));
+    }
+    for (name, value) in headers {
+        let name_ok = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        if !name_ok || value.bytes().any(|b| b.is_ascii_control() && b != b'\t') {
+            return Err(bad(format!("invalid header {name:?}")));
+        }
+    }
+    let mut fields = vec![("accept", "application/json")];
+    fields.extend_from_slice(headers);
+    if body.is_some() {
+        fields.push(("content-type", "application/json"));
+    }
+    Ok(http1::request(
+        method.as_str(),
+        path_and_query,
+        &endpoint.authority(),
+        &fields,
+        body.as_deref(),
+    ))
 }
 
 enum Stream {
