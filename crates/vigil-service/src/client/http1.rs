@@ -270,19 +270,24 @@ where
                 .filter(|&n| n <= limit)
                 .ok_or(Http1Error::TooLarge)?;
             let have = (buf.len() - start).min(n);
+            // One buffer of the declared size, filled as the bytes come: its pages are
+            // touched only by what the peer sends, so a peer that declares the limit
+            // and stalls costs address space, not memory.
             let mut body = Vec::with_capacity(n);
             body.extend_from_slice(&buf[start..start + have]);
             let rest = buf.len() - start - have;
             drop(buf);
-            // Read straight into the body: the answer is held once.
-            body.resize(n, 0);
-            io.read_exact(&mut body[have..]).await.map_err(|e| {
-                if e.kind() == io::ErrorKind::UnexpectedEof {
-                    malformed("the connection closed within the body")
-                } else {
-                    Http1Error::Io(e)
+            while body.len() < n {
+                let want = (n - body.len()) as u64;
+                let read = (&mut *io)
+                    .take(want)
+                    .read_buf(&mut body)
+                    .await
+                    .map_err(Http1Error::Io)?;
+                if read == 0 {
+                    return Err(malformed("the connection closed within the body"));
                 }
-            })?;
+            }
             (body, rest)
         }
         Framing::Chunked => {
@@ -626,6 +631,44 @@ mod tests {
             matches!(&e, Http1Error::Malformed(m) if m.contains("longer than")),
             "{e}"
         );
+    }
+
+    /// The process's resident memory in bytes (Linux).
+    fn resident() -> u64 {
+        let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+        let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+        pages * 4096
+    }
+
+    #[tokio::test]
+    async fn a_declared_length_costs_memory_only_as_the_bytes_come() {
+        let (mut client, mut server) = duplex(1 << 16);
+        let peer = tokio::spawn(async move {
+            let mut byte = [0u8; 1];
+            let mut request = Vec::new();
+            while !request.ends_with(b"\r\n\r\n") {
+                server.read_exact(&mut byte).await.unwrap();
+                request.push(byte[0]);
+            }
+            // 512 MiB declared, three bytes sent, then nothing.
+            let head = b"HTTP/1.1 200 OK\r\ncontent-length: 536870912\r\n\r\nabc";
+            server.write_all(head).await.unwrap();
+            std::future::pending::<()>().await;
+        });
+        let before = resident();
+        let req = request("GET", "/q", "h:1", &[], None);
+        let exchange = exchange(&mut client, &req, false, 1 << 30);
+        tokio::pin!(exchange);
+        tokio::select! {
+            r = &mut exchange => panic!("a stalled body ended: {r:?}"),
+            () = tokio::time::sleep(std::time::Duration::from_millis(300)) => {}
+        }
+        let grown = resident().saturating_sub(before);
+        assert!(
+            grown < 64 << 20,
+            "{grown} bytes resident for 3 bytes received"
+        );
+        peer.abort();
     }
 
     #[tokio::test]
