@@ -51,6 +51,19 @@ async fn start(bind: SocketAddr, tls: Option<rustls::ServerConfig>) -> Server {
     Server { addr, _stop: stop }
 }
 
+/// The app over TLS on loopback with the CA's server certificate, client
+/// certificates from the CA optional.
+async fn start_tls(ca: &vigil_tls::ca::CaDir) -> Server {
+    let server = vigil_tls::server_config(
+        &ca.cert("server"),
+        &ca.key("server"),
+        &[&ca.ca_cert()],
+        vigil_tls::ClientAuth::Optional,
+    )
+    .unwrap();
+    start(loopback(), Some(server)).await
+}
+
 fn loopback() -> SocketAddr {
     (Ipv4Addr::LOCALHOST, 0).into()
 }
@@ -202,14 +215,7 @@ async fn https_with_a_ca_a_pinned_certificate_and_a_client_certificate() {
     let dir = tempfile::tempdir().unwrap();
     let ca =
         vigil_tls::ca::init(dir.path(), &["localhost".into(), "127.0.0.1".into()], false).unwrap();
-    let server = vigil_tls::server_config(
-        &ca.cert("server"),
-        &ca.key("server"),
-        &[&ca.ca_cert()],
-        vigil_tls::ClientAuth::Optional,
-    )
-    .unwrap();
-    let s = start(loopback(), Some(server)).await;
+    let s = start_tls(&ca).await;
     let client = Client::default();
 
     // Checked against the CA, for the address and for a name.
@@ -332,14 +338,7 @@ async fn kept_connections_are_reused_until_the_peer_closes() {
 async fn kept_tls_connections_carry_every_request() {
     let dir = tempfile::tempdir().unwrap();
     let ca = vigil_tls::ca::init(dir.path(), &["127.0.0.1".into()], false).unwrap();
-    let server = vigil_tls::server_config(
-        &ca.cert("server"),
-        &ca.key("server"),
-        &[&ca.ca_cert()],
-        vigil_tls::ClientAuth::Optional,
-    )
-    .unwrap();
-    let s = start(loopback(), Some(server)).await;
+    let s = start_tls(&ca).await;
     let cert = CertificateDer::from_pem_file(ca.cert("server")).unwrap();
     let pinned = Arc::new(vigil_tls::pinned_client_config(cert, None).unwrap());
     let endpoint = Endpoint::addr(s.addr).with_tls(pinned);
