@@ -102,8 +102,11 @@ async fn killed_replica_nodes_are_taken_over_without_double_attestation() {
 /// Starts the simulator's 120 nodes and enrols them through `via`; `test` (0, 1, …)
 /// tells this file's tests apart.
 async fn fleet(pki: &Pki, via: &vigil_verifier::Verifier, test: u16) -> Sim {
-    // A port of its own per test and test process, so parallel runs do not collide.
-    let port = 30_000 + (std::process::id() % 10_000) as u16 * 2 + test;
+    // A port of its own per test and test process, so parallel runs do not collide,
+    // and below Linux's ephemeral range (32768–60999): a port there can be held by any
+    // outgoing connection of the same run (a database pool's), and the bind fails.
+    // 25000–28999: clear of the tenant tests' 20000–24999 and bench-fleet's 29100.
+    let port = 25_000 + (std::process::id() % 2_000) as u16 * 2 + test;
     let mut sim_config = SimConfig::new(NODES, port, pki.tls_dir().join("cacert.crt"));
     sim_config.ima_rate = 0.2;
     let sim = Sim::start(&sim_config)
