@@ -124,17 +124,14 @@ pub async fn json_object(
 }
 
 /// Whether `headers` declare a body (`Content-Length`) over `limit` bytes: such a
-/// body is refused without reading it, by the services and by the client.
-pub(crate) fn declares_more_than(headers: &HeaderMap, limit: usize) -> bool {
-    declared_length(headers).is_some_and(|n| n > limit as u64)
-}
-
-/// The body length `headers` declare (`Content-Length`), if any.
-pub(crate) fn declared_length(headers: &HeaderMap) -> Option<u64> {
+/// body is refused by the services without reading it (the client's own check is
+/// `client::http1`'s framing).
+fn declares_more_than(headers: &HeaderMap, limit: usize) -> bool {
     headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n > limit as u64)
 }
 
 /// A query string's parameters, percent- and `+`-decoded (`form_urlencoded`).
