@@ -8,7 +8,8 @@
 //! TLS session resumption: the one session stays open, and a peer that closes it (or
 //! answers `Connection: close`) gets a fresh connection and a full handshake next time.
 //! The exchange itself is [`http1`]'s: a kept connection is its stream and nothing
-//! else, so a verifier can keep one to each of thousands of nodes.
+//! else, so a verifier can keep one to each of thousands of nodes; its TLS is [`tls`]'s,
+//! whose buffers exist only while bytes wait.
 //!
 //! Every request is bounded: [`Limits::connect_timeout`] for name resolution, the TCP
 //! connection and the TLS handshake, [`Limits::timeout`] for the whole exchange, and
@@ -17,6 +18,7 @@
 //! that cannot be reached.
 
 mod http1;
+mod tls;
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -29,6 +31,7 @@ use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 
 use http1::Http1Error;
+use tls::TlsStream;
 
 /// How long a request may take and how much it may read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -545,8 +548,7 @@ impl Client {
         let _ = tcp.set_nodelay(true);
         match tls {
             None => Ok(Stream::Plain(tcp)),
-            Some((config, name)) => tokio_rustls::TlsConnector::from(config)
-                .connect(name, tcp)
+            Some((config, name)) => TlsStream::connect(config, name, tcp)
                 .await
                 .map(|s| Stream::Tls(Box::new(s)))
                 .map_err(|source| ClientError::Tls { peer, source }),
@@ -658,7 +660,7 @@ fn build(
 
 enum Stream {
     Plain(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    Tls(Box<TlsStream>),
 }
 
 #[cfg(test)]
