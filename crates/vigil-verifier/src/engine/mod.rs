@@ -16,6 +16,7 @@
 //! enrolled with this verifier's `uuid`; with leases, the nodes whose lease it holds.
 
 mod leases;
+mod mailbox;
 pub(crate) mod persist;
 mod respond;
 mod task;
@@ -26,7 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, watch, Notify, Semaphore};
+use tokio::sync::{oneshot, watch, Notify, Semaphore};
 use tracing::{warn, Instrument};
 use vigil_core::attestation::{AttestationConfig, Deletion, UnixTime};
 use vigil_core::policy::measured_boot::MbPolicy;
@@ -41,6 +42,7 @@ use crate::events::response::Rules;
 use crate::events::Delivery;
 use crate::metrics::Metrics;
 use crate::notify::Notifiers;
+use mailbox::Mailbox;
 
 /// How long a lease must still run for a node's task to start a round: a round begun
 /// just before the lease expires, and not recorded before another replica claims the
@@ -81,7 +83,7 @@ pub(crate) enum Attested {
 }
 
 struct NodeHandle {
-    tx: mpsc::UnboundedSender<Command>,
+    mailbox: Arc<Mailbox>,
     serial: u64,
 }
 
@@ -357,7 +359,7 @@ impl Engine {
     pub(crate) fn command(&self, id: &str, cmd: Command) -> bool {
         self.lock_nodes()
             .get(id)
-            .is_some_and(|h| h.tx.send(cmd).is_ok())
+            .is_some_and(|h| h.mailbox.send(cmd))
     }
 
     /// How many nodes this replica attests.
@@ -366,22 +368,31 @@ impl Engine {
     }
 
     async fn spawn_node(self: &Arc<Self>, id: String, fence: Option<Fence>) {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let mailbox = Arc::new(Mailbox::new());
         let serial = self.serial.fetch_add(1, Ordering::Relaxed);
         {
             let mut nodes = self.lock_nodes();
             if nodes.contains_key(&id) {
                 return;
             }
-            nodes.insert(id.clone(), NodeHandle { tx, serial });
+            nodes.insert(
+                id.clone(),
+                NodeHandle {
+                    mailbox: mailbox.clone(),
+                    serial,
+                },
+            );
         }
         let me = self.clone();
         let span = tracing::info_span!("node", agent_id = %id);
         self.tasks.lock().await.spawn(async move {
-            task::NodeTask::new(me.clone(), id.clone(), fence)
-                .run(rx)
+            // Boxed: an async method taking `self` by value held it twice in its future
+            // (the argument and the binding), which every idle node kept.
+            Box::new(task::NodeTask::new(me.clone(), id.clone(), fence))
+                .run(&mailbox)
                 .instrument(span)
                 .await;
+            mailbox.close();
             let mut nodes = me.lock_nodes();
             if nodes.get(&id).is_some_and(|h| h.serial == serial) {
                 nodes.remove(&id);

@@ -15,7 +15,7 @@ use std::time::Instant;
 use hyper::body::Bytes;
 use rand_core::OsRng;
 use serde_json::{json, Value};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tracing::{debug, error, info, info_span, warn, Instrument, Span};
 use vigil_core::attestation::NodeSnapshot;
 use vigil_core::attestation::{
@@ -28,6 +28,7 @@ use vigil_core::relearn::{self, KnownGoodSet, Relearn};
 use vigil_service::client::KeptConnection;
 use vigil_store::{Fence, NewEvent, StoreError};
 
+use super::mailbox::Mailbox;
 use super::persist::{self, Adopted, RoundNote, Written};
 use super::{Attested, Command, Engine};
 use crate::agent_client::{Exchange, NodeTarget};
@@ -99,6 +100,35 @@ struct Judged {
     quote: Option<Result<(), String>>,
 }
 
+/// What a node's task carries from one wake-up to the next besides the task itself.
+struct Driving {
+    node: Box<NodeAttestation>,
+    ctx: Box<NodeContext>,
+    /// The request under way, if any.
+    inflight: Option<InFlight>,
+    /// The trust gate's requests for a round now, answered when a quote round ends.
+    waiters: Vec<oneshot::Sender<Attested>>,
+    /// Handing over: release the lease once the request under way is recorded.
+    release: bool,
+}
+
+/// What woke a node's task.
+enum Wake {
+    Done(Box<Done>),
+    Command(Command),
+    Slept,
+}
+
+/// What a node's task does after a wake-up.
+enum Next {
+    /// Wait again at once.
+    Wait(Driving),
+    /// Check for changed policies and waiting gate requests first.
+    Check(Driving),
+    /// The task ends.
+    End,
+}
+
 impl NodeTask {
     pub(super) fn new(engine: Arc<Engine>, id: String, fence: Option<Fence>) -> Self {
         Self {
@@ -115,78 +145,38 @@ impl NodeTask {
 
     /// Drives the node until it is deleted, stopped by a shutdown, or its lease is lost.
     ///
-    /// The futures awaited here are boxed: a task's future is as large as the largest
-    /// one it awaits, and each of thousands of idle nodes holds its task for ever.
-    pub(super) async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
+    /// An idle node's task is this loop waiting, for as long as the node is attested
+    /// here: what it holds while it waits is kept small. Whatever happens on a wake-up
+    /// is handled in [`Self::wake`], whose future exists only while it runs, and every
+    /// other future awaited here is boxed (a future is as large as the largest one it
+    /// awaits).
+    pub(super) async fn run(mut self: Box<Self>, mailbox: &Mailbox) {
         let e = self.engine.clone();
-        let agent = match e.store.verifier_agents().get(&self.id).await {
-            Ok(Some(a)) => a,
-            Ok(None) => return,
-            Err(err) => {
-                error!(agent_id = %self.id, "cannot load the node: {err}");
-                return;
-            }
+        let Some((node, ctx)) = Box::pin(self.start()).await else {
+            return;
         };
-        let mut ctx = match Box::pin(context::build(
-            &agent,
-            &e.store,
-            &e.cache,
-            e.agents.identity(),
-        ))
-        .await
-        {
-            Ok(c) => Box::new(c),
-            Err(err) => {
-                error!(agent_id = %self.id, "cannot attest this node: {err}");
-                return;
-            }
-        };
-        self.event_node = crate::events::event_node(&agent.enrolment);
-        self.verdict = persist::stored_verdict(&agent.state);
-        let t = e.clock.now();
-        let persist::Restored {
+        let mut d = Driving {
             node,
-            fresh,
-            stored,
-        } = persist::restore(&e.attestation, (&agent).into(), t);
-        self.written.snapshot = stored;
-        let mut node = Box::new(node);
-        if fresh {
-            if node.state() != vigil_core::attestation::OperationalState::TenantFailed {
-                let _ = node.start(t);
-            }
-        } else {
-            info!(agent_id = %self.id, state = node.state().name(), ima_next_entry = node.ima_state().next_entry, "resuming node");
-        }
-        let mut inflight: Option<InFlight> = None;
-        // The trust gate's requests for a round now, answered when a quote round ends.
-        let mut waiters: Vec<oneshot::Sender<Attested>> = Vec::new();
+            ctx,
+            inflight: None,
+            waiters: Vec::new(),
+            release: false,
+        };
         let mut stop = e.stop.clone();
         let mut gauge = e.metrics.node_gauge();
         // The deadline slept towards: a quote request pulled after it is that late.
         let mut due: Option<UnixTime> = None;
-        // Handing over: release the lease once the request under way is recorded.
-        let mut release = false;
-        self.written.learned_keyrings = agent.state.learned_ima_keyrings.clone();
-        // The record (policies' names, certificates, the stored state) is not needed
-        // past here: not held for the node's lifetime.
-        drop(agent);
-        if Box::pin(self.persist(&node, &ctx, RoundNote::default()))
-            .await
-            .is_err()
-        {
-            return;
-        }
         loop {
             // Pull every action the state machine wants now.
-            while let Some(action) = node.poll_action(e.clock.now()) {
+            while let Some(action) = d.node.poll_action(e.clock.now()) {
                 match action {
                     Action::GetQuote {
                         id,
                         partial,
                         ima_ml_entry,
                     } => {
-                        if e.leases_current() == Some(false) && !e.lease_renewed_for(&self.id).await
+                        if e.leases_current() == Some(false)
+                            && !Box::pin(e.lease_renewed_for(&self.id)).await
                         {
                             // Not renewed in time: the lease expired and another
                             // replica may attest the node now. Stop rather than poll it
@@ -198,13 +188,15 @@ impl NodeTask {
                         if let Some(due) = due.take() {
                             e.metrics.poll_lag(e.clock.now().saturating_since(due));
                         }
-                        inflight = Some(self.get_quote(&ctx, id, partial, ima_ml_entry));
+                        d.inflight = Some(self.get_quote(&d.ctx, id, partial, ima_ml_entry));
                     }
-                    Action::ProvideV { id } => inflight = Some(self.provide_v(&ctx, &node, id)),
+                    Action::ProvideV { id } => {
+                        d.inflight = Some(self.provide_v(&d.ctx, &d.node, id));
+                    }
                     Action::Notify(n) => {
                         // A failure notice: the node's workload identities go too.
                         e.identity.failed(&e.store, &self.id);
-                        e.notifiers.notify(&ctx, &n, e.clock.now());
+                        e.notifiers.notify(&d.ctx, &n, e.clock.now());
                     }
                     Action::Remove => {
                         Box::pin(self.remove()).await;
@@ -212,128 +204,203 @@ impl NodeTask {
                     }
                 }
             }
-            gauge.set(node.state());
-            let deadline = node.next_deadline();
+            gauge.set(d.node.state());
+            let deadline = d.node.next_deadline();
             due = deadline;
             let clock = e.clock.clone();
             let sleep = async move {
                 match deadline {
-                    Some(d) => tokio::time::sleep(d.saturating_since(clock.now())).await,
+                    Some(t) => tokio::time::sleep(t.saturating_since(clock.now())).await,
                     None => std::future::pending::<()>().await,
                 }
             };
             let request = async {
-                match inflight.as_mut() {
+                match d.inflight.as_mut() {
                     Some(f) => f.await,
                     None => std::future::pending().await,
                 }
             };
-            tokio::select! {
-                mut done = request => {
-                    inflight = None;
-                    if let Done::Quote { conn, .. } = &mut done {
-                        self.conn = conn.take();
-                    }
-                    let span = match &done {
-                        Done::Quote { round, .. } => round.span.clone(),
-                        Done::V { .. } => Span::current(),
-                    };
-                    let Some(judged) = Box::pin(self.apply(ctx, node, done).instrument(span.clone())).await else { return };
-                    Judged { node, ctx, .. } = judged;
-                    let mut note = judged.note;
-                    if let Some(adopted) = note.relearned.take() {
-                        Box::pin(self.adopt(adopted).instrument(span.clone())).await;
-                    }
-                    let answer = judged.quote.and_then(|end| round_answer(&node, end, &note));
-                    if Box::pin(self.persist(&node, &ctx, note).instrument(span)).await.is_err() {
-                        return;
-                    }
-                    // Once recorded, so that the gate's next read sees the round.
-                    if let Some(answer) = answer {
-                        for w in waiters.drain(..) {
-                            let _ = w.send(answer.clone());
-                        }
-                    }
-                    if release {
-                        self.release().await;
-                        return;
-                    }
-                }
-                cmd = rx.recv() => {
-                    let Some(cmd) = cmd else { return };
-                    let t = e.clock.now();
-                    let reply: oneshot::Sender<()>;
-                    match cmd {
-                        Command::Shutdown => return,
-                        Command::Release if inflight.is_none() => {
-                            self.release().await;
-                            return;
-                        }
-                        Command::Release => {
-                            release = true;
-                            continue;
-                        }
-                        Command::AttestNow(r) => {
-                            if node.attest_now(t) {
-                                waiters.push(r);
-                            } else {
-                                let _ = r.send(Attested::NotPolling);
-                            }
-                            continue;
-                        }
-                        Command::Rebuild => {
-                            Box::pin(self.rebuild(&mut ctx)).await;
-                            continue;
-                        }
-                        Command::Stop(r) => {
-                            let _ = node.stop(t);
-                            inflight = None;
-                            reply = r;
-                        }
-                        Command::Reactivate(r) => {
-                            // The tenant may have fixed the enrolment's policies.
-                            Box::pin(self.rebuild(&mut ctx)).await;
-                            if node.reactivate(t).is_ok() {
-                                info!(agent_id = %self.id, "reactivated by the tenant: polling restarts, TPM clock monotonicity starts afresh");
-                            }
-                            inflight = None;
-                            reply = r;
-                        }
-                        Command::Delete(r) => {
-                            let how = node.deleted(t);
-                            if how == Deletion::Immediate {
-                                Box::pin(self.remove()).await;
-                                let _ = r.send(how);
-                                return;
-                            }
-                            let written = Box::pin(self.persist(&node, &ctx, RoundNote::default())).await;
-                            let _ = r.send(how);
-                            if written.is_err() {
-                                return;
-                            }
-                            continue;
-                        }
-                    }
-                    let written = Box::pin(self.persist(&node, &ctx, RoundNote::default())).await;
-                    let _ = reply.send(());
-                    if written.is_err() {
-                        return;
-                    }
-                }
-                () = sleep => {}
+            let wake = tokio::select! {
+                done = request => Wake::Done(Box::new(done)),
+                cmd = mailbox.recv() => Wake::Command(cmd),
+                () = sleep => Wake::Slept,
                 _ = stop.changed() => return,
-            }
-            // A named policy changed: rebuild before the next round.
-            if ctx.generation != e.cache.generation() {
-                Box::pin(self.rebuild(&mut ctx)).await;
-            }
-            // Someone waits for a round: keep it due now, unless polling stopped.
-            if !waiters.is_empty() && !node.attest_now(e.clock.now()) {
-                for w in waiters.drain(..) {
-                    let _ = w.send(Attested::NotPolling);
+            };
+            d = match Box::pin(self.wake(d, wake)).await {
+                Next::End => return,
+                Next::Wait(d) => d,
+                Next::Check(mut d) => {
+                    // A named policy changed: rebuild before the next round.
+                    if d.ctx.generation != e.cache.generation() {
+                        Box::pin(self.rebuild(&mut d.ctx)).await;
+                    }
+                    // Someone waits for a round: keep it due now, unless polling stopped.
+                    if !d.waiters.is_empty() && !d.node.attest_now(e.clock.now()) {
+                        for w in d.waiters.drain(..) {
+                            let _ = w.send(Attested::NotPolling);
+                        }
+                    }
+                    d
                 }
-            }
+            };
         }
+    }
+
+    /// Handles what woke the node's task: a request that ended, a command, or a
+    /// deadline.
+    async fn wake(&mut self, mut d: Driving, wake: Wake) -> Next {
+        let e = self.engine.clone();
+        let t = e.clock.now();
+        let reply: oneshot::Sender<()>;
+        match wake {
+            Wake::Slept => return Next::Check(d),
+            Wake::Done(done) => {
+                let mut done = *done;
+                d.inflight = None;
+                if let Done::Quote { conn, .. } = &mut done {
+                    self.conn = conn.take();
+                }
+                let span = match &done {
+                    Done::Quote { round, .. } => round.span.clone(),
+                    Done::V { .. } => Span::current(),
+                };
+                let Some(judged) =
+                    Box::pin(self.apply(d.ctx, d.node, done).instrument(span.clone())).await
+                else {
+                    return Next::End;
+                };
+                (d.node, d.ctx) = (judged.node, judged.ctx);
+                let mut note = judged.note;
+                if let Some(adopted) = note.relearned.take() {
+                    Box::pin(self.adopt(adopted).instrument(span.clone())).await;
+                }
+                let answer = judged
+                    .quote
+                    .and_then(|end| round_answer(&d.node, end, &note));
+                if Box::pin(self.persist(&d.node, &d.ctx, note).instrument(span))
+                    .await
+                    .is_err()
+                {
+                    return Next::End;
+                }
+                // Once recorded, so that the gate's next read sees the round.
+                if let Some(answer) = answer {
+                    for w in d.waiters.drain(..) {
+                        let _ = w.send(answer.clone());
+                    }
+                }
+                if d.release {
+                    Box::pin(self.release()).await;
+                    return Next::End;
+                }
+                return Next::Check(d);
+            }
+            Wake::Command(cmd) => match cmd {
+                Command::Shutdown => return Next::End,
+                Command::Release if d.inflight.is_none() => {
+                    Box::pin(self.release()).await;
+                    return Next::End;
+                }
+                Command::Release => {
+                    // Handing over: release the lease once the request under way is
+                    // recorded.
+                    d.release = true;
+                    return Next::Wait(d);
+                }
+                Command::AttestNow(r) => {
+                    if d.node.attest_now(t) {
+                        d.waiters.push(r);
+                    } else {
+                        let _ = r.send(Attested::NotPolling);
+                    }
+                    return Next::Wait(d);
+                }
+                Command::Rebuild => {
+                    Box::pin(self.rebuild(&mut d.ctx)).await;
+                    return Next::Wait(d);
+                }
+                Command::Stop(r) => {
+                    let _ = d.node.stop(t);
+                    d.inflight = None;
+                    reply = r;
+                }
+                Command::Reactivate(r) => {
+                    // The tenant may have fixed the enrolment's policies.
+                    Box::pin(self.rebuild(&mut d.ctx)).await;
+                    if d.node.reactivate(t).is_ok() {
+                        info!(agent_id = %self.id, "reactivated by the tenant: polling restarts, TPM clock monotonicity starts afresh");
+                    }
+                    d.inflight = None;
+                    reply = r;
+                }
+                Command::Delete(r) => {
+                    let how = d.node.deleted(t);
+                    if how == Deletion::Immediate {
+                        Box::pin(self.remove()).await;
+                        let _ = r.send(how);
+                        return Next::End;
+                    }
+                    let written =
+                        Box::pin(self.persist(&d.node, &d.ctx, RoundNote::default())).await;
+                    let _ = r.send(how);
+                    if written.is_err() {
+                        return Next::End;
+                    }
+                    return Next::Wait(d);
+                }
+            },
+        }
+        let written = Box::pin(self.persist(&d.node, &d.ctx, RoundNote::default())).await;
+        let _ = reply.send(());
+        if written.is_err() {
+            return Next::End;
+        }
+        Next::Check(d)
+    }
+
+    /// Loads the node, builds its context, restores its state machine and records
+    /// where it starts. `None` if the node cannot be attested (the task ends).
+    ///
+    /// The loaded record (policies' names, certificates, the stored state) is dropped
+    /// here: not held for the node's lifetime.
+    async fn start(&mut self) -> Option<(Box<NodeAttestation>, Box<NodeContext>)> {
+        let e = self.engine.clone();
+        let agent = match e.store.verifier_agents().get(&self.id).await {
+            Ok(Some(a)) => a,
+            Ok(None) => return None,
+            Err(err) => {
+                error!(agent_id = %self.id, "cannot load the node: {err}");
+                return None;
+            }
+        };
+        let ctx = match context::build(&agent, &e.store, &e.cache, e.agents.identity()).await {
+            Ok(c) => Box::new(c),
+            Err(err) => {
+                error!(agent_id = %self.id, "cannot attest this node: {err}");
+                return None;
+            }
+        };
+        self.event_node = crate::events::event_node(&agent.enrolment);
+        self.verdict = persist::stored_verdict(&agent.state);
+        let t = e.clock.now();
+        let persist::Restored {
+            node,
+            fresh,
+            stored,
+        } = persist::restore(&e.attestation, (&agent).into(), t);
+        self.written.snapshot = stored;
+        self.written.learned_keyrings = agent.state.learned_ima_keyrings.clone();
+        drop(agent);
+        let mut node = Box::new(node);
+        if fresh {
+            if node.state() != vigil_core::attestation::OperationalState::TenantFailed {
+                let _ = node.start(t);
+            }
+        } else {
+            info!(agent_id = %self.id, state = node.state().name(), ima_next_entry = node.ima_state().next_entry, "resuming node");
+        }
+        self.persist(&node, &ctx, RoundNote::default()).await.ok()?;
+        Some((node, ctx))
     }
 
     /// Rebuilds the context from the stored enrolment, keeping what the old one learnt
