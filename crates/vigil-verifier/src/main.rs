@@ -7,12 +7,15 @@ use anyhow::Context;
 use clap::Parser;
 use vigil_verifier::{Config, Verifier};
 
-/// mimalloc rather than glibc's allocator: a verifier holding thousands of nodes frees
-/// each round's answer (tens of KiB) on another thread than the one that read it, and
-/// glibc kept that memory as fragmented, resident heap (RSS per node 51 KiB with
-/// glibc, 38 KiB with mimalloc at 3,000 nodes; docs/benchmarks.md).
+/// jemalloc rather than glibc's allocator: a verifier holding thousands of nodes keeps
+/// a few KiB for each for as long as it attests it, among each round's short-lived
+/// answers (tens of KiB, freed on another thread than the one that read them), and the
+/// allocator decides how much of the freed memory stays resident. At 3,000 nodes,
+/// resident memory per node was 51 KiB with glibc, 25–27 KiB with mimalloc and
+/// 19–20 KiB with jemalloc, for 11 KiB live (docs/benchmarks.md).
+#[cfg(feature = "jemalloc")]
 #[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// Vigil's verifier: Keylime's verifier REST API and continuous attestation of
 /// every enrolled node (HTTPS, admin routes over mTLS).
