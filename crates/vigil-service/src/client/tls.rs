@@ -59,6 +59,47 @@ fn tls_error(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> io::Erro
     io::Error::new(io::ErrorKind::InvalidData, e)
 }
 
+/// rustls's errors for an output buffer too small, which say how large it must be.
+trait Shortfall: std::fmt::Display {
+    fn required_size(&self) -> Option<usize>;
+}
+
+impl Shortfall for EncodeError {
+    fn required_size(&self) -> Option<usize> {
+        match self {
+            Self::InsufficientSize(InsufficientSizeError { required_size }) => Some(*required_size),
+            _ => None,
+        }
+    }
+}
+
+impl Shortfall for EncryptError {
+    fn required_size(&self) -> Option<usize> {
+        match self {
+            Self::InsufficientSize(InsufficientSizeError { required_size }) => Some(*required_size),
+            _ => None,
+        }
+    }
+}
+
+/// Appends what `fill` writes (a record rustls encodes or encrypts) to `outgoing`, grown
+/// by the size rustls asks for when offered no room.
+fn append<E: Shortfall>(
+    outgoing: &mut Vec<u8>,
+    mut fill: impl FnMut(&mut [u8]) -> Result<usize, E>,
+) -> io::Result<()> {
+    let needed = match fill(&mut []) {
+        // Nothing to write.
+        Ok(_) => return Ok(()),
+        Err(e) => e.required_size().ok_or_else(|| tls_error(e.to_string()))?,
+    };
+    let at = outgoing.len();
+    outgoing.resize(at + needed, 0);
+    let n = fill(&mut outgoing[at..]).map_err(|e| tls_error(e.to_string()))?;
+    outgoing.truncate(at + n);
+    Ok(())
+}
+
 impl TlsStream {
     /// Makes the TLS handshake with `name` over `tcp`.
     pub(crate) async fn connect(
@@ -136,10 +177,7 @@ impl TlsStream {
         }
         let status = self.conn.process_tls_records(&mut []);
         if let Ok(ConnectionState::EncodeTlsData(mut record)) = status.state {
-            let mut alert = [0u8; 64];
-            if let Ok(n) = record.encode(&mut alert) {
-                self.outgoing.extend_from_slice(&alert[..n]);
-            }
+            let _ = append(&mut self.outgoing, |buf| record.encode(buf));
         }
         if self.sent < self.outgoing.len() {
             let _ = self.tcp.try_write(&self.outgoing[self.sent..]);
@@ -169,18 +207,7 @@ impl TlsStream {
                     write.is_none().then_some(Step::Plaintext)
                 }
                 ConnectionState::EncodeTlsData(mut record) => {
-                    let needed = match record.encode(&mut []) {
-                        Err(EncodeError::InsufficientSize(InsufficientSizeError {
-                            required_size,
-                        })) => required_size,
-                        Err(e) => return Err(tls_error(e.to_string())),
-                        Ok(_) => 0,
-                    };
-                    let at = outgoing.len();
-                    outgoing.resize(at + needed, 0);
-                    record
-                        .encode(&mut outgoing[at..])
-                        .map_err(|e| tls_error(e.to_string()))?;
+                    append(outgoing, |buf| record.encode(buf))?;
                     None
                 }
                 // Sent before the stream next waits for the peer or takes the caller's
@@ -192,19 +219,7 @@ impl TlsStream {
                 ConnectionState::WriteTraffic(mut traffic) => match write {
                     None => Some(Step::NeedMore),
                     Some(data) => {
-                        let needed = match traffic.encrypt(data, &mut []) {
-                            Err(EncryptError::InsufficientSize(InsufficientSizeError {
-                                required_size,
-                            })) => required_size,
-                            Err(e) => return Err(tls_error(e.to_string())),
-                            Ok(_) => 0,
-                        };
-                        let at = outgoing.len();
-                        outgoing.resize(at + needed, 0);
-                        let n = traffic
-                            .encrypt(data, &mut outgoing[at..])
-                            .map_err(|e| tls_error(e.to_string()))?;
-                        outgoing.truncate(at + n);
+                        append(outgoing, |buf| traffic.encrypt(data, buf))?;
                         Some(Step::Written(data.len()))
                     }
                 },
@@ -366,19 +381,14 @@ impl TlsStream {
         } = self;
         let status = conn.process_tls_records(incoming);
         let discard = status.discard;
-        if let Ok(ConnectionState::WriteTraffic(mut traffic)) = status.state {
-            let needed = match traffic.queue_close_notify(&mut []) {
-                Err(EncryptError::InsufficientSize(InsufficientSizeError { required_size })) => {
-                    required_size
-                }
-                _ => 0,
-            };
-            outgoing.resize(needed, 0);
-            let n = traffic.queue_close_notify(outgoing).unwrap_or(0);
-            outgoing.truncate(n);
-        }
+        let queued = match status.state {
+            Ok(ConnectionState::WriteTraffic(mut traffic)) => {
+                append(outgoing, |buf| traffic.queue_close_notify(buf))
+            }
+            _ => Ok(()),
+        };
         incoming.drain(..discard);
-        Ok(())
+        queued
     }
 }
 
