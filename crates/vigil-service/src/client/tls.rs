@@ -292,6 +292,26 @@ impl TlsStream {
         }
     }
 
+    /// Queues the session's `close_notify` (once; rustls sends it at most once).
+    fn queue_close_notify(&mut self) -> io::Result<()> {
+        let Self {
+            conn,
+            incoming,
+            outgoing,
+            ..
+        } = self;
+        let status = conn.process_tls_records(incoming);
+        let discard = status.discard;
+        let queued = match status.state {
+            Ok(ConnectionState::WriteTraffic(mut traffic)) => {
+                append(outgoing, |buf| traffic.queue_close_notify(buf))
+            }
+            _ => Ok(()),
+        };
+        incoming.drain(..discard);
+        queued
+    }
+
     /// Moves decrypted bytes into `buf`; frees `plaintext` once all are taken.
     fn take_plaintext(&mut self, buf: &mut ReadBuf<'_>) {
         let n = buf.remaining().min(self.plaintext.len() - self.taken);
@@ -362,33 +382,12 @@ impl AsyncWrite for TlsStream {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         ready!(this.poll_send(cx))?;
-        if !this.conn.is_handshaking() && this.outgoing.is_empty() {
+        // A failed session is not processed again (see `drive`); it gets no close_notify.
+        if !this.failed && !this.conn.is_handshaking() {
             this.queue_close_notify()?;
             ready!(this.poll_send(cx))?;
         }
         Pin::new(&mut this.tcp).poll_shutdown(cx)
-    }
-}
-
-impl TlsStream {
-    /// Queues the session's `close_notify` (once; rustls sends it at most once).
-    fn queue_close_notify(&mut self) -> io::Result<()> {
-        let Self {
-            conn,
-            incoming,
-            outgoing,
-            ..
-        } = self;
-        let status = conn.process_tls_records(incoming);
-        let discard = status.discard;
-        let queued = match status.state {
-            Ok(ConnectionState::WriteTraffic(mut traffic)) => {
-                append(outgoing, |buf| traffic.queue_close_notify(buf))
-            }
-            _ => Ok(()),
-        };
-        incoming.drain(..discard);
-        queued
     }
 }
 
@@ -491,6 +490,21 @@ mod tests {
         let e = s.read_to_end(&mut Vec::new()).await.unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof, "{e}");
         assert!(!would_wait(&mut s), "a closed stream is not idle");
+    }
+
+    #[tokio::test]
+    async fn shutdown_sends_close_notify() {
+        let (seen, saw) = tokio::sync::oneshot::channel();
+        let (config, tcp, _dir) = server(|mut tls| async move {
+            // Ok only if the stream ended with the session's close_notify.
+            let mut got = Vec::new();
+            let _ = seen.send(tls.read_to_end(&mut got).await.map(|_| got));
+        })
+        .await;
+        let mut s = TlsStream::connect(config, name(), tcp).await.unwrap();
+        s.write_all(b"last").await.unwrap();
+        s.shutdown().await.unwrap();
+        assert_eq!(saw.await.unwrap().unwrap(), b"last");
     }
 
     #[tokio::test]
