@@ -47,8 +47,14 @@ impl Mailbox {
     /// The next command, waiting for one.
     pub(crate) async fn recv(&self) -> Command {
         loop {
-            if let Some(cmd) = self.lock().as_mut().and_then(VecDeque::pop_front) {
-                return cmd;
+            if let Some(queue) = self.lock().as_mut() {
+                if let Some(cmd) = queue.pop_front() {
+                    if queue.is_empty() {
+                        // Nothing kept allocated between commands.
+                        *queue = VecDeque::new();
+                    }
+                    return cmd;
+                }
             }
             self.ready.notified().await;
         }
@@ -74,6 +80,8 @@ mod tests {
         assert!(mailbox.send(Command::Shutdown));
         assert!(matches!(mailbox.recv().await, Command::Rebuild));
         assert!(matches!(mailbox.recv().await, Command::Shutdown));
+        let held = mailbox.lock().as_ref().map(VecDeque::capacity);
+        assert_eq!(held, Some(0), "an empty mailbox holds no slots");
     }
 
     #[tokio::test]
