@@ -26,7 +26,7 @@ mod trust;
 pub use config::{
     certificate_issuer, client_config, peer_common_name, peer_subject, server_config, ClientAuth,
 };
-pub use pinned::{pinned_client_config, pinned_client_config_shared, PinnedIdentity};
+pub use pinned::{pinned_client_config, CertPin, PinCheckedConfig, PinnedIdentity};
 pub use trust::load_cert_store;
 
 use std::path::PathBuf;

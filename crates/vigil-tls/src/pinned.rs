@@ -70,17 +70,69 @@ pub fn pinned_client_config(
     let identity = identity
         .map(|(chain, key)| PinnedIdentity::new(chain, key))
         .transpose()?;
-    pinned_client_config_shared(cert, identity.as_ref())
+    config(Expect::Cert(cert), identity.as_ref())
 }
 
-/// [`pinned_client_config`] presenting an identity loaded once.
-pub fn pinned_client_config_shared(
-    cert: CertificateDer<'static>,
+/// The SHA-256 of the one certificate a server may present: what a client holding
+/// many pinned peers keeps for each, rather than a configuration per peer (a
+/// configuration and a certificate are most of a KiB; a verifier holds thousands).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct CertPin([u8; 32]);
+
+impl CertPin {
+    /// The pin of `cert` (DER).
+    pub fn of(cert: &[u8]) -> Self {
+        let digest = vigil_core::HashAlg::Sha256.hash(cert);
+        let mut pin = [0; 32];
+        pin.copy_from_slice(digest.as_bytes());
+        Self(pin)
+    }
+
+    /// Whether `cert` (DER) is the pinned certificate.
+    pub fn matches(&self, cert: &[u8]) -> bool {
+        Self::of(cert) == *self
+    }
+}
+
+impl std::fmt::Debug for CertPin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CertPin(")?;
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))?;
+        write!(f, ")")
+    }
+}
+
+/// One client configuration for every pinned peer, each checked against its own
+/// [`CertPin`] by the client that uses it: its verifier checks the handshake
+/// signatures with the presented certificate's key but accepts any certificate.
+///
+/// Alone it authenticates no one. A client using it must compare the peer's
+/// certificate with the pin as soon as rustls has it and before it sends anything
+/// more (rustls records the certificate before it makes the client's next flight, in
+/// TLS 1.2 and 1.3): `vigil_service`'s client does. It presents the identity it was
+/// made with and never resumes a session, as [`pinned_client_config`] does.
+#[derive(Debug, Clone)]
+pub struct PinCheckedConfig(Arc<rustls::ClientConfig>);
+
+impl PinCheckedConfig {
+    /// The configuration presenting `identity`, if given.
+    pub fn new(identity: Option<&PinnedIdentity>) -> Result<Self, rustls::Error> {
+        config(Expect::CheckedByClient, identity).map(|c| Self(Arc::new(c)))
+    }
+
+    /// The rustls configuration: only for a client that checks the pin (see above).
+    pub fn rustls(&self) -> &Arc<rustls::ClientConfig> {
+        &self.0
+    }
+}
+
+fn config(
+    expect: Expect,
     identity: Option<&PinnedIdentity>,
 ) -> Result<rustls::ClientConfig, rustls::Error> {
     let provider = provider();
     let verifier = Arc::new(PinnedCert {
-        cert,
+        expect,
         provider: provider.clone(),
     });
     let builder = rustls::ClientConfig::builder_with_provider(provider)
@@ -95,9 +147,18 @@ pub fn pinned_client_config_shared(
     Ok(config)
 }
 
+/// Which server certificate a [`PinnedCert`] accepts.
+#[derive(Debug)]
+enum Expect {
+    /// Exactly this one.
+    Cert(CertificateDer<'static>),
+    /// Any: the client compares it with its pin (see [`PinCheckedConfig`]).
+    CheckedByClient,
+}
+
 #[derive(Debug)]
 struct PinnedCert {
-    cert: CertificateDer<'static>,
+    expect: Expect,
     provider: Arc<CryptoProvider>,
 }
 
@@ -110,7 +171,11 @@ impl ServerCertVerifier for PinnedCert {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        if end_entity.as_ref() == self.cert.as_ref() {
+        let accepted = match &self.expect {
+            Expect::Cert(cert) => end_entity.as_ref() == cert.as_ref(),
+            Expect::CheckedByClient => true,
+        };
+        if accepted {
             Ok(ServerCertVerified::assertion())
         } else {
             Err(rustls::Error::General(

@@ -10,7 +10,6 @@
 //! [`CommFailure::TooLarge`], not an unreachable node.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::body::Bytes;
@@ -18,7 +17,9 @@ use serde_json::Value;
 use vigil_core::attestation::CommFailure;
 use vigil_service::client::{Answer, Client, ClientError, Endpoint, KeptConnection, Limits};
 
-use crate::node_tls::ClientIdentity;
+use vigil_tls::CertPin;
+
+use crate::node_tls::NodeTls;
 use crate::protocol::{negotiate, AGENT_VERSIONS};
 
 /// Where a node is and how to reach it, copied from its context for one request.
@@ -26,8 +27,8 @@ use crate::protocol::{negotiate, AGENT_VERSIONS};
 pub(crate) struct NodeTarget {
     /// The node's address, if it is a pull-mode node with a usable one.
     pub(crate) addr: Option<SocketAddr>,
-    /// TLS pinned to the node's certificate (none for a node without mTLS).
-    pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
+    /// The node's certificate, pinned (none for a node without mTLS).
+    pub(crate) pin: Option<CertPin>,
     /// The agent API version in use.
     pub(crate) version: String,
 }
@@ -42,7 +43,7 @@ pub(crate) struct Exchange<T> {
 /// The verifier's client of its nodes.
 #[derive(Debug, Clone)]
 pub(crate) struct AgentClient {
-    identity: Option<ClientIdentity>,
+    tls: NodeTls,
     client: Client,
     keep_alive: bool,
 }
@@ -51,7 +52,7 @@ impl AgentClient {
     /// Requests of at most `timeout` each (connecting included), reading answers of at
     /// most `max_answer` bytes; quote requests on kept connections if `keep_alive`.
     pub(crate) fn new(
-        identity: Option<ClientIdentity>,
+        tls: NodeTls,
         timeout: Duration,
         max_answer: usize,
         keep_alive: bool,
@@ -62,15 +63,10 @@ impl AgentClient {
             body_limit: max_answer,
         });
         Self {
-            identity,
+            tls,
             client,
             keep_alive,
         }
-    }
-
-    /// The verifier's client certificate and key, presented to nodes.
-    pub(crate) fn identity(&self) -> Option<&ClientIdentity> {
-        self.identity.as_ref()
     }
 
     /// `GET /v{ver}/quotes/integrity` on the node's kept connection `conn` (opened or
@@ -170,7 +166,10 @@ impl AgentClient {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<Answer, CommFailure> {
-        let endpoint = Endpoint::addr(addr).with_optional_tls(node.tls.clone());
+        let endpoint = match node.pin {
+            Some(pin) => Endpoint::addr(addr).with_pinned_tls(&self.tls, pin),
+            None => Endpoint::addr(addr),
+        };
         let answer = match conn.filter(|_| self.keep_alive) {
             Some(slot) => {
                 self.client

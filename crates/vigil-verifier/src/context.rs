@@ -17,8 +17,9 @@ use vigil_core::policy::tpm::TpmPolicy;
 use vigil_core::revocation::RevocationKey;
 use vigil_core::tpm::quote::{AkPublicKey, QuoteVerifier};
 use vigil_store::{Store, VerifierAgent};
+use vigil_tls::CertPin;
 
-use crate::node_tls::{self, ClientIdentity};
+use crate::node_tls;
 
 /// Why a node's enrolment cannot be turned into a context; each names the field.
 #[derive(Debug, thiserror::Error)]
@@ -158,7 +159,8 @@ pub(crate) struct NodeContext {
     pub(crate) accept_sign_algs: Vec<String>,
     pub(crate) supported_version: String,
     pub(crate) verifier: QuoteVerifier,
-    pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
+    /// The node's enrolled `mtls_cert`, pinned (none without mTLS).
+    pub(crate) pin: Option<CertPin>,
     pub(crate) revocation_key: Option<Arc<RevocationKey>>,
     pub(crate) keyrings: ImaKeyrings,
     pub(crate) generation: u64,
@@ -218,7 +220,6 @@ pub(crate) async fn build(
     agent: &VerifierAgent,
     store: &Store,
     cache: &PolicyCache,
-    identity: Option<&ClientIdentity>,
 ) -> Result<NodeContext, ContextError> {
     let generation = cache.generation();
     let e = &agent.enrolment;
@@ -334,15 +335,11 @@ pub(crate) async fn build(
             (None, None) => None,
         };
     let ak = AkPublicKey::from_spki_or_tpm2b(&e.ak_tpm)?;
-    let tls = match e.mtls_cert.as_deref() {
-        Some(pem) if pem != "disabled" && !pem.is_empty() => {
-            let der = node_tls::cert_der(pem.as_bytes())
-                .ok_or_else(|| ContextError::MtlsCert("not a PEM or DER certificate".into()))?;
-            Some(
-                node_tls::pinned_config(der, identity)
-                    .map_err(|err| ContextError::MtlsCert(err.to_string()))?,
-            )
-        }
+    let pin = match e.mtls_cert.as_deref() {
+        Some(pem) if pem != "disabled" && !pem.is_empty() => Some(
+            node_tls::pin(pem.as_bytes())
+                .ok_or_else(|| ContextError::MtlsCert("not a PEM or DER certificate".into()))?,
+        ),
         _ => None,
     };
     let revocation_key = match e.revocation_key.as_deref() {
@@ -389,7 +386,7 @@ pub(crate) async fn build(
         accept_sign_algs: e.accept_tpm_signing_algs.clone(),
         supported_version: e.supported_version.clone(),
         verifier: QuoteVerifier::new(ak),
-        tls,
+        pin,
         revocation_key,
         keyrings,
         generation,

@@ -172,6 +172,8 @@ impl Verifier {
         )
         .map_err(|e| tls_err(format!("{e}{}", e.setup_hint(&config.tls_dir()))))?;
         let identity = load_identity(config).map_err(tls_err)?;
+        let node_tls =
+            node_tls::NodeTls::new(Some(&identity)).map_err(|e| tls_err(e.to_string()))?;
         let results_key = gate::load_or_create_key(&config.attestation_results_key())
             .map_err(|e| StartError::Config(e.to_string()))?;
         let store = Store::open(&config.database_url()).await?;
@@ -182,7 +184,7 @@ impl Verifier {
             &config,
             store.clone(),
             metrics.clone(),
-            Some(identity.clone()),
+            node_tls.clone(),
             attestation.clone(),
             clock.clone(),
             stopped.clone(),
@@ -197,7 +199,7 @@ impl Verifier {
         let engine = engine::Engine::new(engine::EngineParts {
             store: store.clone(),
             agents: agent_client::AgentClient::new(
-                Some(identity),
+                node_tls,
                 config.request_timeout(),
                 config.max_answer_size,
                 config.agent_keep_alive,

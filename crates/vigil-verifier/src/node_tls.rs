@@ -1,15 +1,20 @@
-//! The verifier's TLS to nodes: a client configuration that trusts exactly the node's
-//! enrolled `mtls_cert` and presents the verifier's client certificate — Keylime's
+//! The verifier's TLS to nodes: a node must present exactly its enrolled `mtls_cert`,
+//! and the verifier presents its client certificate — Keylime's
 //! `generate_agent_tls_context`, which makes the node's certificate the only CA and
-//! checks no host name. Requests go through `vigil_service::client`.
-
-use std::sync::Arc;
+//! checks no host name. Requests go through `vigil_service::client`, with one client
+//! configuration for every node ([`NodeTls`]) and each node's certificate held as a
+//! pin: a configuration and a certificate per node were most of a KiB of each node's
+//! memory.
 
 use rustls::pki_types::CertificateDer;
+use vigil_tls::CertPin;
 
-/// The verifier's client identity (certificate chain and key), loaded once and shared
-/// by every node's pinned configuration.
+/// The verifier's client identity (certificate chain and key), loaded once.
 pub(crate) type ClientIdentity = vigil_tls::PinnedIdentity;
+
+/// The one client configuration of every request to a node, presenting the verifier's
+/// identity; the node's certificate is compared with its pin by the client's stream.
+pub(crate) type NodeTls = vigil_tls::PinCheckedConfig;
 
 /// The DER of the first certificate in `pem` (or `pem` itself if it is DER).
 pub(crate) fn cert_der(pem_or_der: &[u8]) -> Option<CertificateDer<'static>> {
@@ -21,10 +26,7 @@ pub(crate) fn cert_der(pem_or_der: &[u8]) -> Option<CertificateDer<'static>> {
     (pem_or_der.first() == Some(&0x30)).then(|| CertificateDer::from(pem_or_der.to_vec()))
 }
 
-/// A client configuration trusting exactly `node_cert`, presenting `identity`.
-pub(crate) fn pinned_config(
-    node_cert: CertificateDer<'static>,
-    identity: Option<&ClientIdentity>,
-) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
-    vigil_tls::pinned_client_config_shared(node_cert, identity).map(Arc::new)
+/// The pin of a node's enrolled `mtls_cert` (PEM or DER), if it is a certificate.
+pub(crate) fn pin(pem_or_der: &[u8]) -> Option<CertPin> {
+    cert_der(pem_or_der).map(|der| CertPin::of(&der))
 }

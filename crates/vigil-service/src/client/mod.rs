@@ -29,6 +29,7 @@ use hyper::body::Bytes;
 use hyper::{HeaderMap, Method};
 use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
+use vigil_tls::{CertPin, PinCheckedConfig};
 
 use http1::Http1Error;
 use tls::TlsStream;
@@ -166,6 +167,9 @@ pub struct Endpoint {
     port: u16,
     https: bool,
     tls: Option<Arc<rustls::ClientConfig>>,
+    /// The certificate the peer must present, checked by the stream (with a
+    /// [`PinCheckedConfig`]).
+    pin: Option<CertPin>,
     server_name: Option<ServerName<'static>>,
 }
 
@@ -174,6 +178,7 @@ impl fmt::Debug for Endpoint {
         f.debug_struct("Endpoint")
             .field("peer", &self.to_string())
             .field("tls", &self.tls.is_some())
+            .field("pin", &self.pin)
             .field("server_name", &self.server_name)
             .finish()
     }
@@ -195,6 +200,7 @@ impl Endpoint {
             port: addr.port(),
             https: false,
             tls: None,
+            pin: None,
             server_name: None,
         }
     }
@@ -212,6 +218,7 @@ impl Endpoint {
             port,
             https: false,
             tls: None,
+            pin: None,
             server_name: None,
         }
     }
@@ -248,6 +255,7 @@ impl Endpoint {
             port,
             https,
             tls: None,
+            pin: None,
             server_name: None,
         };
         Ok((endpoint, target))
@@ -259,6 +267,16 @@ impl Endpoint {
     pub fn with_tls(mut self, config: Arc<rustls::ClientConfig>) -> Self {
         self.https = true;
         self.tls = Some(config);
+        self
+    }
+
+    /// Over TLS to a peer that must present exactly the certificate `pin` names, with
+    /// the one configuration all such peers share: the stream compares the peer's
+    /// certificate with `pin` before it sends anything after the server's flight.
+    pub fn with_pinned_tls(mut self, config: &PinCheckedConfig, pin: CertPin) -> Self {
+        self.https = true;
+        self.tls = Some(config.rustls().clone());
+        self.pin = Some(pin);
         self
     }
 
@@ -359,11 +377,12 @@ pub struct Client {
 /// the stream and nothing else. Dropping it closes the connection.
 pub struct KeptConnection {
     stream: Stream,
-    /// The peer (`https://host:port`) and TLS configuration it was opened for: a
-    /// request to another peer or with another configuration (a node re-enrolled with
-    /// a new certificate) does not use it.
+    /// The peer (`https://host:port`), TLS configuration and pin it was opened for: a
+    /// request to another peer, with another configuration or pin (a node re-enrolled
+    /// with a new certificate) does not use it.
     peer: String,
     tls: Option<Arc<rustls::ClientConfig>>,
+    pin: Option<CertPin>,
 }
 
 impl fmt::Debug for KeptConnection {
@@ -382,7 +401,7 @@ impl KeptConnection {
             (None, None) => true,
             _ => false,
         };
-        same_tls && self.peer == peer
+        same_tls && self.pin == endpoint.pin && self.peer == peer
     }
 }
 
@@ -504,6 +523,7 @@ impl Client {
                 stream,
                 peer,
                 tls: endpoint.tls.clone(),
+                pin: endpoint.pin,
             });
         }
         Ok(answer)
@@ -548,7 +568,7 @@ impl Client {
         let _ = tcp.set_nodelay(true);
         match tls {
             None => Ok(Stream::Plain(tcp)),
-            Some((config, name)) => TlsStream::connect(config, name, tcp)
+            Some((config, name)) => TlsStream::connect(config, name, endpoint.pin, tcp)
                 .await
                 .map(|s| Stream::Tls(Box::new(s)))
                 .map_err(|source| ClientError::Tls { peer, source }),

@@ -16,6 +16,7 @@ use rustls::pki_types::ServerName;
 use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, InsufficientSizeError};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use vigil_tls::CertPin;
 
 /// The most received bytes held unprocessed: a handshake message (rustls joins them up
 /// to 64 KiB) and the record under way. A peer cannot make the stream hold more.
@@ -39,6 +40,8 @@ pub(crate) struct TlsStream {
     taken: usize,
     /// The peer sent `close_notify`: reads end there.
     peer_closed: bool,
+    /// The certificate the peer must present, until it has been compared.
+    pin: Option<CertPin>,
     /// The session failed (a bad record, a refused certificate).
     failed: bool,
 }
@@ -58,6 +61,11 @@ enum Step {
 fn tls_error(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e)
 }
+
+/// The peer's certificate is not the pinned one.
+#[derive(Debug, thiserror::Error)]
+#[error("the peer presented a certificate other than the one pinned (its registered mtls_cert)")]
+struct PinRefused;
 
 /// rustls's errors for an output buffer too small, which say how large it must be.
 trait Shortfall: std::fmt::Display {
@@ -101,10 +109,12 @@ fn append<E: Shortfall>(
 }
 
 impl TlsStream {
-    /// Makes the TLS handshake with `name` over `tcp`.
+    /// Makes the TLS handshake with `name` over `tcp`; with `pin`, the server must
+    /// present that certificate (whatever `config`'s verifier accepts).
     pub(crate) async fn connect(
         config: Arc<rustls::ClientConfig>,
         name: ServerName<'static>,
+        pin: Option<CertPin>,
         tcp: TcpStream,
     ) -> io::Result<Self> {
         let conn = UnbufferedClientConnection::new(config, name).map_err(tls_error)?;
@@ -117,6 +127,7 @@ impl TlsStream {
             plaintext: Vec::new(),
             taken: 0,
             peer_closed: false,
+            pin,
             failed: false,
         };
         std::future::poll_fn(|cx| stream.poll_handshake(cx)).await?;
@@ -172,7 +183,7 @@ impl TlsStream {
     /// (processing the received bytes again would fail again, and rustls may still
     /// refer to them).
     fn send_alert(&mut self) {
-        if !self.conn.wants_write() {
+        if self.check_pin().is_err() || !self.conn.wants_write() {
             return;
         }
         let status = self.conn.process_tls_records(&mut []);
@@ -248,8 +259,29 @@ impl TlsStream {
         }
     }
 
+    /// Compares the peer's certificate with the pin, once rustls has it. Every send
+    /// calls this first, and rustls records the server's certificate before it makes
+    /// the client's next flight: nothing goes to a peer whose certificate is not the
+    /// pinned one (not the client's certificate, not an alert).
+    fn check_pin(&mut self) -> io::Result<()> {
+        let Some(want) = self.pin else {
+            return Ok(());
+        };
+        let Some(certs) = self.conn.peer_certificates() else {
+            return Ok(());
+        };
+        if certs.first().is_some_and(|cert| want.matches(cert)) {
+            self.pin = None;
+            return Ok(());
+        }
+        self.failed = true;
+        self.outgoing.truncate(self.sent);
+        Err(tls_error(PinRefused))
+    }
+
     /// Sends what `outgoing` holds; frees it once sent.
     fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.check_pin()?;
         while self.sent < self.outgoing.len() {
             let n = ready!(Pin::new(&mut self.tcp).poll_write(cx, &self.outgoing[self.sent..]))?;
             if n == 0 {
@@ -455,7 +487,7 @@ mod tests {
             std::future::pending::<()>().await;
         })
         .await;
-        let mut s = TlsStream::connect(config, name(), tcp).await.unwrap();
+        let mut s = TlsStream::connect(config, name(), None, tcp).await.unwrap();
         for round in [b'a', b'b'] {
             s.write_all(&[round; 4]).await.unwrap();
             s.flush().await.unwrap();
@@ -475,7 +507,7 @@ mod tests {
             tls.shutdown().await.unwrap();
         })
         .await;
-        let mut s = TlsStream::connect(config, name(), tcp).await.unwrap();
+        let mut s = TlsStream::connect(config, name(), None, tcp).await.unwrap();
         let mut got = Vec::new();
         s.read_to_end(&mut got).await.unwrap();
         assert_eq!(got, b"bye");
@@ -486,7 +518,7 @@ mod tests {
             drop(tcp);
         })
         .await;
-        let mut s = TlsStream::connect(config, name(), tcp).await.unwrap();
+        let mut s = TlsStream::connect(config, name(), None, tcp).await.unwrap();
         let e = s.read_to_end(&mut Vec::new()).await.unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof, "{e}");
         assert!(!would_wait(&mut s), "a closed stream is not idle");
@@ -501,7 +533,7 @@ mod tests {
             let _ = seen.send(tls.read_to_end(&mut got).await.map(|_| got));
         })
         .await;
-        let mut s = TlsStream::connect(config, name(), tcp).await.unwrap();
+        let mut s = TlsStream::connect(config, name(), None, tcp).await.unwrap();
         s.write_all(b"last").await.unwrap();
         s.shutdown().await.unwrap();
         assert_eq!(saw.await.unwrap().unwrap(), b"last");
@@ -514,8 +546,55 @@ mod tests {
         let other = vigil_tls::ca::CaDir::new(dir.path()).cert("client");
         let other = CertificateDer::from_pem_file(other).unwrap();
         let config = Arc::new(vigil_tls::pinned_client_config(other, None).unwrap());
-        let e = TlsStream::connect(config, name(), tcp).await.err().unwrap();
+        let e = TlsStream::connect(config, name(), None, tcp)
+            .await
+            .err()
+            .unwrap();
         assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
+    }
+
+    /// The pinned certificate's pin, and a shared configuration that leaves the check
+    /// to the stream.
+    fn pin_checked(cert: &std::path::Path) -> (Arc<rustls::ClientConfig>, CertPin) {
+        let der = CertificateDer::from_pem_file(cert).unwrap();
+        let config = vigil_tls::PinCheckedConfig::new(None).unwrap();
+        (config.rustls().clone(), CertPin::of(&der))
+    }
+
+    #[tokio::test]
+    async fn a_shared_configuration_connects_to_the_pinned_certificate() {
+        let (tx, accepted) = tokio::sync::oneshot::channel();
+        let (_, tcp, dir) = server(move |_| async move {
+            let _ = tx.send(());
+        })
+        .await;
+        let (config, pin) = pin_checked(&vigil_tls::ca::CaDir::new(dir.path()).cert("server"));
+        TlsStream::connect(config, name(), Some(pin), tcp)
+            .await
+            .unwrap();
+        accepted.await.expect("the server completed the handshake");
+    }
+
+    #[tokio::test]
+    async fn a_shared_configuration_sends_nothing_more_to_another_certificate() {
+        let (tx, accepted) = tokio::sync::oneshot::channel();
+        let (_, tcp, dir) = server(move |_| async move {
+            let _ = tx.send(());
+        })
+        .await;
+        // Pinned to the CA's client certificate, which is not the server's.
+        let (config, pin) = pin_checked(&vigil_tls::ca::CaDir::new(dir.path()).cert("client"));
+        let e = TlsStream::connect(config, name(), Some(pin), tcp)
+            .await
+            .err()
+            .unwrap();
+        assert!(e.get_ref().is_some_and(|e| e.is::<PinRefused>()), "{e}");
+        // The client's last flight (its Finished) never left: the server's handshake
+        // did not complete.
+        assert!(
+            accepted.await.is_err(),
+            "the server completed the handshake"
+        );
     }
 
     #[tokio::test]
@@ -528,7 +607,10 @@ mod tests {
         });
         let (config, _, _dir) = server(|_| async {}).await;
         let tcp = TcpStream::connect(addr).await.unwrap();
-        let e = TlsStream::connect(config, name(), tcp).await.err().unwrap();
+        let e = TlsStream::connect(config, name(), None, tcp)
+            .await
+            .err()
+            .unwrap();
         assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
     }
 }

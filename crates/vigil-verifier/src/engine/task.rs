@@ -373,7 +373,7 @@ impl NodeTask {
                 return None;
             }
         };
-        let ctx = match context::build(&agent, &e.store, &e.cache, e.agents.identity()).await {
+        let ctx = match context::build(&agent, &e.store, &e.cache).await {
             Ok(c) => Box::new(c),
             Err(err) => {
                 error!(agent_id = %self.id, "cannot attest this node: {err}");
@@ -417,7 +417,7 @@ impl NodeTask {
         };
         // The node's class and labels may have changed with its record.
         self.event_node = crate::events::event_node(&agent.enrolment);
-        match context::build(&agent, &e.store, &e.cache, e.agents.identity()).await {
+        match context::build(&agent, &e.store, &e.cache).await {
             Ok(mut new) => {
                 new.keyrings.adopt_learned(&mut ctx.keyrings);
                 // What the log replayed to does not depend on the policies.
@@ -431,7 +431,7 @@ impl NodeTask {
     pub(super) fn target(ctx: &NodeContext) -> NodeTarget {
         NodeTarget {
             addr: ctx.addr(),
-            tls: ctx.tls.clone(),
+            pin: ctx.pin,
             version: ctx.supported_version.clone(),
         }
     }

@@ -9,26 +9,21 @@ use vigil_store::Store;
 use super::{ChannelFuture, Notifier, Origin, Sent};
 use vigil_service::client::{Client, Endpoint, Limits};
 
-use crate::node_tls::{self, ClientIdentity};
+use crate::node_tls::{self, NodeTls};
 
 pub(super) struct AgentChannel {
     store: Store,
     verifier_id: String,
-    identity: Option<ClientIdentity>,
+    tls: NodeTls,
     timeout: Duration,
 }
 
 impl AgentChannel {
-    pub(super) fn new(
-        store: Store,
-        verifier_id: String,
-        identity: Option<ClientIdentity>,
-        timeout: Duration,
-    ) -> Self {
+    pub(super) fn new(store: Store, verifier_id: String, tls: NodeTls, timeout: Duration) -> Self {
         Self {
             store,
             verifier_id,
-            identity,
+            tls,
             timeout,
         }
     }
@@ -52,9 +47,8 @@ impl AgentChannel {
         // it has no RevocationNotifier certificate to verify notices with.
         let can_verify = e.revocation_key.as_deref().is_some_and(|k| !k.is_empty());
         let addr = std::net::SocketAddr::new(ip, port);
-        let tls = match e.mtls_cert.as_deref() {
-            Some(pem) if pem != "disabled" && !pem.is_empty() => node_tls::cert_der(pem.as_bytes())
-                .and_then(|der| node_tls::pinned_config(der, self.identity.as_ref()).ok()),
+        let pin = match e.mtls_cert.as_deref() {
+            Some(pem) if pem != "disabled" && !pem.is_empty() => node_tls::pin(pem.as_bytes()),
             _ => None,
         };
         let path = format!("/v{}/notifications/revocation", e.supported_version);
@@ -64,7 +58,10 @@ impl AgentChannel {
             // An agent answers a notice with a short envelope.
             body_limit: 1 << 20,
         });
-        let endpoint = Endpoint::addr(addr).with_optional_tls(tls);
+        let endpoint = match pin {
+            Some(pin) => Endpoint::addr(addr).with_pinned_tls(&self.tls, pin),
+            None => Endpoint::addr(addr),
+        };
         let sent = client
             .request(
                 &endpoint,

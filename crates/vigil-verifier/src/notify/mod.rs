@@ -38,7 +38,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::context::NodeContext;
 use crate::metrics::Metrics;
-use crate::node_tls::ClientIdentity;
+use crate::node_tls::NodeTls;
 
 /// The node a notice is about (what a channel may need besides the notice).
 #[derive(Debug, Clone)]
@@ -100,7 +100,7 @@ impl Notifiers {
         config: &Config,
         store: Store,
         metrics: Arc<Metrics>,
-        identity: Option<ClientIdentity>,
+        tls: NodeTls,
         attestation: Arc<AttestationConfig>,
         clock: Arc<dyn Clock>,
         stop: watch::Receiver<bool>,
@@ -111,7 +111,7 @@ impl Notifiers {
                 "agent" => channels.push(Arc::new(agent::AgentChannel::new(
                     store.clone(),
                     config.uuid.clone(),
-                    identity.clone(),
+                    tls.clone(),
                     config.request_timeout(),
                 ))),
                 "webhook" if !config.webhook_url.is_empty() => {

@@ -310,14 +310,14 @@ impl Service {
     pub(crate) async fn pcrs(&self, id: &str, pcrs: &[u32]) -> Result<Value, ApiError> {
         let e = &self.engine;
         let agent = self.agent(id).await?;
-        let ctx = context::build(&agent, &e.store, &e.cache, e.agents.identity())
+        let ctx = context::build(&agent, &e.store, &e.cache)
             .await
             .map_err(|err| ApiError::Conflict(format!("node {id} cannot be attested: {err}")))?;
         let mask = pcrs.iter().fold(0u32, |m, &p| m | 1 << p);
         let nonce = e.nonces.nonce();
         let target = crate::agent_client::NodeTarget {
             addr: ctx.addr(),
-            tls: ctx.tls.clone(),
+            pin: ctx.pin,
             version: ctx.supported_version.clone(),
         };
         // From the node's next IMA entry: the answer carries only what is new.
