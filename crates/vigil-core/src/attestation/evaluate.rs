@@ -208,8 +208,41 @@ pub fn evaluate_round_memo(
 pub struct BootLogMemo {
     /// SHA-256 of the answer's `hash_alg`, a NUL and the log's base64 text.
     key: Option<Digest>,
-    replayed: Option<BTreeMap<u32, Digest>>,
+    replayed: Option<PackedPcrs>,
     aggregates: Vec<Digest>,
+}
+
+/// PCR values packed end to end (each: the index, little-endian, the digest's length
+/// and its bytes): eight SHA-256 PCRs take 296 bytes, where a map of full-size digests
+/// took most of a KiB, for every node a verifier holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PackedPcrs(Box<[u8]>);
+
+impl PackedPcrs {
+    fn pack(pcrs: &BTreeMap<u32, Digest>) -> Self {
+        let mut packed = Vec::with_capacity(pcrs.values().map(|d| 5 + d.len()).sum());
+        for (index, digest) in pcrs {
+            packed.extend_from_slice(&index.to_le_bytes());
+            // A digest is at most 64 bytes.
+            packed.push(digest.len() as u8);
+            packed.extend_from_slice(digest.as_bytes());
+        }
+        Self(packed.into_boxed_slice())
+    }
+
+    fn unpack(&self) -> BTreeMap<u32, Digest> {
+        let mut pcrs = BTreeMap::new();
+        let mut rest = &self.0[..];
+        while let [a, b, c, d, len, tail @ ..] = rest {
+            let (digest, next) = tail.split_at(usize::from(*len));
+            // Packed from digests: the length fits.
+            if let Ok(digest) = Digest::from_slice(digest) {
+                pcrs.insert(u32::from_le_bytes([*a, *b, *c, *d]), digest);
+            }
+            rest = next;
+        }
+        pcrs
+    }
 }
 
 impl BootLogMemo {
@@ -245,7 +278,7 @@ impl BootEvidence {
         };
         let key = BootLogMemo::key(answer.hash_alg, b64);
         if !evaluate_now && memo.key.as_ref() == Some(&key) {
-            boot.replayed.clone_from(&memo.replayed);
+            boot.replayed = memo.replayed.as_ref().map(PackedPcrs::unpack);
             boot.aggregates.clone_from(&memo.aggregates);
             return boot;
         }
@@ -290,7 +323,7 @@ impl BootEvidence {
                 }
                 *memo = BootLogMemo {
                     key: Some(key),
-                    replayed: boot.replayed.clone(),
+                    replayed: boot.replayed.as_ref().map(PackedPcrs::pack),
                     aggregates: boot.aggregates.clone(),
                 };
             }
@@ -511,6 +544,20 @@ mod tests {
     }
 
     #[test]
+    fn packed_pcrs_unpack_to_what_was_packed() {
+        let pcrs: BTreeMap<u32, Digest> = [
+            (0, HashAlg::Sha256.ones()),
+            (7, HashAlg::Sha1.zero()),
+            (u32::MAX, HashAlg::Sha512.ones()),
+        ]
+        .into();
+        let packed = PackedPcrs::pack(&pcrs);
+        assert_eq!(packed.0.len(), 3 * 5 + 32 + 20 + 64);
+        assert_eq!(packed.unpack(), pcrs);
+        assert!(PackedPcrs::pack(&BTreeMap::new()).unpack().is_empty());
+    }
+
+    #[test]
     fn an_unchanged_log_is_replayed_once_and_a_changed_one_again() {
         let (a, b) = (
             log_b64("event-bootorder.bin"),
@@ -524,7 +571,7 @@ mod tests {
 
         // The same log again: taken from the memo (a marker put there comes back).
         let marker: BTreeMap<u32, Digest> = [(0, HashAlg::Sha256.ones())].into();
-        memo.replayed = Some(marker.clone());
+        memo.replayed = Some(PackedPcrs::pack(&marker));
         let again = BootEvidence::read(&answer(&a), false, &mut memo);
         assert_eq!(again.replayed, Some(marker));
         assert_eq!(again.aggregates, first.aggregates);
