@@ -43,7 +43,13 @@ fn main() -> ExitCode {
         config.tpm_tcti = t;
     }
     let (log, format) = (config.log.clone(), config.log_format);
-    vigil_service::run("vigil-agent", &log, format, || run(config))
+    vigil_service::run(
+        "vigil-agent",
+        &log,
+        format,
+        vigil_service::Runtime::default(),
+        || run(config),
+    )
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {

@@ -35,14 +35,20 @@ fn main() -> ExitCode {
         config.database_url = url;
     }
     let (log, format) = (config.log.clone(), config.log_format);
-    vigil_service::run("vigil-registrar", &log, format, || async move {
-        // Signals are handled before readiness is reported, so a stop sent as soon as
-        // the service is ready is a graceful one.
-        let mut signals = vigil_service::Signals::stop_only()?;
-        let registrar = Registrar::start(&config).await.context("cannot start")?;
-        vigil_service::notify::ready();
-        signals.next().await?;
-        registrar.shutdown().await;
-        Ok(())
-    })
+    vigil_service::run(
+        "vigil-registrar",
+        &log,
+        format,
+        vigil_service::Runtime::default(),
+        || async move {
+            // Signals are handled before readiness is reported, so a stop sent as soon as
+            // the service is ready is a graceful one.
+            let mut signals = vigil_service::Signals::stop_only()?;
+            let registrar = Registrar::start(&config).await.context("cannot start")?;
+            vigil_service::notify::ready();
+            signals.next().await?;
+            registrar.shutdown().await;
+            Ok(())
+        },
+    )
 }

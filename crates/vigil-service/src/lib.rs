@@ -37,4 +37,4 @@ pub mod routing;
 pub mod server;
 pub mod settings;
 
-pub use process::{run, subscriber, LogFormat, Signal, Signals};
+pub use process::{run, subscriber, LogFormat, Runtime, Signal, Signals};

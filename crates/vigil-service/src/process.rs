@@ -20,20 +20,31 @@ pub enum LogFormat {
     Json,
 }
 
+/// What a service asks of its tokio runtime.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Runtime {
+    /// The most threads its blocking pool may have (tokio's 512 when `None`). Every
+    /// thread that allocates keeps its own allocator caches: a service whose blocking
+    /// work is bounded CPU work gains nothing from more threads than it runs at once.
+    pub blocking_threads: Option<usize>,
+}
+
 /// Runs a service: logs at `RUST_LOG` (else `log`, the configured filter) in `format`,
-/// builds a multi-threaded tokio runtime and runs `body` on it. Errors are printed as
-/// `<name>: <error and its causes>`; the exit status is 0 on success, 1 on failure.
-pub fn run<F, Fut>(name: &str, log: &str, format: LogFormat, body: F) -> ExitCode
+/// builds a multi-threaded tokio runtime as `runtime` says and runs `body` on it.
+/// Errors are printed as `<name>: <error and its causes>`; the exit status is 0 on
+/// success, 1 on failure.
+pub fn run<F, Fut>(name: &str, log: &str, format: LogFormat, runtime: Runtime, body: F) -> ExitCode
 where
     F: FnOnce() -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| log.to_owned());
     let _ = tracing::subscriber::set_global_default(subscriber(&filter, format, std::io::stdout));
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = runtime.blocking_threads {
+        builder.max_blocking_threads(n.max(1));
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("{name}: cannot start the runtime: {e}");
