@@ -99,6 +99,12 @@ pub struct Config {
     /// Vigil only: the largest answer read from a node, in bytes; a larger one fails
     /// the round as `internal.verifier.answer_too_large` without being read whole.
     pub max_answer_size: usize,
+    /// Vigil only: the most quote rounds under way at once (from the request to the
+    /// round recorded); a node due beyond that waits for one to end. A verifier that
+    /// falls behind then queues nodes, not their answers and judged rounds. The
+    /// default is four of the round writer's batches, so requests go on while one
+    /// commits.
+    pub max_rounds_in_flight: usize,
     /// Vigil only: a node whose last successful round is older than this many quote
     /// intervals (and at least 30 s) is reported as not currently attested
     /// (`attestation_status` TIMEOUT instead of PASS); 0 turns the check off.
@@ -198,6 +204,7 @@ impl Default for Config {
             lease_ttl: 0,
             lease_batch: 50,
             max_answer_size: 256 << 20,
+            max_rounds_in_flight: 1024,
             stale_after_intervals: 10.0,
             identity_clients: Vec::new(),
             identity_trust_domain: "example.org".into(),
@@ -246,6 +253,7 @@ const SCALAR_KEYS: &[&str] = &[
     "lease_batch",
     "stale_after_intervals",
     "max_answer_size",
+    "max_rounds_in_flight",
     "attestation_results_ttl",
 ];
 

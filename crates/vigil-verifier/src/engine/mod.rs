@@ -146,6 +146,9 @@ pub(crate) struct Engine {
     /// may hold hundreds of megabytes, so more than a core's worth at a time would
     /// only add memory.
     judging: Semaphore,
+    /// Quote rounds under way (`max_rounds_in_flight`): each holds one from before its
+    /// request is sent until it is recorded.
+    rounds: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -176,6 +179,7 @@ impl Engine {
             .parse()
             .unwrap_or(MbPolicy::AcceptAll);
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let rounds = Arc::new(Semaphore::new(config.max_rounds_in_flight.max(1)));
         let holder = config.replica_id();
         let delivery = Delivery::new(
             store.clone(),
@@ -207,6 +211,7 @@ impl Engine {
             config,
             tasks: tokio::sync::Mutex::new(tokio::task::JoinSet::new()),
             judging: Semaphore::new(cores),
+            rounds,
             store_fault: Mutex::new(None),
             leases_valid_until: Mutex::new(None),
             leases_held: Mutex::new(HashSet::new()),

@@ -15,7 +15,7 @@ use std::time::Instant;
 use hyper::body::Bytes;
 use rand_core::OsRng;
 use serde_json::{json, Value};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, OwnedSemaphorePermit};
 use tracing::{debug, error, info, info_span, warn, Instrument, Span};
 use vigil_core::attestation::NodeSnapshot;
 use vigil_core::attestation::{
@@ -43,7 +43,9 @@ struct Round {
     started: Instant,
 }
 
-/// The result of a request, fed back to the state machine.
+/// The result of a request, fed back to the state machine. A quote's is the larger:
+/// it is boxed as soon as it is woken on (`Wake::Done`), and only one exists per node.
+#[allow(clippy::large_enum_variant)]
 enum Done {
     Quote {
         id: RequestId,
@@ -52,6 +54,9 @@ enum Done {
         round: Round,
         /// The node's connection, back for the next round (if the node kept it open).
         conn: Option<KeptConnection>,
+        /// The round's place among those under way (`max_rounds_in_flight`), given back
+        /// once it is recorded (always there: the engine never closes its semaphore).
+        slot: Option<OwnedSemaphorePermit>,
     },
     V {
         id: RequestId,
@@ -257,8 +262,11 @@ impl NodeTask {
             Wake::Done(done) => {
                 let mut done = *done;
                 d.inflight = None;
-                if let Done::Quote { conn, .. } = &mut done {
+                // Held until the round is recorded, then another node's may start.
+                let mut slot = None;
+                if let Done::Quote { conn, slot: s, .. } = &mut done {
                     self.conn = conn.take();
+                    slot = s.take();
                 }
                 let span = match &done {
                     Done::Quote { round, .. } => round.span.clone(),
@@ -283,6 +291,7 @@ impl NodeTask {
                 {
                     return Next::End;
                 }
+                drop(slot);
                 // Once recorded, so that the gate's next read sees the round.
                 if let Some(answer) = answer {
                     for w in d.waiters.drain(..) {
@@ -456,6 +465,7 @@ impl NodeTask {
         let mut conn = self.conn.take();
         Box::pin(
             async move {
+                let slot = e.rounds.clone().acquire_owned().await.ok();
                 let exchange = e
                     .agents
                     .quote(&mut conn, &target, &nonce, mask, partial, entry)
@@ -466,6 +476,7 @@ impl NodeTask {
                     exchange,
                     round,
                     conn,
+                    slot,
                 }
             }
             .instrument(span),

@@ -99,14 +99,14 @@ async fn killed_replica_nodes_are_taken_over_without_double_attestation() {
     .await;
 }
 
-/// Starts the simulator's 120 nodes and enrols them through `via`; `test` (0, 1, …)
+/// Starts the simulator's 120 nodes and enrols them through `via`; `test` (0, 1, 2)
 /// tells this file's tests apart.
 async fn fleet(pki: &Pki, via: &vigil_verifier::Verifier, test: u16) -> Sim {
     // A port of its own per test and test process, so parallel runs do not collide,
     // and below Linux's ephemeral range (32768–60999): a port there can be held by any
     // outgoing connection of the same run (a database pool's), and the bind fails.
     // 25000–28999: clear of the tenant tests' 20000–24999 and bench-fleet's 29100.
-    let port = 25_000 + (std::process::id() % 2_000) as u16 * 2 + test;
+    let port = 25_000 + (std::process::id() % 1_333) as u16 * 3 + test;
     let mut sim_config = SimConfig::new(NODES, port, pki.tls_dir().join("cacert.crt"));
     sim_config.ima_rate = 0.2;
     let sim = Sim::start(&sim_config)
@@ -173,6 +173,34 @@ async fn a_joining_replica_is_handed_its_share_without_gaps_or_double_attestatio
         );
         r1.shutdown().await;
         r2.shutdown().await;
+    })
+    .await;
+}
+
+/// With one round in flight at a time (`max_rounds_in_flight` 1), every node is still
+/// attested round after round: each round gives its place back once recorded, failed
+/// or not (a place kept would stop the whole verifier after its first round).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_round_in_flight_still_attests_every_node_again_and_again() {
+    vigil_testkit::db::with_sqlite(|db| async move {
+        let pki = Pki::new();
+        let mut config = pki.config(&db);
+        config.quote_interval = INTERVAL.as_secs_f64();
+        config.max_rounds_in_flight = 1;
+        let verifier = support::start(&config).await;
+        let sim = fleet(&pki, &verifier, 2).await;
+        wait_for(120, "every node attested", || async {
+            (sim.attested_since(Duration::ZERO).len() == NODES).then_some(())
+        })
+        .await;
+        let after = sim.elapsed();
+        wait_for(120, "every node attested again", || async {
+            (sim.attested_since(after).len() == NODES).then_some(())
+        })
+        .await;
+        let report = sim.report(INTERVAL, Duration::ZERO, sim.elapsed(), &HashSet::new());
+        assert_eq!(report["doubles"], 0, "{report}");
+        verifier.shutdown().await;
     })
     .await;
 }
