@@ -14,6 +14,12 @@ use vigil_verifier::{Config, Verifier};
 /// allocator decides how much of the freed memory stays resident. At 3,000 nodes,
 /// resident memory per node was 51 KiB with glibc, 25–27 KiB with mimalloc and
 /// 19–20 KiB with jemalloc, for 11 KiB live (docs/benchmarks.md).
+///
+/// jemalloc is built (`.cargo/config.toml`: `--with-malloc-conf`) to give freed pages
+/// back after about a second rather than ten: at 10,000 nodes a verifier frees answers
+/// of tens of KiB thousands of times a second, and ten seconds of them stayed resident
+/// (15.3–17.1 KiB per node with ten, 14.1–15.5 with one, for the same CPU per
+/// attestation). `_RJEM_MALLOC_CONF` in the environment still overrides it.
 #[cfg(feature = "jemalloc")]
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
