@@ -553,41 +553,36 @@ mod tests {
         assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
     }
 
-    /// The pinned certificate's pin, and a shared configuration that leaves the check
-    /// to the stream.
-    fn pin_checked(cert: &std::path::Path) -> (Arc<rustls::ClientConfig>, CertPin) {
-        let der = CertificateDer::from_pem_file(cert).unwrap();
-        let config = vigil_tls::PinCheckedConfig::new(None).unwrap();
-        (config.rustls().clone(), CertPin::of(&der))
-    }
-
-    #[tokio::test]
-    async fn a_shared_configuration_connects_to_the_pinned_certificate() {
+    /// A connection to [`server`] pinned to the CA's certificate `pinned` ("server" or
+    /// "client"), with the shared configuration that leaves the check to the stream,
+    /// and whether the server's handshake completed.
+    async fn pin_checked(
+        pinned: &str,
+    ) -> (io::Result<TlsStream>, tokio::sync::oneshot::Receiver<()>) {
         let (tx, accepted) = tokio::sync::oneshot::channel();
         let (_, tcp, dir) = server(move |_| async move {
             let _ = tx.send(());
         })
         .await;
-        let (config, pin) = pin_checked(&vigil_tls::ca::CaDir::new(dir.path()).cert("server"));
-        TlsStream::connect(config, name(), Some(pin), tcp)
-            .await
-            .unwrap();
+        let der = vigil_tls::ca::CaDir::new(dir.path()).cert(pinned);
+        let pin = CertPin::of(&CertificateDer::from_pem_file(der).unwrap());
+        let config = vigil_tls::PinCheckedConfig::new(None).unwrap();
+        let stream = TlsStream::connect(config.rustls().clone(), name(), Some(pin), tcp).await;
+        (stream, accepted)
+    }
+
+    #[tokio::test]
+    async fn a_shared_configuration_connects_to_the_pinned_certificate() {
+        let (stream, accepted) = pin_checked("server").await;
+        stream.unwrap();
         accepted.await.expect("the server completed the handshake");
     }
 
     #[tokio::test]
     async fn a_shared_configuration_sends_nothing_more_to_another_certificate() {
-        let (tx, accepted) = tokio::sync::oneshot::channel();
-        let (_, tcp, dir) = server(move |_| async move {
-            let _ = tx.send(());
-        })
-        .await;
         // Pinned to the CA's client certificate, which is not the server's.
-        let (config, pin) = pin_checked(&vigil_tls::ca::CaDir::new(dir.path()).cert("client"));
-        let e = TlsStream::connect(config, name(), Some(pin), tcp)
-            .await
-            .err()
-            .unwrap();
+        let (stream, accepted) = pin_checked("client").await;
+        let e = stream.err().unwrap();
         assert!(e.get_ref().is_some_and(|e| e.is::<PinRefused>()), "{e}");
         // The client's last flight (its Finished) never left: the server's handshake
         // did not complete.
