@@ -15,11 +15,11 @@ use std::time::Duration;
 use hyper::body::Bytes;
 use serde_json::Value;
 use vigil_core::attestation::CommFailure;
-use vigil_service::client::{Answer, Client, ClientError, Endpoint, KeptConnection, Limits};
+use vigil_service::client::{Answer, Client, ClientError, KeptConnection, Limits};
 
 use vigil_tls::CertPin;
 
-use crate::node_tls::NodeTls;
+use crate::node_tls::{self, NodeTls};
 use crate::protocol::{negotiate, AGENT_VERSIONS};
 
 /// Where a node is and how to reach it, copied from its context for one request.
@@ -166,10 +166,7 @@ impl AgentClient {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<Answer, CommFailure> {
-        let endpoint = match node.pin {
-            Some(pin) => Endpoint::addr(addr).with_pinned_tls(&self.tls, pin),
-            None => Endpoint::addr(addr),
-        };
+        let endpoint = node_tls::endpoint(addr, &self.tls, node.pin);
         let answer = match conn.filter(|_| self.keep_alive) {
             Some(slot) => {
                 self.client

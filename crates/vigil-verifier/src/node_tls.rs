@@ -6,7 +6,10 @@
 //! pin: a configuration and a certificate per node were most of a KiB of each node's
 //! memory.
 
+use std::net::SocketAddr;
+
 use rustls::pki_types::CertificateDer;
+use vigil_service::client::Endpoint;
 use vigil_tls::CertPin;
 
 /// The verifier's client identity (certificate chain and key), loaded once.
@@ -15,6 +18,15 @@ pub(crate) type ClientIdentity = vigil_tls::PinnedIdentity;
 /// The one client configuration of every request to a node, presenting the verifier's
 /// identity; the node's certificate is compared with its pin by the client's stream.
 pub(crate) type NodeTls = vigil_tls::PinCheckedConfig;
+
+/// A node at `addr`: over TLS with `tls`, its certificate checked against `pin`, if it
+/// has one; plain HTTP if it has none (a node enrolled without mTLS).
+pub(crate) fn endpoint(addr: SocketAddr, tls: &NodeTls, pin: Option<CertPin>) -> Endpoint {
+    match pin {
+        Some(pin) => Endpoint::addr(addr).with_pinned_tls(tls, pin),
+        None => Endpoint::addr(addr),
+    }
+}
 
 /// The DER of the first certificate in `pem` (or `pem` itself if it is DER).
 pub(crate) fn cert_der(pem_or_der: &[u8]) -> Option<CertificateDer<'static>> {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use vigil_store::Store;
 
 use super::{ChannelFuture, Notifier, Origin, Sent};
-use vigil_service::client::{Client, Endpoint, Limits};
+use vigil_service::client::{Client, Limits};
 
 use crate::node_tls::{self, NodeTls};
 
@@ -58,10 +58,7 @@ impl AgentChannel {
             // An agent answers a notice with a short envelope.
             body_limit: 1 << 20,
         });
-        let endpoint = match pin {
-            Some(pin) => Endpoint::addr(addr).with_pinned_tls(&self.tls, pin),
-            None => Endpoint::addr(addr),
-        };
+        let endpoint = node_tls::endpoint(addr, &self.tls, pin);
         let sent = client
             .request(
                 &endpoint,
